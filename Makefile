@@ -1,0 +1,38 @@
+# Two entry points for a new user on a fresh machine:
+#   make demo  - create .venv, install wattwheel, run the demo bench on the bundled scenario
+#   make test  - create .venv, install wattwheel with live and dev extras (and the system
+#                services the tests start themselves), run ruff, mypy and pytest
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
+
+.PHONY: demo test check install install-dev system-deps clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+
+install-dev: $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[live,dev]'
+
+system-deps:
+	bash scripts/system-deps.sh
+
+demo: install
+	$(BIN)/wattwheel demo
+
+check: install-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: system-deps check
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

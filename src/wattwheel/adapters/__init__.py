@@ -1,0 +1,1 @@
+"""Device and storage adapters: each a pure codec plus a thin client."""

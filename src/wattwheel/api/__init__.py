@@ -1,0 +1,1 @@
+"""FastAPI app, routes, auth, Prometheus metrics and the dashboard."""

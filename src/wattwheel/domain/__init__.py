@@ -1,0 +1,1 @@
+"""Pure domain model: site, physics, allocation, metrics. No I/O, no clock."""

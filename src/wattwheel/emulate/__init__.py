@@ -1,0 +1,1 @@
+"""Virtual devices driven by a trace, speaking the real protocols."""

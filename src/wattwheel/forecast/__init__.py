@@ -1,0 +1,1 @@
+"""Forecasting: the Forecaster protocol, the Forecast value, baselines and the LSTM. Pure."""

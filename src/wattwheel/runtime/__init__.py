@@ -1,0 +1,1 @@
+"""The live loop: tick = read -> forecast -> decide -> actuate; clock; leader election."""
