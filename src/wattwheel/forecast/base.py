@@ -49,8 +49,12 @@ class History:
 
     def tail(self, n: int) -> History:
         """The last ``n`` rows (views)."""
-        return History(self.timestamps_s[-n:], self.series_ids, self.values[-n:],
-                       {k: v[-n:] for k, v in self.exog.items()})
+        return History(
+            self.timestamps_s[-n:],
+            self.series_ids,
+            self.values[-n:],
+            {k: v[-n:] for k, v in self.exog.items()},
+        )
 
     @staticmethod
     def from_trace(trace: Trace) -> History:
@@ -84,8 +88,9 @@ class Forecast:
         if q >= qs[-1]:
             return self.values[:, :, -1]
         j = int(np.searchsorted(qs, q))
-        w = (q - qs[j - 1]) / (qs[j] - qs[j - 1])
-        return (1 - w) * self.values[:, :, j - 1] + w * self.values[:, :, j]
+        w = float((q - qs[j - 1]) / (qs[j] - qs[j - 1]))
+        lower, upper = self.values[:, :, j - 1], self.values[:, :, j]
+        return np.asarray((1 - w) * lower + w * upper, dtype=np.float64)
 
 
 @runtime_checkable

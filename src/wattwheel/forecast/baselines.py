@@ -1,0 +1,338 @@
+"""Baseline forecasters behind the :class:`~wattwheel.forecast.base.Forecaster` protocol.
+
+Each baseline makes a point forecast per series and horizon; its quantiles come from
+:mod:`wattwheel.forecast.calibration` (empirical quantiles of its own past residuals at that
+horizon, normalised per series). ``predict`` reads only the tail of the history it is given, so it
+stays fast when called every simulated step with a growing history, and, when ``online`` is set,
+first folds the rows that arrived since the previous call into the residual pools.
+
+- :class:`PersistenceForecaster`: the last finite value (the controller's default).
+- :class:`SeasonalNaiveForecaster`: the value one season (default one day) before the target.
+- :class:`ARForecaster`: linear autoregression on lags, least squares, one direct model per
+  configured horizon (pooled across series after per-series normalisation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wattwheel.forecast.base import (
+    DEFAULT_HORIZONS_MIN,
+    DEFAULT_QUANTILES,
+    FloatArray,
+    Forecast,
+    History,
+)
+from wattwheel.forecast.calibration import (
+    SCALE_ROWS,
+    ResidualCalibrator,
+    apply_offsets,
+    horizon_steps,
+    series_scale,
+)
+from wattwheel.forecast.fill import forward_fill, tail_filled
+
+IntArray = NDArray[np.int64]
+
+DEFAULT_HORIZONS_S: tuple[float, ...] = tuple(60.0 * m for m in DEFAULT_HORIZONS_MIN)
+
+
+class CalibratedPointForecaster:
+    """Shared machinery: horizons to steps, residual calibration, online update, fast predict.
+
+    Subclasses define :meth:`context_rows` (rows of history a point forecast reads),
+    :meth:`_fit_point` (learn parameters, may be a no-op) and :meth:`_points`.
+
+    Args:
+        quantiles: levels returned by ``predict``.
+        horizons_s: horizons calibrated by ``fit`` (others are calibrated on first use).
+        calibration_rows: how many recent rows a first-use calibration looks back over.
+        calibration_window: residuals kept per horizon (older ones age out).
+        online: fold newly arrived rows into the residual pools at each ``predict``.
+    """
+
+    name = "point"
+
+    def __init__(
+        self,
+        quantiles: Sequence[float] = DEFAULT_QUANTILES,
+        horizons_s: Sequence[float] = DEFAULT_HORIZONS_S,
+        calibration_rows: int = 4032,
+        calibration_window: int = 20_000,
+        online: bool = True,
+    ) -> None:
+        self.quantiles = tuple(float(q) for q in quantiles)
+        self.horizons_s = tuple(float(h) for h in horizons_s)
+        self.calibration_rows = calibration_rows
+        self.online = online
+        self.calibrator = ResidualCalibrator(self.quantiles, calibration_window)
+        self._step_s: float | None = None
+        self._seen_end_s: float | None = None
+
+    # --- subclass hooks -------------------------------------------------------------------
+    def context_rows(self) -> int:
+        """Rows of history (ending at the origin) one point forecast needs."""
+        return 1
+
+    def _fit_point(self, filled: FloatArray, raw: FloatArray) -> None:
+        """Learn point-model parameters from a forward-filled (T, S) history."""
+
+    def _points(self, filled: FloatArray, origins: IntArray, step: int) -> FloatArray:
+        """(N, S) point forecasts ``step`` rows after each origin row of ``filled``."""
+        raise NotImplementedError
+
+    # --- protocol ---------------------------------------------------------------------------
+    def fit(self, history: History) -> None:
+        """Fit the point model and calibrate residual quantiles at ``horizons_s``."""
+        _check_history(history)
+        raw = np.asarray(history.values, dtype=np.float64)
+        filled = forward_fill(raw)
+        self._step_s = history.step_s
+        self._fit_point(filled, raw)
+        self.calibrator = ResidualCalibrator(self.quantiles, self.calibrator.window)
+        steps = horizon_steps(self.horizons_s, history.step_s)
+        self._add_residuals(raw, filled, steps, first_row=0)
+        self._seen_end_s = history.end_s
+
+    def update(self, history: History, steps: Sequence[int] = ()) -> None:
+        """Online calibration: add residuals for rows newer than the last seen, and calibrate
+        any horizon step in ``steps`` that has no residuals yet over the recent history."""
+        _check_history(history)
+        step_s = history.step_s
+        self._check_step(step_s)
+        known = set(self.calibrator.steps)
+        fresh = sorted(set(steps) - known)
+        n_rows = history.values.shape[0]
+        seen = self._seen_end_s
+        new_rows = 0 if seen is None else round((history.end_s - seen) / step_s)
+        new_rows = min(max(new_rows, 0), self.calibration_rows)
+        if fresh:
+            rows = min(n_rows, self.calibration_rows + max(fresh) + self.context_rows())
+            raw, filled = self._tail(history, rows)
+            self._add_residuals(raw, filled, fresh, first_row=0)
+        if known and new_rows:
+            rows = min(n_rows, new_rows + max(known) + self.context_rows() + SCALE_ROWS)
+            raw, filled = self._tail(history, rows)
+            self._add_residuals(raw, filled, sorted(known), first_row=rows - new_rows)
+        self._seen_end_s = history.end_s
+
+    def predict(
+        self,
+        history: History,
+        horizons_s: Sequence[float],
+        future_exog: Mapping[str, FloatArray] | None = None,
+    ) -> Forecast:
+        """Point forecasts plus calibrated quantiles, (S, H, Q) in the history's units."""
+        _check_history(history)
+        steps = horizon_steps(horizons_s, history.step_s)
+        self._check_step(history.step_s)
+        if self.online:
+            self.update(history, steps)
+        elif any(self.calibrator.count(s) == 0 for s in steps):
+            self.update(history, [s for s in steps if self.calibrator.count(s) == 0])
+        raw, filled = self._tail(history, max(self.context_rows(), SCALE_ROWS))
+        origin = np.array([filled.shape[0] - 1], dtype=np.int64)
+        point = np.stack([self._points(filled, origin, s)[0] for s in steps], axis=1)
+        scale = series_scale(raw)
+        q_points = np.repeat(point[:, :, None], len(self.quantiles), axis=2)
+        values = apply_offsets(q_points, scale, self.calibrator.offsets_for(steps))
+        return Forecast(
+            issued_at_s=history.end_s,
+            series_ids=history.series_ids,
+            horizons_s=tuple(float(h) for h in horizons_s),
+            quantiles=self.quantiles,
+            values=values,
+            point=point,
+        )
+
+    # --- internals --------------------------------------------------------------------------
+    def _check_step(self, step_s: float) -> None:
+        if self._step_s is not None and not math.isclose(step_s, self._step_s, rel_tol=1e-6):
+            raise ValueError(
+                f"{self.name} was fitted on a {self._step_s:g} s grid but the history has a "
+                f"{step_s:g} s step: refit it on this resolution"
+            )
+
+    def _tail(self, history: History, rows: int) -> tuple[FloatArray, FloatArray]:
+        raw = np.asarray(history.values[-rows:], dtype=np.float64)
+        return raw, tail_filled(history.values, rows, history.series_ids)
+
+    def _add_residuals(
+        self, raw: FloatArray, filled: FloatArray, steps: Sequence[int], first_row: int
+    ) -> None:
+        """Residuals of forecasts whose target rows are ``first_row..`` of ``raw``."""
+        scale = series_scale(raw)
+        n_rows = raw.shape[0]
+        for step in steps:
+            start = max(first_row, self.context_rows() - 1 + step)
+            if start >= n_rows:
+                continue
+            targets = np.arange(start, n_rows, dtype=np.int64)
+            points = self._points(filled, targets - step, step)
+            self.calibrator.add(step, ((raw[targets] - points) / scale).ravel())
+
+
+class PersistenceForecaster(CalibratedPointForecaster):
+    """Tomorrow looks like now: the last finite value at every horizon."""
+
+    name = "persistence"
+
+    def _points(self, filled: FloatArray, origins: IntArray, step: int) -> FloatArray:
+        return filled[origins]
+
+
+class SeasonalNaiveForecaster(CalibratedPointForecaster):
+    """The value one season before the target time (default season: one day).
+
+    Args:
+        season_s: season length in seconds (a whole number of grid steps).
+    """
+
+    name = "seasonal_naive"
+
+    def __init__(self, season_s: float = 86_400.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not season_s > 0:
+            raise ValueError(f"season_s must be positive, got {season_s!r}")
+        self.season_s = float(season_s)
+        self._season_steps = 0
+
+    def context_rows(self) -> int:
+        return max(self._season_steps, 1)
+
+    def _fit_point(self, filled: FloatArray, raw: FloatArray) -> None:
+        pass
+
+    def fit(self, history: History) -> None:
+        _check_history(history)
+        self._season_steps = max(1, round(self.season_s / history.step_s))
+        super().fit(history)
+
+    def update(self, history: History, steps: Sequence[int] = ()) -> None:
+        _check_history(history)
+        if self._season_steps == 0:
+            self._season_steps = max(1, round(self.season_s / history.step_s))
+        super().update(history, steps)
+
+    def predict(
+        self,
+        history: History,
+        horizons_s: Sequence[float],
+        future_exog: Mapping[str, FloatArray] | None = None,
+    ) -> Forecast:
+        _check_history(history)
+        if self._season_steps == 0:
+            self._season_steps = max(1, round(self.season_s / history.step_s))
+        return super().predict(history, horizons_s, future_exog)
+
+    def _points(self, filled: FloatArray, origins: IntArray, step: int) -> FloatArray:
+        m = self._season_steps
+        back = m * math.ceil(step / m)
+        # Before one full season of history exists, fall back to the oldest row available.
+        rows = np.maximum(origins + step - back, 0)
+        return filled[rows]
+
+
+class ARForecaster(CalibratedPointForecaster):
+    """Linear autoregression ``z[t+h] = c_h + sum_i a_{h,i} z[t-i]`` with z = power / scale.
+
+    One direct least-squares model per horizon in ``horizons_s`` (fitted at ``fit``); other
+    horizons iterate the one-step model. Pooled across series, so it fits a global model.
+
+    Args:
+        lags: number of lags p.
+        max_rows: at most this many training rows (the most recent) go into the fit.
+        ridge: a tiny ridge term for numerical stability.
+    """
+
+    name = "ar"
+
+    def __init__(
+        self, lags: int = 24, max_rows: int = 200_000, ridge: float = 1e-6, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if lags < 1:
+            raise ValueError(f"AR needs at least one lag, got {lags}")
+        self.lags = lags
+        self.max_rows = max_rows
+        self.ridge = ridge
+        self.coefs: dict[int, FloatArray] = {}
+
+    @property
+    def coef_(self) -> FloatArray:
+        """One-step coefficients ``[c, a_1, ..., a_p]`` (normalised units)."""
+        if 1 not in self.coefs:
+            raise ValueError("ARForecaster is not fitted: call fit(history) first")
+        return self.coefs[1]
+
+    def context_rows(self) -> int:
+        return self.lags
+
+    def _fit_point(self, filled: FloatArray, raw: FloatArray) -> None:
+        if self._step_s is None:
+            raise ValueError("ARForecaster.fit needs the history step")
+        z = filled / series_scale(raw, rows=raw.shape[0])
+        steps = {1, *horizon_steps(self.horizons_s, self._step_s)}
+        self.coefs = {s: self._solve(z, raw, s) for s in sorted(steps)}
+
+    def _solve(self, z: FloatArray, raw: FloatArray, step: int) -> FloatArray:
+        n_rows = z.shape[0]
+        origins = np.arange(self.lags - 1, n_rows - step, dtype=np.int64)
+        if origins.size < self.lags + 1:
+            raise ValueError(
+                f"history too short for AR({self.lags}) at {step} steps ahead: "
+                f"{n_rows} rows, need at least {2 * self.lags + step + 1}"
+            )
+        origins = origins[-max(1, self.max_rows // z.shape[1]) :]
+        x = _design(z, origins, self.lags)  # (N, S, p+1)
+        y = z[origins + step]
+        ok = np.isfinite(raw[origins + step])
+        xf, yf = x[ok], y[ok]
+        gram = xf.T @ xf + self.ridge * np.eye(xf.shape[1])
+        return np.asarray(np.linalg.solve(gram, xf.T @ yf), dtype=np.float64)
+
+    def _points(self, filled: FloatArray, origins: IntArray, step: int) -> FloatArray:
+        if not self.coefs:
+            raise ValueError("ARForecaster is not fitted: call fit(history) first")
+        scale = series_scale(filled)
+        z = filled / scale
+        coef = self.coefs.get(step)
+        if coef is not None:
+            return np.asarray(_design(z, origins, self.lags) @ coef * scale, dtype=np.float64)
+        return self._iterate(z, origins, step) * scale
+
+    def _iterate(self, z: FloatArray, origins: IntArray, step: int) -> FloatArray:
+        """Recursive multi-step forecast with the one-step model."""
+        one = self.coefs[1]
+        idx = np.maximum(origins[:, None] - np.arange(self.lags)[None, :], 0)
+        window = z[idx]  # (N, p, S), newest first
+        window = np.moveaxis(window, 1, 2)  # (N, S, p)
+        nxt = window[:, :, 0]
+        for _ in range(step):
+            nxt = one[0] + window @ one[1:]
+            window = np.concatenate([nxt[:, :, None], window[:, :, :-1]], axis=2)
+        return np.asarray(nxt, dtype=np.float64)
+
+
+def _design(z: FloatArray, origins: IntArray, lags: int) -> FloatArray:
+    """(N, S, 1 + lags) rows ``[1, z[o], z[o-1], ..., z[o-lags+1]]``; early rows clamp to 0."""
+    idx = np.maximum(origins[:, None] - np.arange(lags)[None, :], 0)  # (N, p)
+    lagged = np.moveaxis(z[idx], 1, 2)  # (N, S, p)
+    ones = np.ones((*lagged.shape[:2], 1))
+    return np.concatenate([ones, lagged], axis=2)
+
+
+def _check_history(history: History) -> None:
+    values = history.values
+    if values.ndim != 2 or values.shape != (history.timestamps_s.shape[0], len(history.series_ids)):
+        raise ValueError(
+            f"history values must be (T, S) = ({history.timestamps_s.shape[0]}, "
+            f"{len(history.series_ids)}), got {values.shape}"
+        )
+    if values.shape[0] < 2:
+        raise ValueError("a history needs at least two rows to have a time step")

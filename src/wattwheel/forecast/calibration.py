@@ -1,0 +1,158 @@
+"""Conformal calibration of forecast quantiles from past residuals, per horizon.
+
+Residuals are stored *normalised* by a per-series scale (the series' mean absolute level), so
+racks of different size share one pool and a forecaster calibrated on some racks transfers to
+others. For a quantile level ``q`` the calibrated offset is the empirical ``q``-quantile of
+``(actual - predicted_q) / scale`` over a rolling window of recent residuals (split-conformal
+style: the outer levels use the finite-sample ``ceil((n+1)q)/n`` rank, so an interval between
+two levels covers at least their difference on exchangeable data). Point forecasters predict
+the same value at every level; a quantile model (the LSTM) gives one prediction per level and
+the offsets then correct its own quantiles (conformalised quantile regression per level).
+
+Pure numpy: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+#: Rows used for the per-series scale (a day at 5-minute resolution).
+SCALE_ROWS = 288
+#: A scale below this (watts) is treated as 1 W, so an idle rack does not divide by zero.
+MIN_SCALE = 1e-6
+
+
+def horizon_steps(horizons_s: Sequence[float], step_s: float) -> tuple[int, ...]:
+    """Horizons in seconds to whole grid steps: rounded up, at least one step."""
+    if not step_s > 0:
+        raise ValueError(f"the history step must be positive, got {step_s!r} s")
+    steps = []
+    for h in horizons_s:
+        if not (h > 0 and math.isfinite(h)):
+            raise ValueError(f"forecast horizons must be positive seconds, got {h!r}")
+        # The small tolerance keeps 300.0000001 / 300 from becoming two steps.
+        steps.append(max(1, math.ceil(h / step_s - 1e-9)))
+    return tuple(steps)
+
+
+def series_scale(values: FloatArray, rows: int = SCALE_ROWS) -> FloatArray:
+    """(S,) mean absolute finite value over the last ``rows`` rows of a (T, S) array.
+
+    A series with no finite value in that window, or a level of ~0, gets scale 1.
+    """
+    tail = np.abs(values[-rows:])
+    finite = np.isfinite(tail)
+    count = finite.sum(axis=0)
+    total = np.where(finite, tail, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = total / count
+    return np.where((count > 0) & (scale > MIN_SCALE), scale, 1.0)
+
+
+class ResidualCalibrator:
+    """Rolling pools of normalised residuals, one per horizon step, giving quantile offsets.
+
+    Args:
+        quantiles: Q increasing levels in (0, 1).
+        window: residuals kept per horizon (the oldest are dropped: online adaptation).
+    """
+
+    def __init__(self, quantiles: Sequence[float], window: int = 20_000) -> None:
+        qs = np.asarray(quantiles, dtype=np.float64)
+        if qs.ndim != 1 or qs.size == 0 or np.any((qs <= 0) | (qs >= 1)):
+            raise ValueError(f"quantiles must be levels in (0, 1), got {tuple(quantiles)!r}")
+        if np.any(np.diff(qs) <= 0):
+            raise ValueError(f"quantiles must be strictly increasing, got {tuple(quantiles)!r}")
+        if window < 1:
+            raise ValueError(f"calibration window must be at least 1, got {window}")
+        self.quantiles = tuple(float(q) for q in qs)
+        self.window = window
+        self._pools: dict[int, FloatArray] = {}
+        self._offsets: dict[int, FloatArray] = {}
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """Horizon steps that have at least one residual."""
+        return tuple(sorted(self._pools))
+
+    def count(self, step: int) -> int:
+        pool = self._pools.get(step)
+        return 0 if pool is None else int(pool.shape[0])
+
+    def add(self, step: int, residuals: FloatArray) -> None:
+        """Append normalised residuals for ``step``: shape (N,) (point model) or (N, Q)."""
+        res = np.asarray(residuals, dtype=np.float64)
+        if res.ndim == 1:
+            res = np.repeat(res[:, None], len(self.quantiles), axis=1)
+        if res.ndim != 2 or res.shape[1] != len(self.quantiles):
+            n_q = len(self.quantiles)
+            raise ValueError(f"residuals must be (N,) or (N, {n_q}), got {res.shape}")
+        res = res[np.all(np.isfinite(res), axis=1)]
+        if res.shape[0] == 0:
+            return
+        old = self._pools.get(step)
+        pool = res if old is None else np.concatenate([old, res])
+        self._pools[step] = pool[-self.window :]
+        self._offsets.pop(step, None)
+
+    def offsets(self, step: int) -> FloatArray:
+        """(Q,) normalised offsets to add at each level; zeros when nothing is known yet."""
+        cached = self._offsets.get(step)
+        if cached is not None:
+            return cached
+        pool = self._pools.get(step)
+        if pool is None:
+            return np.zeros(len(self.quantiles))
+        out = np.array([_conformal_quantile(pool[:, j], q) for j, q in enumerate(self.quantiles)])
+        self._offsets[step] = out
+        return out
+
+    def offsets_for(self, steps: Iterable[int]) -> FloatArray:
+        """(H, Q) offsets for several horizon steps."""
+        return np.stack([self.offsets(s) for s in steps])
+
+    def state(self) -> dict[str, list[list[float]]]:
+        """Plain-data snapshot (for saving next to a model)."""
+        return {str(k): v.tolist() for k, v in self._pools.items()}
+
+    def load_state(self, state: dict[str, list[list[float]]]) -> None:
+        self._pools = {}
+        self._offsets = {}
+        for key, rows in state.items():
+            self.add(int(key), np.asarray(rows, dtype=np.float64).reshape(-1, len(self.quantiles)))
+
+
+def _conformal_quantile(residuals: FloatArray, q: float) -> float:
+    """The ``q`` empirical quantile, with the split-conformal finite-sample rank at the tails.
+
+    Above the median the ``ceil((n+1)q)``-th smallest residual, below it the
+    ``floor((n+1)q)``-th, clipped to the sample (1-based ranks).
+    """
+    n = residuals.shape[0]
+    if q == 0.5:
+        return float(np.median(residuals))
+    rank = math.ceil((n + 1) * q) if q > 0.5 else math.floor((n + 1) * q)
+    k = min(max(rank, 1), n) - 1
+    return float(np.partition(residuals, k)[k])
+
+
+def apply_offsets(
+    quantile_points: FloatArray, scale: FloatArray, offsets: FloatArray
+) -> FloatArray:
+    """Calibrated (S, H, Q) quantiles, non-decreasing along Q.
+
+    Args:
+        quantile_points: (S, H, Q) raw predictions per level (a point model repeats its point).
+        scale: (S,) per-series scale the residuals were normalised by.
+        offsets: (H, Q) normalised offsets from :meth:`ResidualCalibrator.offsets_for`.
+    """
+    out = quantile_points + scale[:, None, None] * offsets[None, :, :]
+    # Calibration per level can cross when pools are tiny; sorting keeps the contract.
+    return np.maximum.accumulate(out, axis=2)

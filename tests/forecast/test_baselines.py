@@ -1,0 +1,126 @@
+"""Baselines: hand-checked point forecasts, horizon conversion, NaN handling, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wattwheel.forecast.base import Forecaster, History
+from wattwheel.forecast.baselines import (
+    ARForecaster,
+    PersistenceForecaster,
+    SeasonalNaiveForecaster,
+)
+from wattwheel.forecast.calibration import horizon_steps
+
+
+def _history(values: np.ndarray, step_s: float = 300.0) -> History:
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    ts = 1_000.0 + step_s * np.arange(values.shape[0])
+    ids = tuple(f"r{i}" for i in range(values.shape[1]))
+    return History(ts, ids, values)
+
+
+def test_horizon_steps_round_up_min_one() -> None:
+    assert horizon_steps([300, 600, 900], 300) == (1, 2, 3)
+    assert horizon_steps([1, 301], 300) == (1, 2)
+    assert horizon_steps([300], 10) == (30,)
+    with pytest.raises(ValueError, match="positive"):
+        horizon_steps([0], 300)
+
+
+@pytest.mark.parametrize("cls", [PersistenceForecaster, SeasonalNaiveForecaster, ARForecaster])
+def test_baselines_implement_protocol(cls: type) -> None:
+    assert isinstance(cls(), Forecaster)
+
+
+def test_persistence_returns_last_value_with_units_and_shapes() -> None:
+    rng = np.random.default_rng(0)
+    vals = 1000.0 + rng.normal(0, 10, size=(500, 2))
+    vals[-1] = [1234.0, 987.0]
+    f = PersistenceForecaster()
+    fc = f.predict(_history(vals), [300, 600, 900])
+    assert fc.values.shape == (2, 3, 3)
+    assert fc.point.shape == (2, 3)
+    np.testing.assert_allclose(fc.point, [[1234.0] * 3, [987.0] * 3])
+    assert fc.horizons_s == (300.0, 600.0, 900.0)
+    assert np.all(np.diff(fc.values, axis=2) >= 0)
+    assert np.all(fc.values[:, :, 0] < fc.point) and np.all(fc.values[:, :, 2] > fc.point)
+
+
+def test_persistence_skips_trailing_nan() -> None:
+    vals = np.array([[5.0, 1.0], [6.0, np.nan], [np.nan, np.nan]])
+    fc = PersistenceForecaster().predict(_history(vals), [300])
+    np.testing.assert_allclose(fc.point[:, 0], [6.0, 1.0])
+
+
+def test_persistence_all_nan_series_is_a_clear_error() -> None:
+    vals = np.array([[5.0, np.nan], [6.0, np.nan], [7.0, np.nan]])
+    with pytest.raises(ValueError, match="r1"):
+        PersistenceForecaster().predict(_history(vals), [300])
+
+
+def test_persistence_long_gap_at_tail_looks_further_back() -> None:
+    vals = np.full((1000, 1), np.nan)
+    vals[10, 0] = 42.0
+    fc = PersistenceForecaster().predict(_history(vals), [300])
+    assert fc.point[0, 0] == 42.0
+
+
+def test_seasonal_naive_returns_value_one_season_ago() -> None:
+    season = 12
+    vals = np.arange(100, dtype=np.float64)
+    f = SeasonalNaiveForecaster(season_s=season * 300.0)
+    fc = f.predict(_history(vals), [300, 600, 13 * 300])
+    # Row 112 is 13 steps ahead: two seasons back is row 88.
+    np.testing.assert_allclose(fc.point[0], [88.0, 89.0, 88.0])
+
+
+def test_ar_recovers_ar2_coefficients() -> None:
+    rng = np.random.default_rng(1)
+    n = 20_000
+    x = np.zeros(n)
+    for t in range(2, n):
+        x[t] = 0.6 * x[t - 1] + 0.3 * x[t - 2] + rng.normal()
+    f = ARForecaster(lags=2)
+    f.fit(_history(x))
+    _, a1, a2 = f.coef_
+    assert a1 == pytest.approx(0.6, abs=0.03)
+    assert a2 == pytest.approx(0.3, abs=0.03)
+
+
+def test_ar_iterates_for_unfitted_horizon() -> None:
+    vals = 100.0 + 10 * np.sin(np.arange(2000) / 20.0)
+    f = ARForecaster(lags=4, horizons_s=[300])
+    f.fit(_history(vals))
+    fc = f.predict(_history(vals), [300, 1500])
+    truth = 100.0 + 10 * np.sin(np.array([2000, 2004]) / 20.0)
+    np.testing.assert_allclose(fc.point[0], truth, atol=0.1)
+
+
+def test_ar_unfitted_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="not fitted"):
+        ARForecaster().predict(_history(np.ones(100)), [300])
+
+
+def test_calibrated_interval_covers_random_walk() -> None:
+    rng = np.random.default_rng(2)
+    vals = 1000.0 + np.cumsum(rng.normal(0, 5.0, size=(6000, 3)), axis=0)
+    f = PersistenceForecaster(online=True)
+    f.fit(_history(vals[:3000]))
+    hits = []
+    for origin in range(3000, 5990, 7):
+        fc = f.predict(_history(vals[:origin]), [300, 900])
+        actual = vals[[origin, origin + 2]].T
+        hits.append((fc.values[:, :, 0] <= actual) & (actual <= fc.values[:, :, 2]))
+    cover = np.mean(hits)
+    assert 0.86 <= cover <= 0.94
+
+
+def test_step_mismatch_after_fit_is_rejected() -> None:
+    f = ARForecaster(lags=2)
+    f.fit(_history(np.sin(np.arange(500) / 5.0) + 2.0))
+    with pytest.raises(ValueError, match="refit"):
+        f.predict(_history(np.ones(100), step_s=10.0), [300])
