@@ -1,0 +1,1 @@
+"""SNMP rack PDUs (APC PowerNet-MIB rPDU / rPDU2): pure codec, snmprec format, async client."""

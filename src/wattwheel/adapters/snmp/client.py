@@ -1,0 +1,239 @@
+"""Async SNMP v2c client for one APC rack PDU: read device/outlet power, switch outlets.
+
+A thin layer over ``pysnmp.hlapi.v3arch.asyncio``: it fetches variable bindings, turns pysnmp
+objects into plain values and hands them to :mod:`wattwheel.adapters.snmp.codec`.
+
+Faults never reach the control loop from :meth:`ApcPduClient.read`: a PDU that stops answering
+is logged once at WARNING (then DEBUG until it answers again) and ``read`` returns the last good
+samples with their original timestamps, so :func:`wattwheel.domain.telemetry.check_sample`
+flags them stale. Commands are different: :meth:`ApcPduClient.set_outlet` raises, because the
+caller must know a shed did not happen.
+
+Shedding safety: switching an outlet OFF is only allowed for outlets in the target's explicit
+``sheddable_outlets`` allow-list; any other outlet is critical and the request is refused before
+anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from pysnmp.hlapi.v3arch.asyncio import (
+    CommunityData,
+    ContextData,
+    Counter32,
+    Counter64,
+    EndOfMibView,
+    Gauge32,
+    Integer,
+    Integer32,
+    NoSuchInstance,
+    NoSuchObject,
+    Null,
+    ObjectIdentifier,
+    ObjectIdentity,
+    ObjectType,
+    OctetString,
+    SnmpEngine,
+    TimeTicks,
+    UdpTransportTarget,
+    bulk_walk_cmd,
+    get_cmd,
+    set_cmd,
+)
+
+from wattwheel.adapters.snmp import codec
+from wattwheel.adapters.snmp.codec import ControlTable, PduReading, SnmpValue
+from wattwheel.domain.errors import WattwheelError
+from wattwheel.domain.telemetry import PowerSample
+
+log = logging.getLogger(__name__)
+
+#: Subtrees walked on every read (the device power objects are scalars fetched by GET).
+WALKED_SUBTREES = (
+    codec.RPDU2_OUTLET_METERED_ENTRY,
+    codec.RPDU_OUTLET_CONTROL_COMMAND,
+    "1.3.6.1.4.1.318.1.1.26.9.2.3.1",  # rPDU2OutletSwitchedStatusEntry: names and states
+)
+DEVICE_SCALARS = (codec.RPDU_IDENT_DEVICE_POWER_W, f"{codec.RPDU2_DEVICE_STATUS_POWER}.1")
+
+
+class SnmpUnavailable(WattwheelError):
+    """The agent did not answer, or answered with an SNMP error; names the target."""
+
+
+class OutletNotSheddable(WattwheelError):
+    """Refused to switch off an outlet that is not in the shedding allow-list (critical load)."""
+
+
+@dataclass(frozen=True)
+class PduTarget:
+    """Where a PDU is and what may be done to it.
+
+    Attributes:
+        rack_id: the rack its samples belong to.
+        host, port: the agent's UDP endpoint.
+        community: SNMP v2c community string.
+        sheddable_outlets: outlet numbers that carry NON-critical load and may be switched off;
+            every other outlet is treated as critical.
+        control_table: ``"rpdu"`` (rPDUOutletControlOutletCommand) or ``"rpdu2"``.
+        timeout_s: per-request timeout in seconds; retries: per-request retries.
+        read_deadline_s: a whole :meth:`ApcPduClient.read` (GET + walks) gives up after this.
+    """
+
+    rack_id: str
+    host: str
+    port: int = 161
+    community: str = "public"
+    sheddable_outlets: frozenset[int] = field(default_factory=frozenset)
+    control_table: ControlTable = "rpdu"
+    timeout_s: float = 1.0
+    retries: int = 0
+    read_deadline_s: float = 3.0
+
+    @property
+    def source(self) -> str:
+        return f"snmp:{self.host}:{self.port}/{self.community}"
+
+
+class ApcPduClient:
+    """Reads one APC PDU and switches its non-critical outlets (a ``TelemetrySource``)."""
+
+    def __init__(
+        self,
+        target: PduTarget,
+        clock: Callable[[], float] = time.time,
+        engine: SnmpEngine | None = None,
+    ) -> None:
+        self.target = target
+        self._clock = clock
+        self._engine = engine or SnmpEngine()
+        self._owns_engine = engine is None
+        self._transport: UdpTransportTarget | None = None
+        self._last_samples: list[PowerSample] = []
+        self.healthy = True
+        self.failures = 0
+
+    async def read(self) -> list[PowerSample]:
+        """Latest samples, or the last good ones (old timestamps, i.e. stale) on a fault."""
+        try:
+            reading = await asyncio.wait_for(self.read_pdu(), self.target.read_deadline_s)
+        except TimeoutError:
+            self._note_failure(f"no complete reading within {self.target.read_deadline_s} s")
+            return list(self._last_samples)
+        except (SnmpUnavailable, codec.SnmpCodecError) as exc:
+            self._note_failure(exc)
+            return list(self._last_samples)
+        self._note_recovery()
+        self._last_samples = codec.pdu_samples(
+            reading, self.target.source, self.target.rack_id, self._clock()
+        )
+        return list(self._last_samples)
+
+    async def read_pdu(self) -> PduReading:
+        """One GET of the device power and a walk of the outlet tables. Raises on any fault."""
+        values = await self.get(DEVICE_SCALARS)
+        for subtree in WALKED_SUBTREES:
+            values.update(await self.walk(subtree))
+        return codec.decode_pdu(values)
+
+    async def set_outlet(self, outlet: int, on: bool) -> None:
+        """Switch ``outlet`` on or off now; OFF only for an outlet in ``sheddable_outlets``."""
+        if not on and outlet not in self.target.sheddable_outlets:
+            raise OutletNotSheddable(
+                f"outlet {outlet} of rack {self.target.rack_id!r} ({self.target.source}) is "
+                f"critical: only outlets {sorted(self.target.sheddable_outlets)} may be shed"
+            )
+        oid, value = codec.encode_outlet_command(outlet, on, self.target.control_table)
+        response = await self._request(set_cmd, ObjectType(ObjectIdentity(oid), Integer32(value)))
+        codec.check_set_response(oid, value, response)
+        log.info("%s outlet %d switched %s", self.target.source, outlet, "on" if on else "off")
+
+    async def get(self, oids: Collection[str]) -> dict[str, SnmpValue]:
+        """GET these OIDs (missing objects map to None)."""
+        return await self._request(get_cmd, *(ObjectType(ObjectIdentity(o)) for o in oids))
+
+    async def walk(self, subtree: str) -> dict[str, SnmpValue]:
+        """Every object under ``subtree`` (GETBULK walk)."""
+        found: dict[str, SnmpValue] = {}
+        walker = bulk_walk_cmd(
+            self._engine,
+            self._auth(),
+            await self._target(),
+            ContextData(),
+            0,
+            25,
+            ObjectType(ObjectIdentity(subtree)),
+            lexicographicMode=False,
+        )
+        async for error_indication, error_status, error_index, var_binds in walker:
+            self._raise_on_error(error_indication, error_status, error_index)
+            found.update(_plain_varbinds(var_binds))
+        return found
+
+    def close(self) -> None:
+        """Release the UDP socket (only if this client created the engine)."""
+        if self._owns_engine:
+            self._engine.close_dispatcher()
+
+    async def _request(self, command: Any, *var_binds: ObjectType) -> dict[str, SnmpValue]:
+        error_indication, error_status, error_index, answer = await command(
+            self._engine, self._auth(), await self._target(), ContextData(), *var_binds
+        )
+        self._raise_on_error(error_indication, error_status, error_index)
+        return _plain_varbinds(answer)
+
+    def _raise_on_error(self, indication: object, status: Any, index: object) -> None:
+        if indication:
+            raise SnmpUnavailable(f"{self.target.source}: {indication}")
+        if status and int(status) != 0:
+            raise SnmpUnavailable(
+                f"{self.target.source}: SNMP error {status.prettyPrint()} at varbind {index}"
+            )
+
+    def _auth(self) -> CommunityData:
+        return CommunityData(self.target.community, mpModel=1)
+
+    async def _target(self) -> UdpTransportTarget:
+        if self._transport is None:
+            self._transport = await UdpTransportTarget.create(
+                (self.target.host, self.target.port),
+                timeout=self.target.timeout_s,
+                retries=self.target.retries,
+            )
+        return self._transport
+
+    def _note_failure(self, exc: Exception | str) -> None:
+        self.failures += 1
+        if self.healthy:
+            log.warning("PDU %s unavailable, serving stale readings: %s", self.target.source, exc)
+        else:
+            log.debug("PDU %s still unavailable: %s", self.target.source, exc)
+        self.healthy = False
+
+    def _note_recovery(self) -> None:
+        if not self.healthy:
+            log.warning("PDU %s answers again after %d failures", self.target.source, self.failures)
+        self.healthy = True
+
+
+def _plain_varbinds(var_binds: Collection[Any]) -> dict[str, SnmpValue]:
+    return {str(name): _plain(value) for name, value in var_binds}
+
+
+def _plain(value: object) -> SnmpValue:
+    """pysnmp value -> int / bytes / str, or None for the 'no object here' exceptions."""
+    if isinstance(value, NoSuchObject | NoSuchInstance | EndOfMibView | Null):
+        return None
+    if isinstance(value, OctetString):
+        return bytes(value)
+    if isinstance(value, ObjectIdentifier):
+        return str(value)
+    if isinstance(value, Integer | Integer32 | Counter32 | Counter64 | Gauge32 | TimeTicks):
+        return int(value)
+    raise codec.SnmpCodecError(f"unsupported SNMP value type {type(value).__name__}")

@@ -1,0 +1,3 @@
+"""Shared fixtures. Keep minimal: import fixtures from their modules."""
+
+from services import mosquitto, snmpsim_factory  # noqa: F401
