@@ -1,0 +1,206 @@
+"""A SunSpec flywheel controller served over Modbus TCP (pymodbus server).
+
+The holding registers from ``base_address`` are the SunSpec map of one emulated flywheel bank
+(models 1, 124, 802, 713; see :mod:`wattwheel.adapters.modbus.flywheel_map`). Every tick applies
+the last setpoint written to model 124 through the flywheel physics for the elapsed time, then
+refreshes the read-only registers; the writable ones keep what the client wrote. Writes to
+read-only registers are refused with ILLEGAL_ADDRESS, as a real controller does. A setpoint not
+renewed within ``InOutWRte_RvrtTms`` seconds (when non-zero) reverts to hold: the fail-safe KES
+float when the controller that commanded it has gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from wattwheel.adapters.modbus.codec import (
+    SUNSPEC_BASE_ADDRESS,
+    ModelLocation,
+    decode_raw,
+    encode_raw,
+    walk_models,
+)
+from wattwheel.adapters.modbus.flywheel_map import (
+    STORAGE_CONTROL,
+    build_flywheel_image,
+    carry_writable,
+    decode_setpoint,
+)
+from wattwheel.adapters.modbus.models import load_layout
+from wattwheel.emulate.modbus.bank import FlywheelBank, FlywheelBankConfig
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+_WRITE_CODES = {6, 16, 23}
+
+
+class FlywheelController:
+    """The register image of one emulated bank and its evolution. No sockets: testable alone."""
+
+    def __init__(
+        self,
+        config: FlywheelBankConfig,
+        clock: Clock,
+        base_address: int = SUNSPEC_BASE_ADDRESS,
+        control_period_s: float = 1.0,
+    ) -> None:
+        self.bank = FlywheelBank(config, control_period_s)
+        self.base_address = base_address
+        self._clock = clock
+        self._last_tick_s = clock()
+        self._last_setpoint_write_s = self._last_tick_s
+        self._heartbeat = 0
+        self.image = build_flywheel_image(config.nameplate(), self.bank.status())
+        self.locations = walk_models(self.image, base_address)
+        self._control = next(loc for loc in self.locations if loc.model_id == STORAGE_CONTROL)
+        self._writable = _writable_addresses(self.locations)
+
+    @property
+    def setpoint_w(self) -> float:
+        """The setpoint the image commands now (W, + discharge / − charge)."""
+        return decode_setpoint(load_layout(STORAGE_CONTROL), self._block(self._control))
+
+    def _block(self, loc: ModelLocation) -> list[int]:
+        start = loc.address - self.base_address
+        return self.image[start : start + loc.length + 2]
+
+    def _revert_if_expired(self, now_s: float) -> None:
+        layout = load_layout(STORAGE_CONTROL)
+        revert_point = layout.point("InOutWRte_RvrtTms")
+        start = self._control.address - self.base_address
+        raw = decode_raw(revert_point, self.image[start + revert_point.offset :][:1])
+        if isinstance(raw, int) and raw > 0 and now_s - self._last_setpoint_write_s > raw:
+            mode = layout.point("StorCtl_Mod")
+            self.image[start + mode.offset] = encode_raw(mode, 0)[0]
+            log.info("flywheel emulator: setpoint not renewed within %d s, holding", raw)
+
+    def tick(self) -> None:
+        """Advance the bank to the clock's now under the current setpoint; refresh registers."""
+        now_s = self._clock()
+        dt_s = now_s - self._last_tick_s
+        if dt_s <= 0:
+            return
+        self._revert_if_expired(now_s)
+        self.bank.advance(self.setpoint_w, dt_s)
+        self._last_tick_s = now_s
+        self._heartbeat += 1
+        fresh = build_flywheel_image(
+            self.bank.config.nameplate(), self.bank.status(), self._heartbeat
+        )
+        self.image = carry_writable(self.image, fresh, self.locations, self.base_address)
+
+    def write(self, address: int, values: list[int]) -> bool:
+        """Apply a client write; False (and nothing written) if it touches a read-only register."""
+        addresses = range(address, address + len(values))
+        if not all(a in self._writable for a in addresses):
+            return False
+        start = address - self.base_address
+        self.image[start : start + len(values)] = values
+        if self._control.address <= address < self._control.address + self._control.length + 2:
+            self._last_setpoint_write_s = self._clock()
+        return True
+
+
+def _writable_addresses(locations: list[ModelLocation]) -> frozenset[int]:
+    found: set[int] = set()
+    for loc in locations:
+        for point in load_layout(loc.model_id).points.values():
+            if point.writable:
+                found.update(
+                    range(loc.address + point.offset, loc.address + point.offset + point.size)
+                )
+    return frozenset(found)
+
+
+@dataclass
+class FlywheelEmulatorHandle:
+    """A running emulator: its controller (image + bank), bound port, and how to stop it."""
+
+    controller: FlywheelController
+    host: str
+    port: int
+    _server: ModbusTcpServer
+    _ticker: asyncio.Task[None] | None = field(default=None)
+
+    async def stop(self) -> None:
+        """Stop ticking and close the listening socket and its connections."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self._server.shutdown()  # type: ignore[no-untyped-call]
+
+
+def _make_action(controller: FlywheelController) -> Callable[..., object]:
+    async def action(
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        current_registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        # The controller owns the image: mirror it into pymodbus' registers on every access.
+        writing = function_code in _WRITE_CODES and set_values is not None
+        if writing and not controller.write(address, [int(v) for v in set_values or []]):
+            return ExcCodes.ILLEGAL_ADDRESS
+        current_registers[: len(controller.image)] = controller.image
+        return None
+
+    return action
+
+
+async def _tick_forever(controller: FlywheelController, period_s: float) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            controller.tick()
+        except Exception:  # the emulator must keep serving; say why once per failure
+            log.exception("flywheel emulator tick failed")
+
+
+def _bound_port(server: ModbusTcpServer, requested: int) -> int:
+    sockets = getattr(server.transport, "sockets", None)
+    if sockets:
+        return int(sockets[0].getsockname()[1])
+    return requested
+
+
+async def start_flywheel_emulator(
+    config: FlywheelBankConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5020,
+    unit_id: int = 1,
+    tick_s: float | None = 1.0,
+    clock: Clock | None = None,
+    base_address: int = SUNSPEC_BASE_ADDRESS,
+) -> FlywheelEmulatorHandle:
+    """Serve an emulated SunSpec flywheel bank on ``host:port`` (``port=0`` picks a free one).
+
+    ``tick_s`` is the wall-clock period of the physics tick (None: the caller ticks
+    ``handle.controller`` itself, e.g. with a manual clock in tests). ``clock`` returns seconds
+    (monotonic by default).
+    """
+    loop = asyncio.get_running_loop()
+    controller = FlywheelController(
+        config or FlywheelBankConfig(), clock or loop.time, base_address
+    )
+    device = SimDevice(
+        id=unit_id,
+        simdata=[SimData(base_address, values=list(controller.image), datatype=DataType.REGISTERS)],
+        action=_make_action(controller),  # type: ignore[arg-type]
+    )
+    server = ModbusTcpServer(device, address=(host, port))
+    await server.serve_forever(background=True)
+    ticker = asyncio.create_task(_tick_forever(controller, tick_s)) if tick_s else None
+    return FlywheelEmulatorHandle(controller, host, _bound_port(server, port), server, ticker)
