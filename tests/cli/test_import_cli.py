@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from wattwheel.cli import _register, app
@@ -68,3 +69,25 @@ def test_import_utilization_bad_option(tmp_path: Path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert "max_w = 300.0: must be >= idle_w" in result.output
+
+
+def test_import_ai_training(tmp_path: Path) -> None:
+    out = tmp_path / "ai.csv"
+    args = ["import", "ai-training", "--nodes", "4", "--racks", "2", "--duration-s", "120"]
+    result = runner.invoke(app, [*args, "--seed", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    trace = read_trace(out)
+    assert trace.rack_ids == ("gpu01", "gpu02") and trace.n_steps == 120
+    per_node_kw = trace.power_w[:, 0] / 4 / 1e3
+    assert per_node_kw.min() == pytest.approx(1.6, abs=0.15)
+    assert 6.0 <= per_node_kw.max() <= 7.5
+    again = tmp_path / "again.csv"
+    runner.invoke(app, [*args, "--seed", "3", "--out", str(again)])
+    assert again.read_text() == out.read_text()
+
+
+def test_import_ai_training_bad_period(tmp_path: Path) -> None:
+    args = ["import", "ai-training", "--nodes", "4", "--racks", "2", "--duration-s", "120"]
+    result = runner.invoke(app, [*args, "--period-s", "2", "--out", str(tmp_path / "x.csv")])
+    assert result.exit_code == 2
+    assert "period_s = 2.0: must exceed" in result.output

@@ -26,6 +26,7 @@ from wattwheel.sim.importers import (
     import_google_power,
     import_utilization,
 )
+from wattwheel.sim.synthetic import AiTrainingLayout, GpuNodeProfile, synthesize_ai_training
 from wattwheel.sim.trace_io import write_trace
 
 import_app = typer.Typer(
@@ -124,5 +125,43 @@ def utilization(
             start_row=start_row,
             rows=rows,
         )
+
+    _run(build, out)
+
+
+@import_app.command("ai-training")
+def ai_training(
+    nodes: Annotated[int, typer.Option("--nodes", help="8-GPU nodes per rack (synchronised).")],
+    racks: Annotated[int, typer.Option("--racks", help="Racks.")],
+    duration_s: Annotated[float, typer.Option("--duration-s", help="Trace length, s.")],
+    out: OutOption,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same trace).")] = 0,
+    step_s: Annotated[float, typer.Option(help="Meter averaging step, s.")] = 1.0,
+    period_s: Annotated[float, typer.Option(help="Iteration period (dip every ...), s.")] = 8.0,
+    dip_w: Annotated[float, typer.Option(help="Node power in the dip, W.")] = 1600.0,
+    period_jitter_s: Annotated[float, typer.Option(help="Std dev of iteration length, s.")] = 0.0,
+    rack_offset_s: Annotated[
+        float, typer.Option(help="Shift of rack k's schedule: k x this, s (0 = one job).")
+    ] = 0.0,
+    rack_prefix: Annotated[str, typer.Option(help="Rack ids are PREFIX01, PREFIX02...")] = "gpu",
+) -> None:
+    """Synthesise an AI-training trace (8-GPU nodes: ~6-7.5 kW, ~1 s dips to ~1.6 kW every ~8 s).
+
+    Parameters from Elsayed, Al-Obaidi & Farag, doi:10.21203/rs.3.rs-7943457/v1; the model is
+    documented in wattwheel.sim.synthetic.
+    """
+
+    def build() -> Trace:
+        layout = AiTrainingLayout(
+            nodes_per_rack=nodes,
+            racks=racks,
+            duration_s=duration_s,
+            step_s=step_s,
+            seed=seed,
+            rack_offset_s=rack_offset_s,
+            rack_prefix=rack_prefix,
+        )
+        profile = GpuNodeProfile(period_s=period_s, dip_w=dip_w, period_jitter_s=period_jitter_s)
+        return synthesize_ai_training(layout, profile)
 
     _run(build, out)
