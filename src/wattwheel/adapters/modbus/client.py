@@ -36,6 +36,11 @@ from wattwheel.adapters.modbus.link import FlywheelReading
 from wattwheel.adapters.modbus.models import SunSpecModelError
 
 log = logging.getLogger(__name__)
+# pymodbus logs every failed request at ERROR/WARNING, which would defeat "log a failing device
+# once". Quiet it unless the application configured the "pymodbus" logger itself.
+_pymodbus_log = logging.getLogger("pymodbus")
+if _pymodbus_log.level == logging.NOTSET:
+    _pymodbus_log.setLevel(logging.CRITICAL)
 
 # Where SunSpec devices put the map (the spec allows these three).
 BASE_CANDIDATES = (SUNSPEC_BASE_ADDRESS, 0, 50000)
