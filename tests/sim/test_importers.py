@@ -16,6 +16,8 @@ from wattwheel.sim.importers import (
     import_google_power,
     import_utilization,
 )
+from wattwheel.sim.synthetic import AiTrainingLayout, synthesize_ai_training
+from wattwheel.sim.trace_io import read_trace
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 GOOGLE = DATA / "google-power-2019"
@@ -283,3 +285,42 @@ def test_utilization_real_azure_absolute() -> None:
     trace = import_utilization(path, 300, ServerPowerModel(100, 350), servers=10)
     assert trace.power_w.max() == pytest.approx(3500)  # the busiest step is u = 1
     assert trace.power_w.min() > 1000
+
+
+# ------------------------------------------------------------------------------ bundled traces
+SCENARIOS = Path(__file__).parents[2] / "src" / "wattwheel" / "scenarios"
+
+
+@needs_data
+def test_bundled_cella_trace_is_the_import_of_the_shared_files() -> None:
+    bundled = read_trace(SCENARIOS / "cella-oversub" / "trace.csv")
+    fresh = import_google_power([GOOGLE / f"cella_pdu{i}.csv" for i in (6, 7, 8)], 1000).trace
+    assert bundled.rack_ids == fresh.rack_ids
+    np.testing.assert_array_equal(bundled.timestamps_s, fresh.timestamps_s)
+    np.testing.assert_array_equal(bundled.power_w, fresh.power_w)
+
+
+@needs_data
+def test_bundled_alibaba_trace_is_the_documented_import() -> None:
+    bundled = read_trace(SCENARIOS / "alibaba-fast" / "trace.csv")
+    fresh = import_utilization(
+        UTIL / "alibaba2018_machine_usage_10s.csv",
+        10,
+        ServerPowerModel(100, 350),
+        servers=160,
+        split=RackSplit(racks=4, seed=0),
+        start_row=8640,
+        rows=8640,
+    )
+    assert bundled.rack_ids == fresh.rack_ids == ("rack01", "rack02", "rack03", "rack04")
+    assert bundled.n_steps == 8640 and bundled.step_s == 10
+    np.testing.assert_array_equal(bundled.timestamps_s, fresh.timestamps_s)
+    np.testing.assert_allclose(bundled.power_w, fresh.power_w, rtol=1e-12)
+
+
+def test_bundled_ai_training_trace_is_the_documented_synthesis() -> None:
+    bundled = read_trace(SCENARIOS / "ai-training" / "trace.csv")
+    fresh = synthesize_ai_training(AiTrainingLayout(nodes_per_rack=4, racks=2, duration_s=7200))
+    assert bundled.rack_ids == fresh.rack_ids == ("gpu01", "gpu02")
+    np.testing.assert_allclose(bundled.power_w, fresh.power_w, rtol=1e-12)
+    assert (SCENARIOS / "ai-training" / "trace.csv").stat().st_size < 5e6
