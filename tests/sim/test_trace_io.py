@@ -198,3 +198,16 @@ def test_unparsable_iso_timestamp_named(tmp_path: Path) -> None:
     text = "timestamp,rack_id,power_w\n2024-01-01T00:00:00Z,r,1\n2024-13-45T00:00:00Z,r,2\n"
     with pytest.raises(TraceError, match=r"line 3: rack 'r': unparsable timestamp '2024-13-45"):
         read_trace(_write(tmp_path, text))
+
+
+def test_trailing_blank_lines_and_bom_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode() + b"\n\n")
+    trace = read_trace(path)
+    assert trace.rack_ids == ("r1", "r2") and trace.n_steps == 3
+
+
+def test_blank_line_inside_keeps_line_numbers_honest(tmp_path: Path) -> None:
+    text = "timestamp,rack_id,power_w\n0,r,1\n\n10,r,2\n"
+    with pytest.raises(TraceError, match="line 3: blank line between data lines"):
+        read_trace(_write(tmp_path, text))

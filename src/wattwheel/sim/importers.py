@@ -40,6 +40,7 @@ import pandas as pd
 
 from wattwheel.domain.errors import ConfigError, TraceError
 from wattwheel.domain.trace import FloatArray, Trace
+from wattwheel.sim.trace_io import read_csv_as_text
 
 GOOGLE_TIME, GOOGLE_UTIL, GOOGLE_PDU = "time", "measured_power_util", "pdu"
 #: A PDU can run above its rating for short spells but not by 50 %: beyond that the file is
@@ -120,13 +121,7 @@ def _read_google_file(path: Path, rating_kw: float, fill_max: int) -> _RackSerie
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise TraceError(f"{path}: no such file")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise TraceError(f"{path}: is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise TraceError(f"{path}: is not a readable CSV file: {exc}") from None
-    frame = frame.rename(columns=lambda c: str(c).strip())
+    frame = read_csv_as_text(path, "naming the columns")
     if frame.empty:
         raise TraceError(f"{path}: has a header but no rows")
     return frame

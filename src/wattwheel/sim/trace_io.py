@@ -105,15 +105,38 @@ def _load_frame(src: _Source) -> pd.DataFrame:
         raise src.error("no such trace file")
     if src.is_parquet:
         return _load_parquet(src)
+    return read_csv_as_text(src.path, "timestamp,rack_id,power_w")
+
+
+def read_csv_as_text(path: Path, expected_header: str) -> pd.DataFrame:
+    """A CSV file as a table of stripped strings, so that type errors can be reported per line.
+
+    Row i of the result is line i + 2 of the file: blank lines are not skipped silently (that
+    would shift every line number after them); trailing blank lines are dropped, a blank line
+    between data lines is an error. A UTF-8 byte-order mark (spreadsheet exports) is ignored.
+    """
     try:
-        # Everything as text first: type errors are then reported per line, not by pandas.
-        return pd.read_csv(src.path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        frame = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+            skip_blank_lines=False,
+            encoding="utf-8-sig",
+        )
     except pd.errors.EmptyDataError:
-        raise src.error(
-            "is empty (expected a header line with timestamp,rack_id,power_w)"
-        ) from None
+        raise TraceError(f"{path}: is empty (expected a header line {expected_header})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise src.error(f"is not a readable CSV file: {exc}") from None
+        raise TraceError(f"{path}: is not a readable CSV file: {exc}") from None
+    frame = frame.rename(columns=lambda c: str(c).strip())
+    blank = (frame.apply(lambda col: col.str.strip()) == "").all(axis=1).to_numpy()
+    if blank.any():
+        n_data = len(blank) - int(np.argmax(~blank[::-1])) if (~blank).any() else 0
+        inner = np.flatnonzero(blank[:n_data])
+        if inner.size:
+            raise TraceError(f"{path}: line {int(inner[0]) + 2}: blank line between data lines")
+        frame = frame.iloc[:n_data]
+    return frame
 
 
 def _load_parquet(src: _Source) -> pd.DataFrame:
