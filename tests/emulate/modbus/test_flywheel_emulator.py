@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from wattwheel.adapters.modbus.codec import walk_models
+from wattwheel.adapters.modbus.codec import decode_raw, walk_models
 from wattwheel.adapters.modbus.flywheel_map import SetpointContext, decode_status, encode_setpoint
+from wattwheel.adapters.modbus.models import load_layout
 from wattwheel.emulate.modbus import FlywheelBankConfig, FlywheelController, start_flywheel_emulator
 
 
@@ -110,9 +112,26 @@ def test_write_to_read_only_register_is_refused() -> None:
     assert controller.image == before
 
 
+def test_config_round_trips_through_the_domain_parameters() -> None:
+    params = CONFIG.physics_params()
+    assert FlywheelBankConfig.from_physics(params, 0, initial_soc=0.8) == CONFIG
+
+
 def test_bad_config_is_named() -> None:
     with pytest.raises(ValueError, match=r"initial_soc = 1\.5"):
         FlywheelBankConfig(initial_soc=1.5)
+
+
+async def test_wall_clock_ticks_advance_the_bank() -> None:
+    handle = await start_flywheel_emulator(
+        replace(CONFIG, standby_loss_fraction=0.01), port=0, tick_s=0.02
+    )
+    try:
+        await asyncio.sleep(0.2)
+    finally:
+        await handle.stop()
+    assert handle.controller.bank.soc < 0.8  # standby loss over ~0.2 s of wall time
+    assert decode_raw(load_layout(802).point("Hb"), [_blocks(handle.controller)[802][18]]) > 0
 
 
 async def test_served_over_modbus_tcp() -> None:

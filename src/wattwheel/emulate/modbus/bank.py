@@ -58,6 +58,29 @@ class FlywheelBankConfig:
             if not ok:
                 raise ValueError(f"flywheel bank {key} = {getattr(self, key)!r} is out of range")
 
+    @classmethod
+    def from_physics(
+        cls, params: physics.FlywheelParams, index: int, initial_soc: float, dc_bus_v: float = 800.0
+    ) -> FlywheelBankConfig:
+        """The bank of domain ``index`` of a site's (vectorised) flywheel parameters."""
+
+        def at(values: physics.FloatArray) -> float:
+            return float(values[index])
+
+        return cls(
+            modules=round(at(params.modules)),
+            faulted_modules=round(at(params.faulted_modules)),
+            module_power_w=at(params.module_power_kw) * _W_PER_KW,
+            module_energy_wh=at(params.module_energy_kwh) * _WH_PER_KWH,
+            speed_min_ratio=at(params.speed_min_ratio),
+            base_speed_ratio=at(params.base_speed_ratio),
+            charge_efficiency=at(params.charge_efficiency),
+            discharge_efficiency=at(params.discharge_efficiency),
+            standby_loss_fraction=at(params.standby_loss_fraction),
+            dc_bus_v=dc_bus_v,
+            initial_soc=initial_soc,
+        )
+
     def physics_params(self) -> physics.FlywheelParams:
         """The domain physics parameters for this bank (shape (1,))."""
 
