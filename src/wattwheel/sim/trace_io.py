@@ -129,7 +129,9 @@ def read_csv_as_text(path: Path, expected_header: str) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise TraceError(f"{path}: is not a readable CSV file: {exc}") from None
     frame = frame.rename(columns=lambda c: str(c).strip())
-    blank = (frame.apply(lambda col: col.str.strip()) == "").all(axis=1).to_numpy()
+    blank = np.ones(len(frame), dtype=bool)
+    for name in frame.columns:  # column by column: much faster than a row-wise apply
+        blank &= frame[name].to_numpy(dtype=object) == ""
     if blank.any():
         n_data = len(blank) - int(np.argmax(~blank[::-1])) if (~blank).any() else 0
         inner = np.flatnonzero(blank[:n_data])
