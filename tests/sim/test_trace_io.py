@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wattwheel.domain.errors import TraceError
 from wattwheel.domain.trace import Trace
@@ -211,3 +213,36 @@ def test_blank_line_inside_keeps_line_numbers_honest(tmp_path: Path) -> None:
     text = "timestamp,rack_id,power_w\n0,r,1\n\n10,r,2\n"
     with pytest.raises(TraceError, match="line 3: blank line between data lines"):
         read_trace(_write(tmp_path, text))
+
+
+_rack_names = (
+    st.text(alphabet=st.sampled_from("abcXYZ019_-.:, \"'é"), min_size=1, max_size=8)
+    .map(str.strip)
+    .filter(lambda s: s not in ("", "nan", "NaN"))
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    racks=st.lists(_rack_names, min_size=1, max_size=4, unique=True),
+    n_t=st.integers(2, 6),
+    step_s=st.sampled_from([0.5, 1.0, 10.0, 300.0]),
+    t0=st.floats(-1e9, 2e9, allow_nan=False),
+    seed=st.integers(0, 2**16),
+)
+def test_round_trip_property(
+    tmp_path_factory: pytest.TempPathFactory,
+    racks: list[str],
+    n_t: int,
+    step_s: float,
+    t0: float,
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    power = rng.uniform(0, 1e6, (n_t, len(racks))) * rng.integers(0, 2, (n_t, len(racks)))
+    trace = Trace(t0 + step_s * np.arange(n_t, dtype=np.float64), tuple(racks), power)
+    path = write_trace(trace, tmp_path_factory.mktemp("rt") / "t.csv")
+    back = read_trace(path)
+    assert back.rack_ids == trace.rack_ids
+    np.testing.assert_array_equal(back.timestamps_s, trace.timestamps_s)
+    np.testing.assert_array_equal(back.power_w, trace.power_w)
