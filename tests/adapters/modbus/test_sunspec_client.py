@@ -157,6 +157,23 @@ async def test_controller_that_hangs_times_out() -> None:
     assert loop.time() - started < 5.0
 
 
+async def test_hung_emulator_times_out_then_recovers(
+    emulator: tuple[FlywheelEmulatorHandle, ManualClock],
+) -> None:
+    handle, _ = emulator
+    client = SunSpecFlywheelClient("127.0.0.1", handle.port, timeout_s=0.2)
+    try:
+        good = await client.read()
+        handle.hang()
+        hung = await client.read()
+        handle.answer()
+        again = await client.read()
+    finally:
+        await client.close()
+    assert hung.stale and hung.status == good.status
+    assert not again.stale
+
+
 async def test_fake_link_records_and_goes_dead() -> None:
     status = FlywheelStatus(0.5, 0.0, 500.0, 1000.0, 1e5, 1e5, FlywheelState.HOLDING)
     fake = FakeFlywheelLink(status)

@@ -155,6 +155,12 @@ def test_status_prefers_713_and_reports_fault() -> None:
     assert status.state is FlywheelState.FAULT
 
 
+def test_absurd_soc_is_refused() -> None:
+    capacity = [713, 7, 2840, 2000, 1234, 1000, 0, 0, 0xFFFF]  # SoC 123.4 %
+    with pytest.raises(SunSpecValueError, match=r"SoC = 123\.4 %"):
+        decode_status({802: _recorded_802_block(), 713: capacity})
+
+
 def test_status_needs_802() -> None:
     with pytest.raises(SunSpecValueError, match="802"):
         decode_status({713: [713, 7, 2840, 2000, 704, 1000, 0, 0, 0xFFFF]})

@@ -301,6 +301,8 @@ def decode_status(blocks: Mapping[int, Sequence[int]]) -> FlywheelStatus:
     )
     soc_pct = _number(capacity, "SoC")
     soc = _required(soc_pct if soc_pct is not None else _number(battery, "SoC"), "SoC") / 100.0
+    if not 0.0 <= soc <= 1.0:
+        raise SunSpecValueError(f"flywheel status: SoC = {100 * soc:.1f} % is outside [0, 100] %")
     rated = _number(capacity, "WHRtg")
     rated_wh = _required(rated if rated is not None else _number(battery, "WHRtg"), "WHRtg")
     available = _number(capacity, "WHAvail")

@@ -129,10 +129,20 @@ class FlywheelEmulatorHandle:
     host: str
     port: int
     _server: ModbusTcpServer
+    _answering: asyncio.Event
     _ticker: asyncio.Task[None] | None = field(default=None)
+
+    def hang(self) -> None:
+        """Fault injection: keep connections open but answer no request until :meth:`answer`."""
+        self._answering.clear()
+
+    def answer(self) -> None:
+        """Answer requests again (those held while hung are answered now)."""
+        self._answering.set()
 
     async def stop(self) -> None:
         """Stop ticking and close the listening socket and its connections."""
+        self._answering.set()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -140,7 +150,7 @@ class FlywheelEmulatorHandle:
         await self._server.shutdown()  # type: ignore[no-untyped-call]
 
 
-def _make_action(controller: FlywheelController) -> Callable[..., object]:
+def _make_action(controller: FlywheelController, answering: asyncio.Event) -> Callable[..., object]:
     async def action(
         function_code: int,
         start_address: int,
@@ -149,6 +159,7 @@ def _make_action(controller: FlywheelController) -> Callable[..., object]:
         current_registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
+        await answering.wait()  # a hung controller holds the request (fault injection)
         # The controller owns the image: mirror it into pymodbus' registers on every access.
         writing = function_code in _WRITE_CODES and set_values is not None
         if writing and not controller.write(address, [int(v) for v in set_values or []]):
@@ -195,12 +206,15 @@ async def start_flywheel_emulator(
     controller = FlywheelController(
         config or FlywheelBankConfig(), clock or loop.time, base_address
     )
+    answering = asyncio.Event()
+    answering.set()
     device = SimDevice(
         id=unit_id,
         simdata=[SimData(base_address, values=list(controller.image), datatype=DataType.REGISTERS)],
-        action=_make_action(controller),  # type: ignore[arg-type]
+        action=_make_action(controller, answering),  # type: ignore[arg-type]
     )
     server = ModbusTcpServer(device, address=(host, port))
     await server.serve_forever(background=True)
     ticker = asyncio.create_task(_tick_forever(controller, tick_s)) if tick_s else None
-    return FlywheelEmulatorHandle(controller, host, _bound_port(server, port), server, ticker)
+    port = _bound_port(server, port)
+    return FlywheelEmulatorHandle(controller, host, port, server, answering, ticker)
