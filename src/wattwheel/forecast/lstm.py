@@ -1,0 +1,627 @@
+"""A global LSTM quantile forecaster (PyTorch, CPU) with split-conformal calibration.
+
+One model for every series: inputs are normalised per series by a rolling volatility scale
+(:mod:`wattwheel.forecast.features`), so it transfers to racks it never saw, of any size. It
+predicts the *change* from the last value at each configured horizon directly (a persistence
+residual: at 5-15 minutes persistence is already strong, the network only has to learn the
+correction), as quantiles that cannot cross (a median plus cumulative softplus increments), and
+is trained with the pinball loss. A linear skip from the input window to the median adds an AR
+term the LSTM corrects.
+
+After training, quantile offsets per horizon are calibrated on a held-out tail of the training
+data (split conformal, :class:`~wattwheel.forecast.calibration.ResidualCalibrator`); every
+forecast made by :meth:`LSTMForecaster.predict` is remembered until its targets are observed, and
+then its residuals join the calibration pool (online update). :meth:`LSTMForecaster.fine_tune`
+continues training on new data.
+
+Pure: no file I/O (see ``wattwheel.adapters.model_artifact``), no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from wattwheel.forecast.base import DEFAULT_HORIZONS_MIN, DEFAULT_QUANTILES, Forecast, History
+from wattwheel.forecast.calibration import ResidualCalibrator, horizon_steps
+from wattwheel.forecast.features import (
+    N_BASE_CHANNELS,
+    SeriesArrays,
+    future_exog_at,
+    prepare,
+    targets,
+    windows,
+)
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+#: Called after each epoch with (epoch, epochs, train loss, validation loss).
+ProgressFn = Callable[[int, int, float, float], None]
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """Hyper-parameters (all plain data: they go into the model's metadata).
+
+    Attributes:
+        horizons_min: horizons the network predicts directly, minutes.
+        quantiles: quantile levels, increasing, in (0, 1).
+        lookback: input window, in grid steps of the trace's own resolution.
+        hidden: LSTM hidden units.
+        scale_rows: rows of the rolling volatility scale.
+        epochs: maximum training epochs (early stopping on the validation tail).
+        patience: epochs without validation improvement before stopping.
+        batch_size, lr, weight_decay: optimiser settings (AdamW).
+        val_fraction: time tail of each training series held out for early stopping and for the
+            split-conformal calibration.
+        max_train_samples: cap on (origin, series) pairs per epoch (long 10 s traces).
+        seed: seeds numpy and torch: same data + seed + threads -> same model.
+        num_threads: torch intra-op threads.
+        calibration_window: residuals kept per horizon for calibration.
+    """
+
+    horizons_min: tuple[float, ...] = tuple(float(h) for h in DEFAULT_HORIZONS_MIN)
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    lookback: int = 48
+    hidden: int = 32
+    scale_rows: int = 288
+    epochs: int = 30
+    patience: int = 6
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.25
+    max_train_samples: int = 100_000
+    seed: int = 0
+    num_threads: int = 2
+    calibration_window: int = 20_000
+
+    def __post_init__(self) -> None:
+        if not self.horizons_min or any(h <= 0 for h in self.horizons_min):
+            raise ValueError(f"horizons_min must be positive minutes, got {self.horizons_min!r}")
+        if list(self.horizons_min) != sorted(set(self.horizons_min)):
+            raise ValueError(f"horizons_min must increase, got {self.horizons_min!r}")
+        if self.lookback < 2:
+            raise ValueError(f"lookback must be at least 2 steps, got {self.lookback}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+
+    @property
+    def horizons_s(self) -> tuple[float, ...]:
+        return tuple(60.0 * h for h in self.horizons_min)
+
+
+@dataclass
+class TrainedState:
+    """What the model learned from data, besides the weights (saved in the metadata)."""
+
+    step_s: float
+    steps: tuple[int, ...]
+    exog_names: tuple[str, ...] = ()
+    exog_stats: dict[str, tuple[float, float]] = field(default_factory=dict)
+    epochs_run: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class QuantileLSTM(nn.Module):
+    """LSTM encoder + head giving non-crossing quantiles of the normalised change."""
+
+    def __init__(
+        self,
+        n_channels: int,
+        lookback: int,
+        hidden: int,
+        n_horizons: int,
+        quantiles: Sequence[float],
+        n_future: int = 0,
+    ) -> None:
+        super().__init__()
+        self.n_h, self.n_q = n_horizons, len(quantiles)
+        # The level closest to 0.5 anchors the others: increments above and below it are >= 0.
+        self.anchor = int(np.argmin(np.abs(np.asarray(quantiles) - 0.5)))
+        self.lstm = nn.LSTM(n_channels, hidden, batch_first=True)
+        self.head = nn.Sequential(
+            nn.Linear(hidden + n_future, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, n_horizons * self.n_q),
+        )
+        self.skip = nn.Linear(lookback, n_horizons)
+        nn.init.zeros_(self.skip.weight)
+        nn.init.zeros_(self.skip.bias)
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) windows and (B, F) future exog -> (B, H, Q) increasing along Q."""
+        out, _ = self.lstm(x)
+        h_last = out[:, -1]
+        if future.shape[1]:
+            h_last = torch.cat([h_last, future], dim=1)
+        raw = self.head(h_last).view(-1, self.n_h, self.n_q)
+        median = raw[:, :, self.anchor] + self.skip(x[:, :, 0])
+        up = torch.cumsum(nn.functional.softplus(raw[:, :, self.anchor + 1 :]), dim=2)
+        down = torch.cumsum(nn.functional.softplus(raw[:, :, : self.anchor].flip(2)), dim=2)
+        parts = [(median[:, :, None] - down).flip(2), median[:, :, None], median[:, :, None] + up]
+        return torch.cat(parts, dim=2)
+
+
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+    """Mean pinball loss of (B, H, Q) quantiles against (B, H) targets; NaN targets ignored."""
+    valid = torch.isfinite(target)
+    diff = torch.where(valid, target, torch.zeros_like(target))[:, :, None] - pred
+    loss = torch.maximum(quantiles * diff, (quantiles - 1) * diff)
+    weight = valid[:, :, None].to(loss.dtype)
+    return (loss * weight).sum() / (weight.sum() * pred.shape[2]).clamp(min=1.0)
+
+
+@dataclass
+class _Pending:
+    """A forecast waiting for its targets (online calibration)."""
+
+    issued_at_s: float
+    series_ids: tuple[str, ...]
+    last: FloatArray  # (S,)
+    scale: FloatArray  # (S,)
+    quantiles: FloatArray  # (S, H, Q) normalised, before calibration offsets
+    done: set[int] = field(default_factory=set)
+
+
+class LSTMForecaster:
+    """The global LSTM behind the Forecaster protocol. See the module docstring."""
+
+    name = "lstm"
+
+    def __init__(self, config: LSTMConfig | None = None, online: bool = True) -> None:
+        self.config = config or LSTMConfig()
+        self.online = online
+        self.calibrator = ResidualCalibrator(self.config.quantiles, self.config.calibration_window)
+        self.state: TrainedState | None = None
+        self.net: QuantileLSTM | None = None
+        self._pending: list[_Pending] = []
+
+    # ------------------------------------------------------------------------------ training
+    def fit(self, history: History, progress: ProgressFn | None = None) -> None:
+        """Train from scratch on every series of ``history`` and calibrate on its held-out tail."""
+        _check(history)
+        cfg = self.config
+        steps = horizon_steps(cfg.horizons_s, history.step_s)
+        names = tuple(sorted(history.exog))
+        stats = {n: _standardise_stats(history.exog[n]) for n in names}
+        self.state = TrainedState(
+            step_s=history.step_s, steps=steps, exog_names=names, exog_stats=stats
+        )
+        with _TorchThreads(cfg.num_threads):
+            torch.manual_seed(cfg.seed)
+            self.net = self._new_net()
+            self._train(history, cfg.epochs, cfg.lr, progress)
+
+    def fine_tune(
+        self,
+        history: History,
+        epochs: int = 3,
+        lr_factor: float = 0.3,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        """Continue training on new data at a lower learning rate, then recalibrate."""
+        state, _ = self._ready()
+        _check(history)
+        self._check_step(history.step_s)
+        with _TorchThreads(self.config.num_threads):
+            torch.manual_seed(self.config.seed + 1 + state.epochs_run)
+            self._train(history, epochs, self.config.lr * lr_factor, progress)
+
+    def _new_net(self) -> QuantileLSTM:
+        state, cfg = self._state(), self.config
+        n_exog = len(state.exog_names)
+        return QuantileLSTM(
+            N_BASE_CHANNELS + n_exog,
+            cfg.lookback,
+            cfg.hidden,
+            len(state.steps),
+            cfg.quantiles,
+            n_future=n_exog * len(state.steps),
+        )
+
+    def _train(self, history: History, epochs: int, lr: float, progress: ProgressFn | None) -> None:
+        state, net = self._ready()
+        cfg = self.config
+        arrays = self._arrays(history)
+        raw = np.asarray(history.values, dtype=np.float64)
+        train_idx, val_idx = self._split(raw.shape[0], raw.shape[1])
+        if train_idx[0].size == 0 or val_idx[0].size == 0:
+            raise ValueError(
+                f"history too short to train: {raw.shape[0]} rows, need more than "
+                f"{cfg.lookback + max(state.steps)} rows in each of the train and validation parts"
+            )
+        rng = np.random.default_rng(cfg.seed + state.epochs_run)
+        x_val, f_val, y_val = self._tensors(arrays, raw, *val_idx)
+        qs = torch.tensor(cfg.quantiles, dtype=torch.float32)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        best = (self._loss(net, x_val, f_val, y_val, qs), _copy_state(net))
+        stale = 0
+        for epoch in range(epochs):
+            train_loss = self._epoch(net, opt, arrays, raw, train_idx, rng, qs)
+            val_loss = self._loss(net, x_val, f_val, y_val, qs)
+            state.epochs_run += 1
+            if progress is not None:
+                progress(epoch + 1, epochs, train_loss, val_loss)
+            if val_loss < best[0] - 1e-6:
+                best, stale = (val_loss, _copy_state(net)), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        net.load_state_dict(best[1])
+        self._calibrate_on(net, x_val, f_val, y_val)
+        state.metrics = self._validation_metrics(net, x_val, f_val, y_val, best[0])
+
+    def _split(
+        self, n_rows: int, n_series: int
+    ) -> tuple[tuple[IntArray, IntArray], tuple[IntArray, IntArray]]:
+        """(origins, series) pairs for training and for the held-out time tail."""
+        cfg, state = self.config, self._state()
+        max_step = max(state.steps)
+        split = int(n_rows * (1 - cfg.val_fraction))
+        first = cfg.lookback - 1
+        train_o = np.arange(first, split - max_step, dtype=np.int64)
+        val_o = np.arange(max(split, first), n_rows - max_step, dtype=np.int64)
+        return _pairs(train_o, n_series), _pairs(val_o, n_series)
+
+    def _epoch(
+        self,
+        net: QuantileLSTM,
+        opt: torch.optim.Optimizer,
+        arrays: SeriesArrays,
+        raw: FloatArray,
+        idx: tuple[IntArray, IntArray],
+        rng: np.random.Generator,
+        qs: torch.Tensor,
+    ) -> float:
+        cfg = self.config
+        order = rng.permutation(idx[0].size)[: cfg.max_train_samples]
+        net.train()
+        total, batches = 0.0, 0
+        for start in range(0, order.size, cfg.batch_size):
+            take = order[start : start + cfg.batch_size]
+            x, fut, y = self._tensors(arrays, raw, idx[0][take], idx[1][take])
+            opt.zero_grad()
+            loss = pinball_loss(net(x, fut), y, qs)
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach())
+            batches += 1
+        return total / max(batches, 1)
+
+    def _tensors(
+        self, arrays: SeriesArrays, raw: FloatArray, origins: IntArray, series: IntArray
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        steps = self._state().steps
+        x = windows(arrays, origins, series, self.config.lookback)
+        fut = future_exog_at(arrays, origins, series, steps)
+        y = targets(arrays, raw, origins, series, steps)
+        return _t(x), _t(fut), _t(y)
+
+    @staticmethod
+    def _loss(
+        net: QuantileLSTM, x: torch.Tensor, fut: torch.Tensor, y: torch.Tensor, qs: torch.Tensor
+    ) -> float:
+        net.eval()
+        with torch.no_grad():
+            return float(pinball_loss(net(x, fut), y, qs))
+
+    def _calibrate_on(
+        self, net: QuantileLSTM, x: torch.Tensor, fut: torch.Tensor, y: torch.Tensor
+    ) -> None:
+        """Split conformal: residuals of the held-out tail become the calibration pool."""
+        net.eval()
+        with torch.no_grad():
+            pred = net(x, fut).double().numpy()
+        target = y.double().numpy()
+        self.calibrator = ResidualCalibrator(self.config.quantiles, self.config.calibration_window)
+        for h, step in enumerate(self._state().steps):
+            self.calibrator.add(step, target[:, h, None] - pred[:, h, :])
+
+    def _validation_metrics(
+        self, net: QuantileLSTM, x: torch.Tensor, fut: torch.Tensor, y: torch.Tensor, loss: float
+    ) -> dict[str, Any]:
+        """Normalised-unit MAE of the median vs persistence (a zero change), per horizon."""
+        net.eval()
+        with torch.no_grad():
+            pred = net(x, fut).double().numpy()
+        target = y.double().numpy()
+        anchor = net.anchor
+        return {
+            "val_pinball_norm": loss,
+            "val_mae_norm": np.nanmean(np.abs(target - pred[:, :, anchor]), axis=0)
+            .round(5)
+            .tolist(),
+            "val_persistence_mae_norm": np.nanmean(np.abs(target), axis=0).round(5).tolist(),
+            "val_samples": int(target.shape[0]),
+        }
+
+    # ---------------------------------------------------------------------------- prediction
+    def predict(
+        self,
+        history: History,
+        horizons_s: Sequence[float],
+        future_exog: Mapping[str, FloatArray] | None = None,
+    ) -> Forecast:
+        """Calibrated quantiles (S, H, Q) in the history's units at ``horizons_s``.
+
+        Horizons between the trained ones are interpolated linearly in steps (a zero change at
+        step 0); horizons beyond the longest trained one are refused.
+        """
+        state, net = self._ready()
+        _check(history)
+        self._check_step(history.step_s)
+        if self.online:
+            self.update(history)
+        cfg = self.config
+        steps = horizon_steps(horizons_s, history.step_s)
+        if max(steps) > max(state.steps):
+            raise ValueError(
+                f"horizon {max(horizons_s):g} s is beyond the model's longest trained horizon "
+                f"({max(state.steps) * state.step_s:g} s)"
+            )
+        rows = min(history.values.shape[0], max(cfg.lookback, cfg.scale_rows) + 1)
+        tail = history.tail(rows)
+        arrays = self._arrays(tail, future_exog)
+        n_series = tail.values.shape[1]
+        origins = np.full(n_series, rows - 1, dtype=np.int64)
+        series = np.arange(n_series, dtype=np.int64)
+        if not np.all(np.isfinite(arrays.filled[-1])):
+            bad = [tail.series_ids[i] for i in np.flatnonzero(~np.isfinite(arrays.filled[-1]))][:5]
+            raise ValueError(
+                f"no finite value in the recent history of series {bad}: cannot forecast"
+            )
+        x = windows(arrays, origins, series, cfg.lookback)
+        fut = _future_block(arrays, future_exog, state, origins, series)
+        with _TorchThreads(cfg.num_threads), torch.no_grad():
+            net.eval()
+            norm = net(_t(x), _t(fut)).double().numpy()  # (S, Htrained, Q)
+        last = arrays.filled[-1]
+        scale = arrays.scale[-1]
+        if self.online:
+            self._pending.append(_Pending(history.end_s, history.series_ids, last, scale, norm))
+        calibrated = norm + self.calibrator.offsets_for(state.steps)[None, :, :]
+        at_steps = _interpolate_steps(calibrated, state.steps, steps)
+        values = np.maximum.accumulate(
+            last[:, None, None] + scale[:, None, None] * at_steps, axis=2
+        )
+        point = values[:, :, _median_index(cfg.quantiles)]
+        return Forecast(
+            issued_at_s=history.end_s,
+            series_ids=history.series_ids,
+            horizons_s=tuple(float(h) for h in horizons_s),
+            quantiles=cfg.quantiles,
+            values=values,
+            point=point,
+        )
+
+    def update(self, history: History) -> None:
+        """Online calibration: residuals of earlier forecasts whose targets are now observed."""
+        state = self._state()
+        end, step_s = history.end_s, history.step_s
+        kept: list[_Pending] = []
+        for p in self._pending:
+            if p.series_ids == history.series_ids:
+                self._score_pending(p, history, end, step_s, state.steps)
+            if len(p.done) < len(state.steps) and p.series_ids == history.series_ids:
+                kept.append(p)
+        # Bounded memory: a forecast older than the longest horizon has nothing left to score.
+        horizon_s = max(state.steps) * step_s
+        self._pending = [p for p in kept if end - p.issued_at_s <= horizon_s + 1e-6][-4096:]
+
+    def _score_pending(
+        self, p: _Pending, history: History, end: float, step_s: float, steps: tuple[int, ...]
+    ) -> None:
+        for h, step in enumerate(steps):
+            if h in p.done:
+                continue
+            target_s = p.issued_at_s + step * step_s
+            back = round((end - target_s) / step_s)
+            if back < 0:
+                continue
+            p.done.add(h)
+            if back >= history.values.shape[0]:
+                continue
+            actual = history.values[-1 - back]
+            z = (actual - p.last) / p.scale
+            self.calibrator.add(step, z[:, None] - p.quantiles[:, h, :])
+
+    def calibrate(self, history: History) -> None:
+        """Recalibrate (replace the residual pool) from a whole history, e.g. a new site's past."""
+        state, net = self._ready()
+        _check(history)
+        self._check_step(history.step_s)
+        arrays = self._arrays(history)
+        raw = np.asarray(history.values, dtype=np.float64)
+        first = self.config.lookback - 1
+        origins = np.arange(first, raw.shape[0] - max(state.steps), dtype=np.int64)
+        if origins.size == 0:
+            raise ValueError(f"history too short to calibrate: {raw.shape[0]} rows")
+        o, s = _pairs(origins, raw.shape[1])
+        with _TorchThreads(self.config.num_threads):
+            x, fut, y = self._tensors(arrays, raw, o, s)
+            self._calibrate_on(net, x, fut, y)
+        self._pending = []
+
+    # ------------------------------------------------------------------------------ plumbing
+    def _arrays(
+        self, history: History, future_exog: Mapping[str, FloatArray] | None = None
+    ) -> SeriesArrays:
+        state = self._state()
+        return prepare(
+            history.timestamps_s,
+            history.values,
+            history.exog,
+            state.exog_names,
+            state.exog_stats,
+            self.config.scale_rows,
+        )
+
+    def _state(self) -> TrainedState:
+        if self.state is None:
+            raise ValueError(
+                "the LSTM forecaster is not trained: call fit(history) or load a model"
+            )
+        return self.state
+
+    def _ready(self) -> tuple[TrainedState, QuantileLSTM]:
+        state = self._state()
+        if self.net is None:
+            self.net = self._new_net()
+        return state, self.net
+
+    def _check_step(self, step_s: float) -> None:
+        trained = self._state().step_s
+        if not math.isclose(step_s, trained, rel_tol=1e-6):
+            raise ValueError(
+                f"the model was trained on a {trained:g} s grid but the history has a "
+                f"{step_s:g} s step: train a model at this resolution"
+            )
+
+    # Plain-data round trip (the adapter writes it to disk).
+    def to_state(
+        self,
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, list[list[float]]]]:
+        """(config + trained state as plain data, weights, calibration pools)."""
+        state, net = self._ready()
+        meta = {"config": asdict(self.config), "trained": asdict(state)}
+        return (
+            meta,
+            {k: v.detach().clone() for k, v in net.state_dict().items()},
+            self.calibrator.state(),
+        )
+
+    @classmethod
+    def from_state(
+        cls,
+        meta: Mapping[str, Any],
+        weights: Mapping[str, torch.Tensor],
+        calibration: dict[str, list[list[float]]],
+        online: bool = True,
+    ) -> LSTMForecaster:
+        """Rebuild a forecaster from :meth:`to_state` output. Raises ValueError if inconsistent."""
+        cfg_data = dict(meta["config"])
+        for key in ("horizons_min", "quantiles"):
+            cfg_data[key] = tuple(float(v) for v in cfg_data[key])
+        model = cls(replace(LSTMConfig(), **cfg_data), online=online)
+        t = dict(meta["trained"])
+        model.state = TrainedState(
+            step_s=float(t["step_s"]),
+            steps=tuple(int(s) for s in t["steps"]),
+            exog_names=tuple(t.get("exog_names", ())),
+            exog_stats={k: (float(v[0]), float(v[1])) for k, v in t.get("exog_stats", {}).items()},
+            epochs_run=int(t.get("epochs_run", 0)),
+            metrics=dict(t.get("metrics", {})),
+        )
+        net = model._new_net()
+        try:
+            net.load_state_dict(dict(weights))
+        except RuntimeError as exc:
+            raise ValueError(f"weights do not match the model configuration: {exc}") from exc
+        model.net = net
+        model.calibrator.load_state(calibration)
+        return model
+
+
+def _future_block(
+    arrays: SeriesArrays,
+    future_exog: Mapping[str, FloatArray] | None,
+    state: TrainedState,
+    origins: IntArray,
+    series: IntArray,
+) -> FloatArray:
+    """(S, H*E) known-future exog at the trained steps: given values, else the last known."""
+    n_exog = len(state.exog_names)
+    if n_exog == 0:
+        return np.zeros((origins.shape[0], 0))
+    if future_exog is None:
+        last = arrays.exog[origins, series]  # (S, E): hold the last known value
+        return np.tile(last, (1, len(state.steps)))
+    cols = []
+    for step_i in range(len(state.steps)):
+        for name in state.exog_names:
+            if name not in future_exog:
+                raise ValueError(f"future_exog lacks column {name!r} the model was trained on")
+            arr = np.asarray(future_exog[name], dtype=np.float64)
+            row = arr[min(step_i, arr.shape[0] - 1)]
+            mean, std = state.exog_stats[name]
+            cols.append(np.nan_to_num((row - mean) / std))
+    # Order must match future_exog_at: horizon-major, then exog columns.
+    return np.stack(cols, axis=1)
+
+
+def _interpolate_steps(
+    norm: FloatArray, trained: tuple[int, ...], wanted: tuple[int, ...]
+) -> FloatArray:
+    """(S, H_wanted, Q) by linear interpolation in steps, with zero change at step 0."""
+    knots = np.array((0, *trained), dtype=np.float64)
+    padded = np.concatenate([np.zeros_like(norm[:, :1]), norm], axis=1)
+    out = np.empty((norm.shape[0], len(wanted), norm.shape[2]))
+    for i, step in enumerate(wanted):
+        j = int(np.searchsorted(knots, step))
+        if knots[j] == step:
+            out[:, i] = padded[:, j]
+        else:
+            w = (step - knots[j - 1]) / (knots[j] - knots[j - 1])
+            out[:, i] = (1 - w) * padded[:, j - 1] + w * padded[:, j]
+    return out
+
+
+def _median_index(quantiles: Sequence[float]) -> int:
+    return int(np.argmin(np.abs(np.asarray(quantiles) - 0.5)))
+
+
+def _pairs(origins: IntArray, n_series: int) -> tuple[IntArray, IntArray]:
+    o = np.repeat(origins, n_series)
+    s = np.tile(np.arange(n_series, dtype=np.int64), origins.size)
+    return o, s
+
+
+def _standardise_stats(values: FloatArray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    std = float(finite.std())
+    return float(finite.mean()), std if std > 0 else 1.0
+
+
+def _copy_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _t(a: FloatArray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def _check(history: History) -> None:
+    if history.values.ndim != 2 or history.values.shape[0] < 2:
+        raise ValueError(f"history values must be (T >= 2, S), got {history.values.shape}")
+
+
+class _TorchThreads:
+    """Cap torch's intra-op threads for a block (2 cores are shared), then restore them."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.before = 0
+
+    def __enter__(self) -> None:
+        self.before = torch.get_num_threads()
+        if self.n > 0 and self.n != self.before:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if torch.get_num_threads() != self.before:
+            torch.set_num_threads(self.before)

@@ -1,0 +1,148 @@
+"""The global LSTM: shapes and units, non-crossing quantiles, calibration, determinism, gaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wattwheel.forecast.base import Forecaster, History
+from wattwheel.forecast.lstm import LSTMConfig, LSTMForecaster, QuantileLSTM
+
+TINY = LSTMConfig(lookback=12, hidden=8, epochs=2, scale_rows=48, max_train_samples=3000)
+
+
+def _synthetic(
+    n_rows: int = 1500, n_series: int = 3, noise_w: float = 10.0, seed: int = 0
+) -> History:
+    """Daily cycle + Gaussian noise, racks of different size (5-minute grid)."""
+    rng = np.random.default_rng(seed)
+    ts = 300.0 * np.arange(n_rows)
+    size = 1000.0 * (1 + np.arange(n_series))
+    cycle = np.sin(2 * np.pi * ts / 86_400.0)[:, None]
+    values = size * (1 + 0.1 * cycle) + rng.normal(0, noise_w, size=(n_rows, n_series)) * (
+        size / 1000
+    )
+    return History(ts, tuple(f"rack{i}" for i in range(n_series)), values)
+
+
+@pytest.fixture(scope="module")
+def trained() -> LSTMForecaster:
+    model = LSTMForecaster(TINY)
+    model.fit(_synthetic())
+    return model
+
+
+def test_protocol_shapes_and_units(trained: LSTMForecaster) -> None:
+    assert isinstance(trained, Forecaster)
+    hist = _synthetic(seed=5)
+    fc = trained.predict(hist, [300, 600, 900])
+    assert fc.values.shape == (3, 3, 3) and fc.point.shape == (3, 3)
+    assert fc.issued_at_s == hist.end_s
+    # Watts, same magnitude as each rack (racks of 1, 2 and 3 kW).
+    np.testing.assert_allclose(fc.point[:, 0] / hist.values[-1], 1.0, atol=0.1)
+    assert np.all(np.diff(fc.values, axis=2) >= 0)
+
+
+def test_horizons_between_trained_ones_are_interpolated_and_beyond_refused(
+    trained: LSTMForecaster,
+) -> None:
+    hist = _synthetic(seed=6)
+    fc = trained.predict(hist, [300, 450, 600])
+    assert fc.values.shape == (3, 3, 3)
+    lo, hi = np.minimum(fc.point[:, 0], fc.point[:, 2]), np.maximum(fc.point[:, 0], fc.point[:, 2])
+    assert np.all((fc.point[:, 1] >= lo - 1e-9) & (fc.point[:, 1] <= hi + 1e-9))
+    with pytest.raises(ValueError, match="beyond"):
+        trained.predict(hist, [1800])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), magnitude=st.floats(0.01, 100.0))
+def test_quantile_head_never_crosses(seed: int, magnitude: float) -> None:
+    """Any weights, any inputs: the levels come out ordered."""
+    torch.manual_seed(seed)
+    net = QuantileLSTM(7, 6, 5, 3, (0.05, 0.25, 0.5, 0.75, 0.95))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=magnitude)
+    out = net(magnitude * torch.randn(16, 6, 7), torch.zeros(16, 0))
+    assert torch.all(out[:, :, 1:] >= out[:, :, :-1])
+
+
+def test_same_seed_same_model() -> None:
+    hist = _synthetic(n_rows=600)
+    a, b = LSTMForecaster(TINY), LSTMForecaster(TINY)
+    a.fit(hist)
+    b.fit(hist)
+    fa, fb = a.predict(hist, [300, 900]), b.predict(hist, [300, 900])
+    np.testing.assert_array_equal(fa.values, fb.values)
+
+
+def test_nan_and_gaps_in_history(trained: LSTMForecaster) -> None:
+    hist = _synthetic(seed=7)
+    values = hist.values.copy()
+    values[-20:-5, 0] = np.nan  # a gap
+    values[-1, 1] = np.nan  # a stale last reading
+    gappy = History(hist.timestamps_s, hist.series_ids, values)
+    fc = trained.predict(gappy, [300, 600, 900])
+    assert np.all(np.isfinite(fc.values))
+    np.testing.assert_allclose(fc.point[1, 0] / values[-2, 1], 1.0, atol=0.1)
+    values[:, 2] = np.nan
+    with pytest.raises(ValueError, match="rack2"):
+        trained.predict(History(hist.timestamps_s, hist.series_ids, values), [300])
+
+
+def test_training_tolerates_gaps() -> None:
+    hist = _synthetic(n_rows=600)
+    values = hist.values.copy()
+    values[100:130, 1] = np.nan
+    model = LSTMForecaster(TINY)
+    model.fit(History(hist.timestamps_s, hist.series_ids, values))
+    assert np.all(np.isfinite(model.predict(hist, [300]).values))
+
+
+def test_interval_covers_known_gaussian_noise(trained: LSTMForecaster) -> None:
+    """White noise around a known cycle: the 90 % interval should cover about 90 %."""
+    hist = _synthetic(n_rows=2400, seed=11)
+    model = LSTMForecaster(TINY)
+    model.state, model.net = trained.state, trained.net
+    model.calibrate(History(hist.timestamps_s[:1200], hist.series_ids, hist.values[:1200]))
+    hits = []
+    for origin in range(1200, 2390, 3):
+        past = History(hist.timestamps_s[: origin + 1], hist.series_ids, hist.values[: origin + 1])
+        fc = model.predict(past, [300, 900])
+        actual = hist.values[[origin + 1, origin + 3]].T
+        hits.append((fc.values[:, :, 0] <= actual) & (actual <= fc.values[:, :, 2]))
+    assert 0.85 <= float(np.mean(hits)) <= 0.95
+
+
+def test_online_update_adds_residuals(trained: LSTMForecaster) -> None:
+    hist = _synthetic(n_rows=800, seed=12)
+    model = LSTMForecaster(TINY)
+    model.state, model.net = trained.state, trained.net
+    before = model.calibrator.count(1)
+    for origin in range(700, 705):
+        model.predict(
+            History(hist.timestamps_s[:origin], hist.series_ids, hist.values[:origin]), [300]
+        )
+    assert model.calibrator.count(1) == before + 4 * 3
+
+
+def test_state_round_trip_predicts_the_same(trained: LSTMForecaster) -> None:
+    meta, weights, calib = trained.to_state()
+    clone = LSTMForecaster.from_state(meta, weights, calib, online=False)
+    hist = _synthetic(seed=8)
+    frozen = LSTMForecaster.from_state(meta, weights, calib, online=False)
+    np.testing.assert_allclose(
+        clone.predict(hist, [300, 900]).values, frozen.predict(hist, [300, 900]).values
+    )
+
+
+def test_untrained_and_wrong_step_are_clear_errors(trained: LSTMForecaster) -> None:
+    hist = _synthetic(n_rows=100)
+    with pytest.raises(ValueError, match="not trained"):
+        LSTMForecaster(TINY).predict(hist, [300])
+    ten_s = History(np.arange(100) * 10.0, hist.series_ids, hist.values)
+    with pytest.raises(ValueError, match="10 s step"):
+        trained.predict(ten_s, [300])
