@@ -171,12 +171,20 @@ def _make_action(controller: FlywheelController, answering: asyncio.Event) -> Ca
 
 
 async def _tick_forever(controller: FlywheelController, period_s: float) -> None:
+    failing = False
     while True:
         await asyncio.sleep(period_s)
         try:
             controller.tick()
-        except Exception:  # the emulator must keep serving; say why once per failure
-            log.exception("flywheel emulator tick failed")
+        except Exception:  # the emulator must keep serving: log once, then at debug
+            log.log(
+                logging.DEBUG if failing else logging.ERROR,
+                "flywheel emulator tick failed",
+                exc_info=True,
+            )
+            failing = True
+        else:
+            failing = False
 
 
 def _bound_port(server: ModbusTcpServer, requested: int) -> int:
