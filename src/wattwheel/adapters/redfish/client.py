@@ -1,0 +1,255 @@
+"""Thin async Redfish client: HTTP in, typed values out; never raises into the control loop.
+
+All decoding and encoding lives in `codec`; this module only moves JSON over httpx. A device
+that fails (timeout, refused connection, HTTP error, malformed JSON) is logged once through
+`FaultLog` and yields its last reading marked `stale`, or a reading with `power_w=None`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from wattwheel.adapters.redfish.codec import (
+    SERVICE_ROOT_URI,
+    encode_outlet_power,
+    encode_power_limit,
+    parse_error_message,
+    parse_outlet,
+    parse_reading,
+)
+from wattwheel.adapters.redfish.discovery import discover_resources
+from wattwheel.adapters.redfish.faults import FaultLog
+from wattwheel.adapters.redfish.values import (
+    DiscoveredServer,
+    JsonObject,
+    OutletReading,
+    PowerLimitTarget,
+    RedfishInventory,
+    RedfishPayloadError,
+    RequestBody,
+    ServerPowerReading,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 2.0
+_HEADERS = {"Accept": "application/json", "OData-Version": "4.0"}
+
+
+class RedfishRequestError(Exception):
+    """An HTTP exchange with the device did not produce the expected answer."""
+
+
+class RedfishClient:
+    """One Redfish service (a BMC or a PDU, or an emulator serving many chassis)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify_tls: bool = True,
+    ) -> None:
+        """`timeout_s` bounds each request (seconds), so one slow BMC cannot stall a tick."""
+        if timeout_s <= 0 or not math.isfinite(timeout_s):
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        auth = httpx.BasicAuth(username, password or "") if username is not None else None
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            auth=auth,
+            headers=_HEADERS,
+            timeout=httpx.Timeout(timeout_s),
+            transport=transport,
+            verify=verify_tls,
+        )
+        self._faults = FaultLog(logger, self.base_url)
+        self._last: dict[str, ServerPowerReading] = {}
+        self._last_outlets: dict[str, OutletReading] = {}
+        self.inventory: RedfishInventory | None = None
+
+    @property
+    def failing(self) -> bool:
+        """True while the device is not answering."""
+        return self._faults.failing
+
+    async def __aenter__(self) -> RedfishClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _get(self, uri: str, *, missing_ok: bool = False) -> JsonObject | None:
+        response = await self._http.get(uri)
+        if missing_ok and response.status_code in (404, 405, 501):
+            return None
+        if response.status_code != 200:
+            raise RedfishRequestError(
+                f"GET {uri} -> HTTP {response.status_code}: {_error_text(response)}"
+            )
+        try:
+            payload = response.json()
+        except ValueError as error:
+            raise RedfishPayloadError(uri, "", f"response is not JSON ({error})") from error
+        if not isinstance(payload, Mapping):
+            raise RedfishPayloadError(uri, "", "response is not a JSON object")
+        return payload
+
+    async def _send(self, request: RequestBody) -> None:
+        response = await self._http.request(request.method, request.uri, json=request.body)
+        if response.status_code not in (200, 202, 204):
+            raise RedfishRequestError(
+                f"{request.method} {request.uri} -> HTTP {response.status_code}: "
+                f"{_error_text(response)}"
+            )
+
+    # ------------------------------------------------------------ discovery
+
+    async def discover(self) -> RedfishInventory | None:
+        """Find the power resources under the service root; None if the device fails."""
+        walk = discover_resources(SERVICE_ROOT_URI)
+        try:
+            uri = next(walk)
+            while True:
+                # The root must answer; other resources are optional and vendors omit many.
+                payload = await self._get(uri, missing_ok=uri != SERVICE_ROOT_URI)
+                uri = walk.send(payload)
+        except StopIteration as done:
+            self.inventory = done.value
+            self._faults.succeeded()
+            return self.inventory
+        except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
+            self._faults.failed("discovery", error)
+            return None
+
+    async def _inventory(self) -> RedfishInventory | None:
+        return self.inventory if self.inventory is not None else await self.discover()
+
+    # ------------------------------------------------------------ server power
+
+    async def read_power(self) -> list[ServerPowerReading]:
+        """One reading per discovered server (watts); stale or None readings when failing."""
+        inventory = await self._inventory()
+        if inventory is None:
+            return [replace(r, stale=True) for r in self._last.values()]
+        readings = await asyncio.gather(*(self._read_server(s) for s in inventory.servers))
+        return list(readings)
+
+    async def _read_server(self, server: DiscoveredServer) -> ServerPowerReading:
+        last_error: BaseException | None = None
+        for source in server.reading_sources:
+            try:
+                payload = await self._get(source.uri)
+                reading = parse_reading(source, payload, server.chassis_uri)
+            except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
+                last_error = error
+                continue
+            if reading is not None:
+                self._faults.succeeded()
+                self._last[server.chassis_uri] = reading
+                return reading
+        self._faults.failed(f"reading power of {server.chassis_uri}", last_error or "no source")
+        previous = self._last.get(server.chassis_uri)
+        if previous is not None:
+            return replace(previous, stale=True)
+        return ServerPowerReading(server.chassis_uri, server.chassis_uri, None, stale=True)
+
+    async def set_power_limit(self, watts: float, chassis_uri: str | None = None) -> float | None:
+        """Cap one server (or every discovered server when `chassis_uri` is None), in watts.
+
+        Uses `Controls/PowerLimit` SetPoint when the BMC offers it, else
+        `PowerControl[].PowerLimit.LimitInWatts`. A request outside the advertised range is
+        clamped to it (the nearest achievable cap). Returns the watts written, or None if the
+        device refused, failed or offers no limit.
+        """
+        inventory = await self._inventory()
+        if inventory is None:
+            return None
+        servers = [s for s in inventory.servers if chassis_uri in (None, s.chassis_uri)]
+        if not servers:
+            self._faults.failed("set_power_limit", f"no server {chassis_uri!r} discovered")
+            return None
+        results = await asyncio.gather(*(self._write_limit(s, watts) for s in servers))
+        return None if any(r is None for r in results) else results[0]
+
+    async def _write_limit(self, server: DiscoveredServer, watts: float) -> float | None:
+        target = server.preferred_limit
+        if target is None:
+            self._faults.failed(f"capping {server.chassis_uri}", "the BMC offers no power limit")
+            return None
+        if not math.isfinite(watts):
+            # A NaN/inf cap is a bug upstream; writing "no cap" instead would be unsafe.
+            self._faults.failed(f"capping {server.chassis_uri}", f"refused limit {watts!r} W")
+            return None
+        value = _clamp(watts, target)
+        try:
+            await self._send(encode_power_limit(target, value))
+        except (httpx.HTTPError, RedfishRequestError, ValueError) as error:
+            self._faults.failed(f"capping {server.chassis_uri} at {value:.0f} W", error)
+            return None
+        self._faults.succeeded()
+        return float(round(value))
+
+    # ------------------------------------------------------------ PDU outlets
+
+    async def read_outlets(self) -> list[OutletReading]:
+        """Every discovered PDU outlet's power (watts) and state; stale when failing."""
+        inventory = await self._inventory()
+        if inventory is None:
+            return [replace(o, stale=True) for o in self._last_outlets.values()]
+        return list(await asyncio.gather(*(self._read_outlet(o) for o in inventory.outlets)))
+
+    async def _read_outlet(self, known: OutletReading) -> OutletReading:
+        try:
+            outlet = parse_outlet(await self._get(known.uri), known.uri)
+        except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
+            self._faults.failed(f"reading outlet {known.uri}", error)
+            return replace(self._last_outlets.get(known.uri, known), stale=True)
+        self._faults.succeeded()
+        self._last_outlets[known.uri] = outlet
+        return outlet
+
+    async def set_outlet(self, outlet_uri: str, on: bool) -> bool:
+        """Switch a PDU outlet through `#Outlet.PowerControl` (shed non-critical load only)."""
+        inventory = await self._inventory()
+        outlets = {} if inventory is None else {o.uri: o for o in inventory.outlets}
+        outlet = outlets.get(outlet_uri)
+        if outlet is None:
+            self._faults.failed("set_outlet", f"no outlet {outlet_uri!r} discovered")
+            return False
+        try:
+            await self._send(encode_outlet_power(outlet, on))
+        except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
+            self._faults.failed(f"switching outlet {outlet_uri}", error)
+            return False
+        self._faults.succeeded()
+        return True
+
+
+def _clamp(watts: float, target: PowerLimitTarget) -> float:
+    low = target.min_w if target.min_w is not None else 1.0
+    high = target.max_w if target.max_w is not None else math.inf
+    return min(max(watts, low), high)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.text[:200]
+    return parse_error_message(body)

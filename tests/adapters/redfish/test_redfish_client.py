@@ -1,0 +1,161 @@
+"""The Redfish client over real HTTP against DMTF's mockups (served by conftest.MockupServer)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from wattwheel.adapters.redfish import RedfishClient
+
+Payloads = dict[str, dict[str, Any]]
+CHASSIS = "/redfish/v1/Chassis/1U"
+CLIENT_LOGGER = "wattwheel.adapters.redfish.client"
+
+
+async def test_discover_and_read_power_consumed_watts(
+    rackmount_payloads: Payloads, serve_mockup: Callable[..., Any]
+) -> None:
+    server = serve_mockup(rackmount_payloads)
+    async with RedfishClient(server.url) as client:
+        inventory = await client.discover()
+        assert inventory is not None
+        assert [s.chassis_uri for s in inventory.servers] == [CHASSIS]
+        readings = await client.read_power()
+    assert len(readings) == 1
+    reading = readings[0]
+    assert (reading.chassis_uri, reading.power_w, reading.limit_w) == (CHASSIS, 344.0, 500.0)
+    assert reading.stale is False
+
+
+async def test_set_limit_through_controls_setpoint_and_read_it_back(
+    rackmount_payloads: Payloads, serve_mockup: Callable[..., Any]
+) -> None:
+    server = serve_mockup(rackmount_payloads)
+    async with RedfishClient(server.url) as client:
+        assert await client.set_power_limit(420.0) == 420.0
+        # Above AllowableMax (1000 W): clamped to the nearest cap the BMC accepts.
+        assert await client.set_power_limit(5000.0) == 1000.0
+        await client.discover()  # re-read the Control as a new client would
+        assert client.inventory is not None
+        target = client.inventory.servers[0].preferred_limit
+    assert target is not None and target.kind == "control_setpoint"
+    assert target.current_w == 1000.0
+    patches = [(uri, body) for method, uri, body in server.requests if method == "PATCH"]
+    assert patches == [
+        (f"{CHASSIS}/Controls/PowerLimit", {"SetPoint": 420}),
+        (f"{CHASSIS}/Controls/PowerLimit", {"SetPoint": 1000}),
+    ]
+
+
+async def test_set_limit_through_power_control_when_no_controls(
+    rackmount_payloads: Payloads, serve_mockup: Callable[..., Any]
+) -> None:
+    # An older BMC layout: no Controls collection, only Power.PowerControl.
+    del rackmount_payloads[CHASSIS]["Controls"]
+    server = serve_mockup(rackmount_payloads)
+    async with RedfishClient(server.url) as client:
+        assert await client.set_power_limit(450.0) == 450.0
+        readings = await client.read_power()
+    assert readings[0].limit_w == 450.0
+    assert readings[0].power_w == 344.0
+    assert server.payloads[f"{CHASSIS}/Power"]["PowerControl"][0]["PowerLimit"] == {
+        "LimitInWatts": 450,
+        "LimitException": "LogEventOnly",
+        "CorrectionInMs": 50,
+    }
+
+
+async def test_pdu_outlets_read_and_switched_off(
+    pdu_payloads: Payloads, serve_mockup: Callable[..., Any]
+) -> None:
+    server = serve_mockup(pdu_payloads)
+    outlet_uri = "/redfish/v1/PowerEquipment/RackPDUs/1/Outlets/C1"
+    async with RedfishClient(server.url) as client:
+        outlets = {o.uri: o for o in await client.read_outlets()}
+        assert outlets[outlet_uri].power_w == 56.8
+        assert outlets[outlet_uri].power_on is True
+        assert await client.set_outlet(outlet_uri, on=False) is True
+        after = {o.uri: o for o in await client.read_outlets()}
+        assert await client.set_outlet("/redfish/v1/nowhere", on=False) is False
+    assert after[outlet_uri].power_on is False
+    assert ("POST", f"{outlet_uri}/Outlet.PowerControl", {"PowerState": "Off"}) in server.requests
+
+
+async def test_device_that_stops_answering_gives_stale_readings_logged_once(
+    rackmount_payloads: Payloads,
+    serve_mockup: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = serve_mockup(rackmount_payloads)
+    caplog.set_level(logging.DEBUG, logger=CLIENT_LOGGER)
+    async with RedfishClient(server.url, timeout_s=1.0) as client:
+        fresh = await client.read_power()
+        server.stop()
+        silent = [await client.read_power() for _ in range(3)]
+        assert await client.set_power_limit(400.0) is None
+        assert client.failing
+        records = [r for r in caplog.records if r.name == CLIENT_LOGGER]
+        assert [r.levelno for r in records].count(logging.WARNING) == 1
+        assert [r.levelno for r in records].count(logging.DEBUG) >= 3
+
+        # The device comes back on the same address: fresh readings, recovery logged once.
+        serve_mockup(rackmount_payloads, port=server.port)
+        back = await client.read_power()
+    for readings in silent:
+        assert readings[0].stale is True
+        assert readings[0].power_w == fresh[0].power_w  # the last value seen, flagged stale
+    assert back[0].stale is False
+    assert not client.failing
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+async def test_device_silent_from_the_start_yields_nothing_and_does_not_raise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A socket that accepts connections but never answers: each request hits the timeout.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        async with RedfishClient(url, timeout_s=0.2) as client:
+            assert await client.discover() is None
+            assert await client.read_power() == []
+            assert await client.set_power_limit(300.0) is None
+            assert await client.set_outlet("/redfish/v1/x", on=False) is False
+    warnings = [
+        r for r in caplog.records if r.name == CLIENT_LOGGER and r.levelno >= logging.WARNING
+    ]
+    assert len(warnings) == 1
+    assert "Timeout" in warnings[0].getMessage()
+
+
+async def test_malformed_reading_is_a_stale_reading_not_an_exception() -> None:
+    # httpx.MockTransport is enough here: the point is the payload, not the wire.
+    root = {"Chassis": {"@odata.id": "/redfish/v1/Chassis"}}
+    payloads: dict[str, Any] = {
+        "/redfish/v1/": root,
+        "/redfish/v1/Chassis": {"Members": [{"@odata.id": CHASSIS}]},
+        CHASSIS: {"Id": "1U", "Power": {"@odata.id": f"{CHASSIS}/Power"}},
+        f"{CHASSIS}/Power": {"PowerControl": [{"PowerConsumedWatts": 200}]},
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        payload = payloads.get(request.url.path)
+        return httpx.Response(200, json=payload) if payload else httpx.Response(404)
+
+    async with RedfishClient("http://bmc", transport=httpx.MockTransport(handler)) as client:
+        assert (await client.read_power())[0].power_w == 200.0
+        payloads[f"{CHASSIS}/Power"] = {"PowerControl": [{"PowerConsumedWatts": "NaN-ish"}]}
+        reading = (await client.read_power())[0]
+    assert reading.stale is True
+    assert reading.power_w == 200.0
+
+
+def test_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="timeout_s"):
+        RedfishClient("http://bmc", timeout_s=0)

@@ -1,0 +1,192 @@
+"""The Redfish emulator over real HTTP (uvicorn on a free port), driven by the wattwheel client."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from wattwheel.adapters.redfish import RedfishClient
+from wattwheel.domain.errors import ConfigError
+from wattwheel.emulate.redfish import (
+    LimitRange,
+    RunningServer,
+    StaticPowerSource,
+    build_redfish_app,
+    serve_in_thread,
+)
+
+AUTH = ("admin", "wattwheel")
+SERVERS = ["srv-1", "srv-2"]
+SRV1 = "/redfish/v1/Chassis/srv-1"
+
+
+@pytest.fixture
+def source() -> StaticPowerSource:
+    return StaticPowerSource({"srv-1": 450.0, "srv-2": 300.0})
+
+
+@pytest.fixture
+def emulator(source: StaticPowerSource) -> Iterator[RunningServer]:
+    app = build_redfish_app(SERVERS, source, limits=LimitRange(min_w=100.0, max_w=1000.0))
+    with serve_in_thread(app) as running:
+        yield running
+
+
+@pytest.fixture
+def http(emulator: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emulator.url, auth=AUTH, timeout=5.0) as client:
+        yield client
+
+
+async def test_cap_reduces_consumed_power(
+    emulator: RunningServer, source: StaticPowerSource
+) -> None:
+    async with RedfishClient(emulator.url, username=AUTH[0], password=AUTH[1]) as client:
+        before = {r.chassis_uri: r.power_w for r in await client.read_power()}
+        assert before == {SRV1: 450.0, "/redfish/v1/Chassis/srv-2": 300.0}
+        assert await client.set_power_limit(320.0, chassis_uri=SRV1) == 320.0
+        capped = {r.chassis_uri: r for r in await client.read_power()}
+        assert (capped[SRV1].power_w, capped[SRV1].limit_w) == (320.0, 320.0)
+        assert capped["/redfish/v1/Chassis/srv-2"].power_w == 300.0  # untouched
+        source.set("srv-1", 250.0)  # demand below the cap: the cap does not bind
+        assert {r.chassis_uri: r.power_w for r in await client.read_power()}[SRV1] == 250.0
+    # The client chose Controls/PowerLimit: the emulator offers it.
+    assert client.inventory is not None
+    target = client.inventory.servers[0].preferred_limit
+    assert target is not None and target.kind == "control_setpoint"
+
+
+def test_every_view_of_a_server_agrees(http: httpx.Client) -> None:
+    patch = {"PowerControl": [{"PowerLimit": {"LimitInWatts": 400}}]}
+    assert http.patch(f"{SRV1}/Power", json=patch).status_code == 200
+    control = http.get(f"{SRV1}/Controls/PowerLimit").json()
+    env = http.get(f"{SRV1}/EnvironmentMetrics").json()
+    sensor = http.get(f"{SRV1}/Sensors/TotalPower").json()
+    outlet = http.get("/redfish/v1/PowerEquipment/RackPDUs/1/Outlets/srv-1").json()
+    assert control["SetPoint"] == env["PowerLimitWatts"]["SetPoint"] == 400
+    assert control["Sensor"]["Reading"] == env["PowerWatts"]["Reading"] == 400
+    assert sensor["Reading"] == outlet["PowerWatts"]["Reading"] == 400
+    # Lifting the limit (null) restores the uncapped demand.
+    lift = {"PowerControl": [{"PowerLimit": {"LimitInWatts": None}}]}
+    assert (
+        http.patch(f"{SRV1}/Power", json=lift).json()["PowerControl"][0]["PowerConsumedWatts"]
+        == 450
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "body", "message_id"),
+    [
+        (f"{SRV1}/Controls/PowerLimit", {"SetPoint": 50}, "PropertyValueOutOfRange"),
+        (f"{SRV1}/Controls/PowerLimit", {"SetPoint": "high"}, "PropertyValueTypeError"),
+        (f"{SRV1}/Controls/PowerLimit", {"AllowableMax": 5000}, "PropertyNotWritable"),
+        (f"{SRV1}/Controls/PowerLimit", {"Bogus": 1}, "PropertyUnknown"),
+        (
+            f"{SRV1}/Power",
+            {"PowerControl": [{"PowerLimit": {"LimitInWatts": 1001}}]},
+            "PropertyValueOutOfRange",
+        ),
+        (
+            f"{SRV1}/Power",
+            {"PowerControl": [{"PowerConsumedWatts": 1}]},
+            "PropertyNotWritable",
+        ),
+    ],
+)
+def test_bad_patch_is_a_400_with_a_redfish_error(
+    http: httpx.Client, uri: str, body: dict[str, object], message_id: str
+) -> None:
+    response = http.patch(uri, json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["@Message.ExtendedInfo"][0]["MessageId"] == f"Base.1.19.{message_id}"
+    assert http.get(f"{SRV1}/Controls/PowerLimit").json()["SetPoint"] == 1000  # unchanged
+
+
+def test_patch_where_not_allowed_is_405_with_allow(http: httpx.Client) -> None:
+    response = http.patch(f"{SRV1}/EnvironmentMetrics", json={"PowerLimitWatts": {"SetPoint": 1}})
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+def test_stale_etag_is_refused(http: httpx.Client, source: StaticPowerSource) -> None:
+    uri = f"{SRV1}/Controls/PowerLimit"
+    etag = http.get(uri).headers["ETag"]
+    source.set("srv-1", 451.0)  # the reading, hence the representation, changed
+    refused = http.patch(uri, json={"SetPoint": 500}, headers={"If-Match": etag})
+    assert refused.status_code == 412
+    fresh = http.get(uri).headers["ETag"]
+    assert http.patch(uri, json={"SetPoint": 500}, headers={"If-Match": fresh}).status_code == 200
+
+
+async def test_outlet_off_drops_the_server_to_zero(emulator: RunningServer) -> None:
+    outlet_uri = "/redfish/v1/PowerEquipment/RackPDUs/1/Outlets/srv-2"
+    async with RedfishClient(emulator.url, username=AUTH[0], password=AUTH[1]) as client:
+        assert await client.set_outlet(outlet_uri, on=False)
+        outlets = {o.uri: o for o in await client.read_outlets()}
+        servers = {r.chassis_uri: r.power_w for r in await client.read_power()}
+    assert (outlets[outlet_uri].power_on, outlets[outlet_uri].power_w) == (False, 0.0)
+    assert servers["/redfish/v1/Chassis/srv-2"] == 0.0
+
+
+def test_outlet_action_rejects_unknown_state(http: httpx.Client) -> None:
+    target = "/redfish/v1/PowerEquipment/RackPDUs/1/Outlets/srv-1/Actions/Outlet.PowerControl"
+    response = http.post(target, json={"PowerState": "Sideways"})
+    assert response.status_code == 400
+    assert "ActionParameterValueNotInList" in response.json()["error"]["code"]
+
+
+def test_authentication_basic_and_sessions(emulator: RunningServer) -> None:
+    with httpx.Client(base_url=emulator.url, timeout=5.0) as anonymous:
+        assert anonymous.get("/redfish/v1/").status_code == 200  # the root is public
+        denied = anonymous.get("/redfish/v1/Chassis")
+        assert denied.status_code == 401
+        assert denied.headers["WWW-Authenticate"].startswith("Basic")
+        assert anonymous.get("/redfish/v1/Chassis", auth=("admin", "nope")).status_code == 401
+        bad_login = {"UserName": "admin", "Password": "nope"}
+        assert (
+            anonymous.post("/redfish/v1/SessionService/Sessions", json=bad_login).status_code == 401
+        )
+
+        login = {"UserName": "admin", "Password": "wattwheel"}
+        created = anonymous.post("/redfish/v1/SessionService/Sessions", json=login)
+        assert created.status_code == 201
+        token, location = created.headers["X-Auth-Token"], created.headers["Location"]
+        headers = {"X-Auth-Token": token}
+        assert anonymous.get("/redfish/v1/Chassis", headers=headers).status_code == 200
+        sessions = anonymous.get("/redfish/v1/SessionService/Sessions", headers=headers).json()
+        assert {"@odata.id": location} in sessions["Members"]
+        assert anonymous.delete(location, headers=headers).status_code == 204
+        assert anonymous.get("/redfish/v1/Chassis", headers=headers).status_code == 401
+
+
+def test_metadata_odata_and_unknown_uris(http: httpx.Client) -> None:
+    metadata = http.get("/redfish/v1/$metadata")
+    assert metadata.headers["content-type"].startswith("application/xml")
+    namespaces = {
+        include.get("Namespace")
+        for include in ET.fromstring(metadata.text).iter(
+            "{http://docs.oasis-open.org/odata/ns/edmx}Include"
+        )
+    }
+    assert {"Chassis.v1_28_0", "Control.v1_7_0", "Outlet.v1_4_4"} <= namespaces
+    odata = http.get("/redfish/v1/odata").json()
+    assert {"name": "Chassis", "kind": "Singleton", "url": "/redfish/v1/Chassis"} in odata["value"]
+    missing = http.get("/redfish/v1/Chassis/nope")
+    assert missing.status_code == 404
+    assert "ResourceMissingAtURI" in missing.json()["error"]["code"]
+    head = http.head(SRV1)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["OData-Version"] == "4.0"
+
+
+def test_bad_configuration_names_the_key(source: StaticPowerSource) -> None:
+    with pytest.raises(ConfigError, match="servers"):
+        build_redfish_app(["ok", "has space"], source)
+    with pytest.raises(ConfigError, match="duplicate"):
+        build_redfish_app(["a", "a"], source)
+    with pytest.raises(ConfigError, match="limit_range"):
+        LimitRange(min_w=500.0, max_w=100.0)
