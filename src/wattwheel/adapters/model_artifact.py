@@ -1,0 +1,215 @@
+"""Forecast model directories: save and load the LSTM with its metadata.
+
+A model directory holds:
+
+- ``metadata.json``: ``format`` (``"wattwheel-forecast-model"``), ``format_version``, ``kind``
+  (``"lstm"``), the model configuration (horizons, quantiles, lookback, ...) and trained state
+  (``step_s``, exogenous columns), the training data (file names, rows, series, sha256 of each
+  file and of all of them), library versions (torch, numpy, wattwheel, python), validation
+  metrics, seed, epochs, the command that reproduces it, and the sha256 of the other two files;
+- ``weights.pt``: the network's ``state_dict`` (loaded with ``weights_only=True``: a model
+  directory cannot run code);
+- ``calibration.npz``: the conformal residual pools per horizon step (float32).
+
+Anything missing, corrupt (hash mismatch, unreadable) or incompatible (another format, a newer
+format version, weights that do not fit the configuration) raises :class:`ModelArtifactError`
+naming the file and the problem.
+
+:func:`load_forecaster` is the one call the simulator, the predictive policy and the live
+runtime need; without an argument it loads the model shipped in ``wattwheel/data/models``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import wattwheel
+from wattwheel.domain.errors import WattwheelError
+from wattwheel.forecast.base import Forecaster
+from wattwheel.forecast.baselines import (
+    ARForecaster,
+    CalibratedPointForecaster,
+    PersistenceForecaster,
+    SeasonalNaiveForecaster,
+)
+from wattwheel.forecast.lstm import LSTMForecaster
+
+FORMAT = "wattwheel-forecast-model"
+FORMAT_VERSION = 1
+METADATA, WEIGHTS, CALIBRATION = "metadata.json", "weights.pt", "calibration.npz"
+#: Residuals per horizon kept in a saved model (keeps the directory small).
+SAVED_RESIDUALS = 4000
+SHIPPED_MODEL = "google-pdu-lstm"
+#: Names accepted by :func:`load_forecaster` instead of a directory.
+BASELINES: dict[str, type[CalibratedPointForecaster]] = {
+    "persistence": PersistenceForecaster,
+    "seasonal_naive": SeasonalNaiveForecaster,
+    "ar": ARForecaster,
+}
+
+
+class ModelArtifactError(WattwheelError):
+    """A model directory is missing, corrupt or incompatible with this wattwheel."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path = path
+        self.why = why
+        super().__init__(f"model {path}: {why}")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_training_data(paths: Sequence[Path]) -> dict[str, Any]:
+    """File names and hashes of the training traces, and one hash over all of them."""
+    files = [{"name": p.name, "sha256": file_sha256(p)} for p in paths]
+    combined = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
+    return {"files": files, "sha256": combined}
+
+
+def save_model(
+    model: LSTMForecaster,
+    model_dir: Path,
+    training_data: Mapping[str, Any] | None = None,
+    command: str | None = None,
+) -> Path:
+    """Write ``model`` into ``model_dir`` (created if needed). Returns the metadata path."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    meta, weights, calibration = model.to_state()
+    torch.save(weights, model_dir / WEIGHTS)
+    pools = {
+        f"step_{k}": np.asarray(v, dtype=np.float32)[-SAVED_RESIDUALS:]
+        for k, v in calibration.items()
+    }
+    np.savez_compressed(model_dir / CALIBRATION, **pools)  # type: ignore[arg-type]
+    cfg = meta["config"]
+    trained = meta["trained"]
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "lstm",
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "horizons_min": list(cfg["horizons_min"]),
+        "quantiles": list(cfg["quantiles"]),
+        "lookback": cfg["lookback"],
+        "step_s": trained["step_s"],
+        "seed": cfg["seed"],
+        "epochs": cfg["epochs"],
+        "epochs_run": trained["epochs_run"],
+        "validation_metrics": trained["metrics"],
+        "training_data": dict(training_data or {}),
+        "command": command,
+        "versions": {
+            "wattwheel": wattwheel.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "files": {
+            WEIGHTS: file_sha256(model_dir / WEIGHTS),
+            CALIBRATION: file_sha256(model_dir / CALIBRATION),
+        },
+        "model": meta,
+    }
+    path = model_dir / METADATA
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_metadata(model_dir: Path) -> dict[str, Any]:
+    """The checked ``metadata.json`` of a model directory."""
+    if not model_dir.is_dir():
+        raise ModelArtifactError(model_dir, "is not a directory")
+    path = model_dir / METADATA
+    if not path.is_file():
+        raise ModelArtifactError(model_dir, f"{METADATA} is missing (not a model directory?)")
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelArtifactError(model_dir, f"{METADATA} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ModelArtifactError(model_dir, f"{METADATA} is not a {FORMAT} file")
+    version = document.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ModelArtifactError(
+            model_dir,
+            f"format_version {version!r} is not supported "
+            f"(this wattwheel reads 1..{FORMAT_VERSION})",
+        )
+    if document.get("kind") != "lstm":
+        raise ModelArtifactError(model_dir, f"unknown model kind {document.get('kind')!r}")
+    for key in ("model", "files"):
+        if not isinstance(document.get(key), dict):
+            raise ModelArtifactError(model_dir, f"{METADATA} lacks the {key!r} section")
+    return document
+
+
+def load_model(model_dir: Path, online: bool = True) -> LSTMForecaster:
+    """Load an LSTM model directory, checking format, hashes and shapes."""
+    model_dir = Path(model_dir)
+    document = read_metadata(model_dir)
+    for name in (WEIGHTS, CALIBRATION):
+        _check_file(model_dir, name, document["files"].get(name))
+    try:
+        weights = torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad pickle/zip
+        raise ModelArtifactError(model_dir, f"{WEIGHTS} cannot be read: {exc}") from None
+    try:
+        with np.load(model_dir / CALIBRATION) as npz:
+            calibration = {k.removeprefix("step_"): npz[k].astype(np.float64).tolist() for k in npz}
+    except Exception as exc:  # zip / npy format errors
+        raise ModelArtifactError(model_dir, f"{CALIBRATION} cannot be read: {exc}") from None
+    try:
+        return LSTMForecaster.from_state(document["model"], weights, calibration, online=online)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelArtifactError(model_dir, f"incompatible model: {exc}") from None
+
+
+def _check_file(model_dir: Path, name: str, expected: object) -> None:
+    path = model_dir / name
+    if not path.is_file():
+        raise ModelArtifactError(model_dir, f"{name} is missing")
+    if not isinstance(expected, str):
+        raise ModelArtifactError(model_dir, f"{METADATA} has no sha256 for {name}")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ModelArtifactError(
+            model_dir,
+            f"{name} is corrupt: sha256 {actual[:12]}... does not match the metadata's "
+            f"{expected[:12]}...",
+        )
+
+
+def shipped_model_dir() -> Path:
+    """Directory of the model shipped with wattwheel (trained on the Google PDUs)."""
+    return Path(str(resources.files("wattwheel") / "data" / "models" / SHIPPED_MODEL))
+
+
+def load_forecaster(model: str | Path | None = None, online: bool = True) -> Forecaster:
+    """The forecaster to use: a model directory, a baseline name, or (None) the shipped model.
+
+    Args:
+        model: a model directory; ``"persistence"``, ``"seasonal_naive"`` or ``"ar"`` for a
+            baseline (AR must then be fitted before use); ``"lstm"`` or None for the shipped LSTM.
+        online: keep updating the conformal calibration as new data arrive.
+    """
+    if model is None or str(model) == "lstm":
+        return load_model(shipped_model_dir(), online=online)
+    if isinstance(model, str) and model in BASELINES:
+        return BASELINES[model](online=online)
+    return load_model(Path(model), online=online)
