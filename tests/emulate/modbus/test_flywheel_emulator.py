@@ -146,3 +146,20 @@ async def test_served_over_modbus_tcp() -> None:
     finally:
         client.close()
         await handle.stop()
+
+
+async def test_one_bank_per_unit_id() -> None:
+    banks = {1: CONFIG, 2: replace(CONFIG, initial_soc=0.3)}
+    handle = await start_flywheel_emulator(banks, port=0, tick_s=None, clock=ManualClock())
+    client = AsyncModbusTcpClient("127.0.0.1", port=handle.port, timeout=2, retries=0)
+    try:
+        assert await client.connect()
+        socs = []
+        for unit in (1, 2):
+            # 713 SoC sits at 40160 + 4 in this map (0.1 % units).
+            reply = await client.read_holding_registers(40164, count=1, device_id=unit)
+            socs.append(reply.registers[0])
+    finally:
+        client.close()
+        await handle.stop()
+    assert socs == [800, 300]

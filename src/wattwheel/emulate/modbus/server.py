@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
@@ -123,14 +123,19 @@ def _writable_addresses(locations: list[ModelLocation]) -> frozenset[int]:
 
 @dataclass
 class FlywheelEmulatorHandle:
-    """A running emulator: its controller (image + bank), bound port, and how to stop it."""
+    """A running emulator: its controllers (image + bank) by unit id, bound port, and stop()."""
 
-    controller: FlywheelController
+    controllers: dict[int, FlywheelController]
     host: str
     port: int
     _server: ModbusTcpServer
     _answering: asyncio.Event
     _ticker: asyncio.Task[None] | None = field(default=None)
+
+    @property
+    def controller(self) -> FlywheelController:
+        """The bank with the lowest unit id (the only one for a single-bank emulator)."""
+        return self.controllers[min(self.controllers)]
 
     def hang(self) -> None:
         """Fault injection: keep connections open but answer no request until :meth:`answer`."""
@@ -170,12 +175,13 @@ def _make_action(controller: FlywheelController, answering: asyncio.Event) -> Ca
     return action
 
 
-async def _tick_forever(controller: FlywheelController, period_s: float) -> None:
+async def _tick_forever(controllers: list[FlywheelController], period_s: float) -> None:
     failing = False
     while True:
         await asyncio.sleep(period_s)
         try:
-            controller.tick()
+            for controller in controllers:
+                controller.tick()
         except Exception:  # the emulator must keep serving: log once, then at debug
             log.log(
                 logging.DEBUG if failing else logging.ERROR,
@@ -194,8 +200,16 @@ def _bound_port(server: ModbusTcpServer, requested: int) -> int:
     return requested
 
 
+def _device(unit_id: int, controller: FlywheelController, answering: asyncio.Event) -> SimDevice:
+    registers = SimData(
+        controller.base_address, values=list(controller.image), datatype=DataType.REGISTERS
+    )
+    action = _make_action(controller, answering)
+    return SimDevice(id=unit_id, simdata=[registers], action=action)  # type: ignore[arg-type]
+
+
 async def start_flywheel_emulator(
-    config: FlywheelBankConfig | None = None,
+    config: FlywheelBankConfig | Mapping[int, FlywheelBankConfig] | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 5020,
@@ -204,25 +218,29 @@ async def start_flywheel_emulator(
     clock: Clock | None = None,
     base_address: int = SUNSPEC_BASE_ADDRESS,
 ) -> FlywheelEmulatorHandle:
-    """Serve an emulated SunSpec flywheel bank on ``host:port`` (``port=0`` picks a free one).
+    """Serve emulated SunSpec flywheel banks on ``host:port`` (``port=0`` picks a free one).
 
-    ``tick_s`` is the wall-clock period of the physics tick (None: the caller ticks
-    ``handle.controller`` itself, e.g. with a manual clock in tests). ``clock`` returns seconds
-    (monotonic by default).
+    ``config`` is one bank (served as ``unit_id``) or a mapping unit id -> bank, e.g. one bank per
+    power domain behind one gateway. ``tick_s`` is the wall-clock period of the physics tick
+    (None: the caller ticks ``handle.controllers`` itself, e.g. with a manual clock in tests).
+    ``clock`` returns seconds (the event loop's monotonic clock by default).
     """
-    loop = asyncio.get_running_loop()
-    controller = FlywheelController(
-        config or FlywheelBankConfig(), clock or loop.time, base_address
+    banks = (
+        dict(config) if isinstance(config, Mapping) else {unit_id: config or FlywheelBankConfig()}
     )
+    if not banks or not all(1 <= unit <= 247 for unit in banks):
+        raise ValueError(f"flywheel emulator unit ids {sorted(banks)}: need 1..247, at least one")
+    time_source = clock or asyncio.get_running_loop().time
+    controllers = {
+        unit: FlywheelController(bank, time_source, base_address) for unit, bank in banks.items()
+    }
     answering = asyncio.Event()
     answering.set()
-    device = SimDevice(
-        id=unit_id,
-        simdata=[SimData(base_address, values=list(controller.image), datatype=DataType.REGISTERS)],
-        action=_make_action(controller, answering),  # type: ignore[arg-type]
-    )
-    server = ModbusTcpServer(device, address=(host, port))
+    devices = [_device(unit, ctrl, answering) for unit, ctrl in sorted(controllers.items())]
+    server = ModbusTcpServer(devices, address=(host, port))
     await server.serve_forever(background=True)
-    ticker = asyncio.create_task(_tick_forever(controller, tick_s)) if tick_s else None
+    ticker = (
+        asyncio.create_task(_tick_forever(list(controllers.values()), tick_s)) if tick_s else None
+    )
     port = _bound_port(server, port)
-    return FlywheelEmulatorHandle(controller, host, port, server, answering, ticker)
+    return FlywheelEmulatorHandle(controllers, host, port, server, answering, ticker)
