@@ -1,0 +1,190 @@
+"""The fast safety loop (DESIGN §2), shared by every active policy.
+
+Each control period: if actual demand exceeds primary capacity, discharge the flywheel, then
+use the reserve if it is already delivering, then cap non-critical load (never below its floor,
+never critical load), and ask for the reserve for whatever is left. Below capacity, recharge
+the flywheel toward the planner's SoC target within the headroom, and repay deferred work.
+It needs no forecast: with none (or a stale one) this *is* the reactive policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, Decision, Observation
+from wattwheel.domain.site import SiteParams
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+S_PER_H = 3600.0
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the planning loop asks of the fast loop for this period (arrays (D,))."""
+
+    soc_target: FloatArray
+    reserve_arm: BoolArray
+    shift_out_kw: FloatArray
+    shift_in_kw: FloatArray
+    defer_kw: FloatArray
+    repay_kw: FloatArray
+
+    @staticmethod
+    def reactive(n_domains: int) -> Targets:
+        z = np.zeros(n_domains)
+        return Targets(np.ones(n_domains), np.zeros(n_domains, dtype=bool), z, z.copy(),
+                       z.copy(), z.copy())
+
+
+def cap_limit_kw(site: SiteParams, obs: Observation, defer_kw: FloatArray) -> FloatArray:
+    """Most non-critical load that may be capped now: down to its floor, never critical."""
+    movable = np.maximum(obs.noncritical_kw - obs.shift_out_kw - defer_kw, 0.0)
+    return movable * (1.0 - site.flex.cap_floor_fraction)
+
+
+def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decision:
+    """One period of the fast loop. Pure; vectorised over domains."""
+    n = site.n_domains
+    movable = np.maximum(obs.noncritical_kw - obs.shift_out_kw, 0.0)
+    defer_kw = np.clip(targets.defer_kw, 0.0, movable)
+    net_kw = obs.demand_kw - obs.shift_out_kw + obs.shift_in_kw + obs.due_repay_kw - defer_kw
+    excess = net_kw - site.primary_kw
+    over = excess > 0
+
+    dis = np.where(over, np.minimum(excess, obs.kes_max_discharge_kw), 0.0)
+    rem = np.where(over, excess - dis, 0.0)
+    cap_max = cap_limit_kw(site, obs, defer_kw)
+    # A reserve that is already delivering is paid for: use it before capping work.
+    live = obs.reserve_mode == RESERVE_ON
+    res_want = np.where(live, rem, 0.0)
+    res_kw = _coordinate_reserve(site, res_want, np.maximum(rem - cap_max, 0.0))
+    cap = np.minimum(rem - res_kw, cap_max)
+    cap = _apply_pins(obs, cap, cap_max)
+    left = np.maximum(rem - res_kw - cap, 0.0)
+    # Reserve for what nothing else covers (it starts now and delivers after its delay).
+    extra = _coordinate_reserve(site, left, left, already_kw=res_kw)
+    res_kw = res_kw + extra
+
+    headroom = np.where(over, 0.0, -excess)
+    chg, dis_down = _recharge(site, obs, targets.soc_target, headroom)
+    repay = np.minimum(np.maximum(targets.repay_kw, 0.0), np.maximum(headroom - chg, 0.0))
+    kes_kw = np.where(over, dis, dis_down - chg)
+    kes_kw = _ramp_limit(site, obs, net_kw + repay - res_kw - cap, kes_kw)
+
+    want_reserve = targets.reserve_arm | (left > 1e-9) | (live & (rem > 1e-9))
+    reserve_on = _reserve_overrides(obs, want_reserve)
+    res_kw = np.where(reserve_on, res_kw, 0.0)
+    return Decision(
+        kes_kw=kes_kw,
+        cap_kw=cap,
+        reserve_on=reserve_on,
+        reserve_kw=res_kw,
+        shift_out_kw=targets.shift_out_kw.copy(),
+        shift_in_kw=targets.shift_in_kw.copy(),
+        defer_kw=defer_kw,
+        repay_kw=repay,
+        soc_target=targets.soc_target.copy(),
+        reasons=_reasons(n, excess, dis, res_kw, cap, left, chg, targets),
+    )
+
+
+def _coordinate_reserve(
+    site: SiteParams, want_kw: FloatArray, must_kw: FloatArray, already_kw: FloatArray | None = None
+) -> FloatArray:
+    """Share the site reserve: what cannot be covered otherwise first, then the rest in
+    proportion to what is asked."""
+    used = 0.0 if already_kw is None else float(already_kw.sum())
+    room = max(site.reserve.capacity_kw - used, 0.0)
+    must = np.minimum(np.maximum(must_kw, 0.0), want_kw)
+    alloc = _share(must, room)
+    rest = np.maximum(want_kw - alloc, 0.0)
+    return alloc + _share(rest, room - float(alloc.sum()))
+
+
+def _share(want_kw: FloatArray, room_kw: float) -> FloatArray:
+    total = float(want_kw.sum())
+    if total <= room_kw or total <= 0:
+        return want_kw.copy()
+    return want_kw * (max(room_kw, 0.0) / total)
+
+
+def _apply_pins(obs: Observation, cap: FloatArray, cap_max: FloatArray) -> FloatArray:
+    if obs.pinned_cap_kw is None:
+        return cap
+    pinned = np.where(np.isnan(obs.pinned_cap_kw), 0.0, obs.pinned_cap_kw)
+    # An operator pin is honoured, but never into critical load.
+    return np.maximum(cap, np.minimum(pinned, cap_max))
+
+
+def _recharge(
+    site: SiteParams, obs: Observation, soc_target: FloatArray, headroom_kw: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Charge toward the target within headroom; above the target, give energy back to the
+    load (it lowers grid draw, and a slower rotor loses less)."""
+    kes = site.kes
+    dt_h = obs.dt_s / S_PER_H
+    gap_kwh = (soc_target - obs.kes_soc) * kes.capacity_kwh
+    chg_rate = np.maximum(gap_kwh, 0.0) / kes.charge_efficiency / dt_h
+    chg = np.minimum(np.minimum(chg_rate, obs.kes_max_charge_kw), headroom_kw)
+    dis_rate = np.maximum(-gap_kwh, 0.0) * kes.discharge_efficiency / dt_h
+    dis = np.minimum(dis_rate, obs.kes_max_discharge_kw)
+    return np.maximum(chg, 0.0), np.maximum(dis, 0.0)
+
+
+def _ramp_limit(
+    site: SiteParams, obs: Observation, grid_before_kes_kw: FloatArray, kes_kw: FloatArray
+) -> FloatArray:
+    """Use the flywheel to keep the grid ramp within the site limit (never above primary)."""
+    ramp = site.max_grid_ramp_kw_per_s
+    if ramp is None:
+        return kes_kw
+    step = ramp * obs.dt_s
+    lo = obs.last_grid_kw - step
+    hi = np.minimum(obs.last_grid_kw + step, site.primary_kw)
+    grid = grid_before_kes_kw - kes_kw
+    want = kes_kw + np.maximum(grid - hi, 0.0) - np.maximum(lo - grid, 0.0)
+    # A charge that would push the grid above primary is not allowed.
+    want = np.maximum(want, grid_before_kes_kw - site.primary_kw)
+    return np.clip(want, -obs.kes_max_charge_kw, obs.kes_max_discharge_kw)
+
+
+def _reserve_overrides(obs: Observation, want: BoolArray) -> BoolArray:
+    if obs.reserve_override is None:
+        return want
+    forced = obs.reserve_override > 0
+    forbidden = obs.reserve_override < 0
+    return (want | forced) & ~forbidden
+
+
+def _reasons(
+    n: int,
+    excess: FloatArray,
+    dis: FloatArray,
+    res_kw: FloatArray,
+    cap: FloatArray,
+    left: FloatArray,
+    chg: FloatArray,
+    targets: Targets,
+) -> tuple[str, ...]:
+    out = []
+    for d in range(n):
+        if excess[d] > 0:
+            text = f"over primary by {excess[d]:.1f} kW: KES {dis[d]:.1f}"
+            text += f", reserve {res_kw[d]:.1f}, cap {cap[d]:.1f}"
+            if left[d] > 1e-6:
+                text += f", {left[d]:.1f} kW waits for reserve start"
+        else:
+            text = f"headroom {-excess[d]:.1f} kW: charge KES {chg[d]:.1f} toward SoC "
+            text += f"{targets.soc_target[d]:.2f}"
+        if targets.reserve_arm[d]:
+            text += "; reserve armed by plan"
+        out.append(text)
+    return tuple(out)
+
+
+def reserve_is_off(obs: Observation) -> BoolArray:
+    return obs.reserve_mode == RESERVE_OFF

@@ -1,0 +1,220 @@
+"""The planning loop: a receding-horizon MILP over quantile forecasts (HiGHS).
+
+Blocks k = 0..K of length Δ = plan period; block 0 starts now and uses the measured demand,
+blocks 1..K the forecast demand at the planner's risk quantile. Per domain d and block k the
+decision variables are flywheel discharge/charge, capped load, reserve power with on/start
+binaries (start delay, minimum on-time, shared capacity), shifts out/in (only from the block the
+lead time reaches; earlier blocks carry what was already scheduled), deferral and repayment
+(a debt with a terminal cost), and an overload slack. The balance is
+
+    demand − out + in − cap − defer + repay − dis + chg − reserve − overload ≤ primary
+
+and the flywheel energy follows the same physics as the plant (standby loss affine in stored
+energy, i.e. ∝ ω²). The objective is the site file's cost weights applied to what the plan
+would meter, plus a penalty for dipping below a safety SoC floor that keeps enough energy to
+ride through an unforecast spike while the reserve starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wattwheel.control.lp import LinearProgram
+from wattwheel.domain.site import SiteParams
+
+FloatArray = NDArray[np.float64]
+S_PER_H = 3600.0
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Per-domain inputs; ``demand_kw``/``noncritical_kw`` are (D, K+1), block 0 measured."""
+
+    demand_kw: FloatArray
+    noncritical_kw: FloatArray
+    energy_kwh: FloatArray
+    debt_kwh: FloatArray
+    reserve_on: NDArray[np.bool_]
+    reserve_min_on_left_s: FloatArray
+    reserve_allowed: NDArray[np.bool_]
+    fixed_shift_out_kw: FloatArray  # (D, L) blocks before the lead time reaches
+    fixed_shift_in_kw: FloatArray
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The first-block actions (and the shift level for block L), per domain."""
+
+    soc_target: FloatArray
+    reserve_arm: NDArray[np.bool_]
+    shift_out_kw: FloatArray
+    shift_in_kw: FloatArray
+    defer_kw: FloatArray
+    repay_kw: FloatArray
+    expected_cost: float
+
+
+def soc_floor(site: SiteParams) -> FloatArray:
+    """Safety SoC: energy for the bank's rated power over the reserve start delay plus one
+    plan period of surprise, at least 25 %."""
+    kes = site.kes
+    need_kwh = kes.rated_power_kw * (site.reserve.start_delay_s + site.plan_period_s) / S_PER_H
+    cap = np.where(kes.capacity_kwh > 0, kes.capacity_kwh, 1.0)
+    return np.clip(need_kwh / cap, 0.25, 0.9)
+
+
+def solve_plan(site: SiteParams, inputs: PlanInputs, lead_blocks: int) -> Plan | None:
+    """Build and solve the MILP. Returns None if HiGHS finds no solution (caller falls back)."""
+    builder = _Builder(site, inputs, lead_blocks)
+    x = builder.lp.solve(time_limit_s=2.0)
+    if x is None:
+        return None
+    return builder.extract(x)
+
+
+class _Builder:
+    def __init__(self, site: SiteParams, inp: PlanInputs, lead_blocks: int) -> None:
+        self.site, self.inp = site, inp
+        self.n_dom, self.n_blk = inp.demand_kw.shape
+        self.dt_h = site.plan_period_s / S_PER_H
+        self.lead = lead_blocks
+        self.lp = LinearProgram()
+        self._variables()
+        self._rows()
+
+    def _cost(self, name: str) -> float:
+        return float(self.site.costs.get(name, 0.0))
+
+    def _variables(self) -> None:
+        s, inp, lp, dt_h = self.site, self.inp, self.lp, self.dt_h
+        D, K = self.n_dom, self.n_blk
+        kes = s.kes
+        eta_c, eta_d = kes.charge_efficiency, kes.discharge_efficiency
+        tp, loss = self._cost("kes_throughput_kwh"), self._cost("kes_losses_kwh")
+        p_kes = np.repeat(kes.rated_power_kw, K)
+        cost_dis = dt_h * (tp + loss * (1 / np.repeat(eta_d, K) - 1))
+        cost_chg = dt_h * (tp + loss * (1 - np.repeat(eta_c, K)))
+        self.dis = lp.add_vars(D * K, 0.0, p_kes, cost_dis)
+        self.chg = lp.add_vars(D * K, 0.0, p_kes, cost_chg)
+        self.energy = lp.add_vars(D * K, 0.0, np.repeat(kes.capacity_kwh, K))  # end of block
+        floor_kwh = np.repeat(soc_floor(s) * kes.capacity_kwh, K)
+        self.short = lp.add_vars(D * K, 0.0, floor_kwh, 0.5 * self._cost("capped_energy_kwh") * 0.1)
+        cap_hi = (inp.noncritical_kw * (1 - s.flex.cap_floor_fraction)[:, None]).ravel()
+        self.cap = lp.add_vars(D * K, 0.0, cap_hi, dt_h * self._cost("capped_energy_kwh"))
+        allowed = np.repeat(inp.reserve_allowed.astype(float), K)
+        self.res = lp.add_vars(D * K, 0.0, s.reserve.capacity_kw * allowed,
+                               dt_h * self._cost("reserve_energy_kwh"))
+        self.on = lp.add_vars(D * K, 0.0, allowed, dt_h * S_PER_H * self._cost("reserve_seconds"),
+                              integer=True)
+        self.start = lp.add_vars(D * K, 0.0, allowed, self._cost("reserve_activations"))
+        shift_hi = np.repeat(s.flex.shift_max_kw, K)
+        c_shift = dt_h * self._cost("shifted_energy_kwh")
+        self.out = lp.add_vars(D * K, 0.0, shift_hi, c_shift)
+        self.inn = lp.add_vars(D * K, 0.0, shift_hi, 0.0)
+        defer_hi = np.repeat(s.flex.defer_max_kw, K)
+        self.defer = lp.add_vars(D * K, 0.0, defer_hi, dt_h * self._cost("deferred_energy_kwh"))
+        self.repay = lp.add_vars(D * K, 0.0, np.repeat(s.primary_kw, K), 0.0)
+        self.debt = lp.add_vars(D * K, 0.0, np.inf, 0.0)
+        self.over = lp.add_vars(D * K, 0.0, np.inf, dt_h * self._cost("overload_energy_kwh") + 1.0)
+        # Standby loss, priced: the affine part in stored energy goes on the energy columns.
+        a, _ = self._loss_coefs()
+        for d in range(D):
+            for k in range(K):
+                self.lp.cost[self.energy[d * K + k]] += loss * a[d] * dt_h
+
+    def _loss_coefs(self) -> tuple[FloatArray, FloatArray]:
+        """Standby loss ≈ a·E + b (kW) from P_loss = f·P·(r² + SoC·(1 − r²))."""
+        kes = self.site.kes
+        cap = np.where(kes.capacity_kwh > 0, kes.capacity_kwh, 1.0)
+        r2 = kes.speed_min_ratio**2
+        full = kes.standby_loss_fraction * kes.rated_power_kw
+        return full * (1 - r2) / cap, full * r2
+
+    def _rows(self) -> None:
+        s, inp, lp = self.site, self.inp, self.lp
+        D, K, dt_h = self.n_dom, self.n_blk, self.dt_h
+        a, b = self._loss_coefs()
+        kes = s.kes
+        floor_kwh = soc_floor(s) * kes.capacity_kwh
+        delay_frac = min(1.0, s.reserve.start_delay_s / s.plan_period_s)
+        min_on_blocks = max(int(math.ceil(s.reserve.min_on_s / s.plan_period_s)), 1)
+        big = s.reserve.capacity_kw
+        for d in range(D):
+            for k in range(K):
+                i = d * K + k
+                # Balance: demand − out + in − cap − defer + repay − dis + chg − res − over ≤ P.
+                lp.add_row(
+                    [self.out[i], self.inn[i], self.cap[i], self.defer[i], self.repay[i],
+                     self.dis[i], self.chg[i], self.res[i], self.over[i]],
+                    [-1, 1, -1, -1, 1, -1, 1, -1, -1],
+                    hi=float(s.primary_kw[d] - inp.demand_kw[d, k]),
+                )
+                # Energy: E_k = (1 − a·Δ)E_{k−1} + η_c·chg·Δ − dis·Δ/η_d − b·Δ.
+                cols = [self.energy[i], self.chg[i], self.dis[i]]
+                coefs = [1.0, -kes.charge_efficiency[d] * dt_h, dt_h / kes.discharge_efficiency[d]]
+                rhs = -b[d] * dt_h
+                if k == 0:
+                    rhs += (1 - a[d] * dt_h) * inp.energy_kwh[d]
+                else:
+                    cols.append(self.energy[i - 1])
+                    coefs.append(-(1 - a[d] * dt_h))
+                lp.add_row(cols, coefs, lo=rhs, hi=rhs)
+                lp.add_row([self.energy[i], self.short[i]], [1, 1], lo=float(floor_kwh[d]))
+                # Reserve: delivers only when on; a start loses its delay.
+                lp.add_row([self.res[i], self.on[i], self.start[i]], [1, -big, big * delay_frac],
+                           hi=0.0)
+                prev_on = float(inp.reserve_on[d]) if k == 0 else None
+                if prev_on is None:
+                    lp.add_row([self.start[i], self.on[i], self.on[i - 1]], [1, -1, 1], lo=0.0)
+                else:
+                    lp.add_row([self.start[i], self.on[i]], [1, -1], lo=-prev_on)
+                for j in range(max(0, k - min_on_blocks + 1), k + 1):
+                    lp.add_row([self.on[i], self.start[d * K + j]], [1, -1], lo=0.0)
+                if inp.reserve_on[d] and k * s.plan_period_s < inp.reserve_min_on_left_s[d]:
+                    lp.add_row([self.on[i]], [1], lo=1.0)
+                # Shifts: only what leaves the non-critical load; fixed before the lead time.
+                lp.add_row([self.out[i], self.cap[i], self.defer[i]], [1, 1, 1],
+                           hi=float(inp.noncritical_kw[d, k]))
+                if k < self.lead:
+                    lo_o = float(inp.fixed_shift_out_kw[d, k])
+                    lo_i = float(inp.fixed_shift_in_kw[d, k])
+                    lp.add_row([self.out[i]], [1], lo=lo_o, hi=lo_o)
+                    lp.add_row([self.inn[i]], [1], lo=lo_i, hi=lo_i)
+                # Debt: D_k = D_{k−1} + (defer − repay)Δ.
+                cols = [self.debt[i], self.defer[i], self.repay[i]]
+                coefs = [1.0, -dt_h, dt_h]
+                rhs = inp.debt_kwh[d] if k == 0 else 0.0
+                if k > 0:
+                    cols.append(self.debt[i - 1])
+                    coefs.append(-1.0)
+                lp.add_row(cols, coefs, lo=rhs, hi=rhs)
+            # Debt left at the end must be repaid later: price it like deferring it again.
+            self.lp.cost[self.debt[d * K + K - 1]] += self._cost("deferred_energy_kwh")
+        for k in range(K):
+            lp.add_row([int(self.res[d * K + k]) for d in range(D)], [1.0] * D,
+                       hi=s.reserve.capacity_kw)
+            if k >= self.lead:
+                cols = [int(self.out[d * K + k]) for d in range(D)]
+                cols += [int(self.inn[d * K + k]) for d in range(D)]
+                lp.add_row(cols, [1.0] * D + [-1.0] * D, lo=0.0, hi=0.0)
+        # Receiving shifted work needs headroom in the destination (its own balance row above).
+
+    def extract(self, x: FloatArray) -> Plan:
+        D, K = self.n_dom, self.n_blk
+        cap = np.where(self.site.kes.capacity_kwh > 0, self.site.kes.capacity_kwh, 1.0)
+        first = np.arange(D) * K
+        lead = min(self.lead, K - 1)
+        objective = float(np.dot(np.asarray(self.lp.cost), x))
+        return Plan(
+            soc_target=np.clip(x[self.energy[first]] / cap, 0.0, 1.0),
+            reserve_arm=x[self.on[first]] > 0.5,
+            shift_out_kw=x[self.out[first + lead]],
+            shift_in_kw=x[self.inn[first + lead]],
+            defer_kw=x[self.defer[first]],
+            repay_kw=x[self.repay[first]],
+            expected_cost=objective,
+        )

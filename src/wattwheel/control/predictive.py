@@ -1,0 +1,116 @@
+"""``predictive``: the full HPMC — the planning MILP over quantile forecasts steering the fast
+safety loop. ``oracle`` is the same controller fed the true future by the simulator.
+
+Fallbacks: no forecast yet, a forecast older than two plan periods, or a plan HiGHS cannot solve
+all leave the fast loop on its reactive targets (recharge to full, no arming, no shifts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wattwheel.control.base import RESERVE_OFF, Decision, Observation
+from wattwheel.control.fast_loop import Targets, safety_loop
+from wattwheel.control.planner import Plan, PlanInputs, solve_plan
+from wattwheel.domain.site import SiteParams
+from wattwheel.forecast.base import Forecast
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass
+class PredictiveState:
+    plan: Plan | None = None
+    plan_time_s: float = -math.inf
+    #: Shift levels this controller commanded, keyed by the second they take effect.
+    scheduled: dict[int, tuple[FloatArray, FloatArray]] = field(default_factory=dict)
+    fallbacks: int = 0
+
+
+class PredictivePolicy:
+    """Receding-horizon planning over forecasts + the fast loop."""
+
+    uses_kes = True
+
+    def __init__(self, site: SiteParams, name: str = "predictive") -> None:
+        self.name = name
+        self.site = site
+        self.forecast_period_s = site.plan_period_s
+        blocks = max(int(round(site.horizon_s / site.plan_period_s)), 1)
+        self.horizons_s = tuple(float(k * site.plan_period_s) for k in range(1, blocks + 1))
+        self.lead_blocks = int(math.ceil(float(site.flex.shift_lead_s.max(initial=0.0))
+                                         / site.plan_period_s - 1e-9))
+
+    def initial_state(self, site: SiteParams) -> PredictiveState:
+        return PredictiveState()
+
+    def decide(
+        self, obs: Observation, state: PredictiveState, forecast: Forecast | None
+    ) -> tuple[Decision, PredictiveState]:
+        if forecast is not None:
+            plan = self._plan(obs, state, forecast)
+            if plan is None:
+                state.fallbacks += 1
+            state.plan, state.plan_time_s = plan, obs.now_s
+        fresh = state.plan is not None and obs.now_s - state.plan_time_s < 2 * self.forecast_period_s
+        targets = self._targets(state.plan) if fresh and state.plan else Targets.reactive(
+            self.site.n_domains)
+        decision = safety_loop(self.site, obs, targets)
+        self._remember_shift(obs, state, decision)
+        return decision, state
+
+    def _targets(self, plan: Plan) -> Targets:
+        return Targets(
+            soc_target=plan.soc_target,
+            reserve_arm=plan.reserve_arm,
+            shift_out_kw=plan.shift_out_kw,
+            shift_in_kw=plan.shift_in_kw,
+            defer_kw=plan.defer_kw,
+            repay_kw=plan.repay_kw,
+        )
+
+    def _plan(self, obs: Observation, state: PredictiveState, fc: Forecast) -> Plan | None:
+        site = self.site
+        q = fc.quantile(site.risk_quantile) / 1000.0
+        if not np.all(np.isfinite(q)):
+            return None
+        demand = np.column_stack([obs.demand_kw, q])
+        nc_frac = site.flex.noncritical_fraction[:, None]
+        noncrit = np.column_stack([obs.noncritical_kw, q[:, :] * nc_frac])
+        fixed_out, fixed_in = self._fixed_shifts(obs, state)
+        allowed = np.ones(site.n_domains, dtype=bool)
+        if obs.reserve_override is not None:
+            allowed = obs.reserve_override >= 0
+        inputs = PlanInputs(
+            demand_kw=demand,
+            noncritical_kw=noncrit,
+            energy_kwh=obs.kes_soc * site.kes.capacity_kwh,
+            debt_kwh=obs.debt_kwh,
+            reserve_on=obs.reserve_mode != RESERVE_OFF,
+            reserve_min_on_left_s=obs.reserve_min_on_left_s,
+            reserve_allowed=allowed,
+            fixed_shift_out_kw=fixed_out,
+            fixed_shift_in_kw=fixed_in,
+        )
+        return solve_plan(site, inputs, self.lead_blocks)
+
+    def _fixed_shifts(self, obs: Observation, state: PredictiveState) -> tuple[FloatArray, FloatArray]:
+        n, lead = self.site.n_domains, self.lead_blocks
+        out = np.zeros((n, max(lead, 1)))
+        inn = np.zeros((n, max(lead, 1)))
+        out[:, 0], inn[:, 0] = obs.shift_out_kw, obs.shift_in_kw
+        for k in range(1, lead):
+            key = int(round(obs.now_s + k * self.site.plan_period_s))
+            if key in state.scheduled:
+                out[:, k], inn[:, k] = state.scheduled[key]
+        return out, inn
+
+    def _remember_shift(self, obs: Observation, state: PredictiveState, dec: Decision) -> None:
+        lead_s = float(self.site.flex.shift_lead_s.max(initial=0.0))
+        state.scheduled[int(round(obs.now_s + lead_s))] = (dec.shift_out_kw, dec.shift_in_kw)
+        for key in [k for k in state.scheduled if k < obs.now_s]:
+            del state.scheduled[key]

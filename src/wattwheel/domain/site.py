@@ -1,0 +1,357 @@
+"""The site file (TOML): schema, validation with errors that name the key, and resolution of
+trace-relative capacities into absolute values.
+
+Capacities may be absolute (``primary_capacity_kw = 755``) or relative to the trace
+(``primary_capacity = "p97"``: the 97th percentile of the domain's demand; KES power as a fraction
+of the domain peak), so one site file can be replayed on another trace.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wattwheel.domain.breaker import BreakerParams
+from wattwheel.domain.errors import ConfigError
+from wattwheel.domain.flywheel import FlywheelParams
+from wattwheel.domain.metrics import METRIC_NAMES
+
+FloatArray = NDArray[np.float64]
+_PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d+)?|100)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSection(_Strict):
+    name: str
+    description: str = ""
+    trace: str | None = Field(None, description="trace file, relative to the site file")
+    plan_period_s: float = Field(300.0, gt=0, description="planning loop period (s)")
+    horizon_min: float = Field(15.0, gt=0, le=120, description="planning horizon (min)")
+    risk_quantile: float = Field(0.9, gt=0, lt=1, description="demand quantile planned against")
+    max_grid_ramp_kw_per_s: float | None = Field(
+        None, gt=0, description="grid ramp-rate limit per domain the KES enforces (kW/s)"
+    )
+    servers_per_rack: int = Field(40, ge=1, description="servers per rack for allocation")
+
+
+class ReserveSection(_Strict):
+    capacity_kw: float | None = Field(None, ge=0, description="shared reserve capacity (kW)")
+    capacity_fraction_of_excess: float | None = Field(
+        None, ge=0, description="capacity as a fraction of the sum of per-domain peak excesses"
+    )
+    start_delay_s: float = Field(60.0, ge=0, description="time from start to delivery (s)")
+    min_on_s: float = Field(900.0, ge=0, description="minimum on-time once started (s)")
+
+    @model_validator(mode="after")
+    def _one_capacity(self) -> ReserveSection:
+        if (self.capacity_kw is None) == (self.capacity_fraction_of_excess is None):
+            raise ValueError("give exactly one of capacity_kw, capacity_fraction_of_excess")
+        return self
+
+
+class BreakerSection(_Strict):
+    pickup_ratio: float = Field(1.0, ge=1.0, description="overload ratio where heating starts")
+    curve_ratio: list[float] = Field(default_factory=lambda: [1.1, 1.35, 2.0, 6.0])
+    curve_seconds: list[float] = Field(default_factory=lambda: [14400.0, 3600.0, 120.0, 0.05])
+    cooling_tau_s: float = Field(900.0, gt=0, description="thermal memory time constant (s)")
+
+    @model_validator(mode="after")
+    def _curve(self) -> BreakerSection:
+        if len(self.curve_ratio) != len(self.curve_seconds) or len(self.curve_ratio) < 2:
+            raise ValueError("curve_ratio and curve_seconds need the same length (>= 2)")
+        if any(b <= a for a, b in zip(self.curve_ratio, self.curve_ratio[1:], strict=False)):
+            raise ValueError("curve_ratio must increase")
+        if any(b >= a for a, b in zip(self.curve_seconds, self.curve_seconds[1:], strict=False)):
+            raise ValueError("curve_seconds must decrease (inverse time)")
+        return self
+
+
+class KesSection(_Strict):
+    modules: int = Field(4, ge=0)
+    faulted_modules: int = Field(0, ge=0)
+    module_power_kw: float | None = Field(None, gt=0)
+    power_fraction_of_peak: float | None = Field(
+        None, gt=0, le=1, description="bank power as a fraction of the domain's peak demand"
+    )
+    module_energy_kwh: float | None = Field(None, gt=0)
+    minutes_at_rated: float | None = Field(None, gt=0, description="usable energy / rated power")
+    speed_min_rpm: float = Field(18000.0, gt=0)
+    speed_max_rpm: float = Field(36000.0, gt=0)
+    base_speed_rpm: float = Field(25200.0, gt=0, description="below this, power derates")
+    charge_efficiency: float = Field(0.95, gt=0, le=1)
+    discharge_efficiency: float = Field(0.95, gt=0, le=1)
+    standby_loss_fraction: float = Field(0.01, ge=0, lt=1, description="at max speed, of rated")
+    initial_soc: float = Field(1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> KesSection:
+        if (self.module_power_kw is None) == (self.power_fraction_of_peak is None):
+            raise ValueError("give exactly one of module_power_kw, power_fraction_of_peak")
+        if (self.module_energy_kwh is None) == (self.minutes_at_rated is None):
+            raise ValueError("give exactly one of module_energy_kwh, minutes_at_rated")
+        if not self.speed_min_rpm < self.base_speed_rpm <= self.speed_max_rpm:
+            raise ValueError("need speed_min_rpm < base_speed_rpm <= speed_max_rpm")
+        if self.faulted_modules > self.modules:
+            raise ValueError("faulted_modules exceeds modules")
+        return self
+
+
+class FlexSection(_Strict):
+    noncritical_fraction: float = Field(0.3, ge=0, le=1, description="of rack power")
+    cap_floor_fraction: float = Field(
+        0.5, ge=0, le=1, description="non-critical load can be capped down to this fraction"
+    )
+    shift_lead_s: float = Field(300.0, ge=0, description="time for a shift to take effect (s)")
+    shift_max_fraction_of_peak: float = Field(0.05, ge=0, le=1)
+    defer_max_fraction_of_peak: float = Field(0.0, ge=0, le=1)
+    defer_deadline_s: float = Field(3600.0, gt=0, description="deferred work is due within (s)")
+
+
+class DomainSection(_Strict):
+    name: str
+    racks: list[str] = Field(min_length=1)
+    primary_capacity_kw: float | None = Field(None, gt=0)
+    primary_capacity: str | None = Field(None, description='trace percentile, e.g. "p97"')
+    kes: dict[str, Any] = Field(default_factory=dict)
+    flex: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _capacity(self) -> DomainSection:
+        if (self.primary_capacity_kw is None) == (self.primary_capacity is None):
+            raise ValueError("give exactly one of primary_capacity_kw, primary_capacity")
+        if self.primary_capacity is not None and not _PERCENTILE.match(self.primary_capacity):
+            raise ValueError(f'primary_capacity must look like "p97", got {self.primary_capacity!r}')
+        return self
+
+
+class DomainDefaults(_Strict):
+    kes: dict[str, Any] = Field(default_factory=dict)
+    flex: dict[str, Any] = Field(default_factory=dict)
+
+
+class SiteConfig(_Strict):
+    site: SiteSection
+    reserve: ReserveSection
+    costs: dict[str, float] = Field(default_factory=dict)
+    breaker: BreakerSection = Field(default_factory=BreakerSection)
+    domain_defaults: DomainDefaults = Field(default_factory=DomainDefaults)
+    domains: list[DomainSection] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SiteConfig:
+        names = [d.name for d in self.domains]
+        if len(set(names)) != len(names):
+            raise ValueError("domain names must be unique")
+        racks = [r for d in self.domains for r in d.racks]
+        if len(set(racks)) != len(racks):
+            raise ValueError("a rack belongs to more than one domain")
+        return self
+
+    @property
+    def rack_ids(self) -> list[str]:
+        return [r for d in self.domains for r in d.racks]
+
+
+def parse_site(text: str, source: str = "site file") -> SiteConfig:
+    """Parse and validate a site file. Raises ConfigError naming the key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "<toml>", f"not valid TOML: {exc}") from None
+    try:
+        config = SiteConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = _key(err["loc"])
+        raise ConfigError(key, err.get("input"), err["msg"]) from None
+    _check_costs(config.costs)
+    for i, dom in enumerate(config.domains):
+        _merged_kes(config, i, dom)
+        _merged_flex(config, i, dom)
+    return config
+
+
+def _key(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def _check_costs(costs: Mapping[str, float]) -> None:
+    for name, weight in costs.items():
+        if name not in METRIC_NAMES:
+            raise ConfigError(f"costs.{name}", weight, "not a metric name (see DESIGN §2)")
+        if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"costs.{name}", weight, "a cost weight must be a finite number >= 0")
+
+
+def _merged(section: type[_Strict], key: str, base: Mapping[str, Any], own: Mapping[str, Any]) -> Any:
+    try:
+        return section.model_validate({**base, **own})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{key}{'.' + _key(err['loc']) if err['loc'] else ''}",
+                          err.get("input"), err["msg"]) from None
+
+
+def _merged_kes(config: SiteConfig, i: int, dom: DomainSection) -> KesSection:
+    result: KesSection = _merged(KesSection, f"domains[{i}].kes", config.domain_defaults.kes, dom.kes)
+    return result
+
+
+def _merged_flex(config: SiteConfig, i: int, dom: DomainSection) -> FlexSection:
+    result: FlexSection = _merged(
+        FlexSection, f"domains[{i}].flex", config.domain_defaults.flex, dom.flex
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class ReserveParams:
+    capacity_kw: float
+    start_delay_s: float
+    min_on_s: float
+
+
+@dataclass(frozen=True)
+class FlexParams:
+    """Arrays of shape (D,)."""
+
+    noncritical_fraction: FloatArray
+    cap_floor_fraction: FloatArray
+    shift_lead_s: FloatArray
+    shift_max_kw: FloatArray
+    defer_max_kw: FloatArray
+    defer_deadline_s: FloatArray
+
+
+@dataclass(frozen=True)
+class SiteParams:
+    """A site with every capacity resolved to absolute units. Per-domain arrays have shape (D,)."""
+
+    name: str
+    domain_names: tuple[str, ...]
+    domain_racks: tuple[tuple[str, ...], ...]
+    primary_kw: FloatArray
+    kes: FlywheelParams
+    kes_initial_soc: FloatArray
+    flex: FlexParams
+    reserve: ReserveParams
+    breaker: BreakerParams
+    costs: Mapping[str, float]
+    plan_period_s: float
+    horizon_s: float
+    risk_quantile: float
+    max_grid_ramp_kw_per_s: float | None
+    servers_per_rack: int
+
+    @property
+    def n_domains(self) -> int:
+        return len(self.domain_names)
+
+
+def resolve_site(config: SiteConfig, domain_demand_kw: Mapping[str, FloatArray]) -> SiteParams:
+    """Turn relative capacities into absolute ones using each domain's demand series (kW)."""
+    doms = config.domains
+    for d in doms:
+        series = domain_demand_kw.get(d.name)
+        if series is None or series.size == 0:
+            raise ConfigError(f"domains.{d.name}", None, "no demand series to resolve against")
+    peak = np.array([float(np.max(domain_demand_kw[d.name])) for d in doms])
+    primary = np.array([_primary_kw(d, domain_demand_kw[d.name]) for d in doms])
+    kes_secs = [_merged_kes(config, i, d) for i, d in enumerate(doms)]
+    flex_secs = [_merged_flex(config, i, d) for i, d in enumerate(doms)]
+    return SiteParams(
+        name=config.site.name,
+        domain_names=tuple(d.name for d in doms),
+        domain_racks=tuple(tuple(d.racks) for d in doms),
+        primary_kw=primary,
+        kes=_flywheel(kes_secs, peak),
+        kes_initial_soc=np.array([k.initial_soc for k in kes_secs]),
+        flex=_flex(flex_secs, peak),
+        reserve=_reserve(config.reserve, peak, primary),
+        breaker=_breaker(config.breaker),
+        costs=dict(config.costs),
+        plan_period_s=config.site.plan_period_s,
+        horizon_s=config.site.horizon_min * 60.0,
+        risk_quantile=config.site.risk_quantile,
+        max_grid_ramp_kw_per_s=config.site.max_grid_ramp_kw_per_s,
+        servers_per_rack=config.site.servers_per_rack,
+    )
+
+
+def _primary_kw(dom: DomainSection, demand_kw: FloatArray) -> float:
+    if dom.primary_capacity_kw is not None:
+        return float(dom.primary_capacity_kw)
+    assert dom.primary_capacity is not None
+    return float(np.percentile(demand_kw, float(dom.primary_capacity[1:])))
+
+
+def _flywheel(secs: Sequence[KesSection], peak_kw: FloatArray) -> FlywheelParams:
+    power = []
+    energy = []
+    for k, pk in zip(secs, peak_kw, strict=True):
+        n = max(k.modules, 1)
+        p = k.module_power_kw if k.module_power_kw is not None else k.power_fraction_of_peak * pk / n  # type: ignore[operator]
+        e = k.module_energy_kwh if k.module_energy_kwh is not None else p * k.minutes_at_rated / 60.0  # type: ignore[operator]
+        power.append(p)
+        energy.append(e)
+
+    def arr(f: Any) -> FloatArray:
+        return np.array([float(f(k)) for k in secs])
+
+    return FlywheelParams(
+        modules=arr(lambda k: k.modules),
+        faulted_modules=arr(lambda k: k.faulted_modules),
+        module_power_kw=np.array(power, dtype=float),
+        module_energy_kwh=np.array(energy, dtype=float),
+        speed_min_ratio=arr(lambda k: k.speed_min_rpm / k.speed_max_rpm),
+        base_speed_ratio=arr(lambda k: k.base_speed_rpm / k.speed_max_rpm),
+        charge_efficiency=arr(lambda k: k.charge_efficiency),
+        discharge_efficiency=arr(lambda k: k.discharge_efficiency),
+        standby_loss_fraction=arr(lambda k: k.standby_loss_fraction),
+    )
+
+
+def _flex(secs: Sequence[FlexSection], peak_kw: FloatArray) -> FlexParams:
+    def arr(name: str) -> FloatArray:
+        return np.array([float(getattr(f, name)) for f in secs])
+
+    return FlexParams(
+        noncritical_fraction=arr("noncritical_fraction"),
+        cap_floor_fraction=arr("cap_floor_fraction"),
+        shift_lead_s=arr("shift_lead_s"),
+        shift_max_kw=arr("shift_max_fraction_of_peak") * peak_kw,
+        defer_max_kw=arr("defer_max_fraction_of_peak") * peak_kw,
+        defer_deadline_s=arr("defer_deadline_s"),
+    )
+
+
+def _reserve(sec: ReserveSection, peak_kw: FloatArray, primary_kw: FloatArray) -> ReserveParams:
+    if sec.capacity_kw is not None:
+        cap = sec.capacity_kw
+    else:
+        assert sec.capacity_fraction_of_excess is not None
+        cap = sec.capacity_fraction_of_excess * float(np.sum(np.maximum(peak_kw - primary_kw, 0.0)))
+    return ReserveParams(float(cap), sec.start_delay_s, sec.min_on_s)
+
+
+def _breaker(sec: BreakerSection) -> BreakerParams:
+    return BreakerParams(
+        pickup_ratio=sec.pickup_ratio,
+        curve_ratio=tuple(sec.curve_ratio),
+        curve_seconds=tuple(sec.curve_seconds),
+        cooling_tau_s=sec.cooling_tau_s,
+    )

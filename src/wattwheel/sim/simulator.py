@@ -1,0 +1,151 @@
+"""The simulation loop: replay a trace through the plant and a policy, deterministically."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wattwheel.control.base import Policy
+from wattwheel.domain.site import SiteParams
+from wattwheel.forecast.base import Forecast, Forecaster, History
+from wattwheel.sim.plant import Plant
+from wattwheel.sim.scenario import Scenario
+
+FloatArray = NDArray[np.float64]
+Progress = Callable[[int], None]
+
+
+@dataclass
+class SimResult:
+    """Metrics (site and per domain) and the time series behind the report."""
+
+    policy: str
+    site_metrics: dict[str, float]
+    domain_metrics: dict[str, dict[str, float]]
+    series: dict[str, FloatArray] = field(default_factory=dict)
+    solver_seconds: list[float] = field(default_factory=list)
+
+
+def without_kes(site: SiteParams) -> SiteParams:
+    """The same site with every flywheel module out of service (for the ``none`` policy)."""
+    return dataclasses.replace(site, kes=site.kes.with_faults(site.kes.modules))
+
+
+def simulate(
+    scenario: Scenario,
+    policy: Policy,
+    forecaster: Forecaster | None = None,
+    oracle: bool = False,
+    progress: Progress | None = None,
+) -> SimResult:
+    """Run ``policy`` over the whole trace. ``oracle`` feeds the policy the true future."""
+    site = scenario.site if getattr(policy, "uses_kes", True) else without_kes(scenario.site)
+    dt = scenario.dt_s
+    plant = Plant(site, dt)
+    state = policy.initial_state(site)
+    n_steps, n_dom = scenario.demand_kw.shape
+    rec = _Recorder(n_steps, n_dom)
+    horizons = tuple(getattr(policy, "horizons_s", ()))
+    period_steps = max(int(round(policy.forecast_period_s / dt)), 1) if policy.forecast_period_s else 0
+    history = _domain_history(scenario)
+    started = time.perf_counter()
+    forecast: Forecast | None = None
+    for t in range(n_steps):
+        demand, critical = scenario.demand_kw[t], scenario.critical_kw[t]
+        obs = plant.observe(float(scenario.timestamps_s[t]), demand, critical)
+        fresh = None
+        if period_steps and t % period_steps == 0 and horizons:
+            if oracle:
+                fresh = _oracle_forecast(scenario, t, horizons)
+            elif forecaster is not None and t > 0:
+                fresh = forecaster.predict(_prefix(history, t + 1), horizons)
+            forecast = fresh
+        t0 = time.perf_counter()
+        decision, state = policy.decide(obs, state, fresh)
+        rec.solver(time.perf_counter() - t0, fresh is not None)
+        record = plant.step(demand, critical, decision)
+        rec.store(t, record, forecast, site.primary_kw, demand)
+        if progress is not None and (t % 500 == 0 or t == n_steps - 1):
+            progress(t + 1)
+    wall = time.perf_counter() - started
+    capacity = site.kes.capacity_kwh
+    weights = site.costs
+    dom = plant.metrics.domain_metrics(capacity, weights, wall)
+    return SimResult(
+        policy=policy.name,
+        site_metrics=plant.metrics.site_metrics(capacity, weights, wall),
+        domain_metrics={name: dom[i] for i, name in enumerate(site.domain_names)},
+        series=rec.series(scenario),
+        solver_seconds=rec.solver_seconds,
+    )
+
+
+def _domain_history(scenario: Scenario) -> History:
+    return History(scenario.timestamps_s, scenario.site.domain_names, scenario.demand_kw * 1000.0)
+
+
+def _prefix(history: History, n: int) -> History:
+    return History(history.timestamps_s[:n], history.series_ids, history.values[:n],
+                   {k: v[:n] for k, v in history.exog.items()})
+
+
+def _oracle_forecast(scenario: Scenario, t: int, horizons_s: tuple[float, ...]) -> Forecast:
+    """The true future as a (degenerate) quantile forecast: at each horizon, the worst demand
+    over the block that ends there (watts, like a real forecaster's output)."""
+    dt = scenario.dt_s
+    demand = scenario.demand_kw
+    n = demand.shape[0]
+    vals = []
+    prev = t
+    for h in horizons_s:
+        end = min(t + max(int(round(h / dt)), 1), n - 1)
+        lo = min(prev + 1, end)
+        vals.append(demand[lo : end + 1].max(axis=0) * 1000.0)
+        prev = end
+    point = np.stack(vals, axis=1)
+    values = np.repeat(point[:, :, None], 3, axis=2)
+    return Forecast(float(scenario.timestamps_s[t]), scenario.site.domain_names, horizons_s,
+                    (0.05, 0.5, 0.95), values, point)
+
+
+class _Recorder:
+    def __init__(self, n_steps: int, n_dom: int) -> None:
+        shape = (n_steps, n_dom)
+        self.arrays: dict[str, FloatArray] = {
+            k: np.zeros(shape)
+            for k in ("grid_kw", "kes_kw", "reserve_kw", "cap_kw", "shift_out_kw", "shift_in_kw",
+                      "defer_kw", "repay_kw", "soc", "reserve_mode", "trips", "fc_lo_kw",
+                      "fc_mid_kw", "fc_hi_kw")
+        }
+        self.solver_seconds: list[float] = []
+
+    def solver(self, seconds: float, planned: bool) -> None:
+        if planned:
+            self.solver_seconds.append(seconds)
+
+    def store(self, t: int, rec: Any, forecast: Forecast | None, primary: FloatArray,
+              demand: FloatArray) -> None:
+        a = self.arrays
+        for k in ("grid_kw", "kes_kw", "reserve_kw", "cap_kw", "shift_out_kw", "shift_in_kw",
+                  "defer_kw", "repay_kw", "soc", "reserve_mode", "trips"):
+            a[k][t] = getattr(rec, k if k != "soc" else "soc")
+        if forecast is not None:
+            # First-horizon band, plotted at the time it is forecast for.
+            a["fc_lo_kw"][t] = forecast.values[:, 0, 0] / 1000.0
+            a["fc_mid_kw"][t] = forecast.point[:, 0] / 1000.0
+            a["fc_hi_kw"][t] = forecast.values[:, 0, -1] / 1000.0
+        else:
+            for k in ("fc_lo_kw", "fc_mid_kw", "fc_hi_kw"):
+                a[k][t] = np.nan
+
+    def series(self, scenario: Scenario) -> dict[str, FloatArray]:
+        out = dict(self.arrays)
+        out["timestamps_s"] = scenario.timestamps_s
+        out["demand_kw"] = scenario.demand_kw
+        return out
