@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
@@ -15,6 +17,7 @@ from wattwheel.emulate.redfish import (
     RunningServer,
     StaticPowerSource,
     build_redfish_app,
+    serve,
     serve_in_thread,
 )
 
@@ -190,3 +193,56 @@ def test_bad_configuration_names_the_key(source: StaticPowerSource) -> None:
         build_redfish_app(["a", "a"], source)
     with pytest.raises(ConfigError, match="limit_range"):
         LimitRange(min_w=500.0, max_w=100.0)
+
+
+async def test_one_pdu_per_rack(source: StaticPowerSource) -> None:
+    racks = {"rack-a": ["srv-1"], "rack-b": ["srv-2"]}
+    app = build_redfish_app(SERVERS, source, racks=racks)
+    with serve_in_thread(app) as emulator:
+        async with RedfishClient(emulator.url, username=AUTH[0], password=AUTH[1]) as client:
+            outlets = {o.uri: o.power_w for o in await client.read_outlets()}
+            switched = await client.set_outlet(
+                "/redfish/v1/PowerEquipment/RackPDUs/rack-b/Outlets/srv-2", on=False
+            )
+            powers = {r.chassis_uri: r.power_w for r in await client.read_power()}
+    assert outlets == {
+        "/redfish/v1/PowerEquipment/RackPDUs/rack-a/Outlets/srv-1": 450.0,
+        "/redfish/v1/PowerEquipment/RackPDUs/rack-b/Outlets/srv-2": 300.0,
+    }
+    assert switched
+    assert powers == {SRV1: 450.0, "/redfish/v1/Chassis/srv-2": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("racks", "words"),
+    [
+        ({"a": ["srv-1"]}, "in no rack"),
+        ({"a": ["srv-1", "srv-2", "srv-9"]}, "not in the server list"),
+        ({"a": ["srv-1", "srv-2"], "b": ["srv-2"]}, "duplicate"),
+    ],
+)
+def test_bad_racks_are_refused(
+    source: StaticPowerSource, racks: dict[str, list[str]], words: str
+) -> None:
+    with pytest.raises(ConfigError, match=words):
+        build_redfish_app(SERVERS, source, racks=racks)
+
+
+async def test_serve_in_the_running_loop_and_cancel(source: StaticPowerSource) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    task = asyncio.create_task(serve(build_redfish_app(SERVERS, source), "127.0.0.1", port))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        for _ in range(100):
+            try:
+                root = await client.get("/redfish/v1/")
+                break
+            except httpx.ConnectError:
+                await asyncio.sleep(0.02)
+        assert root.json()["Chassis"] == {"@odata.id": "/redfish/v1/Chassis"}
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with socket.socket() as again:  # the port is released
+        again.bind(("127.0.0.1", port))

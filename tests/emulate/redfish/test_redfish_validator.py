@@ -24,7 +24,9 @@ SUMMARY = re.compile(r"\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|")
 @pytest.mark.skipif(not CSDL.is_dir(), reason=f"DMTF CSDL schemas not found at {CSDL}")
 def test_service_validator_reports_no_failure(tmp_path: Path) -> None:
     source = StaticPowerSource({"srv-1": 420.0, "srv-2": 0.0, "srv-3": 1500.0})
-    app = build_redfish_app(["srv-1", "srv-2", "srv-3"], source, username="rf", password="pw")
+    racks = {"r1": ["srv-1", "srv-2"], "r2": ["srv-3"]}
+    servers = ["srv-1", "srv-2", "srv-3"]
+    app = build_redfish_app(servers, source, username="rf", password="pw", racks=racks)
     with serve_in_thread(app) as emulator:
         result = subprocess.run(
             [

@@ -11,7 +11,6 @@ from typing import Any
 from wattwheel.emulate.redfish.state import ServerSnapshot
 
 ROOT = "/redfish/v1"
-PDU_ID = "1"
 CONTROL_ID = "PowerLimit"
 SENSOR_ID = "TotalPower"
 OUTLET_ACTION = "Outlet.PowerControl"
@@ -28,12 +27,12 @@ def chassis_uri(server_id: str) -> str:
     return f"{ROOT}/Chassis/{server_id}"
 
 
-def outlet_uri(server_id: str) -> str:
-    return f"{ROOT}/PowerEquipment/RackPDUs/{PDU_ID}/Outlets/{server_id}"
+def rack_pdu_uri(rack_id: str) -> str:
+    return f"{ROOT}/PowerEquipment/RackPDUs/{rack_id}"
 
 
-def outlet_action_uri(server_id: str) -> str:
-    return f"{outlet_uri(server_id)}/Actions/{OUTLET_ACTION}"
+def outlet_uri(rack_id: str, server_id: str) -> str:
+    return f"{rack_pdu_uri(rack_id)}/Outlets/{server_id}"
 
 
 def _resource(uri: str, odata_type: str, resource_id: str, name: str) -> Payload:
@@ -119,7 +118,7 @@ def chassis(s: ServerSnapshot) -> Payload:
             "Controls": link(f"{uri}/Controls"),
             # Deprecated by DMTF but still what most installed BMCs offer; clients read both.
             "Power": link(f"{uri}/Power"),
-            "Links": {"PowerOutlets": [link(outlet_uri(s.server_id))]},
+            "Links": {"PowerOutlets": [link(outlet_uri(s.rack_id, s.server_id))]},
         }
     )
     return body
@@ -232,9 +231,10 @@ def power_equipment() -> Payload:
     return body
 
 
-def rack_pdu() -> Payload:
-    uri = f"{ROOT}/PowerEquipment/RackPDUs/{PDU_ID}"
-    body = _resource(uri, "PowerDistribution.v1_6_0.PowerDistribution", PDU_ID, "Rack PDU")
+def rack_pdu(rack_id: str) -> Payload:
+    uri = rack_pdu_uri(rack_id)
+    kind = "PowerDistribution.v1_6_0.PowerDistribution"
+    body = _resource(uri, kind, rack_id, f"Rack PDU of rack {rack_id}")
     body.update(
         {
             "EquipmentType": "RackPDU",
@@ -248,7 +248,7 @@ def rack_pdu() -> Payload:
 
 
 def outlet(s: ServerSnapshot) -> Payload:
-    uri = outlet_uri(s.server_id)
+    uri = outlet_uri(s.rack_id, s.server_id)
     body = _resource(uri, "Outlet.v1_4_4.Outlet", s.server_id, f"Outlet feeding {s.server_id}")
     body.update(
         {
@@ -258,7 +258,7 @@ def outlet(s: ServerSnapshot) -> Payload:
             "Status": _OK,
             "Actions": {
                 f"#{OUTLET_ACTION}": {
-                    "target": outlet_action_uri(s.server_id),
+                    "target": f"{uri}/Actions/{OUTLET_ACTION}",
                     "PowerState@Redfish.AllowableValues": ["On", "Off"],
                 }
             },

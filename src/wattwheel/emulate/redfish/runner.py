@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -80,9 +81,19 @@ def serve_in_thread(
 
 
 async def serve(app: Any, host: str, port: int, log_level: str = "warning") -> None:
-    """Serve `app` on host:port inside the running event loop until cancelled."""
+    """Serve `app` on host:port inside the running event loop until cancelled.
+
+    Cancelling the task shuts uvicorn down gracefully (listening socket closed, connections
+    drained) before the cancellation propagates.
+    """
     sock = _bind(host, port)
+    server = uvicorn.Server(_config(app, log_level))
+    running = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
-        await uvicorn.Server(_config(app, log_level)).serve(sockets=[sock])
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await running
+        raise
     finally:
         sock.close()

@@ -230,27 +230,25 @@ class RedfishService:
         return None
 
     def _power_equipment_resource(self, uri: str, rest: list[str]) -> _Resource | None:
+        racks = self.state.racks
         match rest:
             case []:
                 return _Resource(get=rf.power_equipment)
             case ["RackPDUs"]:
-                pdu = f"{uri}/{rf.PDU_ID}"
-                return _Resource(
-                    get=lambda: rf.collection(
-                        uri, "PowerDistributionCollection", "Rack PDUs", [pdu]
-                    )
-                )
-            case ["RackPDUs", rf.PDU_ID]:
-                return _Resource(get=rf.rack_pdu)
-            case ["RackPDUs", rf.PDU_ID, "Outlets"]:
-                members = [rf.outlet_uri(s) for s in self.state.server_ids]
+                pdus = [rf.rack_pdu_uri(r) for r in racks]
+                kind = "PowerDistributionCollection"
+                return _Resource(get=lambda: rf.collection(uri, kind, "Rack PDUs", pdus))
+            case ["RackPDUs", rack_id] if rack_id in racks:
+                return _Resource(get=lambda: rf.rack_pdu(rack_id))
+            case ["RackPDUs", rack_id, "Outlets"] if rack_id in racks:
+                members = [rf.outlet_uri(rack_id, s) for s in racks[rack_id]]
                 return _Resource(
                     get=lambda: rf.collection(uri, "OutletCollection", "Outlets", members)
                 )
-            case ["RackPDUs", rf.PDU_ID, "Outlets", server_id] if server_id in self.state:
+            case ["RackPDUs", rack_id, "Outlets", server_id] if server_id in racks.get(rack_id, ()):
                 return _Resource(get=lambda: rf.outlet(self.state.snapshot(server_id)))
-            case ["RackPDUs", rf.PDU_ID, "Outlets", server_id, "Actions", rf.OUTLET_ACTION] if (
-                server_id in self.state
+            case ["RackPDUs", rack_id, "Outlets", server_id, "Actions", rf.OUTLET_ACTION] if (
+                server_id in racks.get(rack_id, ())
             ):
                 return _Resource(post=lambda b: self._outlet_power_control(server_id, b))
         return None
@@ -376,15 +374,17 @@ def build_redfish_app(
     username: str = "admin",
     password: str = "wattwheel",
     limits: LimitRange | None = None,
+    racks: Mapping[str, Sequence[str]] | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> Starlette:
     """An ASGI app serving a Redfish service for `servers` whose demand comes from `source`.
 
     Consumed power = min(demand, power limit) in watts; limits accepted within `limits`.
+    `racks` (rack id -> server ids) gives each rack its own PDU; default: one PDU "1".
     `app.state.redfish` is the `RedfishService` (its `.state` is the `SiteState`).
     """
     service = RedfishService(
-        SiteState(servers, source, limits or LimitRange()),
+        SiteState(servers, source, limits or LimitRange(), racks),
         username=username,
         password=password,
         clock=clock,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from wattwheel.domain.errors import ConfigError
@@ -42,14 +42,27 @@ class ServerSnapshot:
     limit_w: float
     outlet_on: bool
     limits: LimitRange
+    rack_id: str
 
 
 class SiteState:
-    """Limits and outlet states of every emulated server; safe to use from any thread."""
+    """Limits and outlet states of every emulated server; safe to use from any thread.
 
-    def __init__(self, servers: Sequence[str], source: PowerSource, limits: LimitRange) -> None:
-        _check_ids(servers)
+    `racks` maps a rack id to its servers; each rack gets its own PDU (one outlet per server).
+    None puts every server behind one PDU with id "1".
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        source: PowerSource,
+        limits: LimitRange,
+        racks: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        _check_ids("servers", servers)
         self.server_ids: tuple[str, ...] = tuple(servers)
+        self.racks = _check_racks(racks if racks is not None else {"1": servers}, self.server_ids)
+        self._rack_of = {s: rack for rack, members in self.racks.items() for s in members}
         self.limits = limits
         self._source = source
         self._lock = threading.Lock()
@@ -73,7 +86,8 @@ class SiteState:
             consumed_w = round(min(max(demand_w, 0.0), limit_w), 1)
         else:
             consumed_w = None  # a broken feed shows as "no reading", never as a number
-        return ServerSnapshot(server_id, consumed_w, limit_w, outlet_on, self.limits)
+        rack_id = self._rack_of[server_id]
+        return ServerSnapshot(server_id, consumed_w, limit_w, outlet_on, self.limits, rack_id)
 
     def set_limit(self, server_id: str, limit_w: float | None) -> None:
         """Write a power limit in watts (None lifts it); the caller has checked the range."""
@@ -85,15 +99,29 @@ class SiteState:
             self._outlet_on[server_id] = on
 
 
-def _check_ids(servers: Sequence[str]) -> None:
-    if not servers:
-        raise ConfigError("servers", list(servers), "at least one server is needed")
+def _check_ids(key: str, ids: Sequence[str]) -> None:
+    if not ids:
+        raise ConfigError(key, list(ids), "at least one id is needed")
     seen: set[str] = set()
-    for server_id in servers:
-        if not isinstance(server_id, str) or not _ID_PATTERN.match(server_id):
-            raise ConfigError(
-                "servers", server_id, "ids must match [A-Za-z0-9][A-Za-z0-9_.-]* (URI segment)"
-            )
-        if server_id in seen:
-            raise ConfigError("servers", server_id, "duplicate server id")
-        seen.add(server_id)
+    for item in ids:
+        if not isinstance(item, str) or not _ID_PATTERN.match(item):
+            raise ConfigError(key, item, "ids must match [A-Za-z0-9][A-Za-z0-9_.-]* (URI segment)")
+        if item in seen:
+            raise ConfigError(key, item, "duplicate id")
+        seen.add(item)
+
+
+def _check_racks(
+    racks: Mapping[str, Sequence[str]], servers: tuple[str, ...]
+) -> dict[str, tuple[str, ...]]:
+    """Every server behind exactly one rack PDU, and no unknown server."""
+    _check_ids("racks", list(racks))
+    placed = [s for members in racks.values() for s in members]
+    _check_ids("racks.servers", placed)
+    unknown = sorted(set(placed) - set(servers))
+    if unknown:
+        raise ConfigError("racks", unknown, "servers not in the server list")
+    missing = sorted(set(servers) - set(placed))
+    if missing:
+        raise ConfigError("racks", missing, "servers in no rack")
+    return {rack: tuple(members) for rack, members in racks.items()}
