@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from wattwheel.adapters.redfish import RedfishClient
+from wattwheel.adapters.redfish import FakeServerPowerDevice, RedfishClient, ServerPowerDevice
 
 Payloads = dict[str, dict[str, Any]]
 CHASSIS = "/redfish/v1/Chassis/1U"
@@ -159,3 +160,11 @@ async def test_malformed_reading_is_a_stale_reading_not_an_exception() -> None:
 def test_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="timeout_s"):
         RedfishClient("http://bmc", timeout_s=0)
+
+
+async def test_in_package_fake_behaves_like_a_capped_bmc() -> None:
+    device: ServerPowerDevice = FakeServerPowerDevice({"a": 500.0, "b": 80.0}, min_limit_w=100.0)
+    assert await device.set_power_limit(50.0, chassis_uri="a") == 100.0  # clamped to the floor
+    readings = {r.chassis_uri: r.power_w for r in await device.read_power()}
+    assert readings == {"a": 100.0, "b": 80.0}
+    assert await device.set_power_limit(math.nan) is None

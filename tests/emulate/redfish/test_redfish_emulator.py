@@ -246,3 +246,32 @@ async def test_serve_in_the_running_loop_and_cancel(source: StaticPowerSource) -
         await task
     with socket.socket() as again:  # the port is released
         again.bind(("127.0.0.1", port))
+
+
+async def test_client_session_auth_logs_in_again_when_its_session_is_gone(
+    emulator: RunningServer, http: httpx.Client
+) -> None:
+    sessions_uri = "/redfish/v1/SessionService/Sessions"
+    async with RedfishClient(
+        emulator.url, username=AUTH[0], password=AUTH[1], session_auth=True
+    ) as client:
+        assert (await client.read_power())[0].power_w == 450.0
+        first = http.get(sessions_uri).json()["Members"]
+        assert len(first) == 1
+        assert http.delete(first[0]["@odata.id"]).status_code == 204  # an admin kills it
+        assert (await client.read_power())[0].power_w == 450.0  # renewed transparently
+        assert not client.failing
+        second = http.get(sessions_uri).json()["Members"]
+        assert len(second) == 1 and second != first
+    assert http.get(sessions_uri).json()["Members"] == []  # aclose() logged out
+
+
+async def test_wrong_password_is_a_logged_failure_not_an_exception(
+    emulator: RunningServer,
+) -> None:
+    for session_auth in (False, True):
+        async with RedfishClient(
+            emulator.url, username="admin", password="wrong", session_auth=session_auth
+        ) as client:
+            assert await client.read_power() == []
+            assert client.failing

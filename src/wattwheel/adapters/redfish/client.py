@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from wattwheel.adapters.redfish.auth import RedfishSessionAuth
 from wattwheel.adapters.redfish.codec import (
     SERVICE_ROOT_URI,
     encode_outlet_power,
@@ -59,11 +60,21 @@ class RedfishClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
         verify_tls: bool = True,
+        session_auth: bool = False,
     ) -> None:
-        """`timeout_s` bounds each request (seconds), so one slow BMC cannot stall a tick."""
+        """`timeout_s` bounds each request (seconds), so one slow BMC cannot stall a tick.
+
+        With credentials: HTTP Basic on every request, or with `session_auth` one Redfish
+        session (X-Auth-Token), renewed when it expires and deleted by `aclose()`.
+        """
         if timeout_s <= 0 or not math.isfinite(timeout_s):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        auth = httpx.BasicAuth(username, password or "") if username is not None else None
+        auth: httpx.Auth | None = None
+        self._session: RedfishSessionAuth | None = None
+        if username is not None and session_auth:
+            auth = self._session = RedfishSessionAuth(username, password or "")
+        elif username is not None:
+            auth = httpx.BasicAuth(username, password or "")
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -90,6 +101,12 @@ class RedfishClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Log out of the Redfish session, if any (best effort), and close connections."""
+        if self._session is not None and self._session.session_uri is not None:
+            try:
+                await self._http.delete(self._session.session_uri)
+            except httpx.HTTPError as error:
+                logger.debug("Redfish logout from %s failed: %s", self.base_url, error)
         await self._http.aclose()
 
     # ------------------------------------------------------------ HTTP
