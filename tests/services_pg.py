@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +138,14 @@ def postgres_server(fast: bool = True) -> Iterator[PgServer]:
         yield server
     finally:
         server.destroy()
+
+
+def fresh_pg_database(server: PgServer) -> str:
+    """Create an empty database on ``server``; its SQLAlchemy URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres"
+    import psycopg  # only needed when a server runs
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.url.rsplit("/", 1)[0] + f"/{name}"

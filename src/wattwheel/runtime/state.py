@@ -399,6 +399,7 @@ def jsonable(obj: Any) -> Any:
 
 OverrideKind = Literal["pin_cap", "reserve", "maintenance"]
 ReserveAction = Literal["force", "forbid"]
+OverrideScope = Literal["rack", "domain", "site"]
 
 
 @dataclass(frozen=True)
@@ -419,7 +420,7 @@ class Override:
     reason: str
     created_s: float
     expires_s: float | None = None
-    scope: Literal["rack", "domain", "site"] = "site"
+    scope: OverrideScope = "site"
     cap_kw: float | None = None
     action: ReserveAction | None = None
 
@@ -432,14 +433,14 @@ class Overrides:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_key: dict[tuple[str, str], Override] = {}
+        self._by_key: dict[tuple[str, str, str], Override] = {}
         self._next_id = 1
 
     def _add(self, **fields: Any) -> Override:
         with self._lock:
             ov = Override(id=self._next_id, **fields)
             self._next_id += 1
-            self._by_key[(ov.kind, ov.target)] = ov
+            self._by_key[(ov.kind, ov.scope, ov.target)] = ov
         return ov
 
     @staticmethod
@@ -508,10 +509,18 @@ class Overrides:
             expires_s=self._expiry(now_s, ttl_s),
         )
 
-    def clear(self, kind: OverrideKind, target: str) -> Override | None:
-        """Remove the override of ``kind`` on ``target``; returns it (None if there was none)."""
+    def clear(
+        self, kind: OverrideKind, target: str, scope: OverrideScope | None = None
+    ) -> Override | None:
+        """Remove the override of ``kind`` on ``target`` (in ``scope``; any scope if None).
+
+        Returns the removed override, or None if there was none.
+        """
         with self._lock:
-            return self._by_key.pop((kind, target), None)
+            for key in list(self._by_key):
+                if key[0] == kind and key[2] == target and scope in (None, key[1]):
+                    return self._by_key.pop(key)
+        return None
 
     def active(self, now_s: float) -> list[Override]:
         """Overrides in force at ``now_s`` (expired ones are dropped), oldest first."""

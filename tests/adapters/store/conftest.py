@@ -4,15 +4,13 @@ database per test)."""
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from services_pg import SKIP_REASON, PgServer, pg_bin_dir, postgres_server
+from services_pg import SKIP_REASON, PgServer, fresh_pg_database, pg_bin_dir, postgres_server
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +18,6 @@ def pg_server() -> Iterator[PgServer]:
     if pg_bin_dir() is None:
         pytest.skip(SKIP_REASON)
     yield from postgres_server()
-
-
-def fresh_pg_database(server: PgServer) -> str:
-    """Create an empty database on ``server``; its SQLAlchemy URL."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    dsn = f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -7,8 +7,7 @@ import logging
 
 import pytest
 
-from conftest import fresh_pg_database
-from services_pg import PgServer
+from services_pg import PgServer, fresh_pg_database
 from wattwheel.adapters.store import BufferedStore, MemoryStore, SqlStore, StoreUnavailable
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.runtime.state import EventRecord

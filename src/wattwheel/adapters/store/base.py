@@ -64,17 +64,20 @@ def forecast_rows(forecast: Forecast) -> list[ForecastRow]:
 class Store(Protocol):
     """Persistent telemetry, forecasts, the decision audit log and events."""
 
-    def write_telemetry(self, samples: Sequence[PowerSample]) -> None:
+    # Writes return nothing useful from a plain store; BufferedStore returns whether the write
+    # was acknowledged (True) or refused because its buffer is full (False).
+
+    def write_telemetry(self, samples: Sequence[PowerSample]) -> object:
         """Insert a batch of samples in one transaction (all or nothing)."""
         ...
 
-    def write_forecast(self, forecast: Forecast) -> None: ...
+    def write_forecast(self, forecast: Forecast) -> object: ...
 
-    def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
+    def write_decisions(self, records: Sequence[DecisionRecord]) -> object:
         """Append to the audit log (one row per domain and tick, with its reason)."""
         ...
 
-    def write_event(self, event: EventRecord) -> None: ...
+    def write_event(self, event: EventRecord) -> object: ...
 
     def telemetry(
         self,

@@ -1,0 +1,40 @@
+"""What every route needs: the live state, the store, the overrides, the clock and the auth
+dependencies. Built once by :func:`wattwheel.api.app.create_app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wattwheel.adapters.store.base import Store, StoreUnavailable
+from wattwheel.runtime.state import EventRecord, LiveState, Overrides
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApiContext:
+    state: LiveState
+    store: Store
+    overrides: Overrides
+    clock: Callable[[], float]
+    site_name: str = ""
+
+    def store_health(self) -> dict[str, Any]:
+        """``healthy``, ``pending_items``, ``dropped`` when the store buffers (else defaults)."""
+        return {
+            "healthy": bool(getattr(self.store, "healthy", True)),
+            "pending_items": int(getattr(self.store, "pending_items", 0)),
+            "dropped": int(getattr(self.store, "dropped", 0)),
+        }
+
+    def record_event(self, event: EventRecord) -> None:
+        """Into the live state (SSE, dashboard) and the store (the audit trail)."""
+        self.state.record_event(event)
+        try:
+            self.store.write_event(event)
+        except StoreUnavailable as exc:  # a plain store without a buffer
+            self.state.count_error("store")
+            log.warning("event %s not stored: %s", event.kind, exc)

@@ -1,0 +1,89 @@
+"""Operator overrides change what the loop reads and are recorded (who, when, why) as events in
+the store and the live state."""
+
+from __future__ import annotations
+
+from api_support import DOMAINS, OPERATOR, VIEWER, Api, auth
+
+OP = auth(OPERATOR)
+
+
+def _events(api: Api, kind: str) -> list[dict[str, object]]:
+    r = api.client.get("/api/v1/events", params={"kind": kind}, headers=auth(VIEWER))
+    assert r.status_code == 200
+    return list(r.json()["events"])
+
+
+def test_pin_cap_recorded_and_visible_to_the_loop(api: Api) -> None:
+    body = {
+        "scope": "domain",
+        "target": "row-b",
+        "cap_kw": 55.0,
+        "reason": "PDU swap",
+        "ttl_s": 600,
+    }
+    r = api.client.post("/api/v1/overrides/cap", json=body, headers=OP)
+    assert r.status_code == 201
+    ov = r.json()
+    assert (ov["actor"], ov["reason"], ov["cap_kw"]) == ("olga", "PDU swap", 55.0)
+    assert ov["created_s"] == api.now[0] and ov["expires_s"] == api.now[0] + 600
+    pinned = api.overrides.pinned_cap_kw(DOMAINS, api.now[0])
+    assert pinned[1] == 55.0
+    [ev] = _events(api, "override.pin_cap")
+    assert ev["actor"] == "olga" and "PDU swap" in str(ev["message"])
+    assert ev["domain_id"] == "row-b"
+    assert api.state.recent_events(1)[0].kind == "override.pin_cap"
+    listed = api.client.get("/api/v1/overrides", headers=auth(VIEWER)).json()["overrides"]
+    assert [o["target"] for o in listed] == ["row-b"]
+    r = api.client.delete("/api/v1/overrides/cap/domain/row-b", headers=OP)
+    assert r.status_code == 200
+    assert [e["kind"] for e in _events(api, "override.clear")] == ["override.clear"]
+    assert api.client.delete("/api/v1/overrides/cap/domain/row-b", headers=OP).status_code == 404
+
+
+def test_rack_pin_shows_on_racks(api: Api) -> None:
+    body = {"scope": "rack", "target": "row-a-r2", "cap_kw": 20.0, "reason": "hot spot"}
+    assert api.client.post("/api/v1/overrides/cap", json=body, headers=OP).status_code == 201
+    racks = api.client.get("/api/v1/racks", headers=auth(VIEWER)).json()["racks"]
+    assert {r["rack_id"]: r["pinned_cap_kw"] for r in racks}["row-a-r2"] == 20.0
+    body["target"] = "no-such-rack"
+    assert api.client.post("/api/v1/overrides/cap", json=body, headers=OP).status_code == 404
+
+
+def test_reserve_force_forbid(api: Api) -> None:
+    for action, code in (("force", 1), ("forbid", -1)):
+        body = {"domain_id": "row-a", "action": action, "reason": "genset test"}
+        assert (
+            api.client.post("/api/v1/overrides/reserve", json=body, headers=OP).status_code == 201
+        )
+        assert api.overrides.reserve_override(DOMAINS, api.now[0]).tolist() == [code, 0]
+    assert len(_events(api, "override.reserve")) == 2
+    assert api.client.delete("/api/v1/overrides/reserve/row-a", headers=OP).status_code == 200
+    assert api.overrides.reserve_override(DOMAINS, api.now[0]).tolist() == [0, 0]
+
+
+def test_maintenance_mode(api: Api) -> None:
+    r = api.client.post(
+        "/api/v1/overrides/maintenance", json={"reason": "UPS swap", "ttl_s": 60}, headers=OP
+    )
+    assert r.status_code == 201
+    assert api.state.mode == "maintenance" and api.overrides.maintenance(api.now[0])
+    status = api.client.get("/api/v1/status", headers=auth(VIEWER)).json()
+    assert status["maintenance"] is True and status["overrides_active"] == 1
+    api.now[0] += 61  # expired
+    assert not api.overrides.maintenance(api.now[0])
+    assert api.client.delete("/api/v1/overrides/maintenance", headers=OP).status_code == 404
+
+
+def test_bad_override_bodies_are_rejected(api: Api) -> None:
+    c = api.client
+    bad = [
+        ("/cap", {"scope": "domain", "target": "row-a", "cap_kw": -1, "reason": "x"}, 422),
+        ("/cap", {"scope": "domain", "target": "row-a", "cap_kw": 5}, 422),  # no reason
+        ("/cap", {"scope": "domain", "target": "nowhere", "cap_kw": 5, "reason": "x"}, 404),
+        ("/reserve", {"domain_id": "row-a", "action": "maybe", "reason": "x"}, 422),
+        ("/maintenance", {"reason": "x", "ttl_s": 0}, 422),
+    ]
+    for path, body, code in bad:
+        assert c.post("/api/v1/overrides" + path, json=body, headers=OP).status_code == code, body
+    assert api.overrides.active(api.now[0]) == []
