@@ -6,6 +6,7 @@ import logging
 import math
 import socket
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -31,6 +32,39 @@ async def test_discover_and_read_power_consumed_watts(
     reading = readings[0]
     assert (reading.chassis_uri, reading.power_w, reading.limit_w) == (CHASSIS, 344.0, 500.0)
     assert reading.stale is False
+
+
+async def test_read_gives_power_samples_for_the_domain(
+    rackmount_payloads: Payloads, serve_mockup: Callable[..., Any]
+) -> None:
+    server = serve_mockup(rackmount_payloads)
+    async with RedfishClient(server.url, clock=lambda: 1_700_000_000.0) as client:
+        samples = await client.read()
+    assert len(samples) == 1
+    sample = samples[0]
+    assert (sample.rack_id, sample.server_id, sample.power_w, sample.kind) == (
+        "WEB43",
+        "1U",
+        344.0,
+        "server",
+    )
+    assert sample.source == f"redfish:{server.url}"
+    assert sample.timestamp_s == 1_700_000_000.0  # PowerControl carries no reading time
+
+
+async def test_read_uses_the_sensor_reading_time_and_default_rack(
+    rackmount_payloads: Payloads, serve_mockup: Callable[..., Any]
+) -> None:
+    chassis = rackmount_payloads[CHASSIS]
+    for name in ("Power", "EnvironmentMetrics", "Location"):
+        del chassis[name]
+    server = serve_mockup(rackmount_payloads)
+    async with RedfishClient(server.url) as unplaced:
+        assert await unplaced.read() == []  # no rack anywhere: refused, not guessed
+    async with RedfishClient(server.url, rack_id="r7") as client:
+        (sample,) = await client.read()
+    assert (sample.rack_id, sample.power_w) == ("r7", 374.0)
+    assert sample.timestamp_s == datetime.fromisoformat("2019-08-13T04:14:33+06:00").timestamp()
 
 
 async def test_set_limit_through_controls_setpoint_and_read_it_back(

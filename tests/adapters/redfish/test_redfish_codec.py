@@ -42,6 +42,7 @@ def test_discovery_finds_every_power_resource_of_the_1u_server(
         ("environment_metrics", f"{CHASSIS}/EnvironmentMetrics"),
     ]
     assert server.capacity_w == 2000.0
+    assert server.rack == "WEB43"  # Location.Placement.Rack
     # The Control is preferred over the deprecated PowerControl limit when both exist.
     assert server.preferred_limit == PowerLimitTarget(
         "control_setpoint", f"{CHASSIS}/Controls/PowerLimit", 150.0, 1000.0, 500.0

@@ -205,6 +205,9 @@ async def test_one_pdu_per_rack(source: StaticPowerSource) -> None:
                 "/redfish/v1/PowerEquipment/RackPDUs/rack-b/Outlets/srv-2", on=False
             )
             powers = {r.chassis_uri: r.power_w for r in await client.read_power()}
+            samples = {(s.rack_id, s.server_id): s.power_w for s in await client.read()}
+    # Each chassis states its rack (Location.Placement.Rack); an unpowered server reads 0 W.
+    assert samples == {("rack-a", "srv-1"): 450.0, ("rack-b", "srv-2"): 0.0}
     assert outlets == {
         "/redfish/v1/PowerEquipment/RackPDUs/rack-a/Outlets/srv-1": 450.0,
         "/redfish/v1/PowerEquipment/RackPDUs/rack-b/Outlets/srv-2": 300.0,

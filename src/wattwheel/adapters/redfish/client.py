@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -37,6 +39,7 @@ from wattwheel.adapters.redfish.values import (
     RequestBody,
     ServerPowerReading,
 )
+from wattwheel.domain.telemetry import PowerSample
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +64,15 @@ class RedfishClient:
         transport: httpx.AsyncBaseTransport | None = None,
         verify_tls: bool = True,
         session_auth: bool = False,
+        rack_id: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`timeout_s` bounds each request (seconds), so one slow BMC cannot stall a tick.
 
         With credentials: HTTP Basic on every request, or with `session_auth` one Redfish
         session (X-Auth-Token), renewed when it expires and deleted by `aclose()`.
+        `rack_id` is the rack of servers whose chassis does not state Location.Placement.Rack;
+        `clock` (epoch seconds) stamps readings the device does not time itself.
         """
         if timeout_s <= 0 or not math.isfinite(timeout_s):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
@@ -88,6 +95,9 @@ class RedfishClient:
         self._last: dict[str, ServerPowerReading] = {}
         self._last_outlets: dict[str, OutletReading] = {}
         self.inventory: RedfishInventory | None = None
+        self._rack_id = rack_id
+        self._clock = clock
+        self._unplaced: set[str] = set()
 
     @property
     def failing(self) -> bool:
@@ -186,6 +196,48 @@ class RedfishClient:
             return replace(previous, stale=True)
         return ServerPowerReading(server.chassis_uri, server.chassis_uri, None, stale=True)
 
+    async def read(self) -> list[PowerSample]:
+        """TelemetrySource: fresh server readings as PowerSamples, `source="redfish:<url>"`.
+
+        Stale readings and servers reporting no value are left out: the runtime sees a missing
+        sample and applies its stale-sensor fallback, rather than an old value passed as new.
+        """
+        readings = await self.read_power()
+        servers = (
+            {} if self.inventory is None else {s.chassis_uri: s for s in self.inventory.servers}
+        )
+        received_s = self._clock()
+        samples: list[PowerSample] = []
+        for reading in readings:
+            server = servers.get(reading.chassis_uri)
+            if reading.stale or reading.power_w is None or server is None:
+                continue
+            rack_id = server.rack or self._rack_id
+            if rack_id is None:
+                self._warn_unplaced(server.chassis_uri)
+                continue
+            samples.append(
+                PowerSample(
+                    source=f"redfish:{self.base_url}",
+                    rack_id=rack_id,
+                    server_id=server.chassis_id,
+                    timestamp_s=_epoch_s(reading.timestamp, received_s),
+                    power_w=reading.power_w,
+                    kind="server",
+                )
+            )
+        return samples
+
+    def _warn_unplaced(self, chassis_uri: str) -> None:
+        if chassis_uri not in self._unplaced:
+            self._unplaced.add(chassis_uri)
+            logger.warning(
+                "Redfish %s%s states no rack (Location.Placement.Rack) and the client has no "
+                "rack_id: its readings are not used",
+                self.base_url,
+                chassis_uri,
+            )
+
     async def set_power_limit(self, watts: float, chassis_uri: str | None = None) -> float | None:
         """Cap one server (or every discovered server when `chassis_uri` is None), in watts.
 
@@ -262,6 +314,19 @@ def _clamp(watts: float, target: PowerLimitTarget) -> float:
     low = target.min_w if target.min_w is not None else 1.0
     high = target.max_w if target.max_w is not None else math.inf
     return min(max(watts, low), high)
+
+
+def _epoch_s(reading_time: str | None, default_s: float) -> float:
+    """A device's ISO 8601 reading time in epoch seconds (UTC if it gives no offset)."""
+    if reading_time is None:
+        return default_s
+    try:
+        stamp = datetime.fromisoformat(reading_time)
+    except ValueError:
+        return default_s
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
 
 
 def _error_text(response: httpx.Response) -> str:

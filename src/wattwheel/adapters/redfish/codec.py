@@ -146,12 +146,25 @@ def parse_chassis(payload: object, uri: str) -> ChassisLinks:
     return ChassisLinks(
         chassis_uri=odata_id(obj, uri),
         chassis_id=_resource_id(obj, uri),
+        rack=_placement_rack(obj, uri),
         power_uri=_link(obj, "Power", uri),
         power_subsystem_uri=_link(obj, "PowerSubsystem", uri),
         sensors_uri=_link(obj, "Sensors", uri),
         environment_metrics_uri=_link(obj, "EnvironmentMetrics", uri),
         controls_uri=_link(obj, "Controls", uri),
     )
+
+
+def _placement_rack(chassis: JsonObject, uri: str) -> str | None:
+    """`Location.Placement.Rack`: where the operator says the server sits."""
+    location = chassis.get("Location")
+    if location is None:
+        return None
+    placement = _require_object(location, uri, "Location").get("Placement")
+    if placement is None:
+        return None
+    placement_obj = _require_object(placement, uri, "Location/Placement")
+    return _optional_str(placement_obj, "Rack", uri, "Location/Placement/")
 
 
 def power_control_members(payload: object, uri: str) -> list[JsonObject]:

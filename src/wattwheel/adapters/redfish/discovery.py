@@ -107,6 +107,7 @@ def _discover_chassis(
         reading_sources=tuple(sources),
         limit_targets=tuple(targets),
         capacity_w=capacity_w,
+        rack=links.rack,
     )
 
 

@@ -101,6 +101,7 @@ class DiscoveredServer:
     reading_sources: tuple[ReadingSource, ...]
     limit_targets: tuple[PowerLimitTarget, ...]
     capacity_w: float | None = None
+    rack: str | None = None  # Chassis Location.Placement.Rack, when the BMC states it
 
     @property
     def preferred_limit(self) -> PowerLimitTarget | None:
@@ -131,6 +132,7 @@ class RootLinks:
 class ChassisLinks:
     chassis_uri: str
     chassis_id: str
+    rack: str | None = None
     power_uri: str | None = None
     power_subsystem_uri: str | None = None
     sensors_uri: str | None = None

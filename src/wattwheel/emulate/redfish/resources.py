@@ -111,6 +111,7 @@ def chassis(s: ServerSnapshot) -> Payload:
             "Manufacturer": "wattwheel",
             "Model": "Emulated 1U server",
             "PowerState": "On" if s.outlet_on else "Off",
+            "Location": {"Placement": {"Rack": s.rack_id}},
             "Status": _OK,
             "PowerSubsystem": link(f"{uri}/PowerSubsystem"),
             "EnvironmentMetrics": link(f"{uri}/EnvironmentMetrics"),
