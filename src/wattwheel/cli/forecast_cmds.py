@@ -1,5 +1,351 @@
-"""CLI commands (registered on wattwheel.cli.app)."""
+"""``wattwheel train`` and ``wattwheel backtest``: the forecaster's training and evaluation.
+
+* ``train --trace T [T ...] --out MODEL_DIR [--horizons 5,10,15 --epochs N --seed S
+  --lookback L --hidden U]``: train the global LSTM on every rack of the traces (traces with the
+  same time step are aligned on one grid; missing cells are gaps the model learns to skip) and
+  write a model directory (:mod:`wattwheel.adapters.model_artifact`).
+* ``backtest --model MODEL_DIR --trace T --out DIR``: rolling-origin evaluation of the model and
+  of the persistence, seasonal-naive and AR baselines on a trace. The first ``--fit-fraction``
+  of the trace fits the baselines and calibrates every model's intervals (the LSTM's weights are
+  not retrained); forecasts are then made from every ``--stride``-th row of the rest, with online
+  calibration. Writes ``DIR/backtest.json`` and ``DIR/backtest.html`` (forecast bands vs actuals).
+"""
 
 from __future__ import annotations
 
-from wattwheel.cli import app as _app  # noqa: F401
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from wattwheel.adapters.model_artifact import (
+    ModelArtifactError,
+    describe_training_data,
+    load_model,
+    save_model,
+)
+from wattwheel.cli import app
+from wattwheel.domain.errors import WattwheelError
+from wattwheel.domain.trace import Trace
+from wattwheel.forecast.backtest import BacktestRun, naive_scale, rolling_origin, score
+from wattwheel.forecast.base import Forecaster, History
+from wattwheel.forecast.baselines import (
+    ARForecaster,
+    PersistenceForecaster,
+    SeasonalNaiveForecaster,
+)
+from wattwheel.forecast.lstm import LSTMConfig, LSTMForecaster
+from wattwheel.sim.trace_io import read_trace
+
+console = Console(stderr=True)
+
+
+# ------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    trace: Annotated[
+        list[Path], typer.Option("--trace", help="Trace file(s); more may follow as arguments.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
+    more_traces: Annotated[
+        list[Path] | None, typer.Argument(help="More trace files (as in --trace T1 T2 ...).")
+    ] = None,
+    horizons: Annotated[
+        str, typer.Option(help="Horizons in minutes, comma-separated.")
+    ] = "5,10,15",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed: same data + seed = same model.")] = 0,
+    lookback: Annotated[int, typer.Option(help="Input window in steps of the trace.")] = 48,
+    hidden: Annotated[int, typer.Option(help="LSTM hidden units.")] = 32,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+) -> None:
+    """Train the global LSTM forecaster on one or more traces and save a model directory."""
+    paths = [*trace, *(more_traces or [])]
+    try:
+        config = LSTMConfig(
+            horizons_min=_parse_horizons(horizons),
+            epochs=epochs,
+            seed=seed,
+            lookback=lookback,
+            hidden=hidden,
+            num_threads=threads,
+        )
+        history = merge_traces([read_trace(p) for p in paths], [p.stem for p in paths])
+        model = LSTMForecaster(config)
+        with _bar("training") as (progress, task):
+            progress.update(task, total=epochs)
+
+            def on_epoch(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
+                progress.update(
+                    task, completed=epoch, description=f"epoch {epoch} val {val_loss:.4f}"
+                )
+
+            model.fit(history, progress=on_epoch)
+            progress.update(task, completed=epochs)
+        command = _train_command(paths, out, horizons, epochs, seed, lookback, hidden, threads)
+        save_model(model, out, describe_training_data(paths), command=command)
+    except (WattwheelError, ValueError) as exc:
+        _fail(exc)
+    state = model.state
+    assert state is not None
+    metrics = state.metrics
+    typer.echo(
+        f"wrote {out}: {len(history.series_ids)} series x {history.values.shape[0]} steps of "
+        f"{history.step_s:g} s, {state.epochs_run} epochs; validation MAE (normalised) "
+        f"{metrics['val_mae_norm']} vs persistence {metrics['val_persistence_mae_norm']}"
+    )
+
+
+def merge_traces(traces: Sequence[Trace], labels: Sequence[str]) -> History:
+    """One History from traces on the same step: the union time grid, NaN where a trace has no
+    row. Rack ids that repeat across traces are prefixed with the file label."""
+    if not traces:
+        raise ValueError("no trace given")
+    step = traces[0].step_s
+    for tr, label in zip(traces, labels, strict=True):
+        if not np.isclose(tr.step_s, step):
+            raise ValueError(f"trace {label!r} has a {tr.step_s:g} s step, the first {step:g} s")
+        phase = (tr.timestamps_s[0] - traces[0].timestamps_s[0]) / step
+        if abs(phase - round(phase)) > 1e-6:
+            raise ValueError(f"trace {label!r} is not on the same time grid as the first trace")
+    start = min(float(t.timestamps_s[0]) for t in traces)
+    end = max(float(t.timestamps_s[-1]) for t in traces)
+    timestamps = start + step * np.arange(round((end - start) / step) + 1, dtype=np.float64)
+    seen = [r for t in traces for r in t.rack_ids]
+    ids: list[str] = []
+    columns = []
+    for tr, label in zip(traces, labels, strict=True):
+        rows = np.round((tr.timestamps_s - start) / step).astype(np.int64)
+        for j, rack in enumerate(tr.rack_ids):
+            col = np.full(timestamps.shape[0], np.nan)
+            col[rows] = tr.power_w[:, j]
+            columns.append(col)
+            ids.append(f"{label}/{rack}" if seen.count(rack) > 1 else rack)
+    return History(timestamps, tuple(ids), np.stack(columns, axis=1))
+
+
+# ---------------------------------------------------------------------------------- backtest
+@app.command()
+def backtest(
+    model: Annotated[Path, typer.Option("--model", help="Model directory from `train`.")],
+    trace: Annotated[Path, typer.Option("--trace", help="Trace to evaluate on.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the report.")],
+    fit_fraction: Annotated[
+        float, typer.Option(help="Leading share of the trace used to fit/calibrate.")
+    ] = 0.5,
+    stride: Annotated[int, typer.Option(help="Forecast from every N-th row.")] = 1,
+    season_s: Annotated[float, typer.Option(help="Seasonal-naive season, seconds.")] = 86_400.0,
+    ar_lags: Annotated[int, typer.Option(help="Lags of the AR baseline.")] = 24,
+) -> None:
+    """Rolling-origin backtest of a model and the baselines; writes backtest.json and plots."""
+    try:
+        lstm = load_model(model, online=True)
+        history = History.from_trace(read_trace(trace))
+        report, runs = run_backtest(lstm, history, fit_fraction, stride, season_s, ar_lags)
+    except (WattwheelError, ValueError) as exc:
+        _fail(exc)
+    report["model_dir"] = str(model)
+    report["trace"] = str(trace)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "backtest.json").write_text(json.dumps(report, indent=2) + "\n")
+    _write_plot(out, history, runs, report["horizons_min"])
+    _print_table(report)
+    typer.echo(f"wrote {out / 'backtest.json'} and {out / 'backtest.html'}")
+
+
+def run_backtest(
+    lstm: LSTMForecaster,
+    history: History,
+    fit_fraction: float = 0.5,
+    stride: int = 1,
+    season_s: float = 86_400.0,
+    ar_lags: int = 24,
+) -> tuple[dict[str, Any], dict[str, BacktestRun]]:
+    """Fit/calibrate on the leading part, then score every model on the rest."""
+    if not 0 < fit_fraction < 1:
+        raise ValueError(f"--fit-fraction must be in (0, 1), got {fit_fraction}")
+    horizons_min = list(lstm.config.horizons_min)
+    horizons_s = [60.0 * h for h in horizons_min]
+    start = int(history.values.shape[0] * fit_fraction)
+    past = History(
+        history.timestamps_s[: start + 1],
+        history.series_ids,
+        history.values[: start + 1],
+        {k: v[: start + 1] for k, v in history.exog.items()},
+    )
+    lstm.calibrate(past)
+    models: dict[str, Forecaster] = {"lstm": lstm}
+    baselines = {
+        "persistence": PersistenceForecaster(horizons_s=horizons_s),
+        "seasonal_naive": SeasonalNaiveForecaster(season_s=season_s, horizons_s=horizons_s),
+        "ar": ARForecaster(lags=ar_lags, horizons_s=horizons_s),
+    }
+    for name, baseline in baselines.items():
+        baseline.fit(past)
+        models[name] = baseline
+    mase = naive_scale(past.values)
+    runs: dict[str, BacktestRun] = {}
+    with _bar("backtest") as (progress, task):
+        for name, forecaster in models.items():
+            progress.update(task, description=name, completed=0)
+
+            def on_origin(done: int, total: int) -> None:
+                if done % 200 == 0 or done == total:
+                    progress.update(task, completed=done, total=total)
+
+            runs[name] = rolling_origin(forecaster, history, horizons_s, start, stride, on_origin)
+    report: dict[str, Any] = {
+        "horizons_min": horizons_min,
+        "models": {name: score(run, mase) for name, run in runs.items()},
+        "units": "W",
+        "fit_rows": start + 1,
+        "origins": int(runs["lstm"].origins.size),
+        "stride": stride,
+        "series": list(history.series_ids),
+    }
+    return report, runs
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _parse_horizons(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--horizons must be minutes separated by commas, got {text!r}") from None
+    if not values:
+        raise ValueError("--horizons is empty")
+    return values
+
+
+def _train_command(
+    paths: Sequence[Path],
+    out: Path,
+    horizons: str,
+    epochs: int,
+    seed: int,
+    lookback: int,
+    hidden: int,
+    threads: int,
+) -> str:
+    args = ["wattwheel", "train", "--trace", *(str(p) for p in paths), "--out", str(out)]
+    args += ["--horizons", horizons, "--epochs", str(epochs), "--seed", str(seed)]
+    args += ["--lookback", str(lookback), "--hidden", str(hidden), "--threads", str(threads)]
+    return shlex.join(args)
+
+
+def _bar(what: str) -> Any:
+    progress = Progress(
+        TextColumn(f"[bold]{what}[/] {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    return _BarContext(progress)
+
+
+class _BarContext:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def __enter__(self) -> tuple[Progress, Any]:
+        self.progress.start()
+        return self.progress, self.progress.add_task("", total=None)
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def _fail(exc: Exception) -> Any:
+    kind = "model" if isinstance(exc, ModelArtifactError) else "input"
+    typer.echo(f"error ({kind}): {exc}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    table = Table(title="rolling-origin backtest (MAE in kW; coverage of the 90 % interval)")
+    table.add_column("model")
+    for h in report["horizons_min"]:
+        table.add_column(f"MAE {h:g} min", justify="right")
+    for h in report["horizons_min"]:
+        table.add_column(f"cov {h:g}", justify="right")
+    for name, m in report["models"].items():
+        maes = [f"{v / 1e3:.3f}" for v in m["mae"]]
+        covs = [f"{v:.3f}" for v in m["coverage_90"]]
+        table.add_row(name, *maes, *covs)
+    Console().print(table)
+
+
+def _write_plot(
+    out: Path, history: History, runs: dict[str, BacktestRun], horizons_min: Sequence[float]
+) -> None:
+    """Forecast bands (LSTM q05-q95) and points vs actuals, first series, last ~3 days."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    run = runs["lstm"]
+    n_show = min(run.origins.size, int(3 * 86_400 / history.step_s))
+    sel = slice(run.origins.size - n_show, run.origins.size)
+    steps = [round(h * 60 / history.step_s) or 1 for h in horizons_min]
+    fig = make_subplots(
+        rows=len(horizons_min),
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=[f"{h:g} min ahead" for h in horizons_min],
+    )
+    for i, step in enumerate(steps):
+        t_hours = (history.timestamps_s[run.origins[sel] + step] - history.timestamps_s[0]) / 3600
+        lo, hi = run.values[sel, 0, i, 0] / 1e3, run.values[sel, 0, i, -1] / 1e3
+        row = i + 1
+        fig.add_trace(go.Scatter(x=t_hours, y=hi, line={"width": 0}, showlegend=False), row, 1)
+        fig.add_trace(
+            go.Scatter(
+                x=t_hours,
+                y=lo,
+                fill="tonexty",
+                line={"width": 0},
+                name="LSTM 90 % interval",
+                fillcolor="rgba(31,119,180,0.25)",
+                showlegend=i == 0,
+            ),
+            row,
+            1,
+        )
+        for name, color in (("lstm", "#1f77b4"), ("persistence", "#ff7f0e")):
+            pts = runs[name].point[sel, 0, i] / 1e3
+            fig.add_trace(
+                go.Scatter(
+                    x=t_hours,
+                    y=pts,
+                    name=name,
+                    line={"color": color, "width": 1},
+                    showlegend=i == 0,
+                ),
+                row,
+                1,
+            )
+        actual = run.actual[sel, 0, i] / 1e3
+        fig.add_trace(
+            go.Scatter(
+                x=t_hours,
+                y=actual,
+                name="actual",
+                line={"color": "black", "width": 1},
+                showlegend=i == 0,
+            ),
+            row,
+            1,
+        )
+    fig.update_layout(
+        title=f"{history.series_ids[0]}: forecasts vs actuals (kW)", height=300 * len(steps)
+    )
+    fig.update_xaxes(title_text="hours since trace start", row=len(steps), col=1)
+    fig.write_html(out / "backtest.html", include_plotlyjs="cdn")
