@@ -13,7 +13,7 @@ function svgEl(name, attrs) {
 function niceMax(x) {
   if (!(x > 0)) return 1;
   const p = Math.pow(10, Math.floor(Math.log10(x)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= x) return m * p;
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= x) return m * p;
   return 10 * p;
 }
 
@@ -31,13 +31,18 @@ function drawDomainChart(svg, history) {
   const bands = (last.forecast || []).filter(b => b.p05_kw != null && b.p95_kw != null);
   const t0 = history[0].timestamp_s, tNow = last.timestamp_s;
   const hMax = bands.length ? Math.max(...bands.map(b => b.horizon_s)) : 0;
-  const tEnd = Math.max(tNow + hMax, t0 + 1);
+  // Piecewise time axis: the past fills 70 % of the width, the forecast horizon the rest, so a
+  // short history and a 15-minute forecast are both readable.
+  const xSplit = L + (W - L - R) * (hMax ? 0.7 : 1.0);
+  const x = t => (t <= tNow
+    ? L + (xSplit - L) * (t - t0) / Math.max(tNow - t0, 1e-9)
+    : xSplit + (W - R - xSplit) * (t - tNow) / hMax);
+  const tEnd = tNow + hMax;
   let yMax = 0;
   for (const s of history) yMax = Math.max(yMax, s.demand_kw || 0, s.primary_kw || 0);
   for (const b of bands) yMax = Math.max(yMax, b.p95_kw);
   const kesTop = (last.primary_kw || 0) + (last.kes_max_discharge_kw || 0);
   yMax = niceMax(Math.max(yMax, kesTop) * 1.05);
-  const x = t => L + (W - L - R) * (t - t0) / (tEnd - t0);
   const y = v => T + (H - T - B) * (1 - v / yMax);
 
   for (const f of [0, 0.5, 1]) {
