@@ -202,3 +202,54 @@ async def test_in_package_fake_behaves_like_a_capped_bmc() -> None:
     readings = {r.chassis_uri: r.power_w for r in await device.read_power()}
     assert readings == {"a": 100.0, "b": 80.0}
     assert await device.set_power_limit(math.nan) is None
+
+
+async def test_one_broken_resource_is_logged_once_while_others_work(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root = {"Chassis": {"@odata.id": "/redfish/v1/Chassis"}}
+    payloads: dict[str, Any] = {"/redfish/v1/": root, "/redfish/v1/Chassis": {"Members": []}}
+    for name, power in (("good", 100), ("bad", 200)):
+        uri = f"/redfish/v1/Chassis/{name}"
+        payloads["/redfish/v1/Chassis"]["Members"].append({"@odata.id": uri})
+        payloads[uri] = {"Id": name, "Power": {"@odata.id": f"{uri}/Power"}}
+        payloads[f"{uri}/Power"] = {"PowerControl": [{"PowerConsumedWatts": power}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/redfish/v1/Chassis/bad/Power" and discovered:
+            return httpx.Response(500, json={"error": {"message": "sensor bus hung"}})
+        payload = payloads.get(request.url.path)
+        return httpx.Response(200, json=payload) if payload else httpx.Response(404)
+
+    discovered = False
+    caplog.set_level(logging.DEBUG, logger=CLIENT_LOGGER)
+    async with RedfishClient("http://bmc", transport=httpx.MockTransport(handler)) as client:
+        await client.discover()
+        discovered = True
+        for _ in range(4):
+            readings = {r.chassis_uri: r for r in await client.read_power()}
+    assert readings["/redfish/v1/Chassis/good"].power_w == 100.0
+    assert readings["/redfish/v1/Chassis/bad"].stale is True
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "sensor bus hung" in warnings[0].getMessage()
+
+
+async def test_a_vanished_resource_triggers_rediscovery(
+    rackmount_payloads: Payloads, serve_mockup: Callable[..., Any]
+) -> None:
+    server = serve_mockup(rackmount_payloads)
+    async with RedfishClient(server.url) as client:
+        assert (await client.read_power())[0].resource_uri == f"{CHASSIS}/Power"
+        # A firmware update drops the deprecated Power resource and its link.
+        del server.payloads[f"{CHASSIS}/Power"]
+        del server.payloads[CHASSIS]["Power"]
+        del server.payloads[f"{CHASSIS}/EnvironmentMetrics"]
+        assert (await client.read_power())[0].stale is True
+        after = (await client.read_power())[0]
+    # EnvironmentMetrics is gone too (404, skipped); only the Sensors path is left.
+    assert (after.stale, after.resource_uri, after.power_w) == (
+        False,
+        f"{CHASSIS}/Sensors/TotalPower",
+        374.0,
+    )

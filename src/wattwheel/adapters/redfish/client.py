@@ -28,7 +28,7 @@ from wattwheel.adapters.redfish.codec import (
     parse_reading,
 )
 from wattwheel.adapters.redfish.discovery import discover_resources
-from wattwheel.adapters.redfish.faults import FaultLog
+from wattwheel.adapters.redfish.faults import DEVICE, FaultLog
 from wattwheel.adapters.redfish.values import (
     DiscoveredServer,
     JsonObject,
@@ -49,6 +49,10 @@ _HEADERS = {"Accept": "application/json", "OData-Version": "4.0"}
 
 class RedfishRequestError(Exception):
     """An HTTP exchange with the device did not produce the expected answer."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RedfishClient:
@@ -119,6 +123,16 @@ class RedfishClient:
                 logger.debug("Redfish logout from %s failed: %s", self.base_url, error)
         await self._http.aclose()
 
+    # ------------------------------------------------------------ faults
+
+    def _failed(self, key: str, what: str, error: BaseException | str) -> None:
+        # An unreachable device is one fault, whatever was being asked of it.
+        device_down = isinstance(error, httpx.TransportError)
+        self._faults.failed(DEVICE if device_down else key, what, error)
+
+    def _ok(self, key: str) -> None:
+        self._faults.succeeded(DEVICE, key)
+
     # ------------------------------------------------------------ HTTP
 
     async def _get(self, uri: str, *, missing_ok: bool = False) -> JsonObject | None:
@@ -127,7 +141,8 @@ class RedfishClient:
             return None
         if response.status_code != 200:
             raise RedfishRequestError(
-                f"GET {uri} -> HTTP {response.status_code}: {_error_text(response)}"
+                f"GET {uri} -> HTTP {response.status_code}: {_error_text(response)}",
+                response.status_code,
             )
         try:
             payload = response.json()
@@ -142,7 +157,8 @@ class RedfishClient:
         if response.status_code not in (200, 202, 204):
             raise RedfishRequestError(
                 f"{request.method} {request.uri} -> HTTP {response.status_code}: "
-                f"{_error_text(response)}"
+                f"{_error_text(response)}",
+                response.status_code,
             )
 
     # ------------------------------------------------------------ discovery
@@ -158,10 +174,10 @@ class RedfishClient:
                 uri = walk.send(payload)
         except StopIteration as done:
             self.inventory = done.value
-            self._faults.succeeded()
+            self._ok("discovery")
             return self.inventory
         except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
-            self._faults.failed("discovery", error)
+            self._failed("discovery", "discovery", error)
             return None
 
     async def _inventory(self) -> RedfishInventory | None:
@@ -178,19 +194,25 @@ class RedfishClient:
         return list(readings)
 
     async def _read_server(self, server: DiscoveredServer) -> ServerPowerReading:
-        last_error: BaseException | None = None
+        last_error: BaseException | str = "no reading source answered"
         for source in server.reading_sources:
             try:
                 payload = await self._get(source.uri)
                 reading = parse_reading(source, payload, server.chassis_uri)
-            except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
+            except httpx.TransportError as error:
                 last_error = error
+                break  # unreachable: another source of the same device would only time out too
+            except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
+                last_error = error  # this resource is broken; the next source may do
                 continue
             if reading is not None:
-                self._faults.succeeded()
+                self._ok(server.chassis_uri)
                 self._last[server.chassis_uri] = reading
                 return reading
-        self._faults.failed(f"reading power of {server.chassis_uri}", last_error or "no source")
+        self._failed(server.chassis_uri, f"reading power of {server.chassis_uri}", last_error)
+        if isinstance(last_error, RedfishRequestError) and last_error.status == 404:
+            # The resource went away (firmware update, chassis replaced): rediscover next time.
+            self.inventory = None
         previous = self._last.get(server.chassis_uri)
         if previous is not None:
             return replace(previous, stale=True)
@@ -251,7 +273,7 @@ class RedfishClient:
             return None
         servers = [s for s in inventory.servers if chassis_uri in (None, s.chassis_uri)]
         if not servers:
-            self._faults.failed("set_power_limit", f"no server {chassis_uri!r} discovered")
+            self._failed("set_power_limit", "set_power_limit", f"no server {chassis_uri!r}")
             return None
         results = await asyncio.gather(*(self._write_limit(s, watts) for s in servers))
         return None if any(r is None for r in results) else results[0]
@@ -259,19 +281,22 @@ class RedfishClient:
     async def _write_limit(self, server: DiscoveredServer, watts: float) -> float | None:
         target = server.preferred_limit
         if target is None:
-            self._faults.failed(f"capping {server.chassis_uri}", "the BMC offers no power limit")
+            key = f"limit:{server.chassis_uri}"
+            self._failed(key, f"capping {server.chassis_uri}", "the BMC offers no power limit")
             return None
         if not math.isfinite(watts):
             # A NaN/inf cap is a bug upstream; writing "no cap" instead would be unsafe.
-            self._faults.failed(f"capping {server.chassis_uri}", f"refused limit {watts!r} W")
+            key = f"limit:{server.chassis_uri}"
+            self._failed(key, f"capping {server.chassis_uri}", f"refused limit {watts!r} W")
             return None
         value = _clamp(watts, target)
         try:
             await self._send(encode_power_limit(target, value))
         except (httpx.HTTPError, RedfishRequestError, ValueError) as error:
-            self._faults.failed(f"capping {server.chassis_uri} at {value:.0f} W", error)
+            what = f"capping {server.chassis_uri} at {value:.0f} W"
+            self._failed(f"limit:{server.chassis_uri}", what, error)
             return None
-        self._faults.succeeded()
+        self._ok(f"limit:{server.chassis_uri}")
         return float(round(value))
 
     # ------------------------------------------------------------ PDU outlets
@@ -287,26 +312,27 @@ class RedfishClient:
         try:
             outlet = parse_outlet(await self._get(known.uri), known.uri)
         except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
-            self._faults.failed(f"reading outlet {known.uri}", error)
+            self._failed(known.uri, f"reading outlet {known.uri}", error)
             return replace(self._last_outlets.get(known.uri, known), stale=True)
-        self._faults.succeeded()
+        self._ok(known.uri)
         self._last_outlets[known.uri] = outlet
         return outlet
 
     async def set_outlet(self, outlet_uri: str, on: bool) -> bool:
         """Switch a PDU outlet through `#Outlet.PowerControl` (shed non-critical load only)."""
         inventory = await self._inventory()
-        outlets = {} if inventory is None else {o.uri: o for o in inventory.outlets}
-        outlet = outlets.get(outlet_uri)
+        if inventory is None:
+            return False  # discovery failed, and said so
+        outlet = {o.uri: o for o in inventory.outlets}.get(outlet_uri)
         if outlet is None:
-            self._faults.failed("set_outlet", f"no outlet {outlet_uri!r} discovered")
+            self._failed("set_outlet", "set_outlet", f"no outlet {outlet_uri!r} discovered")
             return False
         try:
             await self._send(encode_outlet_power(outlet, on))
         except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
-            self._faults.failed(f"switching outlet {outlet_uri}", error)
+            self._failed(f"switch:{outlet_uri}", f"switching outlet {outlet_uri}", error)
             return False
-        self._faults.succeeded()
+        self._ok(f"switch:{outlet_uri}")
         return True
 
 

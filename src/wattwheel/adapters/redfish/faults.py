@@ -4,33 +4,46 @@ from __future__ import annotations
 
 import logging
 
+DEVICE = "device"  # the key for faults of the whole device (unreachable, timing out)
+
 
 class FaultLog:
-    """First failure at WARNING, repeats at DEBUG, recovery at INFO; counts failures."""
+    """Per fault key: first failure at WARNING, repeats at DEBUG, recovery at INFO.
+
+    Keys separate a device that is down (one key, `DEVICE`) from one resource of a working
+    device that keeps failing (its URI), so neither's log hides or floods the other.
+    """
 
     def __init__(self, logger: logging.Logger, device: str) -> None:
         self._logger = logger
         self._device = device
-        self.failing = False
-        self.failures = 0
+        self._failures: dict[str, int] = {}
 
-    def failed(self, what: str, error: BaseException | str) -> None:
-        """Record one failed exchange with the device."""
-        self.failures += 1
-        level = logging.DEBUG if self.failing else logging.WARNING
+    @property
+    def failing(self) -> bool:
+        """True while any key is failing."""
+        return bool(self._failures)
+
+    def failed(self, key: str, what: str, error: BaseException | str) -> None:
+        """Record one failed exchange about `key`."""
+        count = self._failures.get(key, 0)
+        self._failures[key] = count + 1
+        level = logging.DEBUG if count else logging.WARNING
         self._logger.log(
             level, "Redfish device %s: %s failed: %s", self._device, what, _describe(error)
         )
-        self.failing = True
 
-    def succeeded(self) -> None:
-        """Record a good exchange; logs the recovery once."""
-        if self.failing:
-            self._logger.info(
-                "Redfish device %s answers again after %d failures", self._device, self.failures
-            )
-        self.failing = False
-        self.failures = 0
+    def succeeded(self, *keys: str) -> None:
+        """Record a good exchange about `keys`; logs each recovery once."""
+        for key in keys:
+            count = self._failures.pop(key, 0)
+            if count:
+                self._logger.info(
+                    "Redfish device %s: %s answers again after %d failures",
+                    self._device,
+                    key,
+                    count,
+                )
 
 
 def _describe(error: BaseException | str) -> str:
