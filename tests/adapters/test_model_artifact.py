@@ -18,6 +18,7 @@ from wattwheel.adapters.model_artifact import (
     load_model,
     read_metadata,
     save_model,
+    shipped_model_dir,
 )
 from wattwheel.forecast.base import Forecaster, History
 from wattwheel.forecast.lstm import LSTMConfig, LSTMForecaster
@@ -121,3 +122,17 @@ def test_load_forecaster_baselines_and_directories(model_dir: Path) -> None:
     assert load_forecaster("persistence").name == "persistence"
     loaded = load_forecaster(model_dir)
     assert isinstance(loaded, Forecaster) and loaded.name == "lstm"
+
+
+def test_shipped_model_loads_and_predicts() -> None:
+    shipped = load_forecaster()
+    meta = read_metadata(shipped_model_dir())
+    assert meta["command"].startswith("wattwheel train")
+    assert meta["step_s"] == 300.0
+    rng = np.random.default_rng(0)
+    ts = 600.0 + 300.0 * np.arange(400)
+    values = 700_000.0 + np.cumsum(rng.normal(0, 2_000, (400, 3)), axis=0)
+    fc = shipped.predict(History(ts, ("p6", "p7", "p8"), values), [300, 600, 900])
+    assert fc.values.shape == (3, 3, 3)
+    assert np.all(np.diff(fc.values, axis=2) >= 0)
+    np.testing.assert_allclose(fc.point[:, 0] / values[-1], 1.0, atol=0.05)
