@@ -1,5 +1,229 @@
-"""CLI commands (registered on wattwheel.cli.app)."""
+"""Simulation commands: ``simulate`` (one policy), ``bench`` (all of them), ``demo``."""
 
 from __future__ import annotations
 
-from wattwheel.cli import app as _app  # noqa: F401
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from wattwheel.cli import app
+from wattwheel.domain.errors import WattwheelError
+from wattwheel.forecast.base import Forecaster
+from wattwheel.sim.bench import (
+    ALL_POLICIES,
+    BenchRun,
+    baseline_forecaster,
+    bench_payload,
+    run_bench,
+    run_policy,
+    write_bench_json,
+)
+from wattwheel.sim.report import write_report
+from wattwheel.sim.scenario import Scenario, bundled_site, load_scenario
+
+console = Console(stderr=True)
+TABLE_METRICS = (
+    ("cost_total", "cost"),
+    ("reserve_energy_kwh", "reserve kWh"),
+    ("reserve_activations", "starts"),
+    ("overload_energy_kwh", "overload kWh"),
+    ("breaker_trips", "trips"),
+    ("capped_energy_kwh", "capped kWh"),
+    ("critical_capped_energy_kwh", "crit. capped"),
+    ("shifted_energy_kwh", "shifted kWh"),
+    ("kes_losses_kwh", "KES loss kWh"),
+    ("wall_seconds", "wall s"),
+)
+
+SiteOpt = Annotated[Path, typer.Option("--site", help="site file (TOML)", exists=False)]
+TraceOpt = Annotated[
+    Path | None, typer.Option("--trace", help="trace (default: the one the site file names)")
+]
+OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="forecast model directory for `predictive` (default: the "
+        "shipped LSTM when it fits the trace's step; 'none' for the baseline)",
+    ),
+]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn wattwheel's own errors into one clear line and exit code 2."""
+    try:
+        yield
+    except WattwheelError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _progress() -> tuple[Progress, Callable[[str, int], Callable[[int], None]]]:
+    bar = Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not sys.stderr.isatty(),
+    )
+
+    def factory(name: str, total: int) -> Callable[[int], None]:
+        task = bar.add_task(name, total=total)
+        if not sys.stderr.isatty():
+            console.print(f"simulating {name} ({total:,} steps)...")
+        return lambda done: bar.update(task, completed=done)
+
+    return bar, factory
+
+
+def _model_forecaster(model: Path | None, scenario: Scenario) -> Forecaster | None:
+    if model is not None and str(model) == "none":
+        return None
+    from wattwheel.adapters.model_artifact import load_forecaster
+
+    if model is None:
+        found = _shipped_model(scenario.dt_s)
+        if found is None:
+            console.print(
+                "no shipped forecast model for this trace's step: predictive uses "
+                "the persistence baseline"
+            )
+            return None
+        model = found
+    return load_forecaster(model)
+
+
+def _shipped_model(step_s: float) -> Path | None:
+    """The shipped LSTM, if present and trained at this trace resolution."""
+    from wattwheel.adapters.model_artifact import shipped_model_dir
+
+    meta = shipped_model_dir() / "metadata.json"
+    if not meta.is_file():
+        return None
+    trained_step = json.loads(meta.read_text()).get("step_s")
+    if trained_step is None or abs(float(trained_step) - step_s) > 1e-6:
+        return None
+    return meta.parent
+
+
+def _table(run: BenchRun) -> Table:
+    table = Table(title=f"wattwheel bench — {run.scenario.site.name}")
+    table.add_column("policy")
+    table.add_column("forecaster")
+    for _, label in TABLE_METRICS:
+        table.add_column(label, justify="right")
+    for name, res in run.results.items():
+        m = res.site_metrics
+        table.add_row(
+            name,
+            run.forecaster_names[name],
+            *(f"{m[k]:,.1f}" if k != "breaker_trips" else f"{m[k]:.0f}" for k, _ in TABLE_METRICS),
+        )
+    return table
+
+
+@app.command()
+def simulate(
+    site: SiteOpt,
+    out: OutOpt,
+    trace: TraceOpt = None,
+    policy: Annotated[
+        str, typer.Option("--policy", help=f"one of {', '.join(ALL_POLICIES)}")
+    ] = "predictive",
+    model: ModelOpt = None,
+) -> None:
+    """Replay a trace through the site and one policy; write metrics.json and report.html."""
+    with _errors():
+        scenario = load_scenario(site, trace)
+        fc: Forecaster | None = None
+        if policy in ("predictive", "seed"):
+            fc = _model_forecaster(model, scenario) or baseline_forecaster(scenario)
+        bar, factory = _progress()
+        with bar:
+            result = run_policy(scenario, policy, fc, factory(policy, scenario.demand_kw.shape[0]))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(
+            json.dumps(
+                {"policy": policy, "site": result.site_metrics, "domains": result.domain_metrics},
+                indent=2,
+            )
+        )
+        write_report(
+            out / "report.html",
+            scenario.site,
+            {policy: result},
+            f"wattwheel — {scenario.site.name} — {policy}",
+        )
+        console.print(
+            f"cost_total {result.site_metrics['cost_total']:,.2f}; "
+            f"wrote {out}/metrics.json, report.html"
+        )
+
+
+@app.command()
+def bench(
+    site: SiteOpt,
+    out: OutOpt,
+    trace: TraceOpt = None,
+    model: ModelOpt = None,
+    policies: Annotated[str, typer.Option("--policies", help="comma-separated subset")] = ",".join(
+        ALL_POLICIES
+    ),
+) -> None:
+    """Run every policy on the same trace; write bench.json and report.html."""
+    with _errors():
+        _bench(site, trace, out, model, policies.split(","))
+
+
+def _bench(
+    site: Path, trace: Path | None, out: Path, model: Path | None, policies: list[str]
+) -> BenchRun:
+    scenario = load_scenario(site, trace)
+    fc = _model_forecaster(model, scenario)
+    bar, factory = _progress()
+    with bar:
+        run = run_bench(scenario, policies, fc, factory)
+    out.mkdir(parents=True, exist_ok=True)
+    write_bench_json(out / "bench.json", run)
+    write_report(
+        out / "report.html", scenario.site, run.results, f"wattwheel bench — {scenario.site.name}"
+    )
+    Console(width=max(Console().width, 150)).print(_table(run))
+    _timing_note(run)
+    console.print(f"wrote {out / 'bench.json'} and {out / 'report.html'}")
+    return run
+
+
+def _timing_note(run: BenchRun) -> None:
+    timing = bench_payload(run)["timing"]
+    for name, t in timing.items():
+        extra = ""
+        if "decide_ms_median" in t:
+            extra = (
+                f", planning solves: {t['decide_calls_with_forecast']:.0f}, median "
+                f"{t['decide_ms_median']:.1f} ms, p99 {t['decide_ms_p99']:.1f} ms"
+            )
+        console.print(f"  {name}: {t['us_per_step_per_domain']:.0f} µs per step per domain{extra}")
+
+
+@app.command()
+def demo(
+    out: OutOpt = Path("out/demo"),
+    scenario: Annotated[str, typer.Option("--scenario", help="bundled scenario")] = "cella-oversub",
+) -> None:
+    """Bench every policy on the bundled default scenario and print the table."""
+    with _errors():
+        path = bundled_site(scenario)
+        console.print(f"wattwheel demo: {path.parent.name} ({path})")
+        _bench(path, None, out, None, list(ALL_POLICIES))

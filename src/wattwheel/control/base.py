@@ -102,8 +102,17 @@ class Decision:
     @staticmethod
     def idle(n_domains: int) -> Decision:
         z = np.zeros(n_domains)
-        return Decision(z, z.copy(), np.zeros(n_domains, dtype=bool), z.copy(), z.copy(),
-                        z.copy(), z.copy(), z.copy(), np.ones(n_domains))
+        return Decision(
+            z,
+            z.copy(),
+            np.zeros(n_domains, dtype=bool),
+            z.copy(),
+            z.copy(),
+            z.copy(),
+            z.copy(),
+            z.copy(),
+            np.ones(n_domains),
+        )
 
 
 class Policy(Protocol):

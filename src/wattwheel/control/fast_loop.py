@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, Decision, Observation
+from wattwheel.control.base import RESERVE_ON, Decision, Observation
 from wattwheel.domain.site import SiteParams
 
 FloatArray = NDArray[np.float64]
@@ -36,8 +36,9 @@ class Targets:
     @staticmethod
     def reactive(n_domains: int) -> Targets:
         z = np.zeros(n_domains)
-        return Targets(np.ones(n_domains), np.zeros(n_domains, dtype=bool), z, z.copy(),
-                       z.copy(), z.copy())
+        return Targets(
+            np.ones(n_domains), np.zeros(n_domains, dtype=bool), z, z.copy(), z.copy(), z.copy()
+        )
 
 
 def cap_limit_kw(site: SiteParams, obs: Observation, defer_kw: FloatArray) -> FloatArray:
@@ -184,7 +185,3 @@ def _reasons(
             text += "; reserve armed by plan"
         out.append(text)
     return tuple(out)
-
-
-def reserve_is_off(obs: Observation) -> BoolArray:
-    return obs.reserve_mode == RESERVE_OFF

@@ -27,8 +27,12 @@ class LinearProgram:
     value: list[float] = field(default_factory=list)
 
     def add_vars(
-        self, n: int, lo: float | FloatArray = 0.0, hi: float | FloatArray = INF,
-        cost: float | FloatArray = 0.0, integer: bool = False,
+        self,
+        n: int,
+        lo: float | FloatArray = 0.0,
+        hi: float | FloatArray = INF,
+        cost: float | FloatArray = 0.0,
+        integer: bool = False,
     ) -> NDArray[np.int64]:
         first = len(self.lower)
         self.lower.extend(np.broadcast_to(np.asarray(lo, dtype=float), (n,)).tolist())
@@ -37,7 +41,9 @@ class LinearProgram:
         self.integer.extend([integer] * n)
         return np.arange(first, first + n)
 
-    def add_row(self, cols: list[int], coefs: list[float], lo: float = -INF, hi: float = INF) -> None:
+    def add_row(
+        self, cols: list[int], coefs: list[float], lo: float = -INF, hi: float = INF
+    ) -> None:
         self.index.extend(int(c) for c in cols)
         self.value.extend(float(v) for v in coefs)
         self.starts.append(len(self.index))
@@ -63,7 +69,7 @@ class LinearProgram:
                 highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                 for i in self.integer
             ]
-        h = highspy.Highs()
+        h = highspy.Highs()  # type: ignore[no-untyped-call]
         h.setOptionValue("output_flag", False)
         h.setOptionValue("time_limit", time_limit_s)
         h.setOptionValue("mip_rel_gap", mip_gap)

@@ -106,10 +106,12 @@ class _Builder:
         cap_hi = (inp.noncritical_kw * (1 - s.flex.cap_floor_fraction)[:, None]).ravel()
         self.cap = lp.add_vars(D * K, 0.0, cap_hi, dt_h * self._cost("capped_energy_kwh"))
         allowed = np.repeat(inp.reserve_allowed.astype(float), K)
-        self.res = lp.add_vars(D * K, 0.0, s.reserve.capacity_kw * allowed,
-                               dt_h * self._cost("reserve_energy_kwh"))
-        self.on = lp.add_vars(D * K, 0.0, allowed, dt_h * S_PER_H * self._cost("reserve_seconds"),
-                              integer=True)
+        self.res = lp.add_vars(
+            D * K, 0.0, s.reserve.capacity_kw * allowed, dt_h * self._cost("reserve_energy_kwh")
+        )
+        self.on = lp.add_vars(
+            D * K, 0.0, allowed, dt_h * S_PER_H * self._cost("reserve_seconds"), integer=True
+        )
         self.start = lp.add_vars(D * K, 0.0, allowed, self._cost("reserve_activations"))
         shift_hi = np.repeat(s.flex.shift_max_kw, K)
         c_shift = dt_h * self._cost("shifted_energy_kwh")
@@ -148,8 +150,17 @@ class _Builder:
                 i = d * K + k
                 # Balance: demand − out + in − cap − defer + repay − dis + chg − res − over ≤ P.
                 lp.add_row(
-                    [self.out[i], self.inn[i], self.cap[i], self.defer[i], self.repay[i],
-                     self.dis[i], self.chg[i], self.res[i], self.over[i]],
+                    [
+                        self.out[i],
+                        self.inn[i],
+                        self.cap[i],
+                        self.defer[i],
+                        self.repay[i],
+                        self.dis[i],
+                        self.chg[i],
+                        self.res[i],
+                        self.over[i],
+                    ],
                     [-1, 1, -1, -1, 1, -1, 1, -1, -1],
                     hi=float(s.primary_kw[d] - inp.demand_kw[d, k]),
                 )
@@ -165,8 +176,9 @@ class _Builder:
                 lp.add_row(cols, coefs, lo=rhs, hi=rhs)
                 lp.add_row([self.energy[i], self.short[i]], [1, 1], lo=float(floor_kwh[d]))
                 # Reserve: delivers only when on; a start loses its delay.
-                lp.add_row([self.res[i], self.on[i], self.start[i]], [1, -big, big * delay_frac],
-                           hi=0.0)
+                lp.add_row(
+                    [self.res[i], self.on[i], self.start[i]], [1, -big, big * delay_frac], hi=0.0
+                )
                 prev_on = float(inp.reserve_on[d]) if k == 0 else None
                 if prev_on is None:
                     lp.add_row([self.start[i], self.on[i], self.on[i - 1]], [1, -1, 1], lo=0.0)
@@ -177,8 +189,11 @@ class _Builder:
                 if inp.reserve_on[d] and k * s.plan_period_s < inp.reserve_min_on_left_s[d]:
                     lp.add_row([self.on[i]], [1], lo=1.0)
                 # Shifts: only what leaves the non-critical load; fixed before the lead time.
-                lp.add_row([self.out[i], self.cap[i], self.defer[i]], [1, 1, 1],
-                           hi=float(inp.noncritical_kw[d, k]))
+                lp.add_row(
+                    [self.out[i], self.cap[i], self.defer[i]],
+                    [1, 1, 1],
+                    hi=float(inp.noncritical_kw[d, k]),
+                )
                 if k < self.lead:
                     lo_o = float(inp.fixed_shift_out_kw[d, k])
                     lo_i = float(inp.fixed_shift_in_kw[d, k])
@@ -195,8 +210,9 @@ class _Builder:
             # Debt left at the end must be repaid later: price it like deferring it again.
             self.lp.cost[self.debt[d * K + K - 1]] += self._cost("deferred_energy_kwh")
         for k in range(K):
-            lp.add_row([int(self.res[d * K + k]) for d in range(D)], [1.0] * D,
-                       hi=s.reserve.capacity_kw)
+            lp.add_row(
+                [int(self.res[d * K + k]) for d in range(D)], [1.0] * D, hi=s.reserve.capacity_kw
+            )
             if k >= self.lead:
                 cols = [int(self.out[d * K + k]) for d in range(D)]
                 cols += [int(self.inn[d * K + k]) for d in range(D)]

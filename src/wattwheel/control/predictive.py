@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from wattwheel.control.base import RESERVE_OFF, Decision, Observation
 from wattwheel.control.fast_loop import Targets, safety_loop
-from wattwheel.control.planner import Plan, PlanInputs, solve_plan
+from wattwheel.control.planner import Plan, PlanInputs, soc_floor, solve_plan
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
 
@@ -29,6 +29,8 @@ class PredictiveState:
     #: Shift levels this controller commanded, keyed by the second they take effect.
     scheduled: dict[int, tuple[FloatArray, FloatArray]] = field(default_factory=dict)
     fallbacks: int = 0
+    #: Plans not solved because nothing in the horizon needs one (see ``_quiet``).
+    skipped: int = 0
 
 
 class PredictivePolicy:
@@ -42,8 +44,9 @@ class PredictivePolicy:
         self.forecast_period_s = site.plan_period_s
         blocks = max(int(round(site.horizon_s / site.plan_period_s)), 1)
         self.horizons_s = tuple(float(k * site.plan_period_s) for k in range(1, blocks + 1))
-        self.lead_blocks = int(math.ceil(float(site.flex.shift_lead_s.max(initial=0.0))
-                                         / site.plan_period_s - 1e-9))
+        self.lead_blocks = int(
+            math.ceil(float(site.flex.shift_lead_s.max(initial=0.0)) / site.plan_period_s - 1e-9)
+        )
 
     def initial_state(self, site: SiteParams) -> PredictiveState:
         return PredictiveState()
@@ -56,9 +59,14 @@ class PredictivePolicy:
             if plan is None:
                 state.fallbacks += 1
             state.plan, state.plan_time_s = plan, obs.now_s
-        fresh = state.plan is not None and obs.now_s - state.plan_time_s < 2 * self.forecast_period_s
-        targets = self._targets(state.plan) if fresh and state.plan else Targets.reactive(
-            self.site.n_domains)
+        fresh = (
+            state.plan is not None and obs.now_s - state.plan_time_s < 2 * self.forecast_period_s
+        )
+        targets = (
+            self._targets(state.plan)
+            if fresh and state.plan
+            else Targets.reactive(self.site.n_domains)
+        )
         decision = safety_loop(self.site, obs, targets)
         self._remember_shift(obs, state, decision)
         return decision, state
@@ -82,6 +90,9 @@ class PredictivePolicy:
         nc_frac = site.flex.noncritical_fraction[:, None]
         noncrit = np.column_stack([obs.noncritical_kw, q[:, :] * nc_frac])
         fixed_out, fixed_in = self._fixed_shifts(obs, state)
+        if self._quiet(obs, demand, fixed_out, fixed_in):
+            state.skipped += 1
+            return self._hold_plan(obs)
         allowed = np.ones(site.n_domains, dtype=bool)
         if obs.reserve_override is not None:
             allowed = obs.reserve_override >= 0
@@ -98,7 +109,31 @@ class PredictivePolicy:
         )
         return solve_plan(site, inputs, self.lead_blocks)
 
-    def _fixed_shifts(self, obs: Observation, state: PredictiveState) -> tuple[FloatArray, FloatArray]:
+    def _quiet(
+        self, obs: Observation, demand_kw: FloatArray, fixed_out: FloatArray, fixed_in: FloatArray
+    ) -> bool:
+        """Nothing to plan: every domain stays under primary over the whole horizon at the risk
+        quantile, no reserve is running, no debt, no shift in flight. The MILP's optimum is then
+        known in closed form: no reserve, no shift, and the flywheel held where it is (the
+        standby saved by discharging costs less than the conversion loss) but not below the
+        safety floor."""
+        return bool(
+            np.all(demand_kw < self.site.primary_kw[:, None])
+            and np.all(obs.reserve_mode == RESERVE_OFF)
+            and np.all(obs.debt_kwh <= 1e-9)
+            and not np.any(fixed_out)
+            and not np.any(fixed_in)
+        )
+
+    def _hold_plan(self, obs: Observation) -> Plan:
+        n = self.site.n_domains
+        z = np.zeros(n)
+        target = np.maximum(obs.kes_soc, soc_floor(self.site))
+        return Plan(target, np.zeros(n, dtype=bool), z, z.copy(), z.copy(), z.copy(), 0.0)
+
+    def _fixed_shifts(
+        self, obs: Observation, state: PredictiveState
+    ) -> tuple[FloatArray, FloatArray]:
         n, lead = self.site.n_domains, self.lead_blocks
         out = np.zeros((n, max(lead, 1)))
         inn = np.zeros((n, max(lead, 1)))

@@ -24,5 +24,7 @@ def make_policy(name: str, site: SiteParams) -> Policy:
     try:
         factory = POLICIES[name]
     except KeyError:
-        raise ConfigError("policy", name, f"unknown policy; choose one of {sorted(POLICIES)}") from None
+        raise ConfigError(
+            "policy", name, f"unknown policy; choose one of {sorted(POLICIES)}"
+        ) from None
     return factory(site)

@@ -46,7 +46,9 @@ class SeedPolicy:
     def initial_state(self, site: SiteParams) -> Any:
         return {"predicted_kw": None}
 
-    def decide(self, obs: Observation, state: Any, forecast: Forecast | None) -> tuple[Decision, Any]:
+    def decide(
+        self, obs: Observation, state: Any, forecast: Forecast | None
+    ) -> tuple[Decision, Any]:
         site = self.site
         if forecast is not None:
             state["predicted_kw"] = forecast.point[:, 0] / 1000.0
@@ -55,13 +57,18 @@ class SeedPolicy:
         kes_power = site.kes.rated_power_kw
         threshold = site.primary_kw + kes_power
         charge = np.where(predicted > threshold, predicted - threshold, 0.0)
-        charge = np.where((obs.kes_soc < SOC_THRESHOLD) & (predicted > site.primary_kw),
-                          np.maximum(charge, kes_power), charge)
+        charge = np.where(
+            (obs.kes_soc < SOC_THRESHOLD) & (predicted > site.primary_kw),
+            np.maximum(charge, kes_power),
+            charge,
+        )
         excess = actual - site.primary_kw
         discharge = np.clip(excess, 0.0, obs.kes_max_discharge_kw)
         headroom = np.maximum(-excess, 0.0)
-        recharge = np.minimum(np.minimum(headroom, obs.kes_max_charge_kw),
-                              (1 - obs.kes_soc) * site.kes.capacity_kwh * 3600 / obs.dt_s)
+        recharge = np.minimum(
+            np.minimum(headroom, obs.kes_max_charge_kw),
+            (1 - obs.kes_soc) * site.kes.capacity_kwh * 3600 / obs.dt_s,
+        )
         kes_kw = discharge - np.maximum(charge, np.where(excess > 0, 0.0, recharge))
         kes_kw = np.clip(kes_kw, -obs.kes_max_charge_kw, obs.kes_max_discharge_kw)
         reserve_on = actual > threshold
@@ -72,12 +79,24 @@ class SeedPolicy:
             f"predicted {p:.1f} kW vs threshold {th:.1f} kW; actual {a:.1f} kW"
             for p, th, a in zip(predicted, threshold, actual, strict=True)
         )
-        dec = Decision(kes_kw, z, reserve_on, np.where(reserve_on, reserve_kw, 0.0), out_kw, in_kw,
-                       z.copy(), z.copy(), np.ones(site.n_domains), reasons)
+        dec = Decision(
+            kes_kw,
+            z,
+            reserve_on,
+            np.where(reserve_on, reserve_kw, 0.0),
+            out_kw,
+            in_kw,
+            z.copy(),
+            z.copy(),
+            np.ones(site.n_domains),
+            reasons,
+        )
         return dec, state
 
 
-def _literal_shift(site: SiteParams, predicted: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _literal_shift(
+    site: SiteParams, predicted: np.ndarray, threshold: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     want = np.minimum(np.maximum(predicted - threshold, 0.0), site.flex.shift_max_kw)
     headroom = np.maximum(site.primary_kw - predicted, 0.0) * (want <= 0)
     total_room = float(headroom.sum())

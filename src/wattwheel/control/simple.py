@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from wattwheel.control.base import RESERVE_ON, Decision, Observation
+from wattwheel.control.base import Decision, Observation
 from wattwheel.control.fast_loop import Targets, safety_loop
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
@@ -28,8 +28,12 @@ class NonePolicy:
     def initial_state(self, site: SiteParams) -> Any:
         return None
 
-    def decide(self, obs: Observation, state: Any, forecast: Forecast | None) -> tuple[Decision, Any]:
-        excess = np.maximum(obs.demand_kw + obs.shift_in_kw + obs.due_repay_kw - self.site.primary_kw, 0.0)
+    def decide(
+        self, obs: Observation, state: Any, forecast: Forecast | None
+    ) -> tuple[Decision, Any]:
+        excess = np.maximum(
+            obs.demand_kw + obs.shift_in_kw + obs.due_repay_kw - self.site.primary_kw, 0.0
+        )
         dec = Decision.idle(self.site.n_domains)
         on = excess > 0
         want = excess.copy()
@@ -41,8 +45,18 @@ class NonePolicy:
             f"excess {e:.1f} kW -> reserve" if e > 0 else "within primary" for e in excess
         )
         return (
-            Decision(dec.kes_kw, dec.cap_kw, on, want, dec.shift_out_kw, dec.shift_in_kw,
-                     dec.defer_kw, dec.repay_kw, np.zeros(self.site.n_domains), reasons),
+            Decision(
+                dec.kes_kw,
+                dec.cap_kw,
+                on,
+                want,
+                dec.shift_out_kw,
+                dec.shift_in_kw,
+                dec.defer_kw,
+                dec.repay_kw,
+                np.zeros(self.site.n_domains),
+                reasons,
+            ),
             None,
         )
 
@@ -60,9 +74,7 @@ class ReactivePolicy:
     def initial_state(self, site: SiteParams) -> Any:
         return None
 
-    def decide(self, obs: Observation, state: Any, forecast: Forecast | None) -> tuple[Decision, Any]:
+    def decide(
+        self, obs: Observation, state: Any, forecast: Forecast | None
+    ) -> tuple[Decision, Any]:
         return safety_loop(self.site, obs, Targets.reactive(self.site.n_domains)), None
-
-
-def reserve_live(obs: Observation) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    return obs.reserve_mode == RESERVE_ON

@@ -69,9 +69,15 @@ class FlywheelParams:
 
     def with_faults(self, faulted_modules: FloatArray) -> FlywheelParams:
         return FlywheelParams(
-            self.modules, np.minimum(faulted_modules, self.modules), self.module_power_kw,
-            self.module_energy_kwh, self.speed_min_ratio, self.base_speed_ratio,
-            self.charge_efficiency, self.discharge_efficiency, self.standby_loss_fraction,
+            self.modules,
+            np.minimum(faulted_modules, self.modules),
+            self.module_power_kw,
+            self.module_energy_kwh,
+            self.speed_min_ratio,
+            self.base_speed_ratio,
+            self.charge_efficiency,
+            self.discharge_efficiency,
+            self.standby_loss_fraction,
         )
 
 
@@ -99,7 +105,9 @@ def max_discharge_kw(params: FlywheelParams, soc: FloatArray, dt_s: float) -> Fl
     """Most the bank can deliver for a whole step of ``dt_s`` seconds (kW, grid side)."""
     energy_kwh = soc * params.capacity_kwh
     loss_kwh = standby_loss_kw(params, soc) * dt_s / S_PER_H
-    by_energy = np.maximum(energy_kwh - loss_kwh, 0.0) * params.discharge_efficiency * S_PER_H / dt_s
+    by_energy = (
+        np.maximum(energy_kwh - loss_kwh, 0.0) * params.discharge_efficiency * S_PER_H / dt_s
+    )
     return np.minimum(power_limit_kw(params, soc), by_energy)
 
 
@@ -127,7 +135,9 @@ class FlywheelStep:
         return self.standby_loss_kwh + self.conversion_loss_kwh
 
 
-def step(params: FlywheelParams, soc: FloatArray, setpoint_kw: FloatArray, dt_s: float) -> FlywheelStep:
+def step(
+    params: FlywheelParams, soc: FloatArray, setpoint_kw: FloatArray, dt_s: float
+) -> FlywheelStep:
     """Apply a setpoint for ``dt_s`` seconds. ``setpoint_kw`` > 0 discharges (supplies the load),
     < 0 charges. The setpoint is clipped to what the bank can do; the returned ``power_kw`` is
     what was actually exchanged."""
@@ -136,7 +146,9 @@ def step(params: FlywheelParams, soc: FloatArray, setpoint_kw: FloatArray, dt_s:
     capacity = params.capacity_kwh
     energy = soc * capacity
     loss = standby_loss_kw(params, soc) * dt_s / S_PER_H
-    delta = (params.charge_efficiency * chg_kw - dis_kw / params.discharge_efficiency) * dt_s / S_PER_H
+    delta = (
+        (params.charge_efficiency * chg_kw - dis_kw / params.discharge_efficiency) * dt_s / S_PER_H
+    )
     new_energy = np.clip(energy + delta - loss, 0.0, capacity)
     # The loss actually taken is whatever the balance removed beyond the exchange.
     loss_taken = energy + delta - new_energy
@@ -144,9 +156,13 @@ def step(params: FlywheelParams, soc: FloatArray, setpoint_kw: FloatArray, dt_s:
     new_soc = np.where(capacity > 0, new_energy / safe_cap, 0.0)
     throughput = (dis_kw + chg_kw) * dt_s / S_PER_H
     conversion = (
-        chg_kw * (1.0 - params.charge_efficiency)
-        + dis_kw * (1.0 / params.discharge_efficiency - 1.0)
-    ) * dt_s / S_PER_H
+        (
+            chg_kw * (1.0 - params.charge_efficiency)
+            + dis_kw * (1.0 / params.discharge_efficiency - 1.0)
+        )
+        * dt_s
+        / S_PER_H
+    )
     return FlywheelStep(
         new_soc, dis_kw - chg_kw, np.maximum(loss_taken, 0.0), conversion, throughput
     )

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +43,11 @@ class SiteSection(_Strict):
         None, gt=0, description="grid ramp-rate limit per domain the KES enforces (kW/s)"
     )
     servers_per_rack: int = Field(40, ge=1, description="servers per rack for allocation")
+    rack_binding: Literal["strict", "in-order"] = Field(
+        "strict",
+        description="'in-order': replayed on a trace holding none of the named racks, bind the "
+        "trace's racks to the domains in order (rack i -> domain i mod D)",
+    )
 
 
 class ReserveSection(_Strict):
@@ -131,7 +136,9 @@ class DomainSection(_Strict):
         if (self.primary_capacity_kw is None) == (self.primary_capacity is None):
             raise ValueError("give exactly one of primary_capacity_kw, primary_capacity")
         if self.primary_capacity is not None and not _PERCENTILE.match(self.primary_capacity):
-            raise ValueError(f'primary_capacity must look like "p97", got {self.primary_capacity!r}')
+            raise ValueError(
+                f'primary_capacity must look like "p97", got {self.primary_capacity!r}'
+            )
         return self
 
 
@@ -161,6 +168,17 @@ class SiteConfig(_Strict):
     @property
     def rack_ids(self) -> list[str]:
         return [r for d in self.domains for r in d.racks]
+
+    def rebound(self, trace_racks: Sequence[str]) -> SiteConfig:
+        """This site with its domains bound to ``trace_racks`` in order (``rack_binding``)."""
+        n_dom = min(len(self.domains), len(trace_racks))
+        groups: list[list[str]] = [[] for _ in range(n_dom)]
+        for i, rack in enumerate(trace_racks):
+            groups[i % n_dom].append(rack)
+        domains = [
+            d.model_copy(update={"racks": g}) for d, g in zip(self.domains, groups, strict=False)
+        ]
+        return self.model_copy(update={"domains": domains})
 
 
 def parse_site(text: str, source: str = "site file") -> SiteConfig:
@@ -197,17 +215,22 @@ def _check_costs(costs: Mapping[str, float]) -> None:
             raise ConfigError(f"costs.{name}", weight, "a cost weight must be a finite number >= 0")
 
 
-def _merged(section: type[_Strict], key: str, base: Mapping[str, Any], own: Mapping[str, Any]) -> Any:
+def _merged(
+    section: type[_Strict], key: str, base: Mapping[str, Any], own: Mapping[str, Any]
+) -> Any:
     try:
         return section.model_validate({**base, **own})
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise ConfigError(f"{key}{'.' + _key(err['loc']) if err['loc'] else ''}",
-                          err.get("input"), err["msg"]) from None
+        raise ConfigError(
+            f"{key}{'.' + _key(err['loc']) if err['loc'] else ''}", err.get("input"), err["msg"]
+        ) from None
 
 
 def _merged_kes(config: SiteConfig, i: int, dom: DomainSection) -> KesSection:
-    result: KesSection = _merged(KesSection, f"domains[{i}].kes", config.domain_defaults.kes, dom.kes)
+    result: KesSection = _merged(
+        KesSection, f"domains[{i}].kes", config.domain_defaults.kes, dom.kes
+    )
     return result
 
 
@@ -300,12 +323,15 @@ def _primary_kw(dom: DomainSection, demand_kw: FloatArray) -> float:
 
 
 def _flywheel(secs: Sequence[KesSection], peak_kw: FloatArray) -> FlywheelParams:
-    power = []
-    energy = []
+    power: list[float] = []
+    energy: list[float] = []
     for k, pk in zip(secs, peak_kw, strict=True):
-        n = max(k.modules, 1)
-        p = k.module_power_kw if k.module_power_kw is not None else k.power_fraction_of_peak * pk / n  # type: ignore[operator]
-        e = k.module_energy_kwh if k.module_energy_kwh is not None else p * k.minutes_at_rated / 60.0  # type: ignore[operator]
+        p = k.module_power_kw
+        if p is None:
+            p = float(k.power_fraction_of_peak or 0.0) * float(pk) / max(k.modules, 1)
+        e = k.module_energy_kwh
+        if e is None:
+            e = p * float(k.minutes_at_rated or 0.0) / 60.0
         power.append(p)
         energy.append(e)
 

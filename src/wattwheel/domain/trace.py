@@ -67,8 +67,9 @@ class Trace:
         """Rows ``start:stop`` (views, no copy)."""
         crit = None if self.critical_w is None else self.critical_w[start:stop]
         exog = {k: v[start:stop] for k, v in self.exog.items()}
-        return Trace(self.timestamps_s[start:stop], self.rack_ids, self.power_w[start:stop],
-                     crit, exog)
+        return Trace(
+            self.timestamps_s[start:stop], self.rack_ids, self.power_w[start:stop], crit, exog
+        )
 
     def select(self, rack_ids: Sequence[str]) -> Trace:
         """Only these racks, in this order."""
@@ -89,7 +90,8 @@ def validate_trace_arrays(
         raise TraceError("timestamps must be one-dimensional")
     if power_w.shape != (timestamps_s.shape[0], len(rack_ids)):
         raise TraceError(
-            f"power_w has shape {power_w.shape}, expected ({timestamps_s.shape[0]}, {len(rack_ids)})"
+            f"power_w has shape {power_w.shape}, "
+            f"expected ({timestamps_s.shape[0]}, {len(rack_ids)})"
         )
     if len(set(rack_ids)) != len(rack_ids):
         raise TraceError("rack ids are not unique")
@@ -142,7 +144,10 @@ def _check_power(
             f"{name} is NaN or infinite for rack {rack_ids[r]!r} at t={timestamps_s[t]:.0f} "
             f"({int(bad.sum())} bad values in all)"
         )
-    for what, mask in (("negative", values < 0), ("absurd (> 100 MW)", values > ABSURD_RACK_POWER_W)):
+    for what, mask in (
+        ("negative", values < 0),
+        ("absurd (> 100 MW)", values > ABSURD_RACK_POWER_W),
+    ):
         if mask.any():
             t, r = np.argwhere(mask)[0]
             raise TraceError(

@@ -91,7 +91,9 @@ class Plant:
             kes_max_charge_kw=flywheel.max_charge_kw(kes, self.soc, self.dt_s),
             reserve_mode=self.reserve_mode.copy(),
             reserve_ready_in_s=self.reserve_ready_in_s.copy(),
-            reserve_min_on_left_s=np.maximum(self.site.reserve.min_on_s - self.reserve_on_for_s, 0.0)
+            reserve_min_on_left_s=np.maximum(
+                self.site.reserve.min_on_s - self.reserve_on_for_s, 0.0
+            )
             * (self.reserve_mode != RESERVE_OFF),
             breaker_heat=self.heat.copy(),
             last_grid_kw=self.last_grid_kw.copy(),
@@ -99,7 +101,8 @@ class Plant:
 
     def _due_debt_kwh(self) -> FloatArray:
         # Row 0 of the debt ring is the bucket that falls due this step.
-        return self._debt[self.step_index % self._debt.shape[0]].copy()
+        due: FloatArray = self._debt[self.step_index % self._debt.shape[0]].copy()
+        return due
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, demand_kw: FloatArray, critical_kw: FloatArray, dec: Decision) -> PlantRecord:
@@ -127,13 +130,34 @@ class Plant:
         grid_kw = before - reserve_kw * on_frac
         trips = self._breaker(before, after, on_frac)
         self._meter(
-            grid_kw, before, after, on_frac, reserve_kw, started, cap_kw, critical_capped,
-            out_kw, defer_kw, fw, trips,
+            grid_kw,
+            before,
+            after,
+            on_frac,
+            reserve_kw,
+            started,
+            cap_kw,
+            critical_capped,
+            out_kw,
+            defer_kw,
+            fw,
+            trips,
         )
         self.last_grid_kw = grid_kw
         self.step_index += 1
-        return PlantRecord(grid_kw, fw.power_kw, reserve_kw * on_frac, cap_kw, out_kw, in_kw,
-                           defer_kw, repay_kw, self.soc.copy(), self.reserve_mode.copy(), trips)
+        return PlantRecord(
+            grid_kw,
+            fw.power_kw,
+            reserve_kw * on_frac,
+            cap_kw,
+            out_kw,
+            in_kw,
+            defer_kw,
+            repay_kw,
+            self.soc.copy(),
+            self.reserve_mode.copy(),
+            trips,
+        )
 
     def _apply_shifts(self, noncrit: FloatArray) -> tuple[FloatArray, FloatArray]:
         slot = self.step_index % self._shift_out.shape[0]
@@ -182,11 +206,12 @@ class Plant:
             self._debt[slot] -= take
             want -= take
             paid += take
-        return paid / dt_h
+        repaid_kw: FloatArray = paid / dt_h
+        return repaid_kw
 
     def _reserve_transitions(self, request: NDArray[np.bool_]) -> NDArray[np.bool_]:
         res = self.site.reserve
-        start = (self.reserve_mode == RESERVE_OFF) & request
+        start: NDArray[np.bool_] = (self.reserve_mode == RESERVE_OFF) & request
         self.reserve_mode[start] = RESERVE_STARTING
         self.reserve_ready_in_s[start] = res.start_delay_s
         self.reserve_on_for_s[start] = 0.0

@@ -48,7 +48,9 @@ def load_site_config(path: Path) -> SiteConfig:
 
 def default_trace_path(site_path: Path, config: SiteConfig) -> Path:
     if config.site.trace is None:
-        raise ConfigError("site.trace", None, "no trace given on the command line or in the site file")
+        raise ConfigError(
+            "site.trace", None, "no trace given on the command line or in the site file"
+        )
     return (site_path.parent / config.site.trace).resolve()
 
 
@@ -59,7 +61,17 @@ def load_scenario(site_path: Path, trace_path: Path | None = None) -> Scenario:
     return build_scenario(config, trace)
 
 
+def bind_racks(config: SiteConfig, trace: Trace) -> SiteConfig:
+    """Apply the site's ``rack_binding`` rule: with ``in-order``, a trace that holds none of
+    the named racks (another PDU trace of the same format) is bound to the domains in order."""
+    present = [r for r in config.rack_ids if r in trace.rack_ids]
+    if config.site.rack_binding == "in-order" and not present:
+        return config.rebound(trace.rack_ids)
+    return config
+
+
 def build_scenario(config: SiteConfig, trace: Trace) -> Scenario:
+    config = bind_racks(config, trace)
     missing = [r for r in config.rack_ids if r not in trace.rack_ids]
     if missing:
         raise TraceError(

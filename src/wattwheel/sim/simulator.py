@@ -52,7 +52,9 @@ def simulate(
     n_steps, n_dom = scenario.demand_kw.shape
     rec = _Recorder(n_steps, n_dom)
     horizons = tuple(getattr(policy, "horizons_s", ()))
-    period_steps = max(int(round(policy.forecast_period_s / dt)), 1) if policy.forecast_period_s else 0
+    period_steps = (
+        max(int(round(policy.forecast_period_s / dt)), 1) if policy.forecast_period_s else 0
+    )
     history = _domain_history(scenario)
     started = time.perf_counter()
     forecast: Forecast | None = None
@@ -66,9 +68,14 @@ def simulate(
             elif forecaster is not None and t > 0:
                 fresh = forecaster.predict(_prefix(history, t + 1), horizons)
             forecast = fresh
+        skipped = getattr(state, "skipped", None)
         t0 = time.perf_counter()
         decision, state = policy.decide(obs, state, fresh)
-        rec.solver(time.perf_counter() - t0, fresh is not None)
+        # Time the planning calls that really solved (not the closed-form quiet ones).
+        rec.solver(
+            time.perf_counter() - t0,
+            fresh is not None and skipped is not None and state.skipped == skipped,
+        )
         record = plant.step(demand, critical, decision)
         rec.store(t, record, forecast, site.primary_kw, demand)
         if progress is not None and (t % 500 == 0 or t == n_steps - 1):
@@ -91,8 +98,12 @@ def _domain_history(scenario: Scenario) -> History:
 
 
 def _prefix(history: History, n: int) -> History:
-    return History(history.timestamps_s[:n], history.series_ids, history.values[:n],
-                   {k: v[:n] for k, v in history.exog.items()})
+    return History(
+        history.timestamps_s[:n],
+        history.series_ids,
+        history.values[:n],
+        {k: v[:n] for k, v in history.exog.items()},
+    )
 
 
 def _oracle_forecast(scenario: Scenario, t: int, horizons_s: tuple[float, ...]) -> Forecast:
@@ -110,8 +121,14 @@ def _oracle_forecast(scenario: Scenario, t: int, horizons_s: tuple[float, ...]) 
         prev = end
     point = np.stack(vals, axis=1)
     values = np.repeat(point[:, :, None], 3, axis=2)
-    return Forecast(float(scenario.timestamps_s[t]), scenario.site.domain_names, horizons_s,
-                    (0.05, 0.5, 0.95), values, point)
+    return Forecast(
+        float(scenario.timestamps_s[t]),
+        scenario.site.domain_names,
+        horizons_s,
+        (0.05, 0.5, 0.95),
+        values,
+        point,
+    )
 
 
 class _Recorder:
@@ -119,9 +136,22 @@ class _Recorder:
         shape = (n_steps, n_dom)
         self.arrays: dict[str, FloatArray] = {
             k: np.zeros(shape)
-            for k in ("grid_kw", "kes_kw", "reserve_kw", "cap_kw", "shift_out_kw", "shift_in_kw",
-                      "defer_kw", "repay_kw", "soc", "reserve_mode", "trips", "fc_lo_kw",
-                      "fc_mid_kw", "fc_hi_kw")
+            for k in (
+                "grid_kw",
+                "kes_kw",
+                "reserve_kw",
+                "cap_kw",
+                "shift_out_kw",
+                "shift_in_kw",
+                "defer_kw",
+                "repay_kw",
+                "soc",
+                "reserve_mode",
+                "trips",
+                "fc_lo_kw",
+                "fc_mid_kw",
+                "fc_hi_kw",
+            )
         }
         self.solver_seconds: list[float] = []
 
@@ -129,11 +159,23 @@ class _Recorder:
         if planned:
             self.solver_seconds.append(seconds)
 
-    def store(self, t: int, rec: Any, forecast: Forecast | None, primary: FloatArray,
-              demand: FloatArray) -> None:
+    def store(
+        self, t: int, rec: Any, forecast: Forecast | None, primary: FloatArray, demand: FloatArray
+    ) -> None:
         a = self.arrays
-        for k in ("grid_kw", "kes_kw", "reserve_kw", "cap_kw", "shift_out_kw", "shift_in_kw",
-                  "defer_kw", "repay_kw", "soc", "reserve_mode", "trips"):
+        for k in (
+            "grid_kw",
+            "kes_kw",
+            "reserve_kw",
+            "cap_kw",
+            "shift_out_kw",
+            "shift_in_kw",
+            "defer_kw",
+            "repay_kw",
+            "soc",
+            "reserve_mode",
+            "trips",
+        ):
             a[k][t] = getattr(rec, k if k != "soc" else "soc")
         if forecast is not None:
             # First-horizon band, plotted at the time it is forecast for.

@@ -1,0 +1,134 @@
+"""Run every policy on one scenario and collect what ``bench.json`` and the report need."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wattwheel.control.registry import make_policy
+from wattwheel.forecast.base import Forecaster, History
+from wattwheel.forecast.baselines import PersistenceForecaster
+from wattwheel.sim.scenario import Scenario
+from wattwheel.sim.simulator import SimResult, simulate
+
+ALL_POLICIES = ("none", "reactive", "seed", "predictive", "oracle")
+#: Share of the trace the baseline forecaster calibrates its residual quantiles on.
+CALIBRATION_SHARE = 0.2
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+@dataclass
+class BenchRun:
+    scenario: Scenario
+    results: dict[str, SimResult]
+    forecaster_names: dict[str, str]
+
+
+def baseline_forecaster(scenario: Scenario) -> Forecaster:
+    """Persistence with residual quantiles calibrated on the first part of the trace."""
+    n = max(int(scenario.demand_kw.shape[0] * CALIBRATION_SHARE), 50)
+    fc = PersistenceForecaster()
+    fc.fit(
+        History(
+            scenario.timestamps_s[:n], scenario.site.domain_names, scenario.demand_kw[:n] * 1000.0
+        )
+    )
+    return fc
+
+
+def run_policy(
+    scenario: Scenario,
+    name: str,
+    forecaster: Forecaster | None,
+    progress: Callable[[int], None] | None = None,
+) -> SimResult:
+    base = name.split("+")[0]
+    policy = make_policy(base, scenario.site)
+    policy.name = name
+    return simulate(
+        scenario, policy, forecaster=forecaster, oracle=(base == "oracle"), progress=progress
+    )
+
+
+def run_bench(
+    scenario: Scenario,
+    policies: Sequence[str] = ALL_POLICIES,
+    model_forecaster: Forecaster | None = None,
+    progress: ProgressFactory | None = None,
+) -> BenchRun:
+    """Every policy on the same trace. With a trained model, ``predictive`` uses it and
+    ``predictive+persistence`` shows the same controller on the baseline forecaster."""
+    baseline = baseline_forecaster(scenario)
+    plan: list[tuple[str, Forecaster | None, str]] = []
+    for name in policies:
+        if name in ("predictive", "seed"):
+            fc: Forecaster = model_forecaster or baseline
+            plan.append((name, fc, getattr(fc, "name", type(fc).__name__)))
+            if name == "predictive" and model_forecaster is not None:
+                plan.append(("predictive+persistence", baseline, "persistence"))
+        else:
+            plan.append((name, None, "truth" if name == "oracle" else "-"))
+    results: dict[str, SimResult] = {}
+    names: dict[str, str] = {}
+    steps = scenario.demand_kw.shape[0]
+    for name, forecaster, fc_name in plan:
+        cb = progress(name, steps) if progress else None
+        results[name] = run_policy(scenario, name, forecaster, cb)
+        names[name] = fc_name
+    return BenchRun(scenario, results, names)
+
+
+def bench_payload(run: BenchRun) -> dict[str, Any]:
+    sc = run.scenario
+    n_dom = sc.site.n_domains
+    timing = {}
+    for name, res in run.results.items():
+        steps = res.site_metrics["steps"]
+        timing[name] = {
+            "wall_seconds": res.site_metrics["wall_seconds"],
+            "us_per_step_per_domain": 1e6 * res.site_metrics["wall_seconds"] / (steps * n_dom),
+            **_solver_stats(res.solver_seconds),
+        }
+    return {
+        "policies": {name: res.site_metrics for name, res in run.results.items()},
+        "domains": {name: res.domain_metrics for name, res in run.results.items()},
+        "forecasters": run.forecaster_names,
+        "timing": timing,
+        "site": {
+            "name": sc.site.name,
+            "domains": list(sc.site.domain_names),
+            "racks": [list(r) for r in sc.site.domain_racks],
+            "primary_kw": sc.site.primary_kw.round(3).tolist(),
+            "kes_power_kw": sc.site.kes.rated_power_kw.round(3).tolist(),
+            "kes_energy_kwh": sc.site.kes.capacity_kwh.round(3).tolist(),
+            "reserve_kw": round(sc.site.reserve.capacity_kw, 3),
+            "steps": int(sc.demand_kw.shape[0]),
+            "step_s": sc.dt_s,
+        },
+    }
+
+
+def _solver_stats(seconds: Sequence[float]) -> dict[str, float]:
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+
+    def pct(p: float) -> float:
+        return 1e3 * ordered[min(int(p * len(ordered)), len(ordered) - 1)]
+
+    return {
+        "decide_calls_with_forecast": float(len(ordered)),
+        "decide_ms_median": 1e3 * statistics.median(ordered),
+        "decide_ms_p90": pct(0.9),
+        "decide_ms_p99": pct(0.99),
+        "decide_ms_max": 1e3 * ordered[-1],
+    }
+
+
+def write_bench_json(path: Path, run: BenchRun) -> None:
+    path.write_text(json.dumps(bench_payload(run), indent=2, sort_keys=False))
