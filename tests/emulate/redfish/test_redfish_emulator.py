@@ -278,3 +278,24 @@ async def test_wrong_password_is_a_logged_failure_not_an_exception(
         ) as client:
             assert await client.read_power() == []
             assert client.failing
+
+
+class _BrokenSource:
+    def power_w(self, server_id: str) -> float:
+        if server_id == "srv-2":
+            raise RuntimeError("trace exhausted")
+        return 123.0
+
+
+def test_a_failing_power_source_shows_as_no_reading(caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        serve_in_thread(build_redfish_app(SERVERS, _BrokenSource())) as emulator,
+        httpx.Client(base_url=emulator.url, auth=AUTH, timeout=5.0) as http,
+    ):
+        for _ in range(3):
+            broken = http.get("/redfish/v1/Chassis/srv-2/Power")
+        fine = http.get(f"{SRV1}/Power")
+    assert broken.status_code == 200
+    assert broken.json()["PowerControl"][0]["PowerConsumedWatts"] is None
+    assert fine.json()["PowerControl"][0]["PowerConsumedWatts"] == 123.0
+    assert sum("trace exhausted" in r.getMessage() for r in caplog.records) == 1

@@ -6,6 +6,7 @@ min(demand, limit), and nothing while its outlet is off.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 from wattwheel.domain.errors import ConfigError
 from wattwheel.emulate.redfish.source import PowerSource
+
+logger = logging.getLogger(__name__)
 
 # Redfish resource ids become URI segments; keep them to characters that need no escaping.
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -69,6 +72,7 @@ class SiteState:
         # Uncapped until someone writes a limit: the limit sits at the supply's maximum.
         self._limit_w = {s: limits.max_w for s in servers}
         self._outlet_on = dict.fromkeys(servers, True)
+        self._source_failing = _OnceSet()
 
     def __contains__(self, server_id: object) -> bool:
         return server_id in self._limit_w
@@ -78,7 +82,7 @@ class SiteState:
         with self._lock:
             limit_w = self._limit_w[server_id]
             outlet_on = self._outlet_on[server_id]
-        demand_w = self._source.power_w(server_id)
+        demand_w = self._demand_w(server_id)
         consumed_w: float | None
         if not outlet_on:
             consumed_w = 0.0
@@ -89,6 +93,17 @@ class SiteState:
         rack_id = self._rack_of[server_id]
         return ServerSnapshot(server_id, consumed_w, limit_w, outlet_on, self.limits, rack_id)
 
+    def _demand_w(self, server_id: str) -> float:
+        """The source's demand; a source that fails shows as "no reading" (NaN), logged once."""
+        try:
+            demand_w = float(self._source.power_w(server_id))
+        except Exception as error:  # a plug-in source must not take the BMC down with it
+            if self._source_failing.add_if_new(server_id):
+                logger.warning("power source failed for server %s: %r", server_id, error)
+            return math.nan
+        self._source_failing.discard(server_id)
+        return demand_w
+
     def set_limit(self, server_id: str, limit_w: float | None) -> None:
         """Write a power limit in watts (None lifts it); the caller has checked the range."""
         with self._lock:
@@ -97,6 +112,24 @@ class SiteState:
     def set_outlet(self, server_id: str, on: bool) -> None:
         with self._lock:
             self._outlet_on[server_id] = on
+
+
+class _OnceSet:
+    """A thread-safe set that says whether an item was new (to log a fault once)."""
+
+    def __init__(self) -> None:
+        self._items: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add_if_new(self, item: str) -> bool:
+        with self._lock:
+            new = item not in self._items
+            self._items.add(item)
+            return new
+
+    def discard(self, item: str) -> None:
+        with self._lock:
+            self._items.discard(item)
 
 
 def _check_ids(key: str, ids: Sequence[str]) -> None:
