@@ -62,6 +62,15 @@ async def test_cap_reduces_consumed_power(
     assert target is not None and target.kind == "control_setpoint"
 
 
+async def test_many_caps_at_once(emulator: RunningServer) -> None:
+    async with RedfishClient(emulator.url, username=AUTH[0], password=AUTH[1]) as client:
+        written = await client.set_power_limits({"srv-1": 200.0, "srv-2": 5.0, "srv-9": 300.0})
+        samples = {s.server_id: s.power_w for s in await client.read()}
+    # srv-2's 5 W is below the BMC's 100 W floor: clamped; srv-9 does not exist.
+    assert written == {"srv-1": 200.0, "srv-2": 100.0, "srv-9": None}
+    assert samples == {"srv-1": 200.0, "srv-2": 100.0}
+
+
 def test_every_view_of_a_server_agrees(http: httpx.Client) -> None:
     patch = {"PowerControl": [{"PowerLimit": {"LimitInWatts": 400}}]}
     assert http.patch(f"{SRV1}/Power", json=patch).status_code == 200

@@ -278,6 +278,26 @@ class RedfishClient:
         results = await asyncio.gather(*(self._write_limit(s, watts) for s in servers))
         return None if any(r is None for r in results) else results[0]
 
+    async def set_power_limits(self, limits_w: Mapping[str, float]) -> dict[str, float | None]:
+        """Cap many servers at once (concurrently): {server id or chassis URI: watts}.
+
+        Server ids are the chassis `Id`s, as in the `server_id` of the PowerSamples from
+        `read()`. Returns, per key, the watts written or None (unknown server, refused, failed).
+        """
+        inventory = await self._inventory()
+        if inventory is None:
+            return dict.fromkeys(limits_w)
+        by_key = {s.chassis_id: s for s in inventory.servers}
+        by_key.update({s.chassis_uri: s for s in inventory.servers})
+        unknown = sorted(k for k in limits_w if k not in by_key)
+        if unknown:
+            self._failed("set_power_limits", "set_power_limits", f"no servers {unknown}")
+        keys = [k for k in limits_w if k in by_key]
+        written = await asyncio.gather(*(self._write_limit(by_key[k], limits_w[k]) for k in keys))
+        results: dict[str, float | None] = dict.fromkeys(limits_w)
+        results.update(zip(keys, written, strict=True))
+        return results
+
     async def _write_limit(self, server: DiscoveredServer, watts: float) -> float | None:
         target = server.preferred_limit
         if target is None:
