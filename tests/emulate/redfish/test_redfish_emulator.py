@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +19,7 @@ from wattwheel.emulate.redfish import (
     LimitRange,
     RunningServer,
     StaticPowerSource,
+    TlsFiles,
     build_redfish_app,
     serve,
     serve_in_thread,
@@ -308,3 +312,32 @@ def test_a_failing_power_source_shows_as_no_reading(caplog: pytest.LogCaptureFix
     assert broken.json()["PowerControl"][0]["PowerConsumedWatts"] is None
     assert fine.json()["PowerControl"][0]["PowerConsumedWatts"] == 123.0
     assert sum("trace exhausted" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not available")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return TlsFiles(str(cert), str(key))
+
+
+async def test_https_with_the_bmc_certificate_as_trust_root(
+    source: StaticPowerSource, tls_files: TlsFiles
+) -> None:
+    with serve_in_thread(build_redfish_app(SERVERS, source), tls=tls_files) as emulator:
+        assert emulator.url.startswith("https://")
+        login = {"username": AUTH[0], "password": AUTH[1]}
+        async with RedfishClient(emulator.url, verify_tls=tls_files.certfile, **login) as trusting:
+            assert len(await trusting.read_power()) == 2
+        async with RedfishClient(emulator.url, **login) as default_trust:
+            assert await default_trust.read_power() == []  # unknown CA: refused, not raised
+            assert default_trust.failing

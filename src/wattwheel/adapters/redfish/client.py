@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -66,7 +67,7 @@ class RedfishClient:
         password: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify_tls: bool = True,
+        verify_tls: bool | str = True,
         session_auth: bool = False,
         rack_id: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -75,6 +76,7 @@ class RedfishClient:
 
         With credentials: HTTP Basic on every request, or with `session_auth` one Redfish
         session (X-Auth-Token), renewed when it expires and deleted by `aclose()`.
+        `verify_tls`: check the BMC's certificate (True), against a CA file (path), or not.
         `rack_id` is the rack of servers whose chassis does not state Location.Placement.Rack;
         `clock` (epoch seconds) stamps readings the device does not time itself.
         """
@@ -93,7 +95,7 @@ class RedfishClient:
             headers=_HEADERS,
             timeout=httpx.Timeout(timeout_s),
             transport=transport,
-            verify=verify_tls,
+            verify=_tls_context(verify_tls),
         )
         self._faults = FaultLog(logger, self.base_url)
         self._last: dict[str, ServerPowerReading] = {}
@@ -360,6 +362,13 @@ def _clamp(watts: float, target: PowerLimitTarget) -> float:
     low = target.min_w if target.min_w is not None else 1.0
     high = target.max_w if target.max_w is not None else math.inf
     return min(max(watts, low), high)
+
+
+def _tls_context(verify_tls: bool | str) -> ssl.SSLContext | bool:
+    # BMCs usually carry a certificate from the site's own CA: accept its file as a trust root.
+    if isinstance(verify_tls, str):
+        return ssl.create_default_context(cafile=verify_tls)
+    return verify_tls
 
 
 def _epoch_s(reading_time: str | None, default_s: float) -> float:

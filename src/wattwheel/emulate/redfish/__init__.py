@@ -13,7 +13,7 @@ one outlet per server; switching an outlet off drops that server to 0 W.
 DMTF's redfish-service-validator reports 0 FAIL against it (tests/emulate/redfish).
 """
 
-from wattwheel.emulate.redfish.runner import RunningServer, serve, serve_in_thread
+from wattwheel.emulate.redfish.runner import RunningServer, TlsFiles, serve, serve_in_thread
 from wattwheel.emulate.redfish.service import RedfishService, build_redfish_app
 from wattwheel.emulate.redfish.source import PowerSource, StaticPowerSource
 from wattwheel.emulate.redfish.state import LimitRange, SiteState
@@ -25,6 +25,7 @@ __all__ = [
     "RunningServer",
     "SiteState",
     "StaticPowerSource",
+    "TlsFiles",
     "build_redfish_app",
     "serve",
     "serve_in_thread",

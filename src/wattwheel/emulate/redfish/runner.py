@@ -23,10 +23,11 @@ class RunningServer:
     port: int
     _server: uvicorn.Server
     _thread: threading.Thread
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Ask uvicorn to exit and wait for the thread (at most `timeout_s` seconds)."""
@@ -55,17 +56,39 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: Any, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM certificate and key for serving HTTPS, as real BMCs do."""
+
+    certfile: str
+    keyfile: str
+
+
+def _config(app: Any, log_level: str, tls: TlsFiles | None) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=tls.certfile if tls else None,
+        ssl_keyfile=tls.keyfile if tls else None,
+    )
 
 
 def serve_in_thread(
-    app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_level: str = "warning",
+    tls: TlsFiles | None = None,
 ) -> RunningServer:
-    """Start `app` on host:port (0 = a free port) in a daemon thread; returns once it listens."""
+    """Start `app` on host:port (0 = a free port) in a daemon thread; returns once it listens.
+
+    With `tls`, it serves HTTPS.
+    """
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(app, log_level))
+    server = uvicorn.Server(_config(app, log_level, tls))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{bound_port}", daemon=True
     )
@@ -77,17 +100,19 @@ def serve_in_thread(
             sock.close()
             raise RuntimeError(f"the emulator did not start listening on {host}:{bound_port}")
         time.sleep(0.01)
-    return RunningServer(host, bound_port, server, thread)
+    return RunningServer(host, bound_port, server, thread, "https" if tls else "http")
 
 
-async def serve(app: Any, host: str, port: int, log_level: str = "warning") -> None:
+async def serve(
+    app: Any, host: str, port: int, log_level: str = "warning", tls: TlsFiles | None = None
+) -> None:
     """Serve `app` on host:port inside the running event loop until cancelled.
 
     Cancelling the task shuts uvicorn down gracefully (listening socket closed, connections
     drained) before the cancellation propagates.
     """
     sock = _bind(host, port)
-    server = uvicorn.Server(_config(app, log_level))
+    server = uvicorn.Server(_config(app, log_level, tls))
     running = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(running)
