@@ -23,10 +23,12 @@ class ApiContext:
     site_name: str = ""
 
     def store_health(self) -> dict[str, Any]:
-        """``healthy``, ``pending_items``, ``dropped`` when the store buffers (else defaults)."""
+        """``healthy``, ``pending_items`` (memory + spill file), ``dropped`` when the store
+        buffers (else defaults)."""
         return {
             "healthy": bool(getattr(self.store, "healthy", True)),
-            "pending_items": int(getattr(self.store, "pending_items", 0)),
+            "pending_items": int(getattr(self.store, "pending_items", 0))
+            + int(getattr(self.store, "spilled_items", 0)),
             "dropped": int(getattr(self.store, "dropped", 0)),
         }
 

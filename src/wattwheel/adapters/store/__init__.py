@@ -8,6 +8,8 @@ through a database outage. :func:`open_store` is what the runtime calls.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from wattwheel.adapters.store.base import (
     TABLES,
     ForecastRow,
@@ -34,13 +36,16 @@ __all__ = [
 ]
 
 
-def open_store(url: str | None = None, max_buffered_items: int = 1_000_000) -> BufferedStore:
+def open_store(
+    url: str | None = None, max_buffered_items: int = 1_000_000, spill_dir: Path | None = None
+) -> BufferedStore:
     """Open (and migrate) the database at ``url`` behind a write buffer.
 
     ``url``: ``sqlite:///PATH`` (default :data:`DEFAULT_URL`), ``postgresql+psycopg://...`` or
-    ``memory://`` for the in-memory fake. Raises StoreUnavailable when the database cannot be
-    reached at start-up (a configuration problem the operator must see).
+    ``memory://`` for the in-memory fake. ``spill_dir``: keep unwritten telemetry on disk there
+    during an outage (it then survives a restart). Raises StoreUnavailable when the database
+    cannot be reached at start-up (a configuration problem the operator must see).
     """
     url = url or DEFAULT_URL
     inner: Store = MemoryStore() if url == "memory://" else SqlStore.open(url)
-    return BufferedStore(inner, max_items=max_buffered_items)
+    return BufferedStore(inner, max_items=max_buffered_items, spill_dir=spill_dir)

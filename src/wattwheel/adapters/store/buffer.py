@@ -7,6 +7,10 @@ counts items (samples, decision rows, events): a write that would exceed it is r
 returns False, the items are counted in ``dropped`` and a WARNING is logged once per outage) —
 so every write that returned True is eventually stored.
 
+With ``spill_dir`` set, telemetry that cannot be written at once goes to an fsync'ed file there
+instead of memory (bounded by ``max_spill_bytes``), so it also survives a restart of the process:
+a new BufferedStore on the same directory replays it (see :mod:`.spill`).
+
 Blocking: calls do database I/O; the runtime should call them from a worker thread
 (``asyncio.to_thread``) so a slow database never delays a tick.
 """
@@ -19,9 +23,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wattwheel.adapters.store.base import TABLES, ForecastRow, Store, StoreUnavailable
+from wattwheel.adapters.store.spill import SpillFile
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.forecast.base import Forecast
 from wattwheel.runtime.state import DecisionRecord, EventRecord
@@ -44,6 +50,8 @@ class BufferedStore:
         max_items: most items held while the database is down.
         retry_initial_s / retry_max_s: backoff between flush attempts (doubles per failure).
         clock: monotonic seconds (injected for tests).
+        spill_dir: keep unwritten telemetry on disk here (None: memory only).
+        max_spill_bytes: bound of the spill file.
     """
 
     def __init__(
@@ -53,6 +61,8 @@ class BufferedStore:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        spill_dir: Path | None = None,
+        max_spill_bytes: int = 512 * 1024 * 1024,
     ) -> None:
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
@@ -70,6 +80,7 @@ class BufferedStore:
         self._backoff_s = retry_initial_s
         self._next_try = 0.0
         self._warned_full = False
+        self.spill = SpillFile(spill_dir, max_spill_bytes) if spill_dir is not None else None
 
     # ---- writes: queue, then try to flush ----
 
@@ -94,7 +105,32 @@ class BufferedStore:
 
     def write_telemetry(self, samples: Sequence[PowerSample]) -> bool:
         """Accept a batch; True means acknowledged (it will be stored), False means dropped."""
-        return self._enqueue("write_telemetry", list(samples), len(samples)) if samples else True
+        if not samples:
+            return True
+        if self.spill is None:
+            return self._enqueue("write_telemetry", list(samples), len(samples))
+        return self._spill_or_write(samples)
+
+    def _spill_or_write(self, samples: Sequence[PowerSample]) -> bool:
+        assert self.spill is not None
+        with self._lock:
+            if self.healthy and not self._pending and not self.spill.items:
+                try:
+                    self.inner.write_telemetry(samples)
+                    self.written_items += len(samples)
+                    return True
+                except StoreUnavailable as exc:
+                    self._failed(exc)
+            if not self.spill.append(samples):
+                self._refuse(len(samples))
+                return False
+        self.flush(force=False)
+        return True
+
+    @property
+    def spilled_items(self) -> int:
+        """Telemetry samples waiting in the spill file."""
+        return self.spill.items if self.spill is not None else 0
 
     def write_forecast(self, forecast: Forecast) -> bool:
         n = len(forecast.series_ids) * len(forecast.horizons_s)
@@ -106,28 +142,57 @@ class BufferedStore:
     def write_event(self, event: EventRecord) -> bool:
         return self._enqueue("write_event", event, 1)
 
+    def _refuse(self, n_items: int) -> None:
+        self.dropped += n_items
+        if not self._warned_full:
+            log.warning(
+                "store buffer full (%d items pending in memory, %d spilled): refusing writes; "
+                "%d items dropped so far",
+                self.pending_items,
+                self.spilled_items,
+                self.dropped,
+            )
+            self._warned_full = True
+
     def flush(self, force: bool = True) -> bool:
         """Write everything pending, oldest first. True when nothing is left pending.
 
         ``force`` ignores the retry backoff (use it at shutdown or from a periodic task).
         """
         with self._lock:
-            if not self._pending:
+            if not self._pending and not self.spilled_items:
                 return True
             if not force and self._clock() < self._next_try:
                 return False
-            while self._pending:
-                op = self._pending[0]
-                try:
-                    getattr(self.inner, op.method)(op.payload)
-                except StoreUnavailable as exc:
-                    self._failed(exc)
-                    return False
-                self._pending.popleft()
-                self.pending_items -= op.n_items
-                self.written_items += op.n_items
+            try:
+                self._flush_memory()
+                self._flush_spill()
+            except StoreUnavailable as exc:
+                self._failed(exc)
+                return False
             self._recovered()
             return True
+
+    def _flush_memory(self) -> None:
+        while self._pending:
+            op = self._pending[0]
+            getattr(self.inner, op.method)(op.payload)
+            self._pending.popleft()
+            self.pending_items -= op.n_items
+            self.written_items += op.n_items
+
+    def _flush_spill(self) -> None:
+        if self.spill is None or not self.spill.items:
+            return
+        batches = self.spill.batches()
+        done = 0
+        try:
+            for batch in batches:
+                self.inner.write_telemetry(batch)
+                done += 1
+                self.written_items += len(batch)
+        finally:
+            self.spill.keep_last(len(batches) - done)
 
     def _failed(self, exc: StoreUnavailable) -> None:
         if self.healthy:
