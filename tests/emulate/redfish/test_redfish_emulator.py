@@ -24,6 +24,7 @@ from wattwheel.emulate.redfish import (
     serve,
     serve_in_thread,
 )
+from wattwheel.emulate.redfish.service import MAX_SESSIONS
 
 AUTH = ("admin", "wattwheel")
 SERVERS = ["srv-1", "srv-2"]
@@ -341,3 +342,13 @@ async def test_https_with_the_bmc_certificate_as_trust_root(
         async with RedfishClient(emulator.url, **login) as default_trust:
             assert await default_trust.read_power() == []  # unknown CA: refused, not raised
             assert default_trust.failing
+
+
+def test_session_limit(emulator: RunningServer) -> None:
+    login = {"UserName": AUTH[0], "Password": AUTH[1]}
+    with httpx.Client(base_url=emulator.url, timeout=5.0) as anonymous:
+        statuses = [
+            anonymous.post("/redfish/v1/SessionService/Sessions", json=login).status_code
+            for _ in range(MAX_SESSIONS + 1)
+        ]
+    assert statuses == [201] * MAX_SESSIONS + [503]

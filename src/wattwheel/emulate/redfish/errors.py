@@ -70,6 +70,13 @@ _MESSAGES: dict[str, tuple[str, str, str]] = {
         "Critical",
         "Try the operation again using the appropriate ETag.",
     ),
+    "SessionLimitExceeded": (
+        "The session establishment failed due to the number of simultaneous sessions "
+        "exceeding the limit of the implementation.",
+        "Critical",
+        "Reduce the number of other sessions before trying to establish the session or "
+        "increase the limit of simultaneous sessions, if supported.",
+    ),
     "Success": ("The request completed successfully.", "OK", "None."),
 }
 

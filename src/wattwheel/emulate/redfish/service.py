@@ -33,6 +33,7 @@ from wattwheel.emulate.redfish.state import LimitRange, SiteState
 
 Payload = dict[str, Any]
 SESSION_TIMEOUT_S = 1800
+MAX_SESSIONS = 64  # like a BMC: a client that leaks sessions gets refused, not the service
 _PUBLIC_GETS = frozenset({"/redfish", "/redfish/v1/", "/redfish/v1/odata", "/redfish/v1/$metadata"})
 _METHODS = ["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]
 
@@ -148,12 +149,23 @@ class RedfishService:
                 raise RedfishHTTPError(400, "PropertyMissing", name)
         if not self._valid(body["UserName"], body["Password"]):
             raise RedfishHTTPError(401, "NoValidSession")
+        self._prune_sessions()
+        if len(self._sessions) >= MAX_SESSIONS:
+            raise RedfishHTTPError(503, "SessionLimitExceeded")
         token = secrets.token_hex(16)
         session = _Session(secrets.token_hex(8), body["UserName"])
         self._sessions[token] = session
         payload = rf.session(session.session_id, session.user_name)
         headers = {"X-Auth-Token": token, "Location": payload["@odata.id"]}
         return _json(payload, status=201, headers=headers)
+
+    def _prune_sessions(self) -> None:
+        now_s = time.monotonic()
+        expired = [
+            t for t, s in self._sessions.items() if now_s - s.last_used_s >= SESSION_TIMEOUT_S
+        ]
+        for token in expired:
+            del self._sessions[token]
 
     def _session_resource(self, session_id: str) -> _Resource | None:
         token = next((t for t, s in self._sessions.items() if s.session_id == session_id), None)
