@@ -8,7 +8,7 @@ from api_support import OPERATOR, TOKENS, VIEWER, Api, auth
 from fastapi.testclient import TestClient
 
 from wattwheel.adapters.store import MemoryStore
-from wattwheel.api import create_app, parse_tokens
+from wattwheel.api import create_app, parse_tokens, tokens_from_env
 from wattwheel.runtime.state import LiveState, Overrides
 
 PIN = {"scope": "domain", "target": "row-a", "cap_kw": 40.0, "reason": "breaker test"}
@@ -65,3 +65,9 @@ def test_parse_tokens() -> None:
         parse_tokens("ann:operator:short")
     with pytest.raises(ValueError, match="already used"):
         parse_tokens("a:operator:abcdefgh,b:viewer:abcdefgh")
+
+
+def test_tokens_from_env() -> None:
+    env = {"WATTWHEEL_TOKENS": "ann:operator:abcdefgh"}
+    assert tokens_from_env(env)["abcdefgh"].role == "operator"
+    assert tokens_from_env({}) == {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from api_support import VIEWER, Api, auth
 
+from wattwheel.domain.telemetry import PowerSample
+
 H = auth(VIEWER)
 
 
@@ -60,3 +62,13 @@ def test_store_down_falls_back_to_memory(api: Api) -> None:
     assert (
         api.client.get("/api/v1/forecasts", params={"history": True}, headers=H).status_code == 503
     )
+
+
+def test_telemetry_from_the_store(api: Api) -> None:
+    api.store.write_telemetry(
+        [PowerSample("mqtt", f"r{i % 2}", None, float(i), 10.0 * i) for i in range(6)]
+    )
+    r = api.client.get("/api/v1/telemetry", params={"rack_id": "r1", "limit": 2}, headers=H)
+    assert [s["timestamp_s"] for s in r.json()["samples"]] == [5.0, 3.0]
+    api.store.available = False
+    assert api.client.get("/api/v1/telemetry", headers=H).status_code == 503

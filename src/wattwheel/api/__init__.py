@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from wattwheel.api.app import API_PREFIX, create_app
-from wattwheel.api.auth import Principal, parse_tokens
+from wattwheel.api.auth import Principal, parse_tokens, tokens_from_env
 
-__all__ = ["API_PREFIX", "Principal", "create_app", "parse_tokens"]
+__all__ = [
+    "API_PREFIX",
+    "Principal",
+    "create_app",
+    "parse_tokens",
+    "tokens_from_env",
+]

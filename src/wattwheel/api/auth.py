@@ -51,6 +51,11 @@ def parse_tokens(spec: str) -> dict[str, Principal]:
     return tokens
 
 
+def tokens_from_env(environ: Mapping[str, str]) -> dict[str, Principal]:
+    """Tokens from ``WATTWHEEL_TOKENS`` in ``environ`` (empty when unset)."""
+    return parse_tokens(environ.get(ENV_VAR, ""))
+
+
 def _bearer(request: Request, allow_query: bool) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")

@@ -135,6 +135,18 @@ def build_read_router(ctx: ApiContext) -> APIRouter:
                 "source": "memory",
             }
 
+    @r.get("/telemetry", summary="Stored power samples, newest first")
+    def telemetry(
+        rack_id: str | None = None,
+        since_s: Annotated[float | None, Query(description="epoch seconds")] = None,
+        limit: Limit = 100,
+    ) -> dict[str, Any]:
+        try:
+            rows = ctx.store.telemetry(rack_id=rack_id, since_s=since_s, limit=limit)
+        except StoreUnavailable as exc:
+            raise HTTPException(503, f"store unavailable: {exc}") from exc
+        return {"samples": [{"id": i, **jsonable(s)} for i, s in rows]}
+
     @r.get("/flywheel", summary="Flywheel (KES) bank per domain")
     def flywheel() -> dict[str, Any]:
         return {

@@ -175,7 +175,8 @@ async function pollStatus() {
     for (const r of pins.racks) model.racks[r.rack_id] = r;
     queueRender();
   } catch (err) {
-    $("#tick").textContent = String(err.message || err);
+    const msg = String(err.message || err);
+    $("#tick").textContent = msg.includes("401") ? "token needed: open /#token=YOUR_TOKEN" : msg;
   }
 }
 
