@@ -67,6 +67,20 @@ async def test_read_uses_the_sensor_reading_time_and_default_rack(
     assert sample.timestamp_s == datetime.fromisoformat("2019-08-13T04:14:33+06:00").timestamp()
 
 
+async def test_pdu_outlets_as_samples(
+    pdu_payloads: Payloads, serve_mockup: Callable[..., Any]
+) -> None:
+    server = serve_mockup(pdu_payloads)
+    # The DMTF PDU states a row, not a rack: the configured rack applies.
+    async with RedfishClient(server.url, rack_id="r12", include_outlets=True) as client:
+        samples = await client.read()
+    assert {s.kind for s in samples} == {"outlet"}
+    by_outlet = {s.server_id: s.power_w for s in samples}
+    assert len(by_outlet) == 9  # A4 and A5 report no PowerWatts
+    assert by_outlet["B3"] == 426.5
+    assert {s.rack_id for s in samples} == {"r12"}
+
+
 async def test_set_limit_through_controls_setpoint_and_read_it_back(
     rackmount_payloads: Payloads, serve_mockup: Callable[..., Any]
 ) -> None:

@@ -212,16 +212,22 @@ def test_bad_configuration_names_the_key(source: StaticPowerSource) -> None:
 async def test_one_pdu_per_rack(source: StaticPowerSource) -> None:
     racks = {"rack-a": ["srv-1"], "rack-b": ["srv-2"]}
     app = build_redfish_app(SERVERS, source, racks=racks)
+    login = {"username": AUTH[0], "password": AUTH[1]}
     with serve_in_thread(app) as emulator:
-        async with RedfishClient(emulator.url, username=AUTH[0], password=AUTH[1]) as client:
+        async with RedfishClient(emulator.url, include_outlets=True, **login) as client:
             outlets = {o.uri: o.power_w for o in await client.read_outlets()}
             switched = await client.set_outlet(
                 "/redfish/v1/PowerEquipment/RackPDUs/rack-b/Outlets/srv-2", on=False
             )
             powers = {r.chassis_uri: r.power_w for r in await client.read_power()}
-            samples = {(s.rack_id, s.server_id): s.power_w for s in await client.read()}
+            samples = {(s.kind, s.rack_id, s.server_id): s.power_w for s in await client.read()}
     # Each chassis states its rack (Location.Placement.Rack); an unpowered server reads 0 W.
-    assert samples == {("rack-a", "srv-1"): 450.0, ("rack-b", "srv-2"): 0.0}
+    assert samples == {
+        ("server", "rack-a", "srv-1"): 450.0,
+        ("server", "rack-b", "srv-2"): 0.0,
+        ("outlet", "rack-a", "srv-1"): 450.0,  # the PDU states its rack too
+        ("outlet", "rack-b", "srv-2"): 0.0,
+    }
     assert outlets == {
         "/redfish/v1/PowerEquipment/RackPDUs/rack-a/Outlets/srv-1": 450.0,
         "/redfish/v1/PowerEquipment/RackPDUs/rack-b/Outlets/srv-2": 300.0,

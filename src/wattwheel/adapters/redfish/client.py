@@ -14,7 +14,6 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -30,6 +29,7 @@ from wattwheel.adapters.redfish.codec import (
 )
 from wattwheel.adapters.redfish.discovery import discover_resources
 from wattwheel.adapters.redfish.faults import DEVICE, FaultLog
+from wattwheel.adapters.redfish.samples import outlet_samples, server_samples
 from wattwheel.adapters.redfish.values import (
     DiscoveredServer,
     JsonObject,
@@ -70,6 +70,7 @@ class RedfishClient:
         verify_tls: bool | str = True,
         session_auth: bool = False,
         rack_id: str | None = None,
+        include_outlets: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`timeout_s` bounds each request (seconds), so one slow BMC cannot stall a tick.
@@ -77,7 +78,8 @@ class RedfishClient:
         With credentials: HTTP Basic on every request, or with `session_auth` one Redfish
         session (X-Auth-Token), renewed when it expires and deleted by `aclose()`.
         `verify_tls`: check the BMC's certificate (True), against a CA file (path), or not.
-        `rack_id` is the rack of servers whose chassis does not state Location.Placement.Rack;
+        `rack_id` is the rack of servers (and PDUs) that do not state Location.Placement.Rack;
+        `include_outlets` adds PDU outlet readings to `read()` (kind "outlet");
         `clock` (epoch seconds) stamps readings the device does not time itself.
         """
         if timeout_s <= 0 or not math.isfinite(timeout_s):
@@ -102,6 +104,7 @@ class RedfishClient:
         self._last_outlets: dict[str, OutletReading] = {}
         self.inventory: RedfishInventory | None = None
         self._rack_id = rack_id
+        self._include_outlets = include_outlets
         self._clock = clock
         self._unplaced: set[str] = set()
 
@@ -221,45 +224,30 @@ class RedfishClient:
         return ServerPowerReading(server.chassis_uri, server.chassis_uri, None, stale=True)
 
     async def read(self) -> list[PowerSample]:
-        """TelemetrySource: fresh server readings as PowerSamples, `source="redfish:<url>"`.
+        """TelemetrySource: fresh readings as PowerSamples, `source="redfish:<url>"`.
 
-        Stale readings and servers reporting no value are left out: the runtime sees a missing
-        sample and applies its stale-sensor fallback, rather than an old value passed as new.
+        Servers as `kind="server"` (server_id = chassis Id), and with `include_outlets` PDU
+        outlets as `kind="outlet"`; stale or empty readings are left out (see `samples`).
         """
         readings = await self.read_power()
-        servers = (
-            {} if self.inventory is None else {s.chassis_uri: s for s in self.inventory.servers}
-        )
-        received_s = self._clock()
-        samples: list[PowerSample] = []
-        for reading in readings:
-            server = servers.get(reading.chassis_uri)
-            if reading.stale or reading.power_w is None or server is None:
-                continue
-            rack_id = server.rack or self._rack_id
-            if rack_id is None:
-                self._warn_unplaced(server.chassis_uri)
-                continue
-            samples.append(
-                PowerSample(
-                    source=f"redfish:{self.base_url}",
-                    rack_id=rack_id,
-                    server_id=server.chassis_id,
-                    timestamp_s=_epoch_s(reading.timestamp, received_s),
-                    power_w=reading.power_w,
-                    kind="server",
-                )
-            )
-        return samples
+        outlets = await self.read_outlets() if self._include_outlets else []
+        inventory = self.inventory or RedfishInventory()
+        servers = {s.chassis_uri: s for s in inventory.servers}
+        source, now_s = f"redfish:{self.base_url}", self._clock()
+        batch = server_samples(readings, servers, source, self._rack_id, now_s)
+        outlet_batch = outlet_samples(outlets, source, self._rack_id, now_s)
+        for uri in batch.unplaced + outlet_batch.unplaced:
+            self._warn_unplaced(uri)
+        return batch.samples + outlet_batch.samples
 
-    def _warn_unplaced(self, chassis_uri: str) -> None:
-        if chassis_uri not in self._unplaced:
-            self._unplaced.add(chassis_uri)
+    def _warn_unplaced(self, uri: str) -> None:
+        if uri not in self._unplaced:
+            self._unplaced.add(uri)
             logger.warning(
                 "Redfish %s%s states no rack (Location.Placement.Rack) and the client has no "
                 "rack_id: its readings are not used",
                 self.base_url,
-                chassis_uri,
+                uri,
             )
 
     async def set_power_limit(self, watts: float, chassis_uri: str | None = None) -> float | None:
@@ -332,7 +320,7 @@ class RedfishClient:
 
     async def _read_outlet(self, known: OutletReading) -> OutletReading:
         try:
-            outlet = parse_outlet(await self._get(known.uri), known.uri)
+            outlet = replace(parse_outlet(await self._get(known.uri), known.uri), rack=known.rack)
         except (httpx.HTTPError, RedfishRequestError, RedfishPayloadError) as error:
             self._failed(known.uri, f"reading outlet {known.uri}", error)
             return replace(self._last_outlets.get(known.uri, known), stale=True)
@@ -369,19 +357,6 @@ def _tls_context(verify_tls: bool | str) -> ssl.SSLContext | bool:
     if isinstance(verify_tls, str):
         return ssl.create_default_context(cafile=verify_tls)
     return verify_tls
-
-
-def _epoch_s(reading_time: str | None, default_s: float) -> float:
-    """A device's ISO 8601 reading time in epoch seconds (UTC if it gives no offset)."""
-    if reading_time is None:
-        return default_s
-    try:
-        stamp = datetime.fromisoformat(reading_time)
-    except ValueError:
-        return default_s
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp.timestamp()
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -146,7 +146,7 @@ def parse_chassis(payload: object, uri: str) -> ChassisLinks:
     return ChassisLinks(
         chassis_uri=odata_id(obj, uri),
         chassis_id=_resource_id(obj, uri),
-        rack=_placement_rack(obj, uri),
+        rack=placement_rack(obj, uri),
         power_uri=_link(obj, "Power", uri),
         power_subsystem_uri=_link(obj, "PowerSubsystem", uri),
         sensors_uri=_link(obj, "Sensors", uri),
@@ -155,9 +155,9 @@ def parse_chassis(payload: object, uri: str) -> ChassisLinks:
     )
 
 
-def _placement_rack(chassis: JsonObject, uri: str) -> str | None:
-    """`Location.Placement.Rack`: where the operator says the server sits."""
-    location = chassis.get("Location")
+def placement_rack(payload: object, uri: str) -> str | None:
+    """`Location.Placement.Rack` of a chassis or PDU: the rack the operator says it is in."""
+    location = _require_object(payload, uri).get("Location")
     if location is None:
         return None
     placement = _require_object(location, uri, "Location").get("Placement")

@@ -9,6 +9,7 @@ is reached through the links of the payload before it.
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
+from dataclasses import replace
 
 from wattwheel.adapters.redfish.codec import (
     SERVICE_ROOT_URI,
@@ -22,6 +23,7 @@ from wattwheel.adapters.redfish.codec import (
     parse_power_limit_control,
     parse_power_subsystem_capacity,
     parse_service_root,
+    placement_rack,
     power_control_members,
 )
 from wattwheel.adapters.redfish.values import (
@@ -136,12 +138,13 @@ def _discover_outlets(
     for pdu_uri in (yield from _members(rack_pdus_uri)):
         pdu = yield pdu_uri
         outlets_uri = None if pdu is None else link(pdu, "Outlets", pdu_uri)
-        if outlets_uri is None:
+        if pdu is None or outlets_uri is None:
             continue
+        rack = placement_rack(pdu, pdu_uri)
         for outlet_uri in (yield from _members(outlets_uri)):
             outlet = yield outlet_uri
             if outlet is not None:
-                outlets.append(parse_outlet(outlet, outlet_uri))
+                outlets.append(replace(parse_outlet(outlet, outlet_uri), rack=rack))
     return outlets
 
 

@@ -74,7 +74,10 @@ class PowerLimitTarget:
 
 @dataclass(frozen=True, slots=True)
 class OutletReading:
-    """One PDU outlet: power in watts (None if not reported) and on/off state."""
+    """One PDU outlet: power in watts (None if not reported) and on/off state.
+
+    `rack` is the PDU's Location.Placement.Rack when the PDU states it.
+    """
 
     uri: str
     outlet_id: str
@@ -82,6 +85,7 @@ class OutletReading:
     power_on: bool | None
     control_target: str | None
     stale: bool = False
+    rack: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

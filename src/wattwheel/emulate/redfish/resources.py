@@ -239,6 +239,7 @@ def rack_pdu(rack_id: str) -> Payload:
     body.update(
         {
             "EquipmentType": "RackPDU",
+            "Location": {"Placement": {"Rack": rack_id}},
             "Manufacturer": "wattwheel",
             "Model": "Emulated rack PDU",
             "Status": _OK,
