@@ -14,7 +14,7 @@ from wattwheel.adapters.snmp import codec
 from wattwheel.adapters.snmp.client import ApcPduClient, OutletNotSheddable, PduTarget
 from wattwheel.domain.telemetry import check_sample
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.timeout(60)]
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "snmp"
 COMMAND_LINE = re.compile(rf"^({re.escape(codec.RPDU_OUTLET_CONTROL_COMMAND)}\.\d+)\|2\|(\d+)$")

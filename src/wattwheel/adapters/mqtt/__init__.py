@@ -1,0 +1,1 @@
+"""MQTT telemetry: documented JSON payload codec, batching ingester, buffering publisher."""

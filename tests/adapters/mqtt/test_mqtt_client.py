@@ -1,0 +1,204 @@
+"""Ingester and publisher against a real Mosquitto broker started on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import aiomqtt
+import pytest
+
+from services import Mosquitto
+from wattwheel.adapters.mqtt.client import Backoff, BrokerAddress, MqttIngester, MqttPublisher
+from wattwheel.adapters.mqtt.codec import encode_sample, telemetry_filter, telemetry_topic
+from wattwheel.domain.telemetry import PowerSample
+
+pytestmark = [pytest.mark.service, pytest.mark.timeout(60)]
+
+SITE = "dc1"
+FAST = Backoff(min_s=0.05, max_s=0.2)
+
+
+class Collector:
+    """A sink that records batches; can be told to fail or to hang."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[PowerSample]] = []
+        self.fail_next = 0
+        self.hang = False
+
+    async def __call__(self, samples: list[PowerSample]) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.fail_next:
+            self.fail_next -= 1
+            raise OSError("database is down")
+        self.batches.append(samples)
+
+    @property
+    def samples(self) -> list[PowerSample]:
+        return [s for batch in self.batches for s in batch]
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def _running(runner: MqttIngester | MqttPublisher) -> AsyncIterator[None]:
+    task = asyncio.create_task(runner.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _ingester(broker: Mosquitto, sink: Collector, client_id: str = "ingest-test") -> MqttIngester:
+    return MqttIngester(
+        BrokerAddress(port=broker.port),
+        telemetry_filter(SITE),
+        sink,
+        client_id=client_id,
+        batch_max_messages=20,
+        batch_interval_s=0.05,
+        backoff=FAST,
+    )
+
+
+def _sample(i: int, rack: str = "r1") -> PowerSample:
+    return PowerSample("test", rack, f"s{i}", 1000.0 + i, float(i))
+
+
+async def _publish_raw(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
+    async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
+
+
+async def test_round_trip_in_batches(mosquitto: Mosquitto) -> None:
+    sink = Collector()
+    ingester = _ingester(mosquitto, sink)
+    async with _running(ingester):
+        await asyncio.wait_for(ingester.subscribed.wait(), 10)
+        sent = [_sample(i, f"r{i % 3}") for i in range(100)]
+        await _publish_raw(
+            mosquitto, [(telemetry_topic(SITE, s.rack_id), encode_sample(s)) for s in sent]
+        )
+        await _until(lambda: len(sink.samples) == 100)
+    assert sorted(sink.samples, key=lambda s: s.timestamp_s) == sent
+    # 100 single-sample messages, at most 20 per batch: batched, not one call per message.
+    assert 5 <= len(sink.batches) < 100
+    assert ingester.stats.messages == 100 and ingester.stats.bad_messages == 0
+
+
+async def test_malformed_payload_is_counted_skipped_and_logged_once(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = Collector()
+    ingester = _ingester(mosquitto, sink)
+    topic = telemetry_topic(SITE, "r1")
+    with caplog.at_level(logging.WARNING, logger="wattwheel.adapters.mqtt.client"):
+        async with _running(ingester):
+            await asyncio.wait_for(ingester.subscribed.wait(), 10)
+            await _publish_raw(
+                mosquitto,
+                [
+                    (topic, b"{broken"),
+                    (topic, encode_sample(_sample(1))),
+                    (topic, b'{"v":1,"ts":1,"power_w":"lots"}'),
+                    (topic, encode_sample(_sample(2))),
+                ],
+            )
+            await _until(lambda: len(sink.samples) == 2)
+    assert [s.power_w for s in sink.samples] == [1.0, 2.0]
+    assert ingester.stats.bad_messages == 2
+    malformed = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(malformed) == 1
+
+
+async def test_ingester_reconnects_after_broker_restart(mosquitto: Mosquitto) -> None:
+    sink = Collector()
+    ingester = _ingester(mosquitto, sink)
+    topic = telemetry_topic(SITE, "r1")
+    async with _running(ingester):
+        await asyncio.wait_for(ingester.subscribed.wait(), 10)
+        await _publish_raw(mosquitto, [(topic, encode_sample(_sample(1)))])
+        await _until(lambda: len(sink.samples) == 1)
+        mosquitto.kill()
+        await _until(lambda: not ingester.subscribed.is_set())
+        mosquitto.start()  # same port, empty broker (no persistence)
+        await asyncio.wait_for(ingester.subscribed.wait(), 10)
+        await _publish_raw(mosquitto, [(topic, encode_sample(_sample(2)))])
+        await _until(lambda: len(sink.samples) == 2)
+    assert ingester.stats.connections == 2
+    assert [s.power_w for s in sink.samples] == [1.0, 2.0]
+
+
+async def test_failed_sink_holds_the_batch_and_retries(mosquitto: Mosquitto) -> None:
+    sink = Collector()
+    sink.fail_next = 2
+    ingester = _ingester(mosquitto, sink)
+    topic = telemetry_topic(SITE, "r1")
+    async with _running(ingester):
+        await asyncio.wait_for(ingester.subscribed.wait(), 10)
+        await _publish_raw(mosquitto, [(topic, encode_sample(_sample(i))) for i in range(5)])
+        await _until(lambda: len(sink.samples) == 5)
+    assert ingester.stats.sink_failures == 2
+    assert [s.power_w for s in sink.samples] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+async def test_unacknowledged_messages_are_redelivered_to_the_next_ingester(
+    mosquitto: Mosquitto,
+) -> None:
+    # The first ingester receives the messages but its sink never completes, so it never
+    # acknowledges them; it then dies. The broker keeps them in the persistent session and
+    # hands them to the next ingester with the same client id.
+    stuck = Collector()
+    stuck.hang = True
+    first = _ingester(mosquitto, stuck, client_id="ingest-redeliver")
+    topic = telemetry_topic(SITE, "r1")
+    async with _running(first):
+        await asyncio.wait_for(first.subscribed.wait(), 10)
+        await _publish_raw(mosquitto, [(topic, encode_sample(_sample(i))) for i in range(3)])
+        await _until(lambda: first.stats.messages == 3)
+    assert stuck.samples == []
+    sink = Collector()
+    second = _ingester(mosquitto, sink, client_id="ingest-redeliver")
+    async with _running(second):
+        await _until(lambda: len(sink.samples) == 3)
+    assert sorted(s.power_w for s in sink.samples) == [0.0, 1.0, 2.0]
+
+
+async def test_publisher_buffers_while_broker_is_down(mosquitto: Mosquitto) -> None:
+    sink = Collector()
+    ingester = _ingester(mosquitto, sink)
+    publisher = MqttPublisher(
+        BrokerAddress(port=mosquitto.port), SITE, backoff=FAST, max_samples_per_message=7
+    )
+    async with _running(ingester), _running(publisher):
+        await asyncio.wait_for(ingester.subscribed.wait(), 10)
+        await asyncio.wait_for(publisher.connected.wait(), 10)
+        publisher.submit([_sample(i, "r1") for i in range(10)])
+        await _until(lambda: len(sink.samples) == 10)
+        mosquitto.kill()
+        await _until(lambda: not publisher.connected.is_set())
+        publisher.submit([_sample(i, f"r{i % 2}") for i in range(10, 60)])
+        await asyncio.sleep(0.3)
+        assert publisher.buffered == 50  # held in memory, nothing lost
+        mosquitto.start()
+        await _until(lambda: len({s.timestamp_s for s in sink.samples}) == 60)
+        assert publisher.buffered == 0
+    assert publisher.dropped_samples == 0
+    assert {s.power_w for s in sink.samples} == {float(i) for i in range(60)}
+
+
+async def test_publisher_drops_oldest_when_buffer_is_full() -> None:
+    publisher = MqttPublisher(BrokerAddress(port=1), SITE, max_buffered_samples=5)
+    publisher.submit([_sample(i) for i in range(8)])
+    assert publisher.buffered == 5 and publisher.dropped_samples == 3

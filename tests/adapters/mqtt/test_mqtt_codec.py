@@ -1,0 +1,80 @@
+"""The documented MQTT telemetry payload: round trips and named errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from wattwheel.adapters.mqtt.codec import (
+    MqttPayloadError,
+    decode_payload,
+    encode_sample,
+    encode_samples,
+    telemetry_filter,
+    telemetry_topic,
+)
+from wattwheel.domain.telemetry import PowerSample
+
+TOPIC = "wattwheel/dc1/telemetry/r1"
+
+
+def test_documented_single_sample_example() -> None:
+    payload = b'{"v":1,"ts":1732450000.0,"rack":"r1","server":"s1","power_w":412.5,"kind":"server"}'
+    assert decode_payload(TOPIC, payload) == [
+        PowerSample("mqtt", "r1", "s1", 1732450000.0, 412.5, "server")
+    ]
+
+
+def test_batch_round_trip_keeps_every_field() -> None:
+    samples = [
+        PowerSample("emu", "r1", "s1", 10.0, 100.0),
+        PowerSample("emu", "r1", None, 10.0, 250.5, "rack"),
+    ]
+    assert decode_payload(TOPIC, encode_samples(samples)) == samples
+    assert decode_payload(TOPIC, encode_sample(samples[1])) == samples[1:]
+
+
+def test_iso_timestamp_and_rack_from_topic() -> None:
+    payload = b'{"v":1,"ts":"2024-11-24T12:00:00Z","power_w":7}'
+    [sample] = decode_payload(TOPIC, payload)
+    assert sample.timestamp_s == 1732449600.0
+    assert (sample.rack_id, sample.server_id, sample.kind) == ("r1", None, "server")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1,2]", "must be a JSON object, got list"),
+        (b'{"ts":1,"power_w":1}', "'v' must be 1, got None"),
+        (b'{"v":2,"ts":1,"power_w":1}', "'v' must be 1, got 2"),
+        (b'{"v":1,"ts":1}', "'power_w' must be a number, got None"),
+        (b'{"v":1,"ts":1,"power_w":"412"}', "'power_w' must be a number"),
+        (b'{"v":1,"ts":1,"power_w":true}', "'power_w' must be a number"),
+        (b'{"v":1,"ts":1,"power_w":NaN}', "non-standard JSON constant NaN"),
+        (b'{"v":1,"ts":"yesterday","power_w":1}', "'ts' 'yesterday' is not ISO-8601"),
+        (b'{"v":1,"ts":"2024-11-24T12:00:00","power_w":1}', "has no time zone"),
+        (b'{"v":1,"ts":1,"power_w":1,"rack":"r2"}', "rack 'r2' does not match the topic's 'r1'"),
+        (b'{"v":1,"ts":1,"power_w":1,"kind":"toaster"}', "kind 'toaster' is not one of"),
+        (b'{"v":1,"ts":1,"power_w":1,"server":5}', "'server' must be a string"),
+        (b'{"v":1,"samples":{}}', "'samples' must be a list"),
+        (b'{"v":1,"samples":[{"ts":1,"power_w":1},3]}', r"samples\[1\]: a sample must be"),
+    ],
+)
+def test_malformed_payloads_are_named(payload: bytes, message: str) -> None:
+    with pytest.raises(MqttPayloadError, match=message):
+        decode_payload(TOPIC, payload)
+
+
+def test_topics() -> None:
+    assert telemetry_topic("dc1", "r1") == TOPIC
+    assert telemetry_filter("dc1") == "wattwheel/dc1/telemetry/+"
+    with pytest.raises(MqttPayloadError, match="rack_id 'a/b'"):
+        telemetry_topic("dc1", "a/b")
+
+
+def test_nan_is_not_encoded() -> None:
+    with pytest.raises(MqttPayloadError, match="non-finite"):
+        encode_sample(PowerSample("x", "r1", None, 1.0, math.nan))
