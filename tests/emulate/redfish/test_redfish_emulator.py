@@ -18,6 +18,7 @@ from wattwheel.domain.errors import ConfigError
 from wattwheel.emulate.redfish import (
     LimitRange,
     RunningServer,
+    SiteState,
     StaticPowerSource,
     TlsFiles,
     build_redfish_app,
@@ -358,3 +359,20 @@ def test_session_limit(emulator: RunningServer) -> None:
             for _ in range(MAX_SESSIONS + 1)
         ]
     assert statuses == [201] * MAX_SESSIONS + [503]
+
+
+def test_a_cap_binds_after_the_correction_time(source: StaticPowerSource) -> None:
+    now_s = [100.0]
+    state = SiteState(SERVERS, source, LimitRange(), cap_delay_s=2.0, monotonic=lambda: now_s[0])
+    state.set_limit("srv-1", 300.0)
+    assert state.snapshot("srv-1").consumed_w == 450.0  # still correcting
+    now_s[0] += 1.9
+    assert state.snapshot("srv-1").consumed_w == 450.0
+    state.set_limit("srv-1", 200.0)  # rewritten mid-correction: the old limit stays in force
+    now_s[0] += 1.0
+    assert state.snapshot("srv-1").consumed_w == 450.0
+    now_s[0] += 1.0
+    snapshot = state.snapshot("srv-1")
+    assert (snapshot.consumed_w, snapshot.limit_w) == (200.0, 200.0)
+    with pytest.raises(ConfigError, match="cap_delay_s"):
+        SiteState(SERVERS, source, LimitRange(), cap_delay_s=-1.0)

@@ -135,7 +135,11 @@ def power(s: ServerSnapshot) -> Payload:
             "Name": "Server Input Power",
             "PowerConsumedWatts": s.consumed_w,
             "PowerCapacityWatts": s.limits.max_w,
-            "PowerLimit": {"LimitInWatts": s.limit_w, "LimitException": "LogEventOnly"},
+            "PowerLimit": {
+                "LimitInWatts": s.limit_w,
+                "LimitException": "LogEventOnly",
+                "CorrectionInMs": round(s.cap_delay_s * 1000),
+            },
             "RelatedItem": [link(chassis_uri(s.server_id))],
             "Status": _OK,
         }

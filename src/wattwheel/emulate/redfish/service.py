@@ -387,16 +387,18 @@ def build_redfish_app(
     password: str = "wattwheel",
     limits: LimitRange | None = None,
     racks: Mapping[str, Sequence[str]] | None = None,
+    cap_delay_s: float = 0.0,
     clock: Callable[[], datetime] | None = None,
 ) -> Starlette:
     """An ASGI app serving a Redfish service for `servers` whose demand comes from `source`.
 
     Consumed power = min(demand, power limit) in watts; limits accepted within `limits`.
     `racks` (rack id -> server ids) gives each rack its own PDU; default: one PDU "1".
+    A written limit binds `cap_delay_s` seconds later (reported as `CorrectionInMs`).
     `app.state.redfish` is the `RedfishService` (its `.state` is the `SiteState`).
     """
     service = RedfishService(
-        SiteState(servers, source, limits or LimitRange(), racks),
+        SiteState(servers, source, limits or LimitRange(), racks, cap_delay_s),
         username=username,
         password=password,
         clock=clock,

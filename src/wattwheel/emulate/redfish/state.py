@@ -10,7 +10,8 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from wattwheel.domain.errors import ConfigError
@@ -46,13 +47,16 @@ class ServerSnapshot:
     outlet_on: bool
     limits: LimitRange
     rack_id: str
+    cap_delay_s: float = 0.0
 
 
 class SiteState:
     """Limits and outlet states of every emulated server; safe to use from any thread.
 
     `racks` maps a rack id to its servers; each rack gets its own PDU (one outlet per server).
-    None puts every server behind one PDU with id "1".
+    None puts every server behind one PDU with id "1". A new limit takes effect `cap_delay_s`
+    seconds after it is written (a BMC's power limiter needs time to correct; 0 = at once),
+    timed by `monotonic` (seconds).
     """
 
     def __init__(
@@ -61,7 +65,11 @@ class SiteState:
         source: PowerSource,
         limits: LimitRange,
         racks: Mapping[str, Sequence[str]] | None = None,
+        cap_delay_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not (math.isfinite(cap_delay_s) and cap_delay_s >= 0):
+            raise ConfigError("cap_delay_s", cap_delay_s, "must be a finite number >= 0 s")
         _check_ids("servers", servers)
         self.server_ids: tuple[str, ...] = tuple(servers)
         self.racks = _check_racks(racks if racks is not None else {"1": servers}, self.server_ids)
@@ -71,6 +79,10 @@ class SiteState:
         self._lock = threading.Lock()
         # Uncapped until someone writes a limit: the limit sits at the supply's maximum.
         self._limit_w = {s: limits.max_w for s in servers}
+        self.cap_delay_s = cap_delay_s
+        self._monotonic = monotonic
+        # Per server: (limit in force before the last write, when the last write happened).
+        self._previous: dict[str, tuple[float, float]] = {}
         self._outlet_on = dict.fromkeys(servers, True)
         self._source_failing = _OnceSet()
 
@@ -81,17 +93,27 @@ class SiteState:
         """The server's consumed power now: min(demand, limit), 0 W when its outlet is off."""
         with self._lock:
             limit_w = self._limit_w[server_id]
+            effective_w = self._effective_limit_w(server_id, limit_w)
             outlet_on = self._outlet_on[server_id]
         demand_w = self._demand_w(server_id)
         consumed_w: float | None
         if not outlet_on:
             consumed_w = 0.0
         elif math.isfinite(demand_w):
-            consumed_w = round(min(max(demand_w, 0.0), limit_w), 1)
+            consumed_w = round(min(max(demand_w, 0.0), effective_w), 1)
         else:
             consumed_w = None  # a broken feed shows as "no reading", never as a number
         rack_id = self._rack_of[server_id]
-        return ServerSnapshot(server_id, consumed_w, limit_w, outlet_on, self.limits, rack_id)
+        return ServerSnapshot(
+            server_id, consumed_w, limit_w, outlet_on, self.limits, rack_id, self.cap_delay_s
+        )
+
+    def _effective_limit_w(self, server_id: str, limit_w: float) -> float:
+        previous = self._previous.get(server_id)
+        if previous is None:
+            return limit_w
+        previous_w, written_s = previous
+        return limit_w if self._monotonic() - written_s >= self.cap_delay_s else previous_w
 
     def _demand_w(self, server_id: str) -> float:
         """The source's demand; a source that fails shows as "no reading" (NaN), logged once."""
@@ -107,6 +129,9 @@ class SiteState:
     def set_limit(self, server_id: str, limit_w: float | None) -> None:
         """Write a power limit in watts (None lifts it); the caller has checked the range."""
         with self._lock:
+            now_s = self._monotonic()
+            in_force_w = self._effective_limit_w(server_id, self._limit_w[server_id])
+            self._previous[server_id] = (in_force_w, now_s)
             self._limit_w[server_id] = self.limits.max_w if limit_w is None else limit_w
 
     def set_outlet(self, server_id: str, on: bool) -> None:
