@@ -69,6 +69,18 @@ def rolling_scale(filled: FloatArray, scale_rows: int) -> FloatArray:
     return np.maximum(scale, floor)
 
 
+def last_scale(filled: FloatArray, scale_rows: int) -> FloatArray:
+    """(T, S) array repeating the last row of :func:`rolling_scale` (computed alone)."""
+    tail = filled[-(scale_rows + 1) :]
+    count = tail.shape[0] - 1
+    if count > 0:
+        scale = np.abs(np.diff(tail, axis=0)).sum(axis=0) / count
+    else:
+        scale = np.zeros(filled.shape[1])
+    scale = np.maximum(scale, np.maximum(1e-3 * np.abs(filled[-1]), 1e-6))
+    return np.broadcast_to(scale, filled.shape)
+
+
 def prepare(
     timestamps_s: FloatArray,
     values: FloatArray,
@@ -76,8 +88,13 @@ def prepare(
     exog_names: Sequence[str],
     exog_stats: Mapping[str, tuple[float, float]],
     scale_rows: int,
+    last_scale_only: bool = False,
 ) -> SeriesArrays:
-    """Fill gaps and compute the per-row arrays for :func:`windows`."""
+    """Fill gaps and compute the per-row arrays for :func:`windows`.
+
+    ``last_scale_only`` computes the scale of the last row only (and repeats it): enough for
+    prediction, where the last row is the only origin, and much cheaper.
+    """
     raw = np.asarray(values, dtype=np.float64)
     filled = forward_fill(raw)
     mask = np.isfinite(raw).astype(np.float64)
@@ -91,7 +108,9 @@ def prepare(
     return SeriesArrays(
         filled=filled,
         mask=mask,
-        scale=rolling_scale(filled, scale_rows),
+        scale=last_scale(filled, scale_rows)
+        if last_scale_only
+        else rolling_scale(filled, scale_rows),
         calendar=calendar_features(np.asarray(timestamps_s, dtype=np.float64)),
         exog=ex,
     )

@@ -16,6 +16,8 @@ def forward_fill(values: FloatArray) -> FloatArray:
     """
     vals = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(vals)
+    if finite.all():
+        return vals.copy()
     n_rows = vals.shape[0]
     idx = np.where(finite, np.arange(n_rows)[:, None], -1)
     np.maximum.accumulate(idx, axis=0, out=idx)

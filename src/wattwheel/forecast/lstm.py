@@ -179,9 +179,15 @@ class LSTMForecaster:
 
     name = "lstm"
 
-    def __init__(self, config: LSTMConfig | None = None, online: bool = True) -> None:
+    def __init__(
+        self, config: LSTMConfig | None = None, online: bool = True, inference_threads: int = 1
+    ) -> None:
+        """``inference_threads``: torch threads for ``predict`` (one is fastest for a batch of
+        racks on a busy 2-core host: the extra thread mostly waits); training uses
+        ``config.num_threads``."""
         self.config = config or LSTMConfig()
         self.online = online
+        self.inference_threads = inference_threads
         self.calibrator = ResidualCalibrator(self.config.quantiles, self.config.calibration_window)
         self.state: TrainedState | None = None
         self.net: QuantileLSTM | None = None
@@ -374,7 +380,7 @@ class LSTMForecaster:
             )
         rows = min(history.values.shape[0], max(cfg.lookback, cfg.scale_rows) + 1)
         tail = history.tail(rows)
-        arrays = self._arrays(tail, future_exog)
+        arrays = self._arrays(tail, last_scale_only=True)
         n_series = tail.values.shape[1]
         origins = np.full(n_series, rows - 1, dtype=np.int64)
         series = np.arange(n_series, dtype=np.int64)
@@ -385,7 +391,7 @@ class LSTMForecaster:
             )
         x = windows(arrays, origins, series, cfg.lookback)
         fut = _future_block(arrays, future_exog, state, origins, series)
-        with _TorchThreads(cfg.num_threads), torch.no_grad():
+        with _TorchThreads(self.inference_threads), torch.no_grad():
             net.eval()
             norm = net(_t(x), _t(fut)).double().numpy()  # (S, Htrained, Q)
         last = arrays.filled[-1]
@@ -456,9 +462,7 @@ class LSTMForecaster:
         self._pending = []
 
     # ------------------------------------------------------------------------------ plumbing
-    def _arrays(
-        self, history: History, future_exog: Mapping[str, FloatArray] | None = None
-    ) -> SeriesArrays:
+    def _arrays(self, history: History, last_scale_only: bool = False) -> SeriesArrays:
         state = self._state()
         return prepare(
             history.timestamps_s,
@@ -467,6 +471,7 @@ class LSTMForecaster:
             state.exog_names,
             state.exog_stats,
             self.config.scale_rows,
+            last_scale_only,
         )
 
     def _state(self) -> TrainedState:
@@ -621,7 +626,10 @@ class _TorchThreads:
         self.before = torch.get_num_threads()
         if self.n > 0 and self.n != self.before:
             torch.set_num_threads(self.n)
+        # Denormal floats in the recurrent state can slow a CPU LSTM several-fold.
+        torch.set_flush_denormal(True)
 
     def __exit__(self, *exc: object) -> None:
+        torch.set_flush_denormal(False)
         if torch.get_num_threads() != self.before:
             torch.set_num_threads(self.before)

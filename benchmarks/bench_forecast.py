@@ -1,0 +1,109 @@
+"""Forecaster speed: batched inference for 1,000 racks x 3 horizons, and training time.
+
+Targets (issue 3): inference under 20 ms for 1,000 racks x 3 horizons on 2 cores; training on
+the three bundled Google PDUs under 3 minutes.
+
+- inference: the shipped LSTM (``wattwheel/data/models/google-pdu-lstm``) predicting 5/10/15
+  minutes ahead for 1,000 racks from a 400-row history (random-walk power around 700 kW),
+  median of ``--runs`` calls after one warm-up; once with online calibration (the default: each
+  call also scores earlier forecasts whose targets arrived) and once without; persistence and AR
+  for reference;
+- training: ``LSTMForecaster.fit`` with the shipped model's settings on the bundled
+  cella-oversub trace (Google PDUs 6/7/8 at 1,000 kW), median of ``--train-runs`` runs.
+
+    .venv/bin/python benchmarks/bench_forecast.py [--runs 20] [--train-runs 1] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wattwheel.adapters.model_artifact import load_model, shipped_model_dir
+from wattwheel.forecast.base import History
+from wattwheel.forecast.baselines import ARForecaster, PersistenceForecaster
+from wattwheel.forecast.lstm import LSTMForecaster
+from wattwheel.sim.trace_io import read_trace
+
+N_RACKS, N_ROWS = 1000, 400
+HORIZONS_S = (300.0, 600.0, 900.0)
+TRACE = Path(str(resources.files("wattwheel") / "scenarios" / "cella-oversub" / "trace.csv"))
+
+
+def racks_history(n_rows: int, step: int) -> History:
+    """1,000 racks, random walks around 700 kW, ending ``step`` rows later than step 0."""
+    rng = np.random.default_rng(0)
+    total = n_rows + 64
+    walk = 700_000.0 + np.cumsum(rng.normal(0, 2_000, (total, N_RACKS)), axis=0)
+    ts = 600.0 + 300.0 * np.arange(total)
+    sl = slice(step, step + n_rows)
+    return History(ts[sl], tuple(f"rack{i}" for i in range(N_RACKS)), walk[sl])
+
+
+def median_ms(call: Callable[[int], object], runs: int) -> float:
+    call(0)  # warm-up (allocations, first-use calibration)
+    times = []
+    for i in range(1, runs + 1):
+        t0 = time.perf_counter()
+        call(i)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def bench_inference(runs: int) -> None:
+    histories = [racks_history(N_ROWS, i) for i in range(runs + 1)]
+    for online in (False, True):
+        model = load_model(shipped_model_dir(), online=online)
+        ms = median_ms(lambda i, m=model: m.predict(histories[i], HORIZONS_S), runs)
+        label = "online calibration" if online else "frozen calibration"
+        print(f"lstm inference, {N_RACKS} racks x 3 horizons ({label}): {ms:.1f} ms median")
+    persistence = PersistenceForecaster()
+    ms = median_ms(lambda i: persistence.predict(histories[i], HORIZONS_S), runs)
+    print(f"persistence inference, {N_RACKS} racks x 3 horizons: {ms:.1f} ms median")
+    ar = ARForecaster()
+    ar.fit(histories[0])
+    ms = median_ms(lambda i: ar.predict(histories[i], HORIZONS_S), runs)
+    print(f"ar inference, {N_RACKS} racks x 3 horizons: {ms:.1f} ms median")
+
+
+def bench_training(runs: int) -> None:
+    trace = read_trace(TRACE)
+    history = History.from_trace(trace)
+    config = load_model(shipped_model_dir()).config
+    times, epochs = [], []
+    for _ in range(runs):
+        model = LSTMForecaster(config)
+        t0 = time.perf_counter()
+        model.fit(history)
+        times.append(time.perf_counter() - t0)
+        assert model.state is not None
+        epochs.append(model.state.epochs_run)
+    print(
+        f"lstm training on the 3 Google PDUs ({history.values.shape[0]} steps x "
+        f"{history.values.shape[1]} racks, {epochs[-1]} epochs incl. early stop): "
+        f"{statistics.median(times):.1f} s median of {runs}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20, help="inference calls (median)")
+    parser.add_argument("--train-runs", type=int, default=1, help="training runs (median)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench_inference(max(args.runs, 5))
+    if args.train_runs > 0:
+        bench_training(args.train_runs)
+
+
+if __name__ == "__main__":
+    main()
