@@ -46,7 +46,7 @@ def test_protocol_shapes_and_units(trained: LSTMForecaster) -> None:
     assert np.all(np.diff(fc.values, axis=2) >= 0)
 
 
-def test_horizons_between_trained_ones_are_interpolated_and_beyond_refused(
+def test_horizons_between_trained_ones_interpolated_and_beyond_widened(
     trained: LSTMForecaster,
 ) -> None:
     hist = _synthetic(seed=6)
@@ -54,8 +54,10 @@ def test_horizons_between_trained_ones_are_interpolated_and_beyond_refused(
     assert fc.values.shape == (3, 3, 3)
     lo, hi = np.minimum(fc.point[:, 0], fc.point[:, 2]), np.maximum(fc.point[:, 0], fc.point[:, 2])
     assert np.all((fc.point[:, 1] >= lo - 1e-9) & (fc.point[:, 1] <= hi + 1e-9))
-    with pytest.raises(ValueError, match="beyond"):
-        trained.predict(hist, [1800])
+    far = trained.predict(hist, [900, 1800])
+    width = far.values[:, :, 2] - far.values[:, :, 0]
+    np.testing.assert_allclose(width[:, 1] / width[:, 0], np.sqrt(2), rtol=1e-6)
+    np.testing.assert_allclose(far.point[:, 1], far.point[:, 0])
 
 
 @settings(max_examples=25, deadline=None)

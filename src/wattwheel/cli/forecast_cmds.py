@@ -348,4 +348,5 @@ def _write_plot(
         title=f"{history.series_ids[0]}: forecasts vs actuals (kW)", height=300 * len(steps)
     )
     fig.update_xaxes(title_text="hours since trace start", row=len(steps), col=1)
-    fig.write_html(out / "backtest.html", include_plotlyjs="cdn")
+    # "directory": plotly.min.js is written beside the page, so it opens offline.
+    fig.write_html(out / "backtest.html", include_plotlyjs="directory")

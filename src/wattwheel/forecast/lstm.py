@@ -364,7 +364,10 @@ class LSTMForecaster:
         """Calibrated quantiles (S, H, Q) in the history's units at ``horizons_s``.
 
         Horizons between the trained ones are interpolated linearly in steps (a zero change at
-        step 0); horizons beyond the longest trained one are refused.
+        step 0). Beyond the longest trained horizon the model knows nothing better than its last
+        horizon: the median change is held and the spread around it grows like a random walk
+        (sqrt of the step ratio), so a planner with a longer horizon still gets an honest, wider
+        band rather than an exception.
         """
         state, net = self._ready()
         _check(history)
@@ -373,11 +376,6 @@ class LSTMForecaster:
             self.update(history)
         cfg = self.config
         steps = horizon_steps(horizons_s, history.step_s)
-        if max(steps) > max(state.steps):
-            raise ValueError(
-                f"horizon {max(horizons_s):g} s is beyond the model's longest trained horizon "
-                f"({max(state.steps) * state.step_s:g} s)"
-            )
         rows = min(history.values.shape[0], max(cfg.lookback, cfg.scale_rows) + 1)
         tail = history.tail(rows)
         arrays = self._arrays(tail, last_scale_only=True)
@@ -399,7 +397,7 @@ class LSTMForecaster:
         if self.online:
             self._pending.append(_Pending(history.end_s, history.series_ids, last, scale, norm))
         calibrated = norm + self.calibrator.offsets_for(state.steps)[None, :, :]
-        at_steps = _interpolate_steps(calibrated, state.steps, steps)
+        at_steps = _interpolate_steps(calibrated, state.steps, steps, _median_index(cfg.quantiles))
         values = np.maximum.accumulate(
             last[:, None, None] + scale[:, None, None] * at_steps, axis=2
         )
@@ -568,13 +566,20 @@ def _future_block(
 
 
 def _interpolate_steps(
-    norm: FloatArray, trained: tuple[int, ...], wanted: tuple[int, ...]
+    norm: FloatArray, trained: tuple[int, ...], wanted: tuple[int, ...], anchor: int
 ) -> FloatArray:
-    """(S, H_wanted, Q) by linear interpolation in steps, with zero change at step 0."""
+    """(S, H_wanted, Q) by linear interpolation in steps, with zero change at step 0; beyond
+    the last trained step, level ``anchor`` (the median) is held and the others spread by
+    sqrt(step / last step)."""
     knots = np.array((0, *trained), dtype=np.float64)
     padded = np.concatenate([np.zeros_like(norm[:, :1]), norm], axis=1)
     out = np.empty((norm.shape[0], len(wanted), norm.shape[2]))
     for i, step in enumerate(wanted):
+        if step > knots[-1]:
+            last = padded[:, -1]
+            median = last[:, anchor : anchor + 1]
+            out[:, i] = median + (last - median) * np.sqrt(step / knots[-1])
+            continue
         j = int(np.searchsorted(knots, step))
         if knots[j] == step:
             out[:, i] = padded[:, j]
