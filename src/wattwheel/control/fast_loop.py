@@ -20,6 +20,19 @@ from wattwheel.domain.site import SiteParams
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 S_PER_H = 3600.0
+#: Under a grid ramp limit the bank holds this SoC (room to absorb swings both ways)...
+RAMP_SOC_TARGET = 0.5
+#: ...and drifts back to it at no more than this share of its rated power.
+RAMP_RECOVERY_SHARE = 0.05
+#: Time constant of the grid reference that follows demand under a ramp limit (s).
+RAMP_FILTER_TAU_S = 60.0
+#: Grid reference shift per unit of SoC error, as a share of the bank's rated power.
+RAMP_SOC_GAIN = 0.5
+
+
+def default_soc_target(site: SiteParams) -> float:
+    """Full when the bank only rides through excesses; half-full under a ramp limit."""
+    return 1.0 if site.max_grid_ramp_kw_per_s is None else RAMP_SOC_TARGET
 
 
 @dataclass(frozen=True)
@@ -34,10 +47,15 @@ class Targets:
     repay_kw: FloatArray
 
     @staticmethod
-    def reactive(n_domains: int) -> Targets:
+    def reactive(n_domains: int, soc_target: float = 1.0) -> Targets:
         z = np.zeros(n_domains)
         return Targets(
-            np.ones(n_domains), np.zeros(n_domains, dtype=bool), z, z.copy(), z.copy(), z.copy()
+            np.full(n_domains, soc_target),
+            np.zeros(n_domains, dtype=bool),
+            z,
+            z.copy(),
+            z.copy(),
+            z.copy(),
         )
 
 
@@ -74,7 +92,7 @@ def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decisio
     chg, dis_down = _recharge(site, obs, targets.soc_target, headroom)
     repay = np.minimum(np.maximum(targets.repay_kw, 0.0), np.maximum(headroom - chg, 0.0))
     kes_kw = np.where(over, dis, dis_down - chg)
-    kes_kw = _ramp_limit(site, obs, net_kw + repay - res_kw - cap, kes_kw)
+    kes_kw = _ramp_limit(site, obs, net_kw + repay - res_kw - cap, kes_kw, targets.soc_target)
 
     want_reserve = targets.reserve_arm | (left > 1e-9) | (live & (rem > 1e-9))
     reserve_on = _reserve_overrides(obs, want_reserve)
@@ -130,26 +148,46 @@ def _recharge(
     dt_h = obs.dt_s / S_PER_H
     gap_kwh = (soc_target - obs.kes_soc) * kes.capacity_kwh
     chg_rate = np.maximum(gap_kwh, 0.0) / kes.charge_efficiency / dt_h
+    if site.max_grid_ramp_kw_per_s is not None:
+        # Under a ramp limit the bank is a buffer both ways: drift back to target gently so
+        # the correction itself does not become a ramp.
+        gentle = RAMP_RECOVERY_SHARE * kes.rated_power_kw
+        chg_rate = np.minimum(chg_rate, gentle)
     chg = np.minimum(np.minimum(chg_rate, obs.kes_max_charge_kw), headroom_kw)
     dis_rate = np.maximum(-gap_kwh, 0.0) * kes.discharge_efficiency / dt_h
+    if site.max_grid_ramp_kw_per_s is not None:
+        dis_rate = np.minimum(dis_rate, RAMP_RECOVERY_SHARE * kes.rated_power_kw)
     dis = np.minimum(dis_rate, obs.kes_max_discharge_kw)
     return np.maximum(chg, 0.0), np.maximum(dis, 0.0)
 
 
 def _ramp_limit(
-    site: SiteParams, obs: Observation, grid_before_kes_kw: FloatArray, kes_kw: FloatArray
+    site: SiteParams,
+    obs: Observation,
+    grid_before_kes_kw: FloatArray,
+    kes_kw: FloatArray,
+    soc_target: FloatArray,
 ) -> FloatArray:
-    """Use the flywheel to keep the grid ramp within the site limit (never above primary)."""
+    """Under a grid ramp limit the flywheel makes the grid follow a smoothed demand.
+
+    The grid reference moves from last period's draw toward the load by a first-order filter
+    (time constant ``RAMP_FILTER_TAU_S``), nudged by the SoC error so the bank drifts back to
+    its target, then clipped to the ramp limit and to primary capacity; the flywheel supplies
+    or absorbs the difference. Without a limit the setpoint is returned unchanged."""
     ramp = site.max_grid_ramp_kw_per_s
     if ramp is None:
         return kes_kw
+    last = obs.last_grid_kw
+    alpha = min(1.0, obs.dt_s / RAMP_FILTER_TAU_S)
+    reference = last + alpha * (grid_before_kes_kw - last)
+    reference += RAMP_SOC_GAIN * (soc_target - obs.kes_soc) * site.kes.rated_power_kw
     step = ramp * obs.dt_s
-    lo = obs.last_grid_kw - step
-    hi = np.minimum(obs.last_grid_kw + step, site.primary_kw)
-    grid = grid_before_kes_kw - kes_kw
-    want = kes_kw + np.maximum(grid - hi, 0.0) - np.maximum(lo - grid, 0.0)
-    # A charge that would push the grid above primary is not allowed.
-    want = np.maximum(want, grid_before_kes_kw - site.primary_kw)
+    grid = np.clip(reference, last - step, np.minimum(last + step, site.primary_kw))
+    # Safety wins: never leave more on the feed than primary capacity can carry.
+    grid = np.minimum(grid, site.primary_kw)
+    # The bank supplies the load; it does not export to the grid.
+    grid = np.maximum(grid, np.minimum(0.0, grid_before_kes_kw))
+    want = grid_before_kes_kw - grid
     return np.clip(want, -obs.kes_max_charge_kw, obs.kes_max_discharge_kw)
 
 

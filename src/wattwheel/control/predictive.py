@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wattwheel.control.base import RESERVE_OFF, Decision, Observation
-from wattwheel.control.fast_loop import Targets, safety_loop
+from wattwheel.control.fast_loop import Targets, default_soc_target, safety_loop
 from wattwheel.control.planner import Plan, PlanInputs, soc_floor, solve_plan
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
@@ -65,15 +65,19 @@ class PredictivePolicy:
         targets = (
             self._targets(state.plan)
             if fresh and state.plan
-            else Targets.reactive(self.site.n_domains)
+            else Targets.reactive(self.site.n_domains, default_soc_target(self.site))
         )
         decision = safety_loop(self.site, obs, targets)
         self._remember_shift(obs, state, decision)
         return decision, state
 
     def _targets(self, plan: Plan) -> Targets:
+        soc_target = plan.soc_target
+        if self.site.max_grid_ramp_kw_per_s is not None:
+            # Under a ramp limit the bank's SoC serves the swing buffer, not the plan.
+            soc_target = np.full(self.site.n_domains, default_soc_target(self.site))
         return Targets(
-            soc_target=plan.soc_target,
+            soc_target=soc_target,
             reserve_arm=plan.reserve_arm,
             shift_out_kw=plan.shift_out_kw,
             shift_in_kw=plan.shift_in_kw,

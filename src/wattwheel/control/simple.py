@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from wattwheel.control.base import Decision, Observation
-from wattwheel.control.fast_loop import Targets, safety_loop
+from wattwheel.control.fast_loop import Targets, default_soc_target, safety_loop
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
 
@@ -77,4 +77,5 @@ class ReactivePolicy:
     def decide(
         self, obs: Observation, state: Any, forecast: Forecast | None
     ) -> tuple[Decision, Any]:
-        return safety_loop(self.site, obs, Targets.reactive(self.site.n_domains)), None
+        targets = Targets.reactive(self.site.n_domains, default_soc_target(self.site))
+        return safety_loop(self.site, obs, targets), None

@@ -75,6 +75,9 @@ class Plant:
 
     # -- what the controller can see -------------------------------------------------------
     def observe(self, now_s: float, demand_kw: FloatArray, critical_kw: FloatArray) -> Observation:
+        if self.step_index == 0:
+            # Before the first step the feed was carrying the load as it stood.
+            self.last_grid_kw = demand_kw.astype(float).copy()
         slot = self.step_index % self._shift_out.shape[0]
         kes = self.site.kes
         return Observation(
