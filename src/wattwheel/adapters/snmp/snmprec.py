@@ -10,7 +10,7 @@ Tags (ASN.1 / SNMP application types): 2 INTEGER, 4 OCTET STRING (``4x`` = hex e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from wattwheel.adapters.snmp.codec import SnmpValue
@@ -69,17 +69,25 @@ def snmprec_values(records: Iterable[SnmprecRecord]) -> dict[str, SnmpValue]:
     return {r.oid: r.value() for r in records}
 
 
-def format_snmprec(values: Mapping[str, int | bytes | str]) -> str:
+def format_snmprec(
+    values: Mapping[str, int | bytes | str], writecache: Collection[str] = ()
+) -> str:
     """Render OID -> value as ``.snmprec`` text, sorted by OID as snmpsim requires.
 
     ints become INTEGER (tag 2), bytes become hex OCTET STRING (4x), str becomes OCTET STRING.
+    INTEGER OIDs listed in ``writecache`` are made writable with snmpsim's ``writecache``
+    variation (``OID|2:writecache|value=N``).
     """
     lines: list[str] = []
     for oid in sorted(values, key=oid_key):
         value = values[oid]
         if isinstance(value, bool) or not isinstance(value, int | bytes | str):
             raise SnmprecError(f"{oid}: cannot encode {type(value).__name__} {value!r}")
-        if isinstance(value, int):
+        if oid in writecache:
+            if not isinstance(value, int):
+                raise SnmprecError(f"{oid}: only INTEGER objects can be made writable")
+            lines.append(f"{oid}|2:writecache|value={value}")
+        elif isinstance(value, int):
             lines.append(f"{oid}|2|{value}")
         elif isinstance(value, bytes):
             lines.append(f"{oid}|4x|{value.hex()}")
