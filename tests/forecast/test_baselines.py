@@ -11,7 +11,7 @@ from wattwheel.forecast.baselines import (
     PersistenceForecaster,
     SeasonalNaiveForecaster,
 )
-from wattwheel.forecast.calibration import horizon_steps
+from wattwheel.forecast.calibration import ResidualCalibrator, horizon_steps
 
 
 def _history(values: np.ndarray, step_s: float = 300.0) -> History:
@@ -124,3 +124,15 @@ def test_step_mismatch_after_fit_is_rejected() -> None:
     f.fit(_history(np.sin(np.arange(500) / 5.0) + 2.0))
     with pytest.raises(ValueError, match="refit"):
         f.predict(_history(np.ones(100), step_s=10.0), [300])
+
+
+def test_calibrator_window_keeps_the_newest_residuals() -> None:
+    cal = ResidualCalibrator((0.05, 0.5, 0.95), window=100)
+    cal.add(1, np.arange(70, dtype=np.float64))
+    cal.add(1, np.arange(70, 150, dtype=np.float64))
+    assert cal.count(1) == 100
+    rows = np.asarray(cal.state()["1"])
+    np.testing.assert_array_equal(rows[:, 0], np.arange(50, 150))
+    assert cal.offsets(1)[1] == pytest.approx(99.5)
+    # Conformal rank at 0.95 with n = 100: ceil(101 * 0.95) = 96th smallest = 145.
+    assert cal.offsets(1)[2] == 145.0

@@ -56,8 +56,37 @@ def series_scale(values: FloatArray, rows: int = SCALE_ROWS) -> FloatArray:
     return np.where((count > 0) & (scale > MIN_SCALE), scale, 1.0)
 
 
+class _Ring:
+    """A fixed-capacity (capacity, Q) buffer that overwrites its oldest rows."""
+
+    def __init__(self, capacity: int, n_q: int) -> None:
+        self.data = np.empty((capacity, n_q))
+        self.size = 0
+        self.pos = 0
+
+    def extend(self, rows: FloatArray) -> None:
+        cap = self.data.shape[0]
+        rows = rows[-cap:]
+        n = rows.shape[0]
+        first = min(n, cap - self.pos)
+        self.data[self.pos : self.pos + first] = rows[:first]
+        self.data[: n - first] = rows[first:]
+        self.pos = (self.pos + n) % cap
+        self.size = min(self.size + n, cap)
+
+    def rows(self) -> FloatArray:
+        """The stored rows, oldest first."""
+        if self.size < self.data.shape[0]:
+            return self.data[: self.size]
+        return np.concatenate([self.data[self.pos :], self.data[: self.pos]])
+
+
 class ResidualCalibrator:
     """Rolling pools of normalised residuals, one per horizon step, giving quantile offsets.
+
+    Offsets are recomputed once the pool has taken in 1 % of its window since the last
+    computation (or at once while the pool is small), so an online update on every forecast
+    costs a copy, not a sort.
 
     Args:
         quantiles: Q increasing levels in (0, 1).
@@ -74,8 +103,9 @@ class ResidualCalibrator:
             raise ValueError(f"calibration window must be at least 1, got {window}")
         self.quantiles = tuple(float(q) for q in qs)
         self.window = window
-        self._pools: dict[int, FloatArray] = {}
+        self._pools: dict[int, _Ring] = {}
         self._offsets: dict[int, FloatArray] = {}
+        self._fresh: dict[int, int] = {}
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -84,7 +114,7 @@ class ResidualCalibrator:
 
     def count(self, step: int) -> int:
         pool = self._pools.get(step)
-        return 0 if pool is None else int(pool.shape[0])
+        return 0 if pool is None else pool.size
 
     def add(self, step: int, residuals: FloatArray) -> None:
         """Append normalised residuals for ``step``: shape (N,) (point model) or (N, Q)."""
@@ -97,21 +127,24 @@ class ResidualCalibrator:
         res = res[np.all(np.isfinite(res), axis=1)]
         if res.shape[0] == 0:
             return
-        old = self._pools.get(step)
-        pool = res if old is None else np.concatenate([old, res])
-        self._pools[step] = pool[-self.window :]
-        self._offsets.pop(step, None)
+        pool = self._pools.get(step)
+        if pool is None:
+            pool = self._pools[step] = _Ring(self.window, len(self.quantiles))
+        pool.extend(res)
+        self._fresh[step] = self._fresh.get(step, 0) + res.shape[0]
 
     def offsets(self, step: int) -> FloatArray:
         """(Q,) normalised offsets to add at each level; zeros when nothing is known yet."""
-        cached = self._offsets.get(step)
-        if cached is not None:
-            return cached
         pool = self._pools.get(step)
         if pool is None:
             return np.zeros(len(self.quantiles))
-        out = np.array([_conformal_quantile(pool[:, j], q) for j, q in enumerate(self.quantiles)])
+        cached = self._offsets.get(step)
+        if cached is not None and self._fresh.get(step, 0) < max(1, pool.size // 100):
+            return cached
+        data = pool.data[: pool.size]
+        out = np.array([_conformal_quantile(data[:, j], q) for j, q in enumerate(self.quantiles)])
         self._offsets[step] = out
+        self._fresh[step] = 0
         return out
 
     def offsets_for(self, steps: Iterable[int]) -> FloatArray:
@@ -119,12 +152,11 @@ class ResidualCalibrator:
         return np.stack([self.offsets(s) for s in steps])
 
     def state(self) -> dict[str, list[list[float]]]:
-        """Plain-data snapshot (for saving next to a model)."""
-        return {str(k): v.tolist() for k, v in self._pools.items()}
+        """Plain-data snapshot, oldest residuals first (for saving next to a model)."""
+        return {str(k): v.rows().tolist() for k, v in self._pools.items()}
 
     def load_state(self, state: dict[str, list[list[float]]]) -> None:
-        self._pools = {}
-        self._offsets = {}
+        self._pools, self._offsets, self._fresh = {}, {}, {}
         for key, rows in state.items():
             self.add(int(key), np.asarray(rows, dtype=np.float64).reshape(-1, len(self.quantiles)))
 
