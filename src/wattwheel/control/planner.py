@@ -28,6 +28,7 @@ from wattwheel.domain.site import SiteParams
 
 FloatArray = NDArray[np.float64]
 S_PER_H = 3600.0
+SHORTFALL_SHARE_OF_CAP = 0.05
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,19 @@ def solve_plan(site: SiteParams, inputs: PlanInputs, lead_blocks: int) -> Plan |
 
 
 class _Builder:
-    def __init__(self, site: SiteParams, inp: PlanInputs, lead_blocks: int) -> None:
+    def __init__(
+        self,
+        site: SiteParams,
+        inp: PlanInputs,
+        lead_blocks: int,
+        block_s: float | None = None,
+        relaxed: bool = False,
+    ) -> None:
         self.site, self.inp = site, inp
         self.n_dom, self.n_blk = inp.demand_kw.shape
-        self.dt_h = site.plan_period_s / S_PER_H
+        self.block_s = site.plan_period_s if block_s is None else block_s
+        self.relaxed = relaxed
+        self.dt_h = self.block_s / S_PER_H
         self.lead = lead_blocks
         self.lp = LinearProgram()
         self._variables()
@@ -102,7 +112,13 @@ class _Builder:
         self.chg = lp.add_vars(D * K, 0.0, p_kes, cost_chg)
         self.energy = lp.add_vars(D * K, 0.0, np.repeat(kes.capacity_kwh, K))  # end of block
         floor_kwh = np.repeat(soc_floor(s) * kes.capacity_kwh, K)
-        self.short = lp.add_vars(D * K, 0.0, floor_kwh, 0.5 * self._cost("capped_energy_kwh") * 0.1)
+        # Dipping below the safety floor is priced at a twentieth of capping per kWh and block:
+        # worth it to avoid capping, not to save a little standby loss. With perfect foresight
+        # (the offline optimum) there are no surprises to keep energy for.
+        short_cost = (
+            0.0 if self.relaxed else SHORTFALL_SHARE_OF_CAP * self._cost("capped_energy_kwh")
+        )
+        self.short = lp.add_vars(D * K, 0.0, floor_kwh, short_cost)
         cap_hi = (inp.noncritical_kw * (1 - s.flex.cap_floor_fraction)[:, None]).ravel()
         self.cap = lp.add_vars(D * K, 0.0, cap_hi, dt_h * self._cost("capped_energy_kwh"))
         allowed = np.repeat(inp.reserve_allowed.astype(float), K)
@@ -110,7 +126,11 @@ class _Builder:
             D * K, 0.0, s.reserve.capacity_kw * allowed, dt_h * self._cost("reserve_energy_kwh")
         )
         self.on = lp.add_vars(
-            D * K, 0.0, allowed, dt_h * S_PER_H * self._cost("reserve_seconds"), integer=True
+            D * K,
+            0.0,
+            allowed,
+            dt_h * S_PER_H * self._cost("reserve_seconds"),
+            integer=not self.relaxed,
         )
         self.start = lp.add_vars(D * K, 0.0, allowed, self._cost("reserve_activations"))
         shift_hi = np.repeat(s.flex.shift_max_kw, K)
@@ -142,8 +162,8 @@ class _Builder:
         a, b = self._loss_coefs()
         kes = s.kes
         floor_kwh = soc_floor(s) * kes.capacity_kwh
-        delay_frac = min(1.0, s.reserve.start_delay_s / s.plan_period_s)
-        min_on_blocks = max(int(math.ceil(s.reserve.min_on_s / s.plan_period_s)), 1)
+        delay_frac = min(1.0, s.reserve.start_delay_s / self.block_s)
+        min_on_blocks = max(int(math.ceil(s.reserve.min_on_s / self.block_s)), 1)
         big = s.reserve.capacity_kw
         for d in range(D):
             for k in range(K):
@@ -186,7 +206,7 @@ class _Builder:
                     lp.add_row([self.start[i], self.on[i]], [1, -1], lo=-prev_on)
                 for j in range(max(0, k - min_on_blocks + 1), k + 1):
                     lp.add_row([self.on[i], self.start[d * K + j]], [1, -1], lo=0.0)
-                if inp.reserve_on[d] and k * s.plan_period_s < inp.reserve_min_on_left_s[d]:
+                if inp.reserve_on[d] and k * self.block_s < inp.reserve_min_on_left_s[d]:
                     lp.add_row([self.on[i]], [1], lo=1.0)
                 # Shifts: only what leaves the non-critical load; fixed before the lead time.
                 lp.add_row(

@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wattwheel.control.base import Policy
+from wattwheel.control.offline import MAX_CELLS, OfflineOptimumPolicy, solve_offline
 from wattwheel.control.registry import make_policy
+from wattwheel.domain.errors import WattwheelError
 from wattwheel.forecast.base import Forecaster, History
 from wattwheel.forecast.baselines import PersistenceForecaster
 from wattwheel.sim.scenario import Scenario
 from wattwheel.sim.simulator import SimResult, simulate
 
-ALL_POLICIES = ("none", "reactive", "seed", "predictive", "oracle")
+ALL_POLICIES = ("none", "reactive", "seed", "predictive", "oracle", "optimum")
 #: Share of the trace the baseline forecaster calibrates its residual quantiles on.
 CALIBRATION_SHARE = 0.2
 
@@ -41,6 +44,17 @@ def baseline_forecaster(scenario: Scenario) -> Forecaster:
     return fc
 
 
+def offline_policy(scenario: Scenario) -> OfflineOptimumPolicy | None:
+    """The whole-trace optimum replayed as a policy, or None where it is not tractable."""
+    noncritical = scenario.demand_kw - scenario.critical_kw
+    schedule = solve_offline(scenario.site, scenario.demand_kw, noncritical, scenario.dt_s)
+    if schedule is None:
+        return None
+    return OfflineOptimumPolicy(
+        scenario.site, schedule, float(scenario.timestamps_s[0]), scenario.dt_s
+    )
+
+
 def run_policy(
     scenario: Scenario,
     name: str,
@@ -48,11 +62,21 @@ def run_policy(
     progress: Callable[[int], None] | None = None,
 ) -> SimResult:
     base = name.split("+")[0]
-    policy = make_policy(base, scenario.site)
+    policy: Policy
+    if base == "optimum":
+        offline = offline_policy(scenario)
+        if offline is None:
+            raise WattwheelError("the offline optimum is not tractable for this trace")
+        policy = offline
+    else:
+        policy = make_policy(base, scenario.site)
     policy.name = name
-    return simulate(
+    result = simulate(
         scenario, policy, forecaster=forecaster, oracle=(base == "oracle"), progress=progress
     )
+    if isinstance(policy, OfflineOptimumPolicy):
+        result.site_metrics["lp_lower_bound"] = policy.schedule.lower_bound
+    return result
 
 
 def run_bench(
@@ -71,8 +95,10 @@ def run_bench(
             plan.append((name, fc, getattr(fc, "name", type(fc).__name__)))
             if name == "predictive" and model_forecaster is not None:
                 plan.append(("predictive+persistence", baseline, "persistence"))
+        elif name == "optimum" and scenario.demand_kw.size > MAX_CELLS:
+            continue  # not tractable: skipped, and the report says so by its absence
         else:
-            plan.append((name, None, "truth" if name == "oracle" else "-"))
+            plan.append((name, None, "truth" if name in ("oracle", "optimum") else "-"))
     results: dict[str, SimResult] = {}
     names: dict[str, str] = {}
     steps = scenario.demand_kw.shape[0]
