@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, RESERVE_STARTING, Decision
 from wattwheel.control.simple import NonePolicy
@@ -275,3 +277,55 @@ def test_shifted_work_arrives_with_per_domain_lead_times() -> None:
     grids = run_shift(s, out=[10, 0], inn=[0, 10])
     np.testing.assert_allclose(grids.sum(axis=1), 150.0)
     assert grids[:, 1].max() == pytest.approx(60.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 40.0), st.floats(0.0, 40.0), st.floats(60.0, 120.0)),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_deferred_work_is_never_lost_nor_late(steps: list[tuple[float, float, float]]) -> None:
+    """Whatever a policy asks: nothing is repaid that was not deferred, and everything deferred
+    is repaid by its deadline (3 steps)."""
+    s = deferral_site()
+    plant = Plant(s, DT_S)
+    deferred, repaid = [], []
+    for t, (defer, repay, d_a) in enumerate(steps):
+        demand = np.array([d_a, 50.0])
+        plant.observe(t * DT_S, demand, 0.7 * demand)
+        rec = plant.step(demand, 0.7 * demand, decision(defer_kw=[defer, 0], repay_kw=[repay, 0]))
+        deferred.append(float(rec.defer_kw[0]) * KWH)
+        repaid.append(float(rec.repay_kw[0]) * KWH)
+    cum_d, cum_r = np.cumsum(deferred), np.cumsum(repaid)
+    assert np.all(cum_r <= cum_d + 1e-9)
+    deadline = 3
+    for t in range(deadline, len(steps)):
+        assert cum_r[t] >= cum_d[t - deadline] - 1e-9
+    left = plant.observe(len(steps) * DT_S, np.array([0.0, 0.0]), np.zeros(2)).debt_kwh[0]
+    assert left == pytest.approx(cum_d[-1] - cum_r[-1], abs=1e-9)
+    assert totals(plant, "deferred_energy_kwh")[0] == pytest.approx(cum_d[-1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 30.0), st.floats(0.0, 1.0), st.floats(20.0, 120.0)),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_balanced_shifts_conserve_work(steps: list[tuple[float, float, float]]) -> None:
+    """Shifts commanded A → B (equal lead times): the site always draws its whole demand, and
+    what B receives is what A gave, never more than A's non-critical load."""
+    plant = Plant(site(), DT_S)
+    for t, (kw, crit_share, d_a) in enumerate(steps + [(0.0, 0.5, 80.0)] * 3):
+        demand = np.array([d_a, 50.0])
+        crit = demand * np.array([crit_share, 0.7])
+        plant.observe(t * DT_S, demand, crit)
+        rec = plant.step(demand, crit, decision(shift_out_kw=[kw, 0], shift_in_kw=[0, kw]))
+        assert float(rec.grid_kw.sum()) == pytest.approx(float(demand.sum()), abs=1e-9)
+        assert rec.shift_in_kw[1] == pytest.approx(rec.shift_out_kw[0], abs=1e-9)
+        assert rec.shift_out_kw[0] <= d_a - crit[0] + 1e-9
