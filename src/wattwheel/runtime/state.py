@@ -14,8 +14,8 @@ import bisect
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -271,7 +271,7 @@ class LiveState:
                 ring = self._history.setdefault(s.domain_id, deque(maxlen=self._history_len))
                 ring.append(s)
                 self.last_tick_s = s.timestamp_s
-        self._publish("domains", {"domains": [_jsonable(asdict(s)) for s in snaps]})
+        self._publish("domains", lambda: {"domains": [jsonable(s) for s in snaps]})
 
     def update_racks(self, racks: Iterable[RackSnapshot]) -> None:
         """Replace the latest reading and cap of each given rack."""
@@ -279,7 +279,7 @@ class LiveState:
         with self._lock:
             for r in rows:
                 self._racks[r.rack_id] = r
-        self._publish("racks", {"racks": [_jsonable(asdict(r)) for r in rows]})
+        self._publish("racks", lambda: {"racks": [jsonable(r) for r in rows]})
 
     def record_decisions(self, records: Iterable[DecisionRecord]) -> None:
         rows = list(records)
@@ -287,12 +287,12 @@ class LiveState:
             self._decisions.extend(rows)
             if rows:
                 self.policy = rows[-1].policy
-        self._publish("decisions", {"decisions": [_jsonable(asdict(r)) for r in rows]})
+        self._publish("decisions", lambda: {"decisions": [jsonable(r) for r in rows]})
 
     def record_event(self, event: EventRecord) -> None:
         with self._lock:
             self._events.append(event)
-        self._publish("event", _jsonable(asdict(event)))
+        self._publish("event", lambda: jsonable(event))
 
     def record_tick(self, latency_s: float) -> None:
         """One fast-loop tick took ``latency_s`` seconds."""
@@ -315,7 +315,7 @@ class LiveState:
             changed = mode != self.mode
             self.mode = mode
         if changed:
-            self._publish("mode", {"mode": mode})
+            self._publish("mode", lambda: {"mode": mode})
 
     # ---- reader side (the API) ----
 
@@ -370,29 +370,33 @@ class LiveState:
         with self._lock:
             return len(self._subs)
 
-    def _publish(self, kind: str, payload: dict[str, Any]) -> None:
+    def _publish(self, kind: str, payload: Callable[[], dict[str, Any]]) -> None:
+        """Send ``(kind, payload())`` to every subscriber; the payload is only built (once) when
+        someone listens, so a loop with no SSE client pays nothing."""
         with self._lock:
             subs = list(self._subs)
+        if not subs:
+            return
+        message = (kind, payload())
         for sub in subs:
-            sub.deliver((kind, payload))
-
-
-def _jsonable(obj: Any) -> Any:
-    """NaN/inf become None so the payload is valid JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
+            sub.deliver(message)
 
 
 def jsonable(obj: Any) -> Any:
-    """A dataclass (or nested dict/list) as JSON-safe plain values (NaN -> None)."""
+    """A dataclass (or nested dict/list/tuple of them) as JSON-safe plain values (NaN -> None).
+
+    Walks ``vars()`` rather than ``dataclasses.asdict`` (which deep-copies): the loop publishes
+    a thousand rack rows per tick.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     if hasattr(obj, "__dataclass_fields__"):
-        return _jsonable(asdict(obj))
-    return _jsonable(obj)
+        return {k: jsonable(v) for k, v in vars(obj).items()}
+    if isinstance(obj, Mapping):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj
 
 
 # ---------------------------------------------------------------- operator overrides
