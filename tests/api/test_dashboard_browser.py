@@ -43,7 +43,8 @@ def test_dashboard_renders_live_data(tmp_path: Path) -> None:
     with ServerThread(app) as srv, sync_api.sync_playwright() as pw:
         producer.start()
         pin = {"scope": "rack", "target": "row-a-r0", "cap_kw": 100.0, "reason": "hot aisle"}
-        while not state.racks():
+        deadline = time.monotonic() + 10
+        while not state.racks() and time.monotonic() < deadline:
             time.sleep(0.05)
         r = httpx.post(f"{srv.url}/api/v1/overrides/cap", json=pin, headers=auth(OPERATOR))
         assert r.status_code == 201
