@@ -29,8 +29,9 @@ def _producer(state: LiveState, store: MemoryStore, stop: threading.Event) -> No
     t0 = time.time() - 120
     for k in range(120):  # a 2-minute history at 1 s ticks, so the chart has a shape
         feed(state, store, t0 + k, k)
-    while not stop.wait(0.5):
-        feed(state, store, time.time(), int(time.time() - t0))
+    while not stop.wait(1.0):
+        k += 1
+        feed(state, store, time.time(), k)
 
 
 def test_dashboard_renders_live_data(tmp_path: Path) -> None:
@@ -82,6 +83,9 @@ def test_dashboard_renders_live_data(tmp_path: Path) -> None:
                 timeout=10_000,
             )  # the pinned cap arrives with the next status poll
             assert "olga pinned rack row-a-r0 at 100 kW" in page.inner_text("#events")
+            assert "rack row-a-r0 pinned at 100.0 kW — olga: hot aisle" in page.inner_text(
+                "#overrides"
+            )
             assert errors == []
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)

@@ -111,6 +111,29 @@ function renderEvents() {
   }));
 }
 
+function describeOverride(o) {
+  const what = o.kind === "pin_cap" ? `${o.scope} ${o.target} pinned at ${fmt(o.cap_kw)} kW`
+    : o.kind === "reserve" ? `reserve ${o.action} on ${o.target}` : "maintenance mode";
+  const until = o.expires_s ? ` until ${timeOf(o.expires_s)}` : "";
+  return `${what} — ${o.actor}: ${o.reason}${until}`;
+}
+
+function renderOverrides(list) {
+  const items = list.map(o => {
+    const li = document.createElement("li");
+    li.className = "override";
+    li.textContent = describeOverride(o);
+    return li;
+  });
+  if (!items.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = "none";
+    items.push(li);
+  }
+  $("#overrides").replaceChildren(...items);
+}
+
 function renderMode() {
   const m = $("#mode");
   m.textContent = model.mode || "…";
@@ -173,6 +196,7 @@ async function pollStatus() {
     $("#latency").textContent = lat.count ? `loop p50 ${fmt(lat.p50)} ms · p99 ${fmt(lat.p99)} ms` : "";
     const pins = await getJSON("/racks");
     for (const r of pins.racks) model.racks[r.rack_id] = r;
+    renderOverrides((await getJSON("/overrides")).overrides);
     queueRender();
   } catch (err) {
     const msg = String(err.message || err);
