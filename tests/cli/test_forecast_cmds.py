@@ -91,3 +91,52 @@ def test_backtest_rejects_a_corrupt_model(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "not a wattwheel-forecast-model" in result.output
+
+
+def test_train_and_backtest_with_a_feed(tmp_path: Path) -> None:
+    a = _trace(tmp_path / "a.csv", ("r1", "r2"), seed=1, n_rows=500)
+    test = _trace(tmp_path / "test.csv", ("x",), seed=3, n_rows=300)
+    feed = tmp_path / "weather.csv"
+    rows = [f"{t},{20 + (t // 3600) % 5}" for t in range(0, 500 * 300, 900)]
+    feed.write_text("timestamp,temp_c\n" + "\n".join(rows) + "\n")
+    model = tmp_path / "model"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--trace",
+            str(a),
+            "--out",
+            str(model),
+            "--epochs",
+            "1",
+            "--lookback",
+            "8",
+            "--hidden",
+            "4",
+            "--exog",
+            str(feed),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads((model / "metadata.json").read_text())
+    assert meta["model"]["trained"]["exog_names"] == ["temp_c"]
+    assert "--exog" in meta["command"]
+    out = tmp_path / "bt"
+    args = ["backtest", "--model", str(model), "--trace", str(test), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--stride", "9", "--ar-lags", "4", "--exog", str(feed)])
+    assert result.exit_code == 0, result.output
+    # Without the feed the model cannot run: a clear error, not a crash.
+    result = runner.invoke(app, [*args, "--stride", "9"])
+    assert result.exit_code == 2 and "temp_c" in result.output
+
+
+def test_bad_feed_is_named(tmp_path: Path) -> None:
+    a = _trace(tmp_path / "a.csv", ("r1",), seed=1, n_rows=300)
+    feed = tmp_path / "bad.csv"
+    feed.write_text("timestamp,temp_c\n0,20\n300,warm\n")
+    result = runner.invoke(
+        app, ["train", "--trace", str(a), "--out", str(tmp_path / "m"), "--exog", str(feed)]
+    )
+    assert result.exit_code == 2
+    assert "line 3" in result.output and "temp_c" in result.output

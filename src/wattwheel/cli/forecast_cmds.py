@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import pandas as pd
 import typer
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -35,16 +37,25 @@ from wattwheel.cli import app
 from wattwheel.domain.errors import WattwheelError
 from wattwheel.domain.trace import Trace
 from wattwheel.forecast.backtest import BacktestRun, naive_scale, rolling_origin, score
-from wattwheel.forecast.base import Forecaster, History
+from wattwheel.forecast.base import FloatArray, Forecaster, History
 from wattwheel.forecast.baselines import (
     ARForecaster,
     PersistenceForecaster,
     SeasonalNaiveForecaster,
 )
+from wattwheel.forecast.exog import feed_to_exog
 from wattwheel.forecast.lstm import LSTMConfig, LSTMForecaster
 from wattwheel.sim.trace_io import read_trace
 
 console = Console(stderr=True)
+ExogOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--exog",
+        help="Feed CSV (timestamp[,rack_id],<columns>...), known-ahead; repeatable. "
+        "See wattwheel.forecast.exog for the format.",
+    ),
+]
 
 
 # ------------------------------------------------------------------------------------- train
@@ -65,9 +76,11 @@ def train(
     lookback: Annotated[int, typer.Option(help="Input window in steps of the trace.")] = 48,
     hidden: Annotated[int, typer.Option(help="LSTM hidden units.")] = 32,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+    exog: ExogOption = None,
 ) -> None:
     """Train the global LSTM forecaster on one or more traces and save a model directory."""
     paths = [*trace, *(more_traces or [])]
+    feeds = list(exog or [])
     try:
         config = LSTMConfig(
             horizons_min=_parse_horizons(horizons),
@@ -78,6 +91,7 @@ def train(
             num_threads=threads,
         )
         history = merge_traces([read_trace(p) for p in paths], [p.stem for p in paths])
+        history = with_feeds(history, feeds)
         model = LSTMForecaster(config)
         with _bar("training") as (progress, task):
             progress.update(task, total=epochs)
@@ -90,7 +104,8 @@ def train(
             model.fit(history, progress=on_epoch)
             progress.update(task, completed=epochs)
         command = _train_command(paths, out, horizons, epochs, seed, lookback, hidden, threads)
-        save_model(model, out, describe_training_data(paths), command=command)
+        command += "".join(f" --exog {shlex.quote(str(f))}" for f in feeds)
+        save_model(model, out, describe_training_data([*paths, *feeds]), command=command)
     except (WattwheelError, ValueError) as exc:
         _fail(exc)
     state = model.state
@@ -119,16 +134,73 @@ def merge_traces(traces: Sequence[Trace], labels: Sequence[str]) -> History:
     end = max(float(t.timestamps_s[-1]) for t in traces)
     timestamps = start + step * np.arange(round((end - start) / step) + 1, dtype=np.float64)
     seen = [r for t in traces for r in t.rack_ids]
+    names = sorted({name for t in traces for name in t.exog})
     ids: list[str] = []
-    columns = []
+    columns: list[FloatArray] = []
+    exog: dict[str, list[FloatArray]] = {name: [] for name in names}
     for tr, label in zip(traces, labels, strict=True):
         rows = np.round((tr.timestamps_s - start) / step).astype(np.int64)
         for j, rack in enumerate(tr.rack_ids):
-            col = np.full(timestamps.shape[0], np.nan)
-            col[rows] = tr.power_w[:, j]
-            columns.append(col)
+            columns.append(_on_grid(timestamps.shape[0], rows, tr.power_w[:, j]))
+            for name in names:
+                src = tr.exog.get(name)
+                values = np.full(rows.shape[0], np.nan) if src is None else src[:, j]
+                exog[name].append(_on_grid(timestamps.shape[0], rows, values))
             ids.append(f"{label}/{rack}" if seen.count(rack) > 1 else rack)
-    return History(timestamps, tuple(ids), np.stack(columns, axis=1))
+    stacked = {name: np.stack(cols, axis=1) for name, cols in exog.items()}
+    return History(timestamps, tuple(ids), np.stack(columns, axis=1), stacked)
+
+
+def _on_grid(n_rows: int, rows: NDArray[np.int64], values: FloatArray) -> FloatArray:
+    col = np.full(n_rows, np.nan)
+    col[rows] = values
+    return col
+
+
+def read_feed(path: Path) -> tuple[FloatArray, dict[str, FloatArray], list[str] | None]:
+    """A feed CSV: (timestamps in seconds, name -> values, rack id per row or None)."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"feed {path}: cannot read it as CSV: {exc}") from None
+    if "timestamp" not in frame.columns:
+        raise ValueError(f"feed {path}: no 'timestamp' column (columns: {list(frame.columns)})")
+    raw_ts = frame.pop("timestamp")
+    numeric = pd.to_numeric(raw_ts, errors="coerce")
+    if numeric.notna().all():
+        ts = numeric.to_numpy(dtype=np.float64)
+    else:
+        parsed = pd.to_datetime(raw_ts, utc=True, errors="coerce")
+        if parsed.isna().any():
+            line = int(np.flatnonzero(parsed.isna().to_numpy())[0]) + 2
+            raise ValueError(f"feed {path}, line {line}: timestamp {raw_ts.iloc[line - 2]!r}")
+        ts = (parsed.astype("int64") / 1e9).to_numpy(dtype=np.float64)
+    racks = frame.pop("rack_id").astype(str).tolist() if "rack_id" in frame.columns else None
+    columns: dict[str, FloatArray] = {}
+    for name in frame.columns:
+        values = pd.to_numeric(frame[name], errors="coerce")
+        bad = values.isna() & frame[name].notna()
+        if bad.any():
+            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+            raise ValueError(f"feed {path}, line {line}: column {name!r} is not numeric")
+        columns[str(name)] = values.to_numpy(dtype=np.float64)
+    if not columns:
+        raise ValueError(f"feed {path}: no value column besides timestamp/rack_id")
+    return ts, columns, racks
+
+
+def with_feeds(history: History, feeds: Sequence[Path]) -> History:
+    """``history`` with the columns of each feed file added to its exog (as-of aligned)."""
+    exog = dict(history.exog)
+    for path in feeds:
+        ts, columns, racks = read_feed(path)
+        for name, arr in feed_to_exog(
+            ts, columns, history.timestamps_s, history.series_ids, racks
+        ).items():
+            if name in exog:
+                raise ValueError(f"feed {path}: column {name!r} is already an exogenous column")
+            exog[name] = arr
+    return History(history.timestamps_s, history.series_ids, history.values, exog)
 
 
 # ---------------------------------------------------------------------------------- backtest
@@ -143,11 +215,12 @@ def backtest(
     stride: Annotated[int, typer.Option(help="Forecast from every N-th row.")] = 1,
     season_s: Annotated[float, typer.Option(help="Seasonal-naive season, seconds.")] = 86_400.0,
     ar_lags: Annotated[int, typer.Option(help="Lags of the AR baseline.")] = 24,
+    exog: ExogOption = None,
 ) -> None:
     """Rolling-origin backtest of a model and the baselines; writes backtest.json and plots."""
     try:
         lstm = load_model(model, online=True)
-        history = History.from_trace(read_trace(trace))
+        history = with_feeds(History.from_trace(read_trace(trace)), list(exog or []))
         report, runs = run_backtest(lstm, history, fit_fraction, stride, season_s, ar_lags)
     except (WattwheelError, ValueError) as exc:
         _fail(exc)

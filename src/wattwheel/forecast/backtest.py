@@ -73,7 +73,9 @@ def rolling_origin(
             history.values[: o + 1],
             {k: v[: o + 1] for k, v in history.exog.items()},
         )
-        fc = forecaster.predict(past, horizons_s)
+        # Exogenous columns are known ahead (schedules, forecasts): pass their target values.
+        future = {k: v[o + steps] for k, v in history.exog.items()} if history.exog else None
+        fc = forecaster.predict(past, horizons_s, future)
         values.append(fc.values)
         points.append(fc.point)
         if on_origin is not None:

@@ -388,7 +388,7 @@ class LSTMForecaster:
                 f"no finite value in the recent history of series {bad}: cannot forecast"
             )
         x = windows(arrays, origins, series, cfg.lookback)
-        fut = _future_block(arrays, future_exog, state, origins, series)
+        fut = _future_block(arrays, future_exog, state, steps, origins, series)
         with _TorchThreads(self.inference_threads), torch.no_grad():
             net.eval()
             norm = net(_t(x), _t(fut)).double().numpy()  # (S, Htrained, Q)
@@ -542,26 +542,38 @@ def _future_block(
     arrays: SeriesArrays,
     future_exog: Mapping[str, FloatArray] | None,
     state: TrainedState,
+    wanted_steps: tuple[int, ...],
     origins: IntArray,
     series: IntArray,
 ) -> FloatArray:
-    """(S, H*E) known-future exog at the trained steps: given values, else the last known."""
+    """(S, H*E) known-future exog at the trained steps, horizon-major like
+    :func:`~wattwheel.forecast.features.future_exog_at`.
+
+    ``future_exog`` rows are aligned with the requested horizons (``wanted_steps``); each trained
+    step takes the row of the nearest requested step. Without it the last known value is held.
+    """
     n_exog = len(state.exog_names)
     if n_exog == 0:
         return np.zeros((origins.shape[0], 0))
     if future_exog is None:
-        last = arrays.exog[origins, series]  # (S, E): hold the last known value
+        last = arrays.exog[origins, series]  # (S, E)
         return np.tile(last, (1, len(state.steps)))
+    wanted = np.asarray(wanted_steps)
     cols = []
-    for step_i in range(len(state.steps)):
+    for step in state.steps:
+        row = int(np.argmin(np.abs(wanted - step)))
         for name in state.exog_names:
             if name not in future_exog:
                 raise ValueError(f"future_exog lacks column {name!r} the model was trained on")
             arr = np.asarray(future_exog[name], dtype=np.float64)
-            row = arr[min(step_i, arr.shape[0] - 1)]
+            if arr.shape[0] != wanted.shape[0]:
+                raise ValueError(
+                    f"future_exog[{name!r}] has {arr.shape[0]} rows, one per horizon "
+                    f"({wanted.shape[0]}) expected"
+                )
             mean, std = state.exog_stats[name]
-            cols.append(np.nan_to_num((row - mean) / std))
-    # Order must match future_exog_at: horizon-major, then exog columns.
+            fallback = arrays.exog[origins, series, state.exog_names.index(name)]
+            cols.append(np.where(np.isfinite(arr[row]), (arr[row] - mean) / std, fallback))
     return np.stack(cols, axis=1)
 
 
