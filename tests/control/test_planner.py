@@ -118,3 +118,14 @@ def test_soc_floor_covers_rated_power_over_start_delay_and_one_period() -> None:
     assert soc_floor(one_domain(delay=60.0, modules=2))[0] == pytest.approx(0.25)
     assert soc_floor(one_domain(delay=300.0, modules=2))[0] == pytest.approx(10 * 420 / 3600 / 2)
     assert soc_floor(one_domain(delay=3600.0, modules=2))[0] == pytest.approx(0.9)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: planner delay_frac = min(1, start_delay_s / block_s) truncates a start delay "
+    "longer than one block (plan period, or the trace step in the offline LP) to one block",
+)
+def test_a_two_block_start_delay_arms_two_blocks_ahead() -> None:
+    # Delay 240 s = 2 blocks: to deliver in block 2 the reserve must start in block 0.
+    p = plan(one_domain(delay=240.0, reserve_s=0.001), [90.0, 90.0, 110.0, 110.0])
+    assert bool(p.reserve_arm[0])
