@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import inspect
 
-from wattwheel.adapters.store import SqlStore, forecast_rows
+from wattwheel.adapters.store import RetentionPolicy, SqlStore, forecast_rows
 from wattwheel.adapters.store.migrate import current_revision, head_revision, upgrade
 from wattwheel.adapters.store.schema import Base
 from wattwheel.domain.telemetry import PowerSample
@@ -146,3 +146,13 @@ def test_retention_deletes_only_old_rows(store: SqlStore) -> None:
         store.apply_retention(10.0, 100.0, tables=["nope"])
     with pytest.raises(ValueError, match="older_than_s"):
         store.apply_retention(0.0, 100.0)
+
+
+def test_retention_policy_keeps_the_audit_longer(store: SqlStore) -> None:
+    day = 86400.0
+    store.write_telemetry(_samples(3, t0=0.0))
+    store.write_decisions([_decision(0.0, "a", "old but audited")])
+    store.write_event(EventRecord(0.0, "mode", "old"))
+    deleted = RetentionPolicy().apply(store, now_s=10 * day)
+    assert deleted == {"telemetry": 3, "forecasts": 0, "decisions": 0, "events": 0}
+    assert RetentionPolicy().apply(store, now_s=400 * day)["decisions"] == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 from wattwheel.adapters.store.base import (
     TABLES,
     ForecastRow,
+    RetentionPolicy,
     Store,
     StoreUnavailable,
     forecast_rows,
@@ -27,6 +28,7 @@ __all__ = [
     "BufferedStore",
     "ForecastRow",
     "MemoryStore",
+    "RetentionPolicy",
     "SqlStore",
     "Store",
     "StoreUnavailable",

@@ -127,6 +127,29 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long each table keeps rows (seconds). The audit trail outlives raw telemetry."""
+
+    telemetry_s: float = 7 * 86400.0
+    forecasts_s: float = 30 * 86400.0
+    decisions_s: float = 365 * 86400.0
+    events_s: float = 365 * 86400.0
+
+    def apply(self, store: Store, now_s: float) -> dict[str, int]:
+        """Delete what each table no longer keeps; rows deleted per table."""
+        ages = {
+            "telemetry": self.telemetry_s,
+            "forecasts": self.forecasts_s,
+            "decisions": self.decisions_s,
+            "events": self.events_s,
+        }
+        deleted: dict[str, int] = {}
+        for table, age_s in ages.items():
+            deleted.update(store.apply_retention(age_s, now_s, tables=[table]))
+        return deleted
+
+
 def check_tables(tables: Sequence[str]) -> None:
     """Raise ValueError naming any table that does not exist."""
     unknown = [t for t in tables if t not in TABLES]
