@@ -526,6 +526,13 @@ class Overrides:
                     return self._by_key.pop(key)
         return None
 
+    def restore(self, override: Override) -> None:
+        """Put back an override recorded earlier (e.g. replayed from the event log at start-up),
+        keeping its id, author, reason and expiry."""
+        with self._lock:
+            self._by_key[(override.kind, override.scope, override.target)] = override
+            self._next_id = max(self._next_id, override.id + 1)
+
     def active(self, now_s: float) -> list[Override]:
         """Overrides in force at ``now_s`` (expired ones are dropped), oldest first."""
         with self._lock:
