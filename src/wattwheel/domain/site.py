@@ -45,7 +45,7 @@ class SiteSection(_Strict):
     servers_per_rack: int = Field(40, ge=1, description="servers per rack for allocation")
     rack_binding: Literal["strict", "in-order"] = Field(
         "strict",
-        description="'in-order': replayed on a trace holding none of the named racks, bind the "
+        description="'in-order': replayed on a trace without all the named racks, bind the "
         "trace's racks to the domains in order (rack i -> domain i mod D)",
     )
 

@@ -62,10 +62,10 @@ def load_scenario(site_path: Path, trace_path: Path | None = None) -> Scenario:
 
 
 def bind_racks(config: SiteConfig, trace: Trace) -> SiteConfig:
-    """Apply the site's ``rack_binding`` rule: with ``in-order``, a trace that holds none of
-    the named racks (another PDU trace of the same format) is bound to the domains in order."""
-    present = [r for r in config.rack_ids if r in trace.rack_ids]
-    if config.site.rack_binding == "in-order" and not present:
+    """Apply the site's ``rack_binding`` rule: with ``in-order``, a trace that does not hold
+    every named rack (another PDU trace of the same format) is bound to the domains in order."""
+    complete = all(r in trace.rack_ids for r in config.rack_ids)
+    if config.site.rack_binding == "in-order" and not complete:
         return config.rebound(trace.rack_ids)
     return config
 

@@ -1,0 +1,174 @@
+"""The simulation CLI end to end: import a real trace, bench it, read what it wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from wattwheel.cli import _register, app
+from wattwheel.domain.metrics import METRIC_NAMES
+from wattwheel.sim.scenario import bundled_site
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "google-power-2019"
+runner = CliRunner()
+_register()
+
+needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the repo")
+
+
+def _short_copy(src: Path, dst: Path, rows: int) -> Path:
+    lines = src.read_text().splitlines()
+    dst.write_text("\n".join(lines[: rows + 1]) + "\n")
+    return dst
+
+
+def _import(tmp_path: Path, rows: int = 600) -> Path:
+    files = [
+        str(_short_copy(SHARED / f"cella_pdu{p}.csv", tmp_path / f"cella_pdu{p}.csv", rows))
+        for p in (6, 7, 8)
+    ]
+    out = tmp_path / "trace.csv"
+    res = runner.invoke(
+        app, ["import", "google-power", *files, "--rating-kw", "1000", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@needs_data
+def test_bench_writes_every_metric_for_every_policy(tmp_path: Path) -> None:
+    trace = _import(tmp_path)
+    out = tmp_path / "bench"
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "--site",
+            str(bundled_site()),
+            "--trace",
+            str(trace),
+            "--out",
+            str(out),
+            "--model",
+            "none",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    payload = json.loads((out / "bench.json").read_text())
+    assert set(payload["policies"]) == {
+        "none",
+        "reactive",
+        "seed",
+        "predictive",
+        "oracle",
+        "optimum",
+    }
+    for name, metrics in payload["policies"].items():
+        assert set(METRIC_NAMES) <= set(metrics), name
+        assert metrics["steps"] == 600
+    assert payload["timing"]["predictive"]["us_per_step_per_domain"] > 0
+    html = (out / "report.html").read_text()
+    assert "Cost breakdown per policy" in html and "pdu6" in html
+    assert "cost" in res.output  # the table
+
+
+@needs_data
+def test_simulate_one_policy(tmp_path: Path) -> None:
+    trace = _import(tmp_path, rows=300)
+    out = tmp_path / "sim"
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--site",
+            str(bundled_site()),
+            "--trace",
+            str(trace),
+            "--policy",
+            "reactive",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["policy"] == "reactive"
+    assert set(metrics["domains"]) == {"pdu6", "pdu7", "pdu8"}
+    assert metrics["site"]["critical_capped_energy_kwh"] == 0
+
+
+def test_a_trace_with_nan_is_a_clear_error(tmp_path: Path) -> None:
+    trace = tmp_path / "bad.csv"
+    trace.write_text("timestamp,rack_id,power_w\n0,cella_pdu6,1\n300,cella_pdu6,nan\n")
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--site",
+            str(bundled_site()),
+            "--trace",
+            str(trace),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 2
+    assert "bad.csv" in res.output and "line 3" in res.output
+
+
+def test_a_bad_site_file_names_the_key(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        bundled_site().read_text().replace("minutes_at_rated = 10", "minutes_at_rated = -1")
+    )
+    res = runner.invoke(app, ["simulate", "--site", str(site), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "minutes_at_rated" in res.output
+
+
+def test_an_unknown_policy_is_refused(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--site",
+            str(bundled_site()),
+            "--policy",
+            "magic",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 2
+    assert "unknown policy" in res.output
+
+
+@pytest.mark.slow
+def test_default_bench_with_the_shipped_lstm(tmp_path: Path) -> None:
+    """Issue #2 and #3 must-show on the default scenario with the default forecaster."""
+    out = tmp_path / "b"
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "--site",
+            str(bundled_site()),
+            "--out",
+            str(out),
+            "--policies",
+            "none,reactive,seed,predictive,oracle",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    p = json.loads((out / "bench.json").read_text())
+    cost = {k: v["cost_total"] for k, v in p["policies"].items()}
+    assert p["forecasters"]["predictive"] == "lstm"
+    for name in ("reactive", "predictive", "oracle"):
+        assert p["policies"][name]["breaker_trips"] == 0
+        assert p["policies"][name]["critical_capped_energy_kwh"] == 0
+    assert cost["oracle"] <= cost["predictive"] <= cost["reactive"] < cost["none"], cost
+    assert cost["predictive"] <= cost["seed"], cost
+    assert cost["predictive"] <= cost["predictive+persistence"], cost
