@@ -86,6 +86,8 @@ def test_postgres_down_then_back_loses_no_sample(pg_server: PgServer) -> None:
             assert store.write_telemetry(b)  # acknowledged while the server is down
             acked += b
         assert not store.healthy and store.pending_items == 3000
+        with pytest.raises(StoreUnavailable):  # reads say so; the API falls back to memory
+            store.decisions()
         pg_server.start()
         assert store.flush()
         assert store.healthy and store.pending_items == 0
