@@ -148,3 +148,17 @@ def test_untrained_and_wrong_step_are_clear_errors(trained: LSTMForecaster) -> N
     ten_s = History(np.arange(100) * 10.0, hist.series_ids, hist.values)
     with pytest.raises(ValueError, match="10 s step"):
         trained.predict(ten_s, [300])
+
+
+def test_ten_second_resolution_trains_and_predicts() -> None:
+    """Horizons stay minutes: at 10 s they are 30, 60 and 90 steps ahead."""
+    rng = np.random.default_rng(4)
+    ts = 10.0 * np.arange(1500)
+    values = 5000.0 + np.cumsum(rng.normal(0, 20, (1500, 2)), axis=0)
+    hist = History(ts, ("a", "b"), values)
+    model = LSTMForecaster(LSTMConfig(lookback=16, hidden=4, epochs=1, scale_rows=60))
+    model.fit(hist)
+    assert model.state is not None and model.state.steps == (30, 60, 90)
+    fc = model.predict(hist, [300, 600, 900])
+    assert fc.values.shape == (2, 3, 3) and fc.horizons_s == (300.0, 600.0, 900.0)
+    assert np.all(np.isfinite(fc.values))
