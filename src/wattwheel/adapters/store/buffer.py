@@ -87,16 +87,7 @@ class BufferedStore:
     def _enqueue(self, method: str, payload: Any, n_items: int) -> bool:
         with self._lock:
             if self.pending_items + n_items > self.max_items:
-                self.dropped += n_items
-                if not self._warned_full:
-                    log.warning(
-                        "store buffer full (%d items pending, bound %d): refusing writes; "
-                        "%d items dropped so far",
-                        self.pending_items,
-                        self.max_items,
-                        self.dropped,
-                    )
-                    self._warned_full = True
+                self._refuse(n_items)
                 return False
             self._pending.append(_Pending(method, payload, n_items))
             self.pending_items += n_items
