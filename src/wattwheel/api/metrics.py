@@ -152,7 +152,7 @@ class StateCollector(Collector):
         errors = CounterMetricFamily(
             "wattwheel_errors", METRIC_HELP["wattwheel_errors"], labels=["kind"]
         )
-        for kind, n in sorted(self.state.errors.items()):
+        for kind, n in sorted(self.state.error_counts().items()):
             errors.add_metric([kind], float(n))
         yield errors
 

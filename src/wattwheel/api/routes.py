@@ -55,7 +55,7 @@ def status_route(ctx: ApiContext) -> Callable[..., dict[str, Any]]:
             "domains": len(ctx.state.domain_ids),
             "racks": len(ctx.state.racks()),
             "telemetry_ingested": ctx.state.telemetry_ingested,
-            "errors": dict(ctx.state.errors),
+            "errors": ctx.state.error_counts(),
             "overrides_active": len(ctx.overrides.active(now)),
             "maintenance": ctx.overrides.maintenance(now),
             "store": ctx.store_health(),

@@ -347,6 +347,11 @@ class LiveState:
         with self._lock:
             return list(self._events)[::-1][:limit]
 
+    def error_counts(self) -> dict[str, int]:
+        """A copy of the fault counters by kind (safe while the loop counts)."""
+        with self._lock:
+            return dict(self.errors)
+
     def latency(self) -> LatencyStats:
         with self._lock:
             return self._latency.stats()
