@@ -3,17 +3,21 @@ per-domain figures adding up to the site's, a power balance that closes at every
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wattwheel.control.base import Decision, Observation
 from wattwheel.control.registry import POLICIES, make_policy
 from wattwheel.domain.metrics import EXTENSIVE, cost_total
-from wattwheel.domain.site import parse_site
+from wattwheel.domain.site import SiteParams, parse_site
 from wattwheel.domain.trace import Trace
+from wattwheel.forecast.base import Forecast, History
 from wattwheel.forecast.baselines import PersistenceForecaster
 from wattwheel.sim.scenario import Scenario, build_scenario
 from wattwheel.sim.simulator import SimResult, simulate
@@ -142,3 +146,70 @@ def test_power_balance_closes_every_step(a: list[float], b: list[float], policy:
     np.testing.assert_allclose(s["grid_kw"], expected, atol=1e-9)
     assert np.all((s["soc"] >= 0.0) & (s["soc"] <= 1.0))
     assert res.site_metrics["critical_capped_energy_kwh"] == 0.0 or policy == "none"
+
+
+class SpyForecaster:
+    """Persistence that records what history it was shown."""
+
+    name = "spy"
+
+    def __init__(self) -> None:
+        self.inner = PersistenceForecaster()
+        self.seen: list[tuple[float, int]] = []
+
+    def fit(self, history: History) -> None:
+        self.inner.fit(history)
+
+    def predict(
+        self, history: History, horizons_s: Sequence[float], future_exog: Any = None
+    ) -> Forecast:
+        self.seen.append((history.end_s, history.values.shape[0]))
+        return self.inner.predict(history, horizons_s)
+
+
+class SpyPolicy:
+    """Reactive decisions; records the forecasts and observation times it gets."""
+
+    name = "spy"
+    uses_kes = True
+
+    def __init__(self, site: SiteParams) -> None:
+        self.inner = make_policy("reactive", site)
+        self.forecast_period_s = 120.0
+        self.horizons_s = (120.0, 240.0)
+        self.got: list[tuple[float, Forecast | None]] = []
+
+    def initial_state(self, site: SiteParams) -> Any:
+        return None
+
+    def decide(
+        self, obs: Observation, state: Any, forecast: Forecast | None
+    ) -> tuple[Decision, Any]:
+        self.got.append((obs.now_s, forecast))
+        return self.inner.decide(obs, state, None)
+
+
+def test_the_forecaster_never_sees_the_future() -> None:
+    sc = wavy(20)
+    spy = SpyForecaster()
+    policy = SpyPolicy(sc.site)
+    simulate(sc, policy, forecaster=spy)
+    times = [t for t, fc in policy.got if fc is not None]
+    # Every plan period (2 steps) after the first step, with history up to now inclusive.
+    assert times == [float(sc.timestamps_s[t]) for t in range(2, 20, 2)]
+    for (end_s, rows), now_s in zip(spy.seen, times, strict=True):
+        assert end_s == now_s
+        assert rows == int((now_s - sc.timestamps_s[0]) / DT_S) + 1
+
+
+def test_the_oracle_forecast_is_the_worst_true_demand_of_each_block() -> None:
+    sc = wavy(20)
+    policy = SpyPolicy(sc.site)
+    simulate(sc, policy, oracle=True)
+    now_s, fc = next((t, f) for t, f in policy.got if f is not None and t > sc.timestamps_s[0])
+    assert fc is not None
+    t = int((now_s - sc.timestamps_s[0]) / DT_S)
+    # Horizon 120 s covers steps t+1..t+2, horizon 240 s steps t+3..t+4 (in W).
+    np.testing.assert_allclose(fc.point[:, 0], sc.demand_kw[t + 1 : t + 3].max(axis=0) * 1000)
+    np.testing.assert_allclose(fc.point[:, 1], sc.demand_kw[t + 3 : t + 5].max(axis=0) * 1000)
+    assert fc.series_ids == sc.site.domain_names
