@@ -1,0 +1,112 @@
+"""Turn a Decision into device commands (pure): per-server caps by priority-aware
+water-filling, the writes that actually changed, and which non-critical outlets to shed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wattwheel.domain.allocation import Servers, allocate
+from wattwheel.runtime.inventory import Inventory
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+#: A cap that moves by less than this fraction of the server's range is not rewritten.
+CAP_DEADBAND = 0.02
+
+
+@dataclass(frozen=True)
+class CapPlan:
+    """Caps per server (W, NaN: uncapped) and the rack budgets they add up to (W)."""
+
+    cap_w: FloatArray
+    rack_budget_w: dict[str, float]
+    unmet_critical_w: float
+
+
+def plan_caps(
+    inv: Inventory,
+    server_demand_w: FloatArray,
+    cap_kw: FloatArray,
+    rack_pins_kw: Mapping[str, float] | None = None,
+) -> CapPlan:
+    """Per domain with ``cap_kw > 0``: budget = its servers' demand - cap, water-filled
+    (critical first, then by priority, never below a server's minimum cap). Racks pinned by an
+    operator get at most their pin, shared the same way. Other servers stay uncapped."""
+    caps = np.full(len(inv.servers), np.nan)
+    racks: dict[str, float] = {}
+    unmet = 0.0
+    for d in np.flatnonzero(cap_kw > 1e-6):
+        members = np.flatnonzero(inv.server_domain == d)
+        budget = max(float(server_demand_w[members].sum()) - float(cap_kw[d]) * 1000.0, 0.0)
+        alloc = allocate(_servers(inv, members, server_demand_w), budget)
+        # Critical servers are served first and never limited: leave them uncapped.
+        caps[members] = np.where(inv.critical[members], np.nan, alloc.cap_w)
+        racks.update(alloc.rack_budget_w)
+        unmet += alloc.unmet_critical_w
+    for rack, pin_kw in (rack_pins_kw or {}).items():
+        r = inv.rack_index.get(rack)
+        if r is None:
+            continue
+        members = np.flatnonzero(inv.server_rack == r)
+        current = np.where(np.isnan(caps[members]), inv.max_cap_w[members], caps[members])
+        budget = min(pin_kw * 1000.0, float(current.sum()))
+        alloc = allocate(_servers(inv, members, np.minimum(server_demand_w, current)), budget)
+        caps[members] = np.minimum(current, alloc.cap_w)
+        racks[rack] = float(caps[members].sum())
+        unmet += alloc.unmet_critical_w
+    return CapPlan(caps, racks, unmet)
+
+
+def _servers(inv: Inventory, members: NDArray[np.int64], demand_w: FloatArray) -> Servers:
+    return Servers(
+        server_ids=tuple(inv.servers[i].server_id for i in members),
+        rack_ids=tuple(inv.servers[i].rack_id for i in members),
+        demand_w=np.maximum(np.nan_to_num(demand_w[members]), 0.0),
+        min_cap_w=inv.min_cap_w[members],
+        max_cap_w=inv.max_cap_w[members],
+        priority=inv.priority[members],
+        critical=inv.critical[members],
+    )
+
+
+def cap_changes(
+    inv: Inventory, applied_w: FloatArray, wanted_w: FloatArray
+) -> dict[str, float | None]:
+    """The writes needed to go from ``applied_w`` to ``wanted_w`` (NaN = uncapped; None lifts)."""
+    was_free, now_free = np.isnan(applied_w), np.isnan(wanted_w)
+    span = inv.max_cap_w - inv.min_cap_w
+    moved = np.abs(np.nan_to_num(applied_w) - np.nan_to_num(wanted_w)) > CAP_DEADBAND * span
+    changed = (was_free != now_free) | (~now_free & moved)
+    return {
+        inv.servers[i].server_id: None if now_free[i] else float(wanted_w[i])
+        for i in np.flatnonzero(changed)
+    }
+
+
+def outlets_to_shed(
+    inv: Inventory, shortfall_kw: FloatArray, server_power_w: FloatArray, already_off: set[str]
+) -> list[str]:
+    """Non-critical outlets to switch off so each domain sheds ``shortfall_kw``: lowest
+    priority first, then the largest load. Critical servers' outlets are never chosen."""
+    chosen: list[str] = []
+    for d in np.flatnonzero(shortfall_kw > 1e-6):
+        need_w = float(shortfall_kw[d]) * 1000.0
+        cand = [
+            i
+            for i in np.flatnonzero(inv.server_domain == d)
+            if not inv.critical[i]
+            and inv.servers[i].outlet is not None
+            and inv.servers[i].outlet not in already_off
+        ]
+        cand.sort(key=lambda i: (inv.priority[i], -server_power_w[i]))
+        for i in cand:
+            if need_w <= 0:
+                break
+            chosen.append(str(inv.servers[i].outlet))
+            need_w -= float(server_power_w[i])
+    return chosen

@@ -1,0 +1,119 @@
+"""The runtime's I/O concerns, one small Protocol each (fakes live in :mod:`.fakes`).
+
+The runtime sits below the adapters in the layering, so it names what it needs here and the
+edges (``cli/live_wiring.py``) wrap the concrete Redfish / SNMP / MQTT / Modbus / scheduler
+clients to fit. Every method must come back without raising on a device fault (adapters return
+stale or failed results); the runtime still guards each call with a timeout and a catch-all so a
+misbehaving device cannot stop the loop. Power in watts at this boundary, like the wire formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from wattwheel.domain.telemetry import PowerSample, TelemetrySource
+from wattwheel.forecast.base import Forecast
+from wattwheel.runtime.state import DecisionRecord, EventRecord
+
+__all__ = [
+    "FlywheelPort",
+    "FlywheelStatusW",
+    "OutletActuator",
+    "RecordSink",
+    "ReservePort",
+    "ReserveStatus",
+    "SchedulerPort",
+    "ServerCapActuator",
+    "TelemetrySource",
+]
+
+
+class ServerCapActuator(Protocol):
+    """Writes per-server power limits (Redfish BMCs, IPMI DCMI...)."""
+
+    async def set_caps(self, caps_w: Mapping[str, float | None]) -> dict[str, bool]:
+        """Apply ``server_id -> cap`` (W; None lifts the cap). Returns which writes succeeded."""
+        ...
+
+
+class OutletActuator(Protocol):
+    """Switches PDU outlets (SNMP rPDU, Redfish ``#Outlet.PowerControl``). Sheds NON-critical
+    outlets only: the runtime never asks to switch off an outlet its inventory marks critical,
+    and adapters refuse it as well."""
+
+    async def set_outlets(self, states: Mapping[str, bool]) -> dict[str, bool]:
+        """``outlet_key -> on`` (outlet keys come from the inventory). Which writes succeeded."""
+        ...
+
+
+@dataclass(frozen=True)
+class FlywheelStatusW:
+    """One bank's status in watts as the controller reports it (``stale``: last good reading)."""
+
+    soc: float
+    power_w: float
+    max_charge_w: float
+    max_discharge_w: float
+    stale: bool = False
+
+
+class FlywheelPort(Protocol):
+    """One flywheel bank per power domain (a SunSpec controller over Modbus TCP)."""
+
+    async def read(self) -> FlywheelStatusW | None:
+        """The bank's status; None if it never answered."""
+        ...
+
+    async def write_setpoint(self, power_w: float) -> bool:
+        """Command ``power_w`` (+ discharge / - charge). False if it did not get through."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReserveStatus:
+    """The shared reserve as seen by one domain (``mode``: 0 off, 1 starting, 2 on)."""
+
+    mode: int
+    ready_in_s: float
+    min_on_left_s: float
+    delivered_kw: float
+
+
+class ReservePort(Protocol):
+    """The oversubscribed reserve power system (per-domain transfer switch)."""
+
+    async def read(self) -> dict[str, ReserveStatus]:
+        """Status per domain id (domains it does not report are treated as unknown)."""
+        ...
+
+    async def command(self, domain_id: str, on: bool, power_kw: float) -> bool:
+        """Request (or release) the reserve for a domain with an assigned power (kW)."""
+        ...
+
+
+class SchedulerPort(Protocol):
+    """Shift/defer requests to the workload scheduler (webhook or MQTT topic)."""
+
+    async def request_levels(
+        self,
+        now_s: float,
+        shift_out_kw: Mapping[str, float],
+        shift_in_kw: Mapping[str, float],
+        defer_kw: Mapping[str, float],
+    ) -> bool:
+        """Ask for these per-domain levels (kW). False if the scheduler was not reached."""
+        ...
+
+
+class RecordSink(Protocol):
+    """Where the audit trail goes (the store; blocking calls, run off the event loop)."""
+
+    def write_telemetry(self, samples: Sequence[PowerSample]) -> object: ...
+
+    def write_forecast(self, forecast: Forecast) -> object: ...
+
+    def write_decisions(self, records: Sequence[DecisionRecord]) -> object: ...
+
+    def write_event(self, event: EventRecord) -> object: ...

@@ -1,0 +1,192 @@
+"""Telemetry -> per-rack and per-domain demand: the latest reading of each server / PDU,
+checked (``check_sample``), aged, and summed with numpy so 1,000 racks cost little per tick.
+
+Per rack, the demand is taken from the first source that is complete and fresh:
+the sum of its servers (every server fresh), else its PDU/rack total, else the sum of its
+outlets, else the last good value (the rack is then *stale*). A domain is stale when any of its
+racks is. Critical load is the sum of critical servers where server readings exist, else the
+site's critical fraction of the rack.
+
+Caps hide demand: a capped server reads about its cap. The view keeps, per server, the last
+reading taken while it was not held at its cap, so the controller sees the demand it is
+holding back (``held_back_w``) instead of chasing its own caps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wattwheel.domain.telemetry import PowerSample, check_sample
+from wattwheel.runtime.inventory import Inventory
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+log = logging.getLogger(__name__)
+
+#: A server reading at or above this fraction of its cap is taken as held by the cap.
+AT_CAP_FRACTION = 0.97
+
+
+@dataclass(frozen=True)
+class DemandView:
+    """Per-domain demand this tick (kW) and per-rack detail (W)."""
+
+    demand_kw: FloatArray
+    critical_kw: FloatArray
+    stale: BoolArray
+    rack_power_w: FloatArray
+    rack_fresh: BoolArray
+
+
+class TelemetryView:
+    """The latest readings by rack/server, and what each tick needs from them.
+
+    Args:
+        inventory: servers and racks.
+        critical_fraction: (D,) critical share of a rack without server readings.
+        max_age_s: a reading older than this is stale.
+        max_power_w: a server/outlet reading above this is absurd; PDU/rack totals may reach
+            ``max_power_w`` times the servers behind them.
+    """
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        critical_fraction: FloatArray,
+        max_age_s: float = 5.0,
+        max_power_w: float = 100_000.0,
+    ) -> None:
+        self.inv = inventory
+        self.critical_fraction = np.asarray(critical_fraction, dtype=float)
+        self.max_age_s = max_age_s
+        self.max_power_w = max_power_w
+        n, r = len(inventory.servers), inventory.n_racks
+        self.server_w = np.full(n, np.nan)
+        self.server_t = np.full(n, -math.inf)
+        self.uncapped_w = np.full(n, np.nan)
+        self.pdu_w = np.full(r, np.nan)
+        self.pdu_t = np.full(r, -math.inf)
+        self.outlet_w = np.full(n, np.nan)
+        self.outlet_t = np.full(n, -math.inf)
+        self.last_good_rack_w = np.zeros(r)
+        self.caps_w = np.full(n, np.nan)
+        self._outlet_server = {
+            s.outlet: i for i, s in enumerate(inventory.servers) if s.outlet is not None
+        }
+        self.rejected: dict[str, int] = {}
+        self._logged_codes: set[str] = set()
+
+    # ---- ingest ----
+    def ingest(self, samples: Iterable[PowerSample], now_s: float) -> int:
+        """Take the readings that pass :func:`check_sample`; returns how many were accepted."""
+        accepted = 0
+        sidx, ridx = self.inv.server_index, self.inv.rack_index
+        for s in samples:
+            limit = self.max_power_w * (
+                max(int(self.inv.servers_per_rack[ridx[s.rack_id]]), 1)
+                if s.kind in ("pdu", "rack") and s.rack_id in ridx
+                else 1
+            )
+            problem = check_sample(s, now_s, self.max_age_s, limit)
+            if problem is not None:
+                self._reject(problem.code, problem.message)
+                continue
+            if not self._store(s, sidx, ridx):
+                self._reject("unknown", f"{s.source}: rack {s.rack_id!r} / {s.server_id!r} unknown")
+                continue
+            accepted += 1
+        return accepted
+
+    def _store(self, s: PowerSample, sidx: dict[str, int], ridx: dict[str, int]) -> bool:
+        if s.kind == "server":
+            i = sidx.get(s.server_id or "")
+            if i is None:
+                return False
+            if s.timestamp_s >= self.server_t[i]:
+                self.server_w[i], self.server_t[i] = s.power_w, s.timestamp_s
+                cap = self.caps_w[i]
+                if cap != cap or s.power_w < AT_CAP_FRACTION * cap:
+                    self.uncapped_w[i] = s.power_w
+            return True
+        if s.kind == "outlet":
+            key = f"{s.rack_id}/{s.server_id}"
+            j = self._outlet_server.get(key)
+            if j is None:
+                return False
+            if s.timestamp_s >= self.outlet_t[j]:
+                self.outlet_w[j], self.outlet_t[j] = s.power_w, s.timestamp_s
+            return True
+        r = ridx.get(s.rack_id)
+        if r is None:
+            return False
+        if s.timestamp_s >= self.pdu_t[r]:
+            self.pdu_w[r], self.pdu_t[r] = s.power_w, s.timestamp_s
+        return True
+
+    def _reject(self, code: str, message: str) -> None:
+        self.rejected[code] = self.rejected.get(code, 0) + 1
+        if code not in self._logged_codes:
+            log.warning(
+                "telemetry rejected (%s): %s (further ones counted, logged at debug)", code, message
+            )
+            self._logged_codes.add(code)
+        else:
+            log.debug("telemetry rejected (%s): %s", code, message)
+
+    def set_caps(self, caps_w: FloatArray) -> None:
+        """Caps now applied per server (NaN: uncapped), for demand-behind-the-cap estimates."""
+        self.caps_w = caps_w
+
+    # ---- per tick ----
+    def demand(self, now_s: float) -> DemandView:
+        inv = self.inv
+        r = inv.n_racks
+        cutoff = now_s - self.max_age_s
+        srv_fresh = self.server_t >= cutoff
+        n_fresh = np.bincount(inv.server_rack, weights=srv_fresh.astype(float), minlength=r)
+        srv_complete = (n_fresh == inv.servers_per_rack) & (inv.servers_per_rack > 0)
+        server_est = np.where(
+            np.isnan(self.uncapped_w), self.server_w, np.fmax(self.uncapped_w, self.server_w)
+        )
+        srv_sum = np.bincount(inv.server_rack, weights=np.nan_to_num(server_est), minlength=r)
+        pdu_fresh = (self.pdu_t >= cutoff) & np.isfinite(self.pdu_w)
+        held = np.bincount(
+            inv.server_rack,
+            weights=np.nan_to_num(server_est - self.server_w) * srv_fresh,
+            minlength=r,
+        )
+        out_fresh = self.outlet_t >= cutoff
+        n_out = np.bincount(inv.server_rack, weights=out_fresh.astype(float), minlength=r)
+        out_complete = (n_out == inv.servers_per_rack) & (inv.servers_per_rack > 0)
+        out_sum = np.bincount(inv.server_rack, weights=np.nan_to_num(self.outlet_w), minlength=r)
+        rack_w = np.where(
+            srv_complete,
+            srv_sum,
+            np.where(pdu_fresh, self.pdu_w + held, np.where(out_complete, out_sum + held, np.nan)),
+        )
+        fresh = np.isfinite(rack_w)
+        rack_w = np.where(fresh, rack_w, self.last_good_rack_w)
+        self.last_good_rack_w = rack_w.copy()
+        crit_srv = np.bincount(
+            inv.server_rack, weights=np.nan_to_num(server_est) * inv.critical, minlength=r
+        )
+        frac = self.critical_fraction[inv.rack_domain]
+        rack_crit = np.where(srv_complete, crit_srv, rack_w * frac)
+        d = inv.n_domains
+        demand_kw = np.bincount(inv.rack_domain, weights=rack_w, minlength=d) / 1000.0
+        critical_kw = np.bincount(inv.rack_domain, weights=rack_crit, minlength=d) / 1000.0
+        stale = np.bincount(inv.rack_domain, weights=(~fresh).astype(float), minlength=d) > 0
+        return DemandView(demand_kw, np.minimum(critical_kw, demand_kw), stale, rack_w, fresh)
+
+    def server_demand_w(self) -> FloatArray:
+        """Best estimate of each server's uncapped demand (W; 0 where never read)."""
+        est = np.where(
+            np.isnan(self.uncapped_w), self.server_w, np.fmax(self.uncapped_w, self.server_w)
+        )
+        return np.nan_to_num(est)
