@@ -206,3 +206,37 @@ def test_domain_kes_overrides_the_defaults() -> None:
     )
     site = resolve_site(parse_site(text), {"A": np.ones(3), "B": np.ones(3)})
     np.testing.assert_allclose(site.kes.rated_power_kw, [15.0, 10.0])
+
+
+@pytest.mark.xfail(strict=True, reason="bug: TOML booleans pass as numbers (true -> 1.0 kW)")
+def test_a_boolean_capacity_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"reserve\.capacity_kw"):
+        parse_site(mutate("capacity_kw = 50", "capacity_kw = true"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: breaker curve values are not checked > 0; a negative ratio or a 0 s time "
+    "reaches np.log in allowed_seconds (NaN / -inf trip times)",
+)
+@pytest.mark.parametrize(
+    "curve",
+    [
+        "curve_ratio = [-1.1, 2.0]\ncurve_seconds = [10, 1]",
+        "curve_ratio = [1.1, 2.0]\ncurve_seconds = [10, 0]",
+    ],
+)
+def test_breaker_curve_values_must_be_positive(curve: str) -> None:
+    with pytest.raises(ConfigError, match="breaker"):
+        parse_site(TINY + f"\n[breaker]\n{curve}\n")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: an unknown key in [domain_defaults.kes] is reported as domains[0].kes.<key>, "
+    "a key that is not in the file",
+)
+def test_an_error_in_domain_defaults_names_domain_defaults() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_site(mutate("[domain_defaults.kes]", "[domain_defaults.kes]\nmodulez = 3"))
+    assert info.value.key == "domain_defaults.kes.modulez"
