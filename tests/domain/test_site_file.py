@@ -240,3 +240,14 @@ def test_an_error_in_domain_defaults_names_domain_defaults() -> None:
     with pytest.raises(ConfigError) as info:
         parse_site(mutate("[domain_defaults.kes]", "[domain_defaults.kes]\nmodulez = 3"))
     assert info.value.key == "domain_defaults.kes.modulez"
+
+
+def test_faulted_modules_in_the_site_file_reduce_the_bank() -> None:
+    text = mutate(
+        "primary_capacity_kw = 100\n\n",
+        "primary_capacity_kw = 100\nkes = { faulted_modules = 1 }\n\n",
+    )
+    site = resolve_site(parse_site(text), {"A": np.ones(3), "B": np.ones(3)})
+    # A: 2 modules, 1 faulted → 5 kW / 1 kWh; B untouched → 10 kW / 2 kWh.
+    np.testing.assert_allclose(site.kes.rated_power_kw, [5.0, 10.0])
+    np.testing.assert_allclose(site.kes.capacity_kwh, [1.0, 2.0])
