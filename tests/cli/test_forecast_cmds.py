@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from wattwheel.cli import _register, app
@@ -140,3 +141,28 @@ def test_bad_feed_is_named(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "line 3" in result.output and "temp_c" in result.output
+
+
+def test_statsforecast_flag_without_the_package_is_a_clear_error(tmp_path: Path) -> None:
+    from wattwheel.forecast.statsforecast_adapter import statsforecast_available
+
+    if statsforecast_available():
+        pytest.skip("statsforecast is installed")
+    a = _trace(tmp_path / "a.csv", ("r1",), seed=1, n_rows=400)
+    model = tmp_path / "model"
+    args = ["train", "--trace", str(a), "--out", str(model), "--epochs", "1", "--lookback", "8"]
+    assert runner.invoke(app, [*args, "--hidden", "4"]).exit_code == 0
+    result = runner.invoke(
+        app,
+        [
+            "backtest",
+            "--model",
+            str(model),
+            "--trace",
+            str(a),
+            "--out",
+            str(tmp_path / "o"),
+            "--statsforecast",
+        ],
+    )
+    assert result.exit_code == 2 and "pip install statsforecast" in result.output

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +45,12 @@ from wattwheel.forecast.baselines import (
 )
 from wattwheel.forecast.exog import feed_to_exog
 from wattwheel.forecast.lstm import LSTMConfig, LSTMForecaster
+from wattwheel.forecast.statsforecast_adapter import (
+    StatsForecastForecaster,
+    autoets_factory,
+    mstl_factory,
+    statsforecast_available,
+)
 from wattwheel.sim.trace_io import read_trace
 
 console = Console(stderr=True)
@@ -216,12 +222,19 @@ def backtest(
     season_s: Annotated[float, typer.Option(help="Seasonal-naive season, seconds.")] = 86_400.0,
     ar_lags: Annotated[int, typer.Option(help="Lags of the AR baseline.")] = 24,
     exog: ExogOption = None,
+    statsforecast: Annotated[
+        bool,
+        typer.Option(
+            "--statsforecast", help="Also score statsforecast AutoETS and MSTL (if installed)."
+        ),
+    ] = False,
 ) -> None:
     """Rolling-origin backtest of a model and the baselines; writes backtest.json and plots."""
     try:
         lstm = load_model(model, online=True)
         history = with_feeds(History.from_trace(read_trace(trace)), list(exog or []))
-        report, runs = run_backtest(lstm, history, fit_fraction, stride, season_s, ar_lags)
+        extra = _statsforecast_models(history.step_s, season_s) if statsforecast else None
+        report, runs = run_backtest(lstm, history, fit_fraction, stride, season_s, ar_lags, extra)
     except (WattwheelError, ValueError) as exc:
         _fail(exc)
     report["model_dir"] = str(model)
@@ -240,8 +253,10 @@ def run_backtest(
     stride: int = 1,
     season_s: float = 86_400.0,
     ar_lags: int = 24,
+    extra: Mapping[str, Forecaster] | None = None,
 ) -> tuple[dict[str, Any], dict[str, BacktestRun]]:
-    """Fit/calibrate on the leading part, then score every model on the rest."""
+    """Fit/calibrate on the leading part, then score every model (and ``extra`` ones, e.g. the
+    statsforecast comparisons) on the rest."""
     if not 0 < fit_fraction < 1:
         raise ValueError(f"--fit-fraction must be in (0, 1), got {fit_fraction}")
     horizons_min = list(lstm.config.horizons_min)
@@ -263,6 +278,9 @@ def run_backtest(
     for name, baseline in baselines.items():
         baseline.fit(past)
         models[name] = baseline
+    for name, other in (extra or {}).items():
+        other.fit(past)
+        models[name] = other
     mase = naive_scale(past.values)
     runs: dict[str, BacktestRun] = {}
     with _bar("backtest") as (progress, task):
@@ -287,6 +305,18 @@ def run_backtest(
 
 
 # ----------------------------------------------------------------------------------- helpers
+def _statsforecast_models(step_s: float, season_s: float) -> dict[str, Forecaster]:
+    if not statsforecast_available():
+        raise ValueError(
+            "--statsforecast needs the statsforecast package (pip install statsforecast)"
+        )
+    season = max(1, round(season_s / step_s))
+    return {
+        "autoets": StatsForecastForecaster("autoets", autoets_factory(season)),
+        "mstl": StatsForecastForecaster("mstl", mstl_factory([season])),
+    }
+
+
 def _parse_horizons(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(x) for x in text.split(",") if x.strip())
