@@ -5,6 +5,7 @@ in the comments (dt = 60 s, so 1 kW for one step = 1/60 kWh)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -329,3 +330,20 @@ def test_balanced_shifts_conserve_work(steps: list[tuple[float, float, float]]) 
         assert float(rec.grid_kw.sum()) == pytest.approx(float(demand.sum()), abs=1e-9)
         assert rec.shift_in_kw[1] == pytest.approx(rec.shift_out_kw[0], abs=1e-9)
         assert rec.shift_out_kw[0] <= d_a - crit[0] + 1e-9
+
+
+def test_over_assigned_reserve_is_scaled_to_the_shared_capacity() -> None:
+    # Delay 0: both domains' reserves deliver at once. 40 + 60 kW assigned of a 50 kW reserve:
+    # each gets half, 20 and 30 kW; the rest of each excess is an overload.
+    plant = Plant(without_kes(site(("start_delay_s = 120", "start_delay_s = 0"))), DT_S)
+    demand = np.array([140.0, 160.0])
+    plant.observe(0.0, demand, 0.7 * demand)
+    idle = Decision.idle(2)
+    dec = dataclasses.replace(
+        idle, reserve_on=np.array([True, True]), reserve_kw=np.array([40.0, 60.0])
+    )
+    rec = plant.step(demand, 0.7 * demand, dec)
+    np.testing.assert_allclose(rec.reserve_kw, [20.0, 30.0])
+    np.testing.assert_allclose(rec.grid_kw, [120.0, 130.0])
+    np.testing.assert_allclose(totals(plant, "overload_energy_kwh"), [20 * KWH, 30 * KWH])
+    np.testing.assert_allclose(totals(plant, "reserve_activations"), [1, 1])
