@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import inspect
 
-from wattwheel.adapters.store import RetentionPolicy, SqlStore, forecast_rows
+from wattwheel.adapters.store import RetentionPolicy, SqlStore, forecast_rows, make_engine
 from wattwheel.adapters.store.migrate import current_revision, head_revision, upgrade
 from wattwheel.adapters.store.schema import Base
 from wattwheel.domain.telemetry import PowerSample
@@ -59,7 +59,7 @@ def _decision(t: float, domain: str, reason: str) -> DecisionRecord:
 
 
 def test_migrations_reach_head_and_match_models(store: SqlStore) -> None:
-    assert current_revision(store.engine) == head_revision() == "v0001"
+    assert current_revision(store.engine) == head_revision() == "v0002"
     upgrade(store.engine)  # idempotent
     insp = inspect(store.engine)
     for table in Base.metadata.sorted_tables:
@@ -156,3 +156,15 @@ def test_retention_policy_keeps_the_audit_longer(store: SqlStore) -> None:
     deleted = RetentionPolicy().apply(store, now_s=10 * day)
     assert deleted == {"telemetry": 3, "forecasts": 0, "decisions": 0, "events": 0}
     assert RetentionPolicy().apply(store, now_s=400 * day)["decisions"] == 1
+
+
+def test_migration_chain_from_v0001(tmp_path: object) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    upgrade(engine, "v0001")  # a database created by the first release
+    assert "ix_telemetry_rack_time" in {i["name"] for i in inspect(engine).get_indexes("telemetry")}
+    store = SqlStore(engine)  # opening it upgrades to head
+    assert current_revision(engine) == head_revision()
+    assert "ix_telemetry_rack_time" not in {
+        i["name"] for i in inspect(engine).get_indexes("telemetry")
+    }
+    store.close()

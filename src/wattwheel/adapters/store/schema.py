@@ -23,10 +23,9 @@ class TelemetryRow(Base):
     server_id: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     power_w: Mapped[float] = mapped_column(Float, nullable=False)
-    __table_args__ = (
-        Index("ix_telemetry_timestamp_s", "timestamp_s"),
-        Index("ix_telemetry_rack_time", "rack_id", "timestamp_s"),
-    )
+    # Only the time index (retention, time-window reads): a per-rack index would cost 4x the
+    # ingestion rate (see migration v0002).
+    __table_args__ = (Index("ix_telemetry_timestamp_s", "timestamp_s"),)
 
 
 class ForecastRowModel(Base):

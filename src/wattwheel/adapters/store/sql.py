@@ -96,6 +96,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         "PRAGMA busy_timeout=5000",
         "PRAGMA foreign_keys=ON",
         "PRAGMA temp_store=MEMORY",
+        "PRAGMA cache_size=-65536",  # 64 MiB page cache: index inserts stay in memory
     ):
         cur.execute(pragma)
     cur.close()
