@@ -12,12 +12,22 @@ the three bundled Google PDUs under 3 minutes.
   cella-oversub trace (Google PDUs 6/7/8 at 1,000 kW), median of ``--train-runs`` runs.
 
     .venv/bin/python benchmarks/bench_forecast.py [--runs 20] [--train-runs 1] [--threads 2]
+
+``--loo DATA_DIR`` (e.g. ``../shared/data/google-power-2019``) instead runs the leave-one-PDU-out
+evaluation through the CLI, exactly as a user would: ``wattwheel import google-power`` each PDU
+at 1,000 kW, ``wattwheel train`` on two, ``wattwheel backtest`` on the third, for all three; it
+prints the MAE per horizon of lstm / persistence / ar and the LSTM's coverage_90.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -92,12 +102,90 @@ def bench_training(runs: int) -> None:
     )
 
 
+def run(args: list[str]) -> None:
+    print("$ " + shlex.join(args), flush=True)
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def leave_one_out(data_dir: Path, epochs: int, seed: int) -> None:
+    """Import, train on two PDUs, backtest on the third; print the table."""
+    cli = str(Path(sys.executable).with_name("wattwheel"))
+    pdus = ("cella_pdu6", "cella_pdu7", "cella_pdu8")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for pdu in pdus:
+            src = str(data_dir / f"{pdu}.csv")
+            out = str(work / f"{pdu}.csv")
+            run([cli, "import", "google-power", src, "--rating-kw", "1000", "--out", out])
+        for test in pdus:
+            train = [str(work / f"{p}.csv") for p in pdus if p != test]
+            model = str(work / f"model-no-{test}")
+            t0 = time.perf_counter()
+            run(
+                [
+                    cli,
+                    "train",
+                    "--trace",
+                    *train,
+                    "--out",
+                    model,
+                    "--epochs",
+                    str(epochs),
+                    "--seed",
+                    str(seed),
+                ]
+            )
+            train_s = time.perf_counter() - t0
+            bt = work / f"bt-{test}"
+            run(
+                [
+                    cli,
+                    "backtest",
+                    "--model",
+                    model,
+                    "--trace",
+                    str(work / f"{test}.csv"),
+                    "--out",
+                    str(bt),
+                ]
+            )
+            rows.append((test, train_s, json.loads((bt / "backtest.json").read_text())))
+    print_loo(rows)
+
+
+def print_loo(rows: list[tuple[str, float, dict[str, object]]]) -> None:
+    print("\nleave-one-PDU-out, MAE in kW at 5 / 10 / 15 min; LSTM coverage_90")
+    print("| held-out PDU | lstm | persistence | ar | lstm coverage_90 | train s |")
+    print("|---|---|---|---|---|---|")
+    wins = True
+    for test, train_s, report in rows:
+        models = report["models"]
+        assert isinstance(models, dict)
+        cells = []
+        for name in ("lstm", "persistence", "ar"):
+            cells.append(" / ".join(f"{v / 1e3:.3f}" for v in models[name]["mae"]))
+        cov = " / ".join(f"{v:.3f}" for v in models["lstm"]["coverage_90"])
+        print(f"| {test} | {cells[0]} | {cells[1]} | {cells[2]} | {cov} | {train_s:.0f} |")
+        lstm = models["lstm"]
+        for h in range(len(lstm["mae"])):
+            base = min(models["persistence"]["mae"][h], models["ar"]["mae"][h])
+            wins &= lstm["mae"][h] <= base and 0.87 <= lstm["coverage_90"][h] <= 0.93
+    print("LSTM <= persistence and AR at every horizon, coverage in [0.87, 0.93]:", wins)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="inference calls (median)")
     parser.add_argument("--train-runs", type=int, default=1, help="training runs (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--loo", type=Path, help="Google power-2019 folder: leave-one-out run")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs for --loo")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --loo")
     args = parser.parse_args()
+    if args.loo is not None:
+        leave_one_out(args.loo, args.epochs, args.seed)
+        return
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     bench_inference(max(args.runs, 5))
