@@ -136,3 +136,10 @@ def test_calibrator_window_keeps_the_newest_residuals() -> None:
     assert cal.offsets(1)[1] == pytest.approx(99.5)
     # Conformal rank at 0.95 with n = 100: ceil(101 * 0.95) = 96th smallest = 145.
     assert cal.offsets(1)[2] == 145.0
+
+
+def test_seasonal_naive_shorter_than_a_season_still_has_an_interval() -> None:
+    rng = np.random.default_rng(3)
+    vals = 100.0 + rng.normal(0, 1.0, size=(50, 1))
+    fc = SeasonalNaiveForecaster(season_s=86_400.0).predict(_history(vals), [300])
+    assert fc.values[0, 0, 2] > fc.values[0, 0, 0]

@@ -162,3 +162,13 @@ def test_ten_second_resolution_trains_and_predicts() -> None:
     fc = model.predict(hist, [300, 600, 900])
     assert fc.values.shape == (2, 3, 3) and fc.horizons_s == (300.0, 600.0, 900.0)
     assert np.all(np.isfinite(fc.values))
+
+
+def test_fine_tune_continues_training_and_recalibrates(trained: LSTMForecaster) -> None:
+    meta, weights, calib = trained.to_state()
+    model = LSTMForecaster.from_state(meta, weights, calib, online=False)
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}  # type: ignore[union-attr]
+    model.fine_tune(_synthetic(n_rows=800, seed=21), epochs=1)
+    after = model.net.state_dict()  # type: ignore[union-attr]
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert model.state is not None and model.state.epochs_run == trained.state.epochs_run + 1  # type: ignore[union-attr]

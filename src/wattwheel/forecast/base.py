@@ -80,6 +80,23 @@ class Forecast:
     values: FloatArray
     point: FloatArray
 
+    def rows_for(self, series_ids: tuple[str, ...]) -> Forecast | None:
+        """This forecast with rows in ``series_ids`` order; None if one of them is missing."""
+        if self.series_ids == series_ids:
+            return self
+        index = {s: i for i, s in enumerate(self.series_ids)}
+        if any(s not in index for s in series_ids):
+            return None
+        rows = [index[s] for s in series_ids]
+        return Forecast(
+            self.issued_at_s,
+            series_ids,
+            self.horizons_s,
+            self.quantiles,
+            self.values[rows],
+            self.point[rows],
+        )
+
     def quantile(self, q: float) -> FloatArray:
         """(S, H) values at level ``q``, interpolated linearly between stored levels."""
         qs = np.asarray(self.quantiles)

@@ -79,6 +79,10 @@ class CalibratedPointForecaster:
         """Rows of history (ending at the origin) one point forecast needs."""
         return 1
 
+    def min_origin_rows(self) -> int:
+        """Rows before an origin for its forecast to count in calibration."""
+        return self.context_rows()
+
     def _fit_point(self, filled: FloatArray, raw: FloatArray) -> None:
         """Learn point-model parameters from a forward-filled (T, S) history."""
 
@@ -169,7 +173,7 @@ class CalibratedPointForecaster:
         scale = series_scale(raw)
         n_rows = raw.shape[0]
         for step in steps:
-            start = max(first_row, self.context_rows() - 1 + step)
+            start = max(first_row, self.min_origin_rows() - 1 + step)
             if start >= n_rows:
                 continue
             targets = np.arange(start, n_rows, dtype=np.int64)
@@ -204,6 +208,11 @@ class SeasonalNaiveForecaster(CalibratedPointForecaster):
 
     def context_rows(self) -> int:
         return max(self._season_steps, 1)
+
+    def min_origin_rows(self) -> int:
+        # Before a full season exists the forecast falls back to the oldest row; calibrate
+        # those forecasts too, or a history shorter than a season would give no interval.
+        return 1
 
     def _fit_point(self, filled: FloatArray, raw: FloatArray) -> None:
         pass
