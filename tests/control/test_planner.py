@@ -90,12 +90,6 @@ def test_a_full_block_start_delay_arms_one_block_ahead() -> None:
     assert p.expected_cost == pytest.approx(5 + 20 / 30 + 0.36, rel=2e-3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the planner's start row res <= M*(on - delay_frac*start) only bounds power; "
-    "with spare reserve capacity (M = 50 kW >> 10 kW needed) a 60 s delay costs nothing, so "
-    "the plan starts the reserve in the block of the excess and the plant overloads for 60 s",
-)
 def test_a_half_block_start_delay_also_arms_ahead() -> None:
     # Starting in block 1 leaves 10 kW uncovered for 60 s (avg 5 kW over the block, penalised
     # at ≥ 1 per kW-block = 5), far dearer than running one more block (0.12).
@@ -120,11 +114,6 @@ def test_soc_floor_covers_rated_power_over_start_delay_and_one_period() -> None:
     assert soc_floor(one_domain(delay=3600.0, modules=2))[0] == pytest.approx(0.9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: planner delay_frac = min(1, start_delay_s / block_s) truncates a start delay "
-    "longer than one block (plan period, or the trace step in the offline LP) to one block",
-)
 def test_a_two_block_start_delay_arms_two_blocks_ahead() -> None:
     # Delay 240 s = 2 blocks: to deliver in block 2 the reserve must start in block 0.
     p = plan(one_domain(delay=240.0, reserve_s=0.001), [90.0, 90.0, 110.0, 110.0])

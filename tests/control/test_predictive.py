@@ -226,11 +226,6 @@ def forecast_for(
                     np.repeat(point[:, :, None], 3, axis=2), point)  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: PredictivePolicy._plan ignores Forecast.series_ids and takes rows in domain "
-    "order, so a forecast listing (B, A) plans A with B's demand",
-)
 def test_forecast_rows_are_matched_to_domains_by_name(
     make_site: SiteFactory, make_obs: ObsFactory
 ) -> None:
@@ -244,11 +239,6 @@ def test_forecast_rows_are_matched_to_domains_by_name(
     assert state.plan.soc_target[0] > 0.3 + 0.05
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SeedPolicy.decide reads forecast.point[:, 0] in domain order, ignoring "
-    "Forecast.series_ids",
-)
 def test_seed_matches_forecast_rows_by_name(make_site: SiteFactory, make_obs: ObsFactory) -> None:
     site = make_site()
     policy = SeedPolicy(site)
@@ -258,11 +248,6 @@ def test_seed_matches_forecast_rows_by_name(make_site: SiteFactory, make_obs: Ob
     assert dec.kes_kw[0] == pytest.approx(-4.0)  # as in the hand-checked seed case
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a forecast missing a domain raises ValueError (np.column_stack) in "
-    "PredictivePolicy._plan instead of falling back to reactive",
-)
 def test_forecast_missing_a_domain_falls_back_not_crashes(
     make_site: SiteFactory, make_obs: ObsFactory
 ) -> None:
@@ -276,12 +261,6 @@ def test_forecast_missing_a_domain_falls_back_not_crashes(
     assert state.fallbacks == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: fast_loop._recharge gives energy above the SoC target 'back to the load' at "
-    "up to the bank's full power, more than the load draws: the grid goes negative (export "
-    "through the primary feed); seen with predictive/oracle on traces with near-idle domains",
-)
 def test_flywheel_gives_back_no_more_than_the_load_draws(
     make_site: SiteFactory, make_obs: ObsFactory
 ) -> None:

@@ -287,11 +287,6 @@ def test_ramp_limit_is_kept_on_a_step_the_flywheel_can_absorb(
     assert free.domain_metrics["A"]["max_grid_ramp_kw_per_s"] == pytest.approx(10.0 / 60.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: safety_loop turns a NaN (stale) demand into NaN setpoints, and the shared "
-    "reserve sum spreads the NaN to the other domain's cap; Observation.stale is never read",
-)
 def test_a_stale_nan_reading_does_not_poison_decisions(
     make_site: SiteFactory, make_obs: ObsFactory
 ) -> None:
@@ -309,11 +304,6 @@ def test_a_stale_nan_reading_does_not_poison_decisions(
     assert dec.cap_kw[0] == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: safety_loop gives a running reserve the excess before capping, then drops the "
-    "reserve when an operator forbids it, without capping instead: the excess is left uncovered",
-)
 def test_forbidding_a_running_reserve_caps_instead(
     make_site: SiteFactory, make_obs: ObsFactory
 ) -> None:
@@ -329,12 +319,6 @@ def test_forbidding_a_running_reserve_caps_instead(
     assert dec.kes_kw[0] + dec.cap_kw[0] + dec.reserve_kw[0] == pytest.approx(15.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: safety_loop shares the reserve among domains where it is already ON before it "
-    "sees the others: A's running reserve takes room for load A could cap, and B's excess that "
-    "nothing else covers gets none (_coordinate_reserve's 'must first' only within one call)",
-)
 def test_reserve_room_goes_first_to_excess_nothing_else_covers(
     make_site: SiteFactory, make_obs: ObsFactory
 ) -> None:

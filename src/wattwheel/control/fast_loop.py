@@ -9,12 +9,13 @@ It needs no forecast: with none (or a stale one) this *is* the reactive policy.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.base import RESERVE_ON, Decision, Observation
+from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, Decision, Observation
 from wattwheel.domain.site import SiteParams
 
 FloatArray = NDArray[np.float64]
@@ -66,8 +67,14 @@ def cap_limit_kw(site: SiteParams, obs: Observation, defer_kw: FloatArray) -> Fl
 
 
 def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decision:
-    """One period of the fast loop. Pure; vectorised over domains."""
+    """One period of the fast loop. Pure; vectorised over domains.
+
+    A domain whose reading is stale or not finite is held safe: the flywheel floats (0 kW),
+    nothing new is capped beyond an operator pin, a running reserve stays on, and its numbers
+    never reach the other domains' decisions."""
     n = site.n_domains
+    obs, bad = _sanitised(site, obs)
+    allowed = _reserve_allowed(obs)
     movable = np.maximum(obs.noncritical_kw - obs.shift_out_kw, 0.0)
     defer_kw = np.clip(targets.defer_kw, 0.0, movable)
     net_kw = obs.demand_kw - obs.shift_out_kw + obs.shift_in_kw + obs.due_repay_kw - defer_kw
@@ -77,38 +84,69 @@ def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decisio
     dis = np.where(over, np.minimum(excess, obs.kes_max_discharge_kw), 0.0)
     rem = np.where(over, excess - dis, 0.0)
     cap_max = cap_limit_kw(site, obs, defer_kw)
-    # A reserve that is already delivering is paid for: use it before capping work.
-    live = obs.reserve_mode == RESERVE_ON
-    res_want = np.where(live, rem, 0.0)
-    res_kw = _coordinate_reserve(site, res_want, np.maximum(rem - cap_max, 0.0))
-    cap = np.minimum(rem - res_kw, cap_max)
-    cap = _apply_pins(obs, cap, cap_max)
-    left = np.maximum(rem - res_kw - cap, 0.0)
-    # Reserve for what nothing else covers (it starts now and delivers after its delay).
-    extra = _coordinate_reserve(site, left, left, already_kw=res_kw)
-    res_kw = res_kw + extra
+    # A reserve already delivering is paid for: use it before capping work. The shared room
+    # goes first to what nothing else can cover (beyond the cap limit), in every domain.
+    live = (obs.reserve_mode == RESERVE_ON) & allowed
+    must = np.where(allowed, np.maximum(rem - cap_max, 0.0), 0.0)
+    want = np.where(live, rem, must)
+    res_kw = _coordinate_reserve(site, want, must)
+    delivering = np.where(live, res_kw, 0.0)
+    cap = _apply_pins(obs, np.minimum(rem - delivering, cap_max), cap_max)
+    left = np.maximum(rem - delivering - cap, 0.0)
 
     headroom = np.where(over, 0.0, -excess)
-    chg, dis_down = _recharge(site, obs, targets.soc_target, headroom)
+    chg, dis_down = _recharge(site, obs, targets.soc_target, headroom, np.maximum(net_kw, 0.0))
     repay = np.minimum(np.maximum(targets.repay_kw, 0.0), np.maximum(headroom - chg, 0.0))
     kes_kw = np.where(over, dis, dis_down - chg)
-    kes_kw = _ramp_limit(site, obs, net_kw + repay - res_kw - cap, kes_kw, targets.soc_target)
+    kes_kw = _ramp_limit(site, obs, net_kw + repay - delivering - cap, kes_kw, targets.soc_target)
 
-    want_reserve = targets.reserve_arm | (left > 1e-9) | (live & (rem > 1e-9))
+    running = obs.reserve_mode != RESERVE_OFF
+    want_reserve = targets.reserve_arm | (left > 1e-9) | (live & (rem > 1e-9)) | (bad & running)
     reserve_on = _reserve_overrides(obs, want_reserve)
     res_kw = np.where(reserve_on, res_kw, 0.0)
+    kes_kw = np.where(bad, 0.0, kes_kw)
     return Decision(
         kes_kw=kes_kw,
         cap_kw=cap,
         reserve_on=reserve_on,
         reserve_kw=res_kw,
-        shift_out_kw=targets.shift_out_kw.copy(),
-        shift_in_kw=targets.shift_in_kw.copy(),
+        shift_out_kw=np.where(bad, 0.0, targets.shift_out_kw),
+        shift_in_kw=np.where(bad, 0.0, targets.shift_in_kw),
         defer_kw=defer_kw,
         repay_kw=repay,
         soc_target=targets.soc_target.copy(),
-        reasons=_reasons(n, excess, dis, res_kw, cap, left, chg, targets),
+        reasons=_reasons(n, excess, dis, res_kw, cap, left, chg, targets, bad),
     )
+
+
+def _sanitised(site: SiteParams, obs: Observation) -> tuple[Observation, BoolArray]:
+    """Replace stale or non-finite readings by a neutral domain: at primary capacity, all of it
+    critical, flywheel limits zero (so no discharge, charge or cap is decided from garbage)."""
+    bad = ~np.isfinite(obs.demand_kw) | ~np.isfinite(obs.critical_kw)
+    if obs.stale is not None:
+        bad = bad | obs.stale
+    if not bad.any():
+        return obs, bad
+    clean = dataclasses.replace(
+        obs,
+        demand_kw=np.where(bad, site.primary_kw, obs.demand_kw),
+        critical_kw=np.where(bad, site.primary_kw, obs.critical_kw),
+        shift_out_kw=np.where(bad, 0.0, obs.shift_out_kw),
+        shift_in_kw=np.where(bad, 0.0, obs.shift_in_kw),
+        due_repay_kw=np.where(bad, 0.0, obs.due_repay_kw),
+        kes_max_discharge_kw=np.where(bad, 0.0, obs.kes_max_discharge_kw),
+        kes_max_charge_kw=np.where(bad, 0.0, obs.kes_max_charge_kw),
+        kes_soc=np.where(np.isfinite(obs.kes_soc), obs.kes_soc, 0.0),
+        last_grid_kw=np.where(np.isfinite(obs.last_grid_kw), obs.last_grid_kw, site.primary_kw),
+    )
+    return clean, bad
+
+
+def _reserve_allowed(obs: Observation) -> BoolArray:
+    if obs.reserve_override is None:
+        return np.ones(obs.demand_kw.shape[0], dtype=bool)
+    allowed: BoolArray = obs.reserve_override >= 0
+    return allowed
 
 
 def _coordinate_reserve(
@@ -140,7 +178,11 @@ def _apply_pins(obs: Observation, cap: FloatArray, cap_max: FloatArray) -> Float
 
 
 def _recharge(
-    site: SiteParams, obs: Observation, soc_target: FloatArray, headroom_kw: FloatArray
+    site: SiteParams,
+    obs: Observation,
+    soc_target: FloatArray,
+    headroom_kw: FloatArray,
+    load_kw: FloatArray,
 ) -> tuple[FloatArray, FloatArray]:
     """Charge toward the target within headroom; above the target, give energy back to the
     load (it lowers grid draw, and a slower rotor loses less)."""
@@ -157,7 +199,8 @@ def _recharge(
     dis_rate = np.maximum(-gap_kwh, 0.0) * kes.discharge_efficiency / dt_h
     if site.max_grid_ramp_kw_per_s is not None:
         dis_rate = np.minimum(dis_rate, RAMP_RECOVERY_SHARE * kes.rated_power_kw)
-    dis = np.minimum(dis_rate, obs.kes_max_discharge_kw)
+    # Never more than the load draws: the bank supplies the load, it does not export.
+    dis = np.minimum(np.minimum(dis_rate, obs.kes_max_discharge_kw), load_kw)
     return np.maximum(chg, 0.0), np.maximum(dis, 0.0)
 
 
@@ -208,9 +251,13 @@ def _reasons(
     left: FloatArray,
     chg: FloatArray,
     targets: Targets,
+    bad: BoolArray,
 ) -> tuple[str, ...]:
     out = []
     for d in range(n):
+        if bad[d]:
+            out.append("reading stale or invalid: flywheel floats, caps held, reserve kept")
+            continue
         if excess[d] > 0:
             text = f"over primary by {excess[d]:.1f} kW: KES {dis[d]:.1f}"
             text += f", reserve {res_kw[d]:.1f}, cap {cap[d]:.1f}"

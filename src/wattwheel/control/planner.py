@@ -142,6 +142,8 @@ class _Builder:
         self.repay = lp.add_vars(D * K, 0.0, np.repeat(s.primary_kw, K), 0.0)
         self.debt = lp.add_vars(D * K, 0.0, np.inf, 0.0)
         self.over = lp.add_vars(D * K, 0.0, np.inf, dt_h * self._cost("overload_energy_kwh") + 1.0)
+        # Reserve power that does not arrive because the reserve is still starting.
+        self.lost = lp.add_vars(D * K, 0.0, np.inf, 0.0)
         # Standby loss, priced: the affine part in stored energy goes on the energy columns.
         a, _ = self._loss_coefs()
         for d in range(D):
@@ -162,7 +164,6 @@ class _Builder:
         a, b = self._loss_coefs()
         kes = s.kes
         floor_kwh = soc_floor(s) * kes.capacity_kwh
-        delay_frac = min(1.0, s.reserve.start_delay_s / self.block_s)
         min_on_blocks = max(int(math.ceil(s.reserve.min_on_s / self.block_s)), 1)
         big = s.reserve.capacity_kw
         for d in range(D):
@@ -179,9 +180,10 @@ class _Builder:
                         self.dis[i],
                         self.chg[i],
                         self.res[i],
+                        self.lost[i],
                         self.over[i],
                     ],
-                    [-1, 1, -1, -1, 1, -1, 1, -1, -1],
+                    [-1, 1, -1, -1, 1, -1, 1, -1, 1, -1],
                     hi=float(s.primary_kw[d] - inp.demand_kw[d, k]),
                 )
                 # Energy: E_k = (1 − a·Δ)E_{k−1} + η_c·chg·Δ − dis·Δ/η_d − b·Δ.
@@ -195,10 +197,9 @@ class _Builder:
                     coefs.append(-(1 - a[d] * dt_h))
                 lp.add_row(cols, coefs, lo=rhs, hi=rhs)
                 lp.add_row([self.energy[i], self.short[i]], [1, 1], lo=float(floor_kwh[d]))
-                # Reserve: delivers only when on; a start loses its delay.
-                lp.add_row(
-                    [self.res[i], self.on[i], self.start[i]], [1, -big, big * delay_frac], hi=0.0
-                )
+                # Reserve: delivers only when on, and nothing until its start delay has passed.
+                lp.add_row([self.res[i], self.on[i]], [1, -big], hi=0.0)
+                self._start_delay_rows(d, k, big)
                 prev_on = float(inp.reserve_on[d]) if k == 0 else None
                 if prev_on is None:
                     lp.add_row([self.start[i], self.on[i], self.on[i - 1]], [1, -1, 1], lo=0.0)
@@ -238,6 +239,24 @@ class _Builder:
                 cols += [int(self.inn[d * K + k]) for d in range(D)]
                 lp.add_row(cols, [1.0] * D + [-1.0] * D, lo=0.0, hi=0.0)
         # Receiving shifted work needs headroom in the destination (its own balance row above).
+
+    def _start_delay_rows(self, d: int, k: int, big: float) -> None:
+        """lost_k >= res_k while a start is within the delay, and a fraction of it in the block
+        where the delay ends: ``lost ≥ res − C·(1 − started)`` (exact for binary starts)."""
+        K, lp = self.n_blk, self.lp
+        i = d * K + k
+        full, frac = divmod(self.site.reserve.start_delay_s / self.block_s, 1.0)
+        blocking = [d * K + k - j for j in range(int(full)) if k - j >= 0]
+        if blocking:
+            cols = [int(self.lost[i]), int(self.res[i])] + [int(self.start[c]) for c in blocking]
+            lp.add_row(cols, [1.0, -1.0] + [-big] * len(blocking), lo=-big)
+        if frac > 1e-9 and k - int(full) >= 0:
+            j = d * K + k - int(full)
+            lp.add_row(
+                [int(self.lost[i]), int(self.res[i]), int(self.start[j])],
+                [1.0, -frac, -frac * big],
+                lo=-frac * big,
+            )
 
     def extract(self, x: FloatArray) -> Plan:
         D, K = self.n_dom, self.n_blk

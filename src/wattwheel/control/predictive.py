@@ -85,12 +85,17 @@ class PredictivePolicy:
             repay_kw=plan.repay_kw,
         )
 
-    def _plan(self, obs: Observation, state: PredictiveState, fc: Forecast) -> Plan | None:
+    def _plan(self, obs: Observation, state: PredictiveState, forecast: Forecast) -> Plan | None:
         site = self.site
+        fc = forecast.rows_for(site.domain_names)
+        if fc is None or len(fc.horizons_s) != len(self.horizons_s):
+            return None  # a forecast that does not cover every domain: plan nothing, fall back
         q = fc.quantile(site.risk_quantile) / 1000.0
         if not np.all(np.isfinite(q)):
             return None
         demand = np.column_stack([obs.demand_kw, q])
+        if not np.all(np.isfinite(demand)) or (obs.stale is not None and obs.stale.any()):
+            return None  # a stale or invalid reading: no plan on garbage, the fast loop holds
         nc_frac = site.flex.noncritical_fraction[:, None]
         noncrit = np.column_stack([obs.noncritical_kw, q[:, :] * nc_frac])
         fixed_out, fixed_in = self._fixed_shifts(obs, state)

@@ -51,9 +51,12 @@ class SeedPolicy:
     ) -> tuple[Decision, Any]:
         site = self.site
         if forecast is not None:
-            state["predicted_kw"] = forecast.point[:, 0] / 1000.0
+            fc = forecast.rows_for(site.domain_names)
+            # A forecast missing a domain is no forecast: fall back on the actual power.
+            state["predicted_kw"] = None if fc is None else fc.point[:, 0] / 1000.0
         actual = obs.demand_kw - obs.shift_out_kw + obs.shift_in_kw + obs.due_repay_kw
-        predicted = state["predicted_kw"] if state["predicted_kw"] is not None else actual
+        predicted = actual if state["predicted_kw"] is None else state["predicted_kw"]
+        predicted = np.where(np.isfinite(predicted), predicted, actual)
         kes_power = site.kes.rated_power_kw
         threshold = site.primary_kw + kes_power
         charge = np.where(predicted > threshold, predicted - threshold, 0.0)

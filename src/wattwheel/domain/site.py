@@ -29,7 +29,7 @@ _PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d+)?|100)$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class SiteSection(_Strict):
@@ -73,6 +73,8 @@ class BreakerSection(_Strict):
 
     @model_validator(mode="after")
     def _curve(self) -> BreakerSection:
+        if any(r < 1.0 for r in self.curve_ratio) or any(t <= 0 for t in self.curve_seconds):
+            raise ValueError("curve_ratio must be >= 1 and curve_seconds > 0")
         if len(self.curve_ratio) != len(self.curve_seconds) or len(self.curve_ratio) < 2:
             raise ValueError("curve_ratio and curve_seconds need the same length (>= 2)")
         if any(b <= a for a, b in zip(self.curve_ratio, self.curve_ratio[1:], strict=False)):
@@ -155,16 +157,6 @@ class SiteConfig(_Strict):
     domain_defaults: DomainDefaults = Field(default_factory=DomainDefaults)
     domains: list[DomainSection] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique(self) -> SiteConfig:
-        names = [d.name for d in self.domains]
-        if len(set(names)) != len(names):
-            raise ValueError("domain names must be unique")
-        racks = [r for d in self.domains for r in d.racks]
-        if len(set(racks)) != len(racks):
-            raise ValueError("a rack belongs to more than one domain")
-        return self
-
     @property
     def rack_ids(self) -> list[str]:
         return [r for d in self.domains for r in d.racks]
@@ -194,6 +186,7 @@ def parse_site(text: str, source: str = "site file") -> SiteConfig:
         key = _key(err["loc"])
         raise ConfigError(key, err.get("input"), err["msg"]) from None
     _check_costs(config.costs)
+    _check_unique(config)
     for i, dom in enumerate(config.domains):
         _merged_kes(config, i, dom)
         _merged_flex(config, i, dom)
@@ -207,6 +200,29 @@ def _key(loc: Sequence[int | str]) -> str:
     return out or "<root>"
 
 
+def _check_unique(config: SiteConfig) -> None:
+    seen_domains: dict[str, int] = {}
+    seen_racks: dict[str, str] = {}
+    for i, dom in enumerate(config.domains):
+        if dom.name in seen_domains:
+            raise ConfigError(
+                f"domains[{i}].name",
+                dom.name,
+                f"domain names must be unique: {dom.name!r} is also "
+                f"domains[{seen_domains[dom.name]}]",
+            )
+        seen_domains[dom.name] = i
+        for j, rack in enumerate(dom.racks):
+            if rack in seen_racks:
+                raise ConfigError(
+                    f"domains[{i}].racks[{j}]",
+                    rack,
+                    f"a rack belongs to more than one domain: {rack!r} is already in "
+                    f"domain {seen_racks[rack]!r}",
+                )
+            seen_racks[rack] = dom.name
+
+
 def _check_costs(costs: Mapping[str, float]) -> None:
     for name, weight in costs.items():
         if name not in METRIC_NAMES:
@@ -216,27 +232,40 @@ def _check_costs(costs: Mapping[str, float]) -> None:
 
 
 def _merged(
-    section: type[_Strict], key: str, base: Mapping[str, Any], own: Mapping[str, Any]
+    section: type[_Strict],
+    key: str,
+    default_key: str,
+    base: Mapping[str, Any],
+    own: Mapping[str, Any],
 ) -> Any:
+    """Validate a domain's section merged over the defaults; an error names where the bad
+    value was written (the domain's own table, or ``domain_defaults``)."""
     try:
         return section.model_validate({**base, **own})
     except ValidationError as exc:
         err = exc.errors()[0]
+        loc = err["loc"]
+        first = str(loc[0]) if loc else ""
+        where = default_key if first and first in base and first not in own else key
         raise ConfigError(
-            f"{key}{'.' + _key(err['loc']) if err['loc'] else ''}", err.get("input"), err["msg"]
+            f"{where}{'.' + _key(loc) if loc else ''}", err.get("input"), err["msg"]
         ) from None
 
 
 def _merged_kes(config: SiteConfig, i: int, dom: DomainSection) -> KesSection:
     result: KesSection = _merged(
-        KesSection, f"domains[{i}].kes", config.domain_defaults.kes, dom.kes
+        KesSection, f"domains[{i}].kes", "domain_defaults.kes", config.domain_defaults.kes, dom.kes
     )
     return result
 
 
 def _merged_flex(config: SiteConfig, i: int, dom: DomainSection) -> FlexSection:
     result: FlexSection = _merged(
-        FlexSection, f"domains[{i}].flex", config.domain_defaults.flex, dom.flex
+        FlexSection,
+        f"domains[{i}].flex",
+        "domain_defaults.flex",
+        config.domain_defaults.flex,
+        dom.flex,
     )
     return result
 

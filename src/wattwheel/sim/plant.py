@@ -58,9 +58,9 @@ class Plant:
         d = site.n_domains
         self.site = site
         self.dt_s = dt_s
-        self.lead_steps = np.ceil(site.flex.shift_lead_s / dt_s - 1e-9).astype(int)
+        self.lead_steps = int(np.ceil(float(site.flex.shift_lead_s.max(initial=0.0)) / dt_s - 1e-9))
         self.deadline_steps = np.maximum(np.ceil(site.flex.defer_deadline_s / dt_s), 1).astype(int)
-        depth = int(max(self.lead_steps.max(initial=0), 0)) + 1
+        depth = max(self.lead_steps, 0) + 1
         self._shift_out = np.zeros((depth, d))
         self._shift_in = np.zeros((depth, d))
         self._debt = np.zeros((int(self.deadline_steps.max(initial=1)) + 1, d))
@@ -163,29 +163,31 @@ class Plant:
         )
 
     def _apply_shifts(self, noncrit: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Shifts due now. Work moves only where it can leave *and* be received: the moved total
+        is the smaller of what the sources can release (their non-critical load) and what the
+        destinations were scheduled to take, so work is never lost nor created."""
         slot = self.step_index % self._shift_out.shape[0]
         want_out = self._shift_out[slot].copy()
         want_in = self._shift_in[slot].copy()
         self._shift_out[slot] = 0.0
         self._shift_in[slot] = 0.0
-        out_kw = np.minimum(want_out, noncrit)
-        total_want, total_out = float(want_out.sum()), float(out_kw.sum())
-        # Work arrives only if it left: destinations get the moved total, in proportion.
-        scale = total_out / total_want if total_want > 0 else 0.0
-        in_kw = want_in * scale if float(want_in.sum()) > 0 else np.zeros_like(want_in)
-        in_total = float(in_kw.sum())
-        if in_total > 0:
-            in_kw = in_kw * (total_out / in_total)
+        can_out = np.minimum(want_out, noncrit)
+        moved = min(float(can_out.sum()), float(want_in.sum()))
+        if moved <= 0:
+            return np.zeros_like(want_out), np.zeros_like(want_in)
+        out_kw = can_out * (moved / float(can_out.sum()))
+        in_kw = want_in * (moved / float(want_in.sum()))
         return out_kw, in_kw
 
     def _schedule_shifts(self, dec: Decision) -> None:
+        """A shift takes effect after the longest lead time of the site's domains, for the
+        source and the destination alike (the work leaves when it can arrive)."""
         depth = self._shift_out.shape[0]
         out = np.clip(dec.shift_out_kw, 0.0, self.site.flex.shift_max_kw)
         inn = np.clip(dec.shift_in_kw, 0.0, self.site.flex.shift_max_kw)
-        for d, lead in enumerate(self.lead_steps):
-            slot = (self.step_index + int(lead)) % depth
-            self._shift_out[slot, d] += out[d]
-            self._shift_in[slot, d] += inn[d]
+        slot = (self.step_index + self.lead_steps) % depth
+        self._shift_out[slot] += out
+        self._shift_in[slot] += inn
 
     def _add_debt(self, energy_kwh: FloatArray) -> None:
         depth = self._debt.shape[0]
