@@ -1,5 +1,360 @@
-"""CLI commands (registered on wattwheel.cli.app)."""
+"""Live commands: ``emulate`` (a virtual site over real protocols) and ``serve`` (the
+controller plus its API and dashboard, in one process). See ``docs/live.md``."""
 
 from __future__ import annotations
 
-from wattwheel.cli import app as _app  # noqa: F401
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from wattwheel.cli import app
+from wattwheel.domain.errors import WattwheelError
+from wattwheel.sim.scenario import bundled_site, load_scenario
+
+console = Console(stderr=True)
+log = logging.getLogger("wattwheel.live")
+
+SiteOpt = Annotated[
+    Path | None, typer.Option("--site", help="site file (TOML); default: bundled cella-oversub")
+]
+TraceOpt = Annotated[
+    Path | None, typer.Option("--trace", help="trace (default: the one the site file names)")
+]
+DEFAULT_DEVICES = Path("wattwheel-devices.json")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "pymodbus", "pysnmp", "aiomqtt", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _broker(url: str) -> tuple[str, int]:
+    parsed = urlparse(url if "://" in url else f"mqtt://{url}")
+    if not parsed.hostname:
+        _fail(f"--mqtt-url {url!r}: expected host[:port] or mqtt://host:port")
+    return str(parsed.hostname), int(parsed.port or 1883)
+
+
+def _reachable(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+# ---------------------------------------------------------------------------------- emulate
+@app.command()
+def emulate(
+    site: SiteOpt = None,
+    trace: TraceOpt = None,
+    speed: Annotated[
+        float, typer.Option(help="trace seconds per wall second (60: a 5-min step every 5 s)")
+    ] = 1.0,
+    start_step: Annotated[
+        int | None,
+        typer.Option(help="first trace step to replay (default: just before the first overload)"),
+    ] = None,
+    devices: Annotated[
+        Path, typer.Option("--devices", help="where to write the device map for `serve`")
+    ] = DEFAULT_DEVICES,
+    host: Annotated[str, typer.Option(help="address the devices listen on")] = "127.0.0.1",
+    redfish_port: Annotated[int, typer.Option(help="Redfish (HTTP); 0 = free port")] = 0,
+    snmp_port: Annotated[int, typer.Option(help="SNMP agent (UDP); 0 = free port")] = 0,
+    modbus_port: Annotated[int, typer.Option(help="Modbus TCP; 0 = free port")] = 0,
+    control_port: Annotated[
+        int, typer.Option(help="reserve/scheduler/status HTTP; 0 = free port")
+    ] = 0,
+    mqtt_url: Annotated[
+        str, typer.Option(help="MQTT broker the telemetry is published to")
+    ] = "localhost:1883",
+    no_mqtt: Annotated[bool, typer.Option("--no-mqtt", help="do not publish over MQTT")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve a virtual site driven by a trace over Redfish, SNMP, Modbus/SunSpec and MQTT."""
+    from wattwheel.emulate.site import EmulatorOptions
+
+    _logging(verbose)
+    site_path = site or bundled_site()
+    try:
+        scenario = load_scenario(site_path, trace)
+    except WattwheelError as exc:
+        _fail(str(exc))
+    mqtt_host: str | None = None
+    mqtt_port = 1883
+    if not no_mqtt:
+        mqtt_host, mqtt_port = _broker(mqtt_url)
+        if not _reachable(mqtt_host, mqtt_port):
+            console.print(
+                f"[yellow]No MQTT broker reachable at {mqtt_host}:{mqtt_port}: MQTT telemetry is "
+                "OFF.[/yellow] Start one (e.g. `mosquitto -p 1883`) or pass --mqtt-url; "
+                "--no-mqtt silences this. Redfish, SNMP and Modbus are served regardless."
+            )
+            mqtt_host = None
+    options = EmulatorOptions(
+        host=host,
+        redfish_port=redfish_port,
+        snmp_port=snmp_port,
+        modbus_port=modbus_port,
+        control_port=control_port,
+        mqtt_host=mqtt_host,
+        mqtt_port=mqtt_port,
+        speed=speed,
+        start_step=start_step,
+    )
+    trace_file = str(trace.resolve()) if trace else ""
+    asyncio.run(_emulate(scenario, options, site_path.resolve(), trace_file, devices))
+
+
+async def _emulate(
+    scenario: Any, options: Any, site_path: Path, trace_file: str, out: Path
+) -> None:
+    from wattwheel.emulate.site import start_emulated_site
+
+    handle = await start_emulated_site(scenario, options, str(site_path), trace_file)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(handle.device_map, indent=1))
+    os.replace(tmp, out)  # `serve` never reads a half-written map
+    dm = handle.device_map
+    console.print(
+        f"[bold]wattwheel emulate[/bold]: site {dm['site']!r}, "
+        f"{len(dm['inventory'])} servers, speed x{dm['speed']:g}, "
+        f"from trace step {dm['start_step']}"
+    )
+    console.print(f"  Redfish   {dm['redfish']['url']}  (user {dm['redfish']['username']})")
+    console.print(
+        f"  SNMP      udp://{dm['snmp']['host']}:{dm['snmp']['port']}  (community = rack id)"
+    )
+    console.print(
+        f"  Modbus    tcp://{dm['modbus']['host']}:{dm['modbus']['port']}  "
+        f"units {dm['modbus']['units']}"
+    )
+    mq = dm["mqtt"]
+    broker = "off" if mq is None else f"{mq['host']}:{mq['port']}"
+    console.print(f"  MQTT      {broker}")
+    console.print(f"  reserve   {dm['reserve_url']}\n  scheduler {dm['scheduler_url']}")
+    console.print(f"  status    {dm['site_status_url']}")
+    console.print(f"device map written to {out} — run: wattwheel serve --devices {out}")
+    try:
+        await _until_signalled()
+    finally:
+        await handle.stop()
+
+
+# ---------------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    site: SiteOpt = None,
+    trace: TraceOpt = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="database URL: sqlite:///PATH (default sqlite:///wattwheel.db), "
+            "postgresql+psycopg://..., or memory://"
+        ),
+    ] = None,
+    devices: Annotated[
+        Path | None, typer.Option("--devices", help="device map written by `wattwheel emulate`")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="LSTM model directory (default: persistence forecaster)")
+    ] = None,
+    policy: Annotated[str, typer.Option(help="none, reactive, seed or predictive")] = "predictive",
+    host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port")] = 8080,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="API tokens, one 'name:role:token' per line (or WATTWHEEL_TOKENS)"),
+    ] = None,
+    control_period: Annotated[float, typer.Option(help="fast-loop period (s)")] = 1.0,
+    plan_period: Annotated[
+        float | None, typer.Option(help="planning period (s); default: the site's")
+    ] = None,
+    history_step: Annotated[
+        float | None,
+        typer.Option(help="forecast history grid (s); default 60, or the model's step"),
+    ] = None,
+    device_timeout: Annotated[float, typer.Option(help="per-device timeout in a tick (s)")] = 0.5,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the live controller against devices, with the API, dashboard and /metrics."""
+    _logging(verbose)
+    try:
+        asyncio.run(
+            _serve(
+                site or bundled_site(),
+                trace,
+                db,
+                devices,
+                model,
+                policy,
+                host,
+                port,
+                token_file,
+                control_period,
+                plan_period,
+                history_step,
+                device_timeout,
+            )
+        )
+    except WattwheelError as exc:
+        _fail(str(exc))
+
+
+def _model_step_s(forecaster: Any) -> float | None:
+    """The grid a trained model was fitted on (the history must use it), if it says."""
+    try:
+        return float(forecaster._state().step_s)
+    except Exception:  # baselines and untrained models have no fixed step
+        return None
+
+
+def _tokens(token_file: Path | None) -> dict[str, Any]:
+    from wattwheel.api.auth import ENV_VAR, parse_tokens
+
+    spec = os.environ.get(ENV_VAR, "")
+    if token_file is not None:
+        if not token_file.is_file():
+            _fail(f"--token-file {token_file}: not found")
+        lines = [ln.strip() for ln in token_file.read_text().splitlines()]
+        spec = ",".join([spec, *(ln for ln in lines if ln and not ln.startswith("#"))])
+    try:
+        return parse_tokens(spec)
+    except ValueError as exc:
+        _fail(str(exc))
+        raise
+
+
+async def _serve(
+    site_path: Path,
+    trace: Path | None,
+    db: str | None,
+    devices_path: Path | None,
+    model: Path | None,
+    policy_name: str,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    control_period: float,
+    plan_period: float | None,
+    history_step: float | None,
+    device_timeout: float,
+) -> None:
+    from wattwheel.adapters.model_artifact import load_forecaster
+    from wattwheel.adapters.store import open_store
+    from wattwheel.api import create_app
+    from wattwheel.cli.live_wiring import build_wiring, inventory_for, load_device_map
+    from wattwheel.control.registry import make_policy
+    from wattwheel.forecast.base import Forecaster
+    from wattwheel.forecast.baselines import PersistenceForecaster
+    from wattwheel.runtime.clock import SystemClock
+    from wattwheel.runtime.inventory import default_inventory
+    from wattwheel.runtime.loop import Runtime, RuntimeConfig
+    from wattwheel.runtime.state import LiveState, Overrides
+
+    scenario = load_scenario(site_path, trace)
+    site = scenario.site
+    policy = make_policy(policy_name, site)
+    if devices_path is None and DEFAULT_DEVICES.is_file():
+        devices_path = DEFAULT_DEVICES
+    if devices_path is not None:
+        device_map = load_device_map(devices_path)
+        inventory = inventory_for(device_map, site)
+    else:
+        console.print(
+            "[yellow]no --devices map: no device is wired; the loop runs on the "
+            "modelled reserve only[/yellow]"
+        )
+        device_map = {}
+        inventory = default_inventory(site, 100.0, 2000.0)
+    wiring = build_wiring(device_map, site, inventory, device_timeout)
+    horizons = tuple(getattr(policy, "horizons_s", ()))
+    forecaster: Forecaster
+    if model is not None:
+        forecaster = load_forecaster(model)
+    else:
+        forecaster = PersistenceForecaster(horizons_s=horizons or (300.0,))
+    step = history_step or _model_step_s(forecaster) or 60.0
+    config = RuntimeConfig(
+        control_period_s=control_period,
+        device_timeout_s=device_timeout,
+        plan_period_s=plan_period,
+        history_step_s=step,
+        poll_period_s=wiring.poll_period_s,
+        # Sources polled every 5 s must still count as fresh between two polls.
+        telemetry_max_age_s=max([5.0, *(2 * p for p in wiring.poll_period_s.values())]),
+    )
+    store = open_store(db)
+    tokens = _tokens(token_file)
+    if not tokens:
+        console.print(
+            "[yellow]no API tokens configured: reads are open, operator overrides "
+            "are disabled (give --token-file or WATTWHEEL_TOKENS)[/yellow]"
+        )
+    state, overrides = LiveState(site.domain_names), Overrides()
+    api = create_app(
+        state, store, overrides, tokens, anonymous_read=not tokens, site_name=site.name
+    )
+    runtime = Runtime(
+        site,
+        policy,
+        wiring.devices,
+        inventory,
+        SystemClock(),
+        state,
+        overrides,
+        store,
+        forecaster,
+        config,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            api, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+    )
+    console.print(
+        f"[bold]wattwheel serve[/bold]: site {site.name!r}, policy {policy.name}, "
+        f"{len(wiring.devices.telemetry)} telemetry sources; "
+        f"API and dashboard on http://{host}:{port}/  (metrics: /metrics)"
+    )
+    tasks = [asyncio.ensure_future(runtime.run())]
+    tasks += [asyncio.ensure_future(run()) for run in wiring.background]
+    try:
+        await server.serve()  # returns on SIGINT/SIGTERM
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await wiring.close()
+        with contextlib.suppress(Exception):
+            store.flush()
+        store.close()

@@ -94,6 +94,9 @@ class RuntimeConfig:
         shed_heat: breaker heat (0..1, trips at 1) above which non-critical outlets are shed
             when capping, the flywheel and the reserve leave load uncovered.
         racks_every_ticks: publish per-rack snapshots every N ticks (large sites).
+        poll_period_s: telemetry source name -> polling period while :meth:`Runtime.run`
+            runs (default: the control period). Sources are polled by their own tasks and
+            each tick takes what arrived; a bare :meth:`Runtime.tick` reads them inline.
     """
 
     control_period_s: float = 1.0
@@ -107,6 +110,7 @@ class RuntimeConfig:
     store_flush_s: float = 1.0
     shed_heat: float = 0.5
     racks_every_ticks: int = 1
+    poll_period_s: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -182,6 +186,8 @@ class Runtime:
         self._out = _Outbox()
         self._last_sched: tuple[float, ...] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._pollers: dict[str, asyncio.Task[None]] = {}
+        self._polled: dict[str, list[PowerSample]] = {}
         self.started_s = clock.now_s()
 
     # ------------------------------------------------------------------ faults & events
@@ -203,10 +209,12 @@ class Runtime:
     ]:
         t = self.cfg.device_timeout_s
         empty: list[PowerSample] = []
+        polled = self._drain_polled()
         tele = asyncio.gather(
             *(
                 guarded(self.faults, "device", f"telemetry:{name}", src.read, t, empty)
                 for name, src in self.devices.telemetry.items()
+                if name not in self._pollers
             )
         )
         none_status: FlywheelStatusW | None = None
@@ -223,8 +231,30 @@ class Runtime:
             else self.modelled_reserve.read()
         )
         batches, statuses, reserve = await asyncio.gather(tele, fly, res)
-        samples = [s for batch in batches for s in batch]
+        samples = polled + [s for batch in batches for s in batch]
         return samples, dict(zip(self.devices.flywheels, statuses, strict=True)), reserve
+
+    def _drain_polled(self) -> list[PowerSample]:
+        out: list[PowerSample] = []
+        for buffer in self._polled.values():
+            out.extend(buffer)
+            buffer.clear()
+        return out
+
+    async def _poll(self, name: str, source: TelemetrySource, period_s: float) -> None:
+        """Read one telemetry source on its own schedule (a slow one never holds a tick)."""
+        buffer = self._polled.setdefault(name, [])
+        empty: list[PowerSample] = []
+        timeout = max(self.cfg.device_timeout_s, period_s)
+        while True:
+            started = self.clock.monotonic_s()
+            batch = await guarded(
+                self.faults, "device", f"telemetry:{name}", source.read, timeout, empty
+            )
+            buffer.extend(batch)
+            if len(buffer) > 1_000_000:  # nobody drains: keep the newest readings only
+                del buffer[: len(buffer) - 1_000_000]
+            await self.clock.sleep(period_s - (self.clock.monotonic_s() - started))
 
     # ------------------------------------------------------------------ observation
     def _kes(
@@ -574,12 +604,17 @@ class Runtime:
             asyncio.ensure_future(self._plan_loop()),
             asyncio.ensure_future(self._flush_loop()),
         ]
+        for name, source in self.devices.telemetry.items():
+            period = self.cfg.poll_period_s.get(name, self.cfg.control_period_s)
+            self._pollers[name] = asyncio.ensure_future(self._poll(name, source, period))
+        helpers += list(self._pollers.values())
         try:
             await self._fast_loop(ticks)
         finally:
             for h in helpers:
                 h.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            self._pollers.clear()
             await self.flush()
 
     async def _fast_loop(self, ticks: int | None) -> None:

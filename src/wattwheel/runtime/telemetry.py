@@ -1,9 +1,9 @@
 """Telemetry -> per-rack and per-domain demand: the latest reading of each server / PDU,
 checked (``check_sample``), aged, and summed with numpy so 1,000 racks cost little per tick.
 
-Per rack, the demand is taken from the first source that is complete and fresh:
-the sum of its servers (every server fresh), else its PDU/rack total, else the sum of its
-outlets, else the last good value (the rack is then *stale*). A domain is stale when any of its
+Per rack, the demand is taken from the first source that is complete and fresh: its PDU/rack
+total, else the sum of its servers (every server fresh), else the sum of its outlets, else the
+last good value (the rack is then *stale*). A domain is stale when any of its
 racks is. Critical load is the sum of critical servers where server readings exist, else the
 site's critical fraction of the rack.
 
@@ -115,7 +115,8 @@ class TelemetryView:
                     self.uncapped_w[i] = s.power_w
             return True
         if s.kind == "outlet":
-            key = f"{s.rack_id}/{s.server_id}"
+            # SNMP outlets arrive as "outlet-<n>"; the inventory names them "<rack>/<n>".
+            key = f"{s.rack_id}/{(s.server_id or '').removeprefix('outlet-')}"
             j = self._outlet_server.get(key)
             if j is None:
                 return False
@@ -165,10 +166,12 @@ class TelemetryView:
         n_out = np.bincount(inv.server_rack, weights=out_fresh.astype(float), minlength=r)
         out_complete = (n_out == inv.servers_per_rack) & (inv.servers_per_rack > 0)
         out_sum = np.bincount(inv.server_rack, weights=np.nan_to_num(self.outlet_w), minlength=r)
+        # The PDU meters the whole rack (plus what our caps hold back); servers and outlets
+        # are the fallbacks when it is silent.
         rack_w = np.where(
-            srv_complete,
-            srv_sum,
-            np.where(pdu_fresh, self.pdu_w + held, np.where(out_complete, out_sum + held, np.nan)),
+            pdu_fresh,
+            self.pdu_w + held,
+            np.where(srv_complete, srv_sum, np.where(out_complete, out_sum + held, np.nan)),
         )
         fresh = np.isfinite(rack_w)
         rack_w = np.where(fresh, rack_w, self.last_good_rack_w)
