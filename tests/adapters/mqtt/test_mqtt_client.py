@@ -11,7 +11,13 @@ import aiomqtt
 import pytest
 
 from services import Mosquitto
-from wattwheel.adapters.mqtt.client import Backoff, BrokerAddress, MqttIngester, MqttPublisher
+from wattwheel.adapters.mqtt.client import (
+    Backoff,
+    BrokerAddress,
+    MqttIngester,
+    MqttPublisher,
+    SampleBuffer,
+)
 from wattwheel.adapters.mqtt.codec import encode_sample, telemetry_filter, telemetry_topic
 from wattwheel.domain.telemetry import PowerSample
 
@@ -202,3 +208,12 @@ async def test_publisher_drops_oldest_when_buffer_is_full() -> None:
     publisher = MqttPublisher(BrokerAddress(port=1), SITE, max_buffered_samples=5)
     publisher.submit([_sample(i) for i in range(8)])
     assert publisher.buffered == 5 and publisher.dropped_samples == 3
+
+
+async def test_sample_buffer_is_a_telemetry_source() -> None:
+    buffer = SampleBuffer(max_samples=3)
+    await buffer([_sample(1), _sample(2)])
+    await buffer([_sample(3), _sample(4)])
+    assert [s.power_w for s in await buffer.read()] == [2.0, 3.0, 4.0]
+    assert buffer.dropped == 1
+    assert await buffer.read() == []

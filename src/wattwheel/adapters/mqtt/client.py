@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -110,6 +111,31 @@ class _Pending:
     samples: list[PowerSample] = field(default_factory=list)
     message_ids: list[int] = field(default_factory=list)
     first_at_s: float | None = None
+
+
+class SampleBuffer:
+    """A sink that keeps ingested samples until the control loop reads them.
+
+    Pass it as the ingester's ``sink`` (or call it from a sink that also stores the batch);
+    it is a :class:`~wattwheel.domain.telemetry.TelemetrySource`: ``read()`` returns and
+    forgets everything received since the previous call. At most ``max_samples`` are held;
+    beyond that the oldest are dropped and counted (the loop only needs the latest readings,
+    the store keeps the full history).
+    """
+
+    def __init__(self, max_samples: int = 1_000_000) -> None:
+        self._samples: deque[PowerSample] = deque(maxlen=max_samples)
+        self.dropped = 0
+
+    async def __call__(self, samples: list[PowerSample]) -> None:
+        overflow = len(self._samples) + len(samples) - (self._samples.maxlen or 0)
+        self.dropped += max(overflow, 0)
+        self._samples.extend(samples)
+
+    async def read(self) -> list[PowerSample]:
+        taken = list(self._samples)
+        self._samples.clear()
+        return taken
 
 
 class MqttIngester:
@@ -346,7 +372,10 @@ class MqttPublisher:
                 delays.reset()
 
     async def _session(self) -> None:
-        async with _client(self.broker, self.client_id, clean_session=True) as client:
+        client = _client(self.broker, self.client_id, clean_session=True)
+        # We keep a full in-flight window of publishes on purpose; don't warn about it.
+        client.pending_calls_threshold = self.max_messages_in_flight + 1
+        async with client:
             self._outage.recovered()
             self.connected.set()
             while True:
@@ -424,6 +453,8 @@ def _client(broker: BrokerAddress, client_id: str, *, clean_session: bool) -> ai
         keepalive=broker.keepalive_s,
         clean_session=clean_session,
         timeout=5.0,
+        # Small QoS 1 packets and their acks otherwise wait on Nagle + delayed ACK (~40 ms).
+        socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
     )
 
 
