@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import snmpsim
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -87,10 +88,16 @@ class SnmpSim:
             f"--agent-udpv4-endpoint=127.0.0.1:{port}",
             "--log-level=error",
         ]
+        env = dict(os.environ)
         if os.geteuid() == 0:
-            args += ["--process-user=nobody", "--process-group=nogroup"]
+            if _others_can_traverse(Path(snmpsim.__file__).parent):
+                args += ["--process-user=nobody", "--process-group=nogroup"]
+            else:
+                # A checkout under /root: nobody could not import the rest of snmpsim/pysnmp
+                # after the drop. snmpsim's own escape hatch keeps it running as root.
+                env["SNMPSIM_ALLOW_ROOT"] = "true"
         with self.log_path.open("wb") as log_file:
-            self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, community: str, timeout_s: float = 30.0) -> None:
         """Wait until a GET of sysDescr answers (indexing the recordings takes a few seconds)."""
@@ -111,6 +118,11 @@ class SnmpSim:
     def stop(self) -> None:
         _stop(self.proc)
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def _others_can_traverse(path: Path) -> bool:
+    """True if an unprivileged user can reach ``path`` (o+x on it and every parent)."""
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
 
 
 def _snmp_probe_packet(community: str) -> bytes:
