@@ -22,10 +22,36 @@ ALLOWED: dict[str, set[str]] = {
 }
 CORE = ("domain", "forecast", "control")
 FORBIDDEN_IN_CORE = {
-    "time", "socket", "asyncio", "subprocess", "threading", "os", "io", "pathlib", "shutil",
-    "tempfile", "sqlite3", "urllib", "http", "httpx", "requests", "sqlalchemy", "psycopg",
-    "alembic", "fastapi", "starlette", "uvicorn", "aiomqtt", "paho", "pymodbus", "pysnmp",
-    "sunspec2", "typer", "rich", "plotly", "logging",
+    "time",
+    "socket",
+    "asyncio",
+    "subprocess",
+    "threading",
+    "os",
+    "io",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "sqlite3",
+    "urllib",
+    "http",
+    "httpx",
+    "requests",
+    "sqlalchemy",
+    "psycopg",
+    "alembic",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "aiomqtt",
+    "paho",
+    "pymodbus",
+    "pysnmp",
+    "sunspec2",
+    "typer",
+    "rich",
+    "plotly",
+    "logging",
 }
 FORBIDDEN_CALLS_IN_CORE = {"open", "print", "input"}
 
@@ -63,8 +89,11 @@ def _violations(path: Path) -> list[str]:
             found.append(f"pure core module imports {name}")
     if layer in CORE:
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id in FORBIDDEN_CALLS_IN_CORE):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in FORBIDDEN_CALLS_IN_CORE
+            ):
                 found.append(f"pure core module calls {node.func.id}() at line {node.lineno}")
     return found
 
