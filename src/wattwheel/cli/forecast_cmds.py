@@ -81,7 +81,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed: same data + seed = same model.")] = 0,
     lookback: Annotated[int, typer.Option(help="Input window in steps of the trace.")] = 48,
     hidden: Annotated[int, typer.Option(help="LSTM hidden units.")] = 32,
-    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+    threads: Annotated[int, typer.Option(help="Torch threads for training.")] = 1,
     exog: ExogOption = None,
 ) -> None:
     """Train the global LSTM forecaster on one or more traces and save a model directory."""

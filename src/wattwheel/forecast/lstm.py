@@ -64,7 +64,8 @@ class LSTMConfig:
             split-conformal calibration.
         max_train_samples: cap on (origin, series) pairs per epoch (long 10 s traces).
         seed: seeds numpy and torch: same data + seed + threads -> same model.
-        num_threads: torch intra-op threads.
+        num_threads: torch intra-op threads for training (one: this small LSTM gains little
+            from a second thread, and loses a lot when the cores are shared).
         calibration_window: residuals kept per horizon for calibration.
     """
 
@@ -81,7 +82,7 @@ class LSTMConfig:
     val_fraction: float = 0.25
     max_train_samples: int = 100_000
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = 1
     calibration_window: int = 20_000
 
     def __post_init__(self) -> None:
