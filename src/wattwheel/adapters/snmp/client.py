@@ -54,11 +54,17 @@ from wattwheel.domain.telemetry import PowerSample
 
 log = logging.getLogger(__name__)
 
-#: Subtrees walked on every read (the device power objects are scalars fetched by GET).
-WALKED_SUBTREES = (
-    codec.RPDU2_OUTLET_METERED_ENTRY,
+#: Columns walked on every read: what changes (power, outlet states).
+POLLED_COLUMNS = (
+    codec.RPDU2_OUTLET_METERED_POWER,
     codec.RPDU_OUTLET_CONTROL_COMMAND,
-    "1.3.6.1.4.1.318.1.1.26.9.2.3.1",  # rPDU2OutletSwitchedStatusEntry: names and states
+    codec.RPDU2_OUTLET_SWITCHED_STATE,
+)
+#: Columns walked on the first successful read only: the outlet inventory (numbers, names).
+INVENTORY_COLUMNS = (
+    codec.RPDU2_OUTLET_METERED_NUMBER,
+    codec.RPDU2_OUTLET_METERED_NAME,
+    codec.RPDU2_OUTLET_SWITCHED_NAME,
 )
 DEVICE_SCALARS = (codec.RPDU_IDENT_DEVICE_POWER_W, f"{codec.RPDU2_DEVICE_STATUS_POWER}.1")
 
@@ -116,6 +122,7 @@ class ApcPduClient:
         self._owns_engine = engine is None
         self._transport: UdpTransportTarget | None = None
         self._last_samples: list[PowerSample] = []
+        self._inventory: dict[str, SnmpValue] | None = None
         self.healthy = True
         self.failures = 0
 
@@ -136,10 +143,19 @@ class ApcPduClient:
         return list(self._last_samples)
 
     async def read_pdu(self) -> PduReading:
-        """One GET of the device power and a walk of the outlet tables. Raises on any fault."""
-        values = await self.get(DEVICE_SCALARS)
-        for subtree in WALKED_SUBTREES:
-            values.update(await self.walk(subtree))
+        """GET the device power, walk the outlet power and state columns. Raises on any fault.
+
+        Outlet numbers and names are read once (first call) and reused.
+        """
+        if self._inventory is None:
+            inventory: dict[str, SnmpValue] = {}
+            for column in INVENTORY_COLUMNS:
+                inventory.update(await self.walk(column))
+            self._inventory = inventory
+        values = dict(self._inventory)
+        values.update(await self.get(DEVICE_SCALARS))
+        for column in POLLED_COLUMNS:
+            values.update(await self.walk(column))
         return codec.decode_pdu(values)
 
     async def set_outlet(self, outlet: int, on: bool) -> None:
@@ -170,6 +186,7 @@ class ApcPduClient:
             25,
             ObjectType(ObjectIdentity(subtree)),
             lexicographicMode=False,
+            lookupMib=False,
         )
         async for error_indication, error_status, error_index, var_binds in walker:
             self._raise_on_error(error_indication, error_status, error_index)
@@ -183,7 +200,12 @@ class ApcPduClient:
 
     async def _request(self, command: Any, *var_binds: ObjectType) -> dict[str, SnmpValue]:
         error_indication, error_status, error_index, answer = await command(
-            self._engine, self._auth(), await self._target(), ContextData(), *var_binds
+            self._engine,
+            self._auth(),
+            await self._target(),
+            ContextData(),
+            *var_binds,
+            lookupMib=False,  # numeric OIDs only: no MIB resolution (most of the CPU time)
         )
         self._raise_on_error(error_indication, error_status, error_index)
         return _plain_varbinds(answer)

@@ -34,11 +34,19 @@ class _PduInstrumentation(AbstractMibInstrumController):  # type: ignore[misc]
     def __init__(self, pdu: VirtualPdu, source: RackPowerSource) -> None:
         self.pdu = pdu
         self.source = source
+        self._cache_key: tuple[float, tuple[bool, ...]] | None = None
+        self._cache: tuple[list[tuple[int, ...]], dict[tuple[int, ...], Any]] = ([], {})
 
     def _table(self) -> tuple[list[tuple[int, ...]], dict[tuple[int, ...], Any]]:
-        values = self.pdu.values(self.source.power_w(self.pdu.rack_id))
-        table = {oid_key(oid): _snmp_value(value) for oid, value in values.items()}
-        return sorted(table), table
+        # A GETBULK calls read_next once per repetition: rebuild the pyasn1 objects only when
+        # the rack power or an outlet state changed.
+        power_w = self.source.power_w(self.pdu.rack_id)
+        key = (power_w, self.pdu.outlet_states())
+        if key != self._cache_key:
+            values = self.pdu.values(power_w)
+            table = {oid_key(oid): _snmp_value(value) for oid, value in values.items()}
+            self._cache_key, self._cache = key, (sorted(table), table)
+        return self._cache
 
     def read_variables(self, *var_binds: Any, **_context: Any) -> list[tuple[Any, Any]]:
         _, table = self._table()

@@ -61,6 +61,10 @@ class VirtualPdu:
     def outlet_on(self, outlet: int) -> bool:
         return self._on[outlet - 1]
 
+    def outlet_states(self) -> tuple[bool, ...]:
+        """On (True) / off per outlet, outlet 1 first."""
+        return tuple(self._on)
+
     def outlet_power_w(self, rack_power_w: float) -> list[float]:
         """Each outlet's draw in watts: an equal share of the rack, 0 when switched off."""
         share_w = max(rack_power_w, 0.0) / self.outlet_count
