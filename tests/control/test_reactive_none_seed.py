@@ -329,3 +329,25 @@ def test_reserve_room_goes_first_to_excess_nothing_else_covers(
     dec, _ = ReactivePolicy(site).decide(obs, None, None)
     covered = dec.kes_kw + dec.cap_kw + dec.reserve_kw
     np.testing.assert_allclose(covered, [40.0, 40.0])
+
+
+def test_no_export_under_a_ramp_limit(make_site: SiteFactory, make_obs: ObsFactory) -> None:
+    # Limit 0.1 kW/s. A draws 1 kW (and drew 1 kW), SoC 1 above the 0.5 ramp target: the
+    # SoC-drift reference 1 − 0.5·0.5·10 = −1.5 kW is within [1 − 6, 1 + 6]; the bank must
+    # still give no more than the 1 kW load (no export through the primary feed).
+    site = make_site(("risk_quantile = 0.9", "risk_quantile = 0.9\nmax_grid_ramp_kw_per_s = 0.1"))
+    obs = with_fields(make_obs(site, (1.0, 50.0)), last_grid_kw=np.array([1.0, 50.0]))
+    dec, _ = ReactivePolicy(site).decide(obs, None, None)
+    assert dec.kes_kw[0] <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize("name", ["none", "reactive", "seed", "predictive", "oracle"])
+def test_every_decision_explains_itself_per_domain(
+    make_site: SiteFactory, make_obs: ObsFactory, name: str
+) -> None:
+    site = make_site()
+    policy = make_policy(name, site)
+    dec, _ = policy.decide(make_obs(site, (130.0, 60.0)), policy.initial_state(site), None)
+    assert len(dec.reasons) == 2
+    assert all(isinstance(r, str) and r for r in dec.reasons)
+    assert "130" in dec.reasons[0] or "30.0" in dec.reasons[0]
