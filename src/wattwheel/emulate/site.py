@@ -69,10 +69,14 @@ def server_shares(n: int) -> FloatArray:
     return np.asarray(raw / raw.sum(), dtype=float)
 
 
-def auto_start_step(scenario: Scenario, lead_steps: int = 3) -> int:
-    """A few steps before the first overload of any domain (0 if the trace has none)."""
-    over = np.flatnonzero((scenario.demand_kw > scenario.site.primary_kw).any(axis=1))
-    return max(int(over[0]) - lead_steps, 0) if over.size else 0
+def auto_start_step(scenario: Scenario, lead_steps: int = 2, min_run: int = 3) -> int:
+    """A few steps before the first sustained overload (``min_run`` consecutive steps over
+    some domain's primary capacity), so a demo shows the controller at work at once; 0 if
+    the trace has none."""
+    over = (scenario.demand_kw > scenario.site.primary_kw).any(axis=1).astype(int)
+    runs = np.convolve(over, np.ones(min_run, dtype=int), mode="valid")
+    starts = np.flatnonzero(runs == min_run)
+    return max(int(starts[0]) - lead_steps, 0) if starts.size else 0
 
 
 class TraceReplay:

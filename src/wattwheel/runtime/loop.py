@@ -57,6 +57,7 @@ from wattwheel.runtime.state import (
     decision_records,
 )
 from wattwheel.runtime.telemetry import TelemetryView
+from wattwheel.runtime.workers import FlywheelWorker
 
 FloatArray = NDArray[np.float64]
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._polled: dict[str, list[PowerSample]] = {}
+        self._fly_workers: dict[str, FlywheelWorker] = {}
         self.started_s = clock.now_s()
 
     # ------------------------------------------------------------------ faults & events
@@ -218,10 +220,13 @@ class Runtime:
             )
         )
         none_status: FlywheelStatusW | None = None
+        max_age = 3 * self.cfg.control_period_s
+        cached = {d: w.status(max_age) for d, w in self._fly_workers.items()}
         fly = asyncio.gather(
             *(
                 guarded(self.faults, "device", f"flywheel:{d}", port.read, t, none_status)
                 for d, port in self.devices.flywheels.items()
+                if d not in self._fly_workers
             )
         )
         no_reserve: dict[str, ReserveStatus] | None = None
@@ -232,7 +237,8 @@ class Runtime:
         )
         batches, statuses, reserve = await asyncio.gather(tele, fly, res)
         samples = polled + [s for batch in batches for s in batch]
-        return samples, dict(zip(self.devices.flywheels, statuses, strict=True)), reserve
+        inline = [d for d in self.devices.flywheels if d not in self._fly_workers]
+        return samples, {**cached, **dict(zip(inline, statuses, strict=True))}, reserve
 
     def _drain_polled(self) -> list[PowerSample]:
         out: list[PowerSample] = []
@@ -364,7 +370,9 @@ class Runtime:
         jobs: list[Any] = []
         for i, dom in enumerate(self.domain_ids):
             port = self.devices.flywheels.get(dom)
-            if port is not None:
+            if dom in self._fly_workers:
+                self._fly_workers[dom].submit(float(dec.kes_kw[i]) * 1000.0)
+            elif port is not None:
                 jobs.append(
                     guarded(
                         self.faults,
@@ -522,7 +530,10 @@ class Runtime:
         self, obs: Observation, dec: Decision, mode: Mode, samples: list[PowerSample]
     ) -> None:
         bands = forecast_bands(self.latest_forecast, self.domain_ids)
-        self.state.update_domains(domain_snapshots(self.site, obs, dec, bands))
+        known = self._rack_view.known
+        # A domain never read yet has no demand to show (not 0 kW): publish it once it has.
+        snaps = domain_snapshots(self.site, obs, dec, bands)
+        self.state.update_domains(s for s, k in zip(snaps, known, strict=True) if k)
         if self._ticks % max(self.cfg.racks_every_ticks, 1) == 0:
             self.state.update_racks(
                 rack_snapshots(
@@ -544,6 +555,8 @@ class Runtime:
         if self.forecaster is None or not horizons or len(self.history) < self.cfg.min_history_rows:
             return None
         history = self.history.history()
+        if not np.isfinite(history.values).any(axis=0).all():
+            return None  # a domain with no good reading yet: nothing to forecast from
         forecaster = self.forecaster
         fc = await guarded(
             self.faults,
@@ -608,6 +621,10 @@ class Runtime:
             period = self.cfg.poll_period_s.get(name, self.cfg.control_period_s)
             self._pollers[name] = asyncio.ensure_future(self._poll(name, source, period))
         helpers += list(self._pollers.values())
+        for dom, port in self.devices.flywheels.items():
+            worker = FlywheelWorker(dom, port, self.faults, self.clock, self.cfg.control_period_s)
+            self._fly_workers[dom] = worker
+            helpers.append(asyncio.ensure_future(worker.run()))
         try:
             await self._fast_loop(ticks)
         finally:
@@ -615,6 +632,7 @@ class Runtime:
                 h.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             self._pollers.clear()
+            self._fly_workers.clear()
             await self.flush()
 
     async def _fast_loop(self, ticks: int | None) -> None:

@@ -42,6 +42,8 @@ class DemandView:
     stale: BoolArray
     rack_power_w: FloatArray
     rack_fresh: BoolArray
+    #: (D,) every rack of the domain has been read at least once since start.
+    known: BoolArray
 
 
 class TelemetryView:
@@ -76,6 +78,7 @@ class TelemetryView:
         self.outlet_t = np.full(n, -math.inf)
         self.last_good_rack_w = np.zeros(r)
         self.caps_w = np.full(n, np.nan)
+        self.ever_read = np.zeros(r, dtype=bool)
         self._outlet_server = {
             s.outlet: i for i, s in enumerate(inventory.servers) if s.outlet is not None
         }
@@ -101,6 +104,10 @@ class TelemetryView:
                 self._reject("unknown", f"{s.source}: rack {s.rack_id!r} / {s.server_id!r} unknown")
                 continue
             accepted += 1
+        if accepted:
+            self.ever_read |= np.isfinite(self.pdu_w)
+            self.ever_read[self.inv.server_rack[np.isfinite(self.server_w)]] = True
+            self.ever_read[self.inv.server_rack[np.isfinite(self.outlet_w)]] = True
         return accepted
 
     def _store(self, s: PowerSample, sidx: dict[str, int], ridx: dict[str, int]) -> bool:
@@ -185,7 +192,10 @@ class TelemetryView:
         demand_kw = np.bincount(inv.rack_domain, weights=rack_w, minlength=d) / 1000.0
         critical_kw = np.bincount(inv.rack_domain, weights=rack_crit, minlength=d) / 1000.0
         stale = np.bincount(inv.rack_domain, weights=(~fresh).astype(float), minlength=d) > 0
-        return DemandView(demand_kw, np.minimum(critical_kw, demand_kw), stale, rack_w, fresh)
+        unread = np.bincount(inv.rack_domain, weights=(~self.ever_read).astype(float), minlength=d)
+        return DemandView(
+            demand_kw, np.minimum(critical_kw, demand_kw), stale, rack_w, fresh, unread == 0
+        )
 
     def server_demand_w(self) -> FloatArray:
         """Best estimate of each server's uncapped demand (W; 0 where never read)."""

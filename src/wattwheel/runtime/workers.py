@@ -1,0 +1,93 @@
+"""Per-device tasks that run beside the fast loop while :meth:`Runtime.run` runs.
+
+A flywheel controller is read and commanded by its own task: the tick takes the latest status
+(stale once older than its age limit) and hands over the setpoint it wants, the newest value
+replacing one not yet sent. A request is never cancelled half-way by a tick deadline (a Modbus
+client that loses a response mid-flight can mis-pair the next ones); the client's own timeout
+bounds it, and a generous backstop bounds a client that has none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from dataclasses import replace
+
+from wattwheel.runtime.clock import Clock
+from wattwheel.runtime.faults import FaultBook, guarded
+from wattwheel.runtime.ports import FlywheelPort, FlywheelStatusW
+
+
+class FlywheelWorker:
+    """Reads one bank every ``period_s`` and writes the latest requested setpoint (W)."""
+
+    def __init__(
+        self,
+        name: str,
+        port: FlywheelPort,
+        book: FaultBook,
+        clock: Clock,
+        period_s: float,
+        backstop_s: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.book = book
+        self.clock = clock
+        self.period_s = period_s
+        self.backstop_s = backstop_s
+        self.latest: FlywheelStatusW | None = None
+        self.read_at_s = -math.inf
+        self._want: float | None = None
+        self._wake = asyncio.Event()
+        self.writes = 0
+
+    def status(self, max_age_s: float) -> FlywheelStatusW | None:
+        """The latest good status, marked stale when older than ``max_age_s``."""
+        if self.latest is None:
+            return None
+        if self.clock.monotonic_s() - self.read_at_s > max_age_s:
+            return replace(self.latest, stale=True)
+        return self.latest
+
+    def submit(self, power_w: float) -> None:
+        """Ask for ``power_w`` (+ discharge / - charge); replaces a value not yet written."""
+        self._want = power_w
+        self._wake.set()
+
+    async def run(self) -> None:
+        await asyncio.gather(self._read_forever(), self._write_forever())
+
+    async def _read_forever(self) -> None:
+        none: FlywheelStatusW | None = None
+        while True:
+            started = self.clock.monotonic_s()
+            st = await guarded(
+                self.book, "device", f"flywheel:{self.name}", self.port.read, self.backstop_s, none
+            )
+            if st is not None and not st.stale:
+                self.latest, self.read_at_s = st, self.clock.monotonic_s()
+            await self.clock.sleep(self.period_s - (self.clock.monotonic_s() - started))
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._want is None:
+                continue
+            value, self._want = self._want, None
+            await guarded(
+                self.book,
+                "device",
+                f"flywheel:{self.name}/setpoint",
+                functools.partial(self._write, value),
+                self.backstop_s,
+                False,
+            )
+
+    async def _write(self, power_w: float) -> bool:
+        if not await self.port.write_setpoint(power_w):
+            raise ConnectionError(f"setpoint {power_w:.0f} W not accepted")
+        self.writes += 1
+        return True
