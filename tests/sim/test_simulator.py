@@ -213,3 +213,23 @@ def test_the_oracle_forecast_is_the_worst_true_demand_of_each_block() -> None:
     np.testing.assert_allclose(fc.point[:, 0], sc.demand_kw[t + 1 : t + 3].max(axis=0) * 1000)
     np.testing.assert_allclose(fc.point[:, 1], sc.demand_kw[t + 3 : t + 5].max(axis=0) * 1000)
     assert fc.series_ids == sc.site.domain_names
+
+
+NO_SHIFT = TINY.replace("shift_max_fraction_of_peak = 0.2", "shift_max_fraction_of_peak = 0.0")
+RAMP = NO_SHIFT.replace("risk_quantile = 0.9", "risk_quantile = 0.9\nmax_grid_ramp_kw_per_s = 0.1")
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, 1.0, 3.0, 50.0, 95.0, 120.0]), min_size=16, max_size=16),
+    st.lists(st.sampled_from([0.0, 2.0, 60.0, 110.0]), min_size=16, max_size=16),
+    st.sampled_from(sorted(POLICIES)),
+    st.booleans(),
+)
+def test_the_flywheel_never_exports(
+    a: list[float], b: list[float], policy: str, ramp: bool
+) -> None:
+    """Near-idle domains next to busy ones, with and without a ramp limit: the grid draw is
+    never negative (the bank supplies the load, it does not feed the utility)."""
+    res = run(scenario(np.array(a), np.array(b), RAMP if ramp else NO_SHIFT), policy)
+    assert res.series["grid_kw"].min() >= -1e-9
