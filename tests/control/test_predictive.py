@@ -90,8 +90,16 @@ def test_oracle_shifts_load_to_the_domain_with_headroom(make_scenario: ScenarioF
     assert res.series["grid_kw"][:, 1].max() <= sc.site.primary_kw[1] + 1e-9
 
 
-def test_predictive_without_forecast_is_reactive(make_scenario: ScenarioFactory) -> None:
-    sc = spike_scenario(make_scenario)
+RAMP_LIMIT = ("risk_quantile = 0.9", "risk_quantile = 0.9\nmax_grid_ramp_kw_per_s = 0.1")
+
+
+@pytest.mark.parametrize("ramp", [False, True])
+def test_predictive_without_forecast_is_reactive(
+    make_scenario: ScenarioFactory, ramp: bool
+) -> None:
+    a = np.full(40, 95.0)
+    a[SPIKE] = 118.0
+    sc = make_scenario(a, np.full(40, 50.0), LOW_SOC, *([RAMP_LIMIT] if ramp else []))
     pred, reac = run(sc, "predictive", forecaster=None), run(sc, "reactive")
     for key in ("grid_kw", "kes_kw", "cap_kw", "reserve_kw", "soc", "shift_out_kw"):
         np.testing.assert_array_equal(pred.series[key], reac.series[key], err_msg=key)
