@@ -1,3 +1,3 @@
 """Shared fixtures. Keep minimal: import fixtures from their modules."""
 
-from services import mosquitto, snmpsim_factory  # noqa: F401
+from services import mosquitto, persistent_mosquitto, snmpsim_factory  # noqa: F401

@@ -141,11 +141,24 @@ def _tlv(tag: int, body: bytes) -> bytes:
 class Mosquitto:
     """A Mosquitto broker on 127.0.0.1:``port``, no persistence, anonymous access."""
 
-    def __init__(self, work_dir: Path, port: int, extra_config: str = "") -> None:
+    def __init__(
+        self, work_dir: Path, port: int, extra_config: str = "", persistent: bool = False
+    ) -> None:
         self.port = port
         self.config = work_dir / "mosquitto.conf"
+        # Persistence (sessions, subscriptions and queued messages survive a graceful restart)
+        # is written to a world-writable directory: as root, mosquitto drops to its own user.
+        store = Path(tempfile.mkdtemp(prefix="wattwheel-mosquitto-")) if persistent else None
+        if store is not None:
+            store.chmod(0o777)
+        persistence = (
+            f"persistence true\npersistence_location {store}/\n"
+            if store is not None
+            else "persistence false\n"
+        )
+        self._store = store
         self.config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"
             # Without it the broker's PUBACKs wait on Nagle + delayed ACK (~40 ms per window).
             "set_tcp_nodelay true\n"
             # The default (1000) silently drops QoS 1 messages a slow subscriber has not taken.
@@ -163,9 +176,15 @@ class Mosquitto:
         _wait_for(self._accepts, 10.0, f"mosquitto on port {self.port}")
 
     def stop(self) -> None:
+        """Graceful stop (SIGTERM): a persistent broker saves its state."""
         if self.proc is not None:
             _stop(self.proc)
             self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._store is not None:
+            shutil.rmtree(self._store, ignore_errors=True)
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash would."""
@@ -206,4 +225,15 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path, free_port())
     broker.start()
     yield broker
-    broker.stop()
+    broker.cleanup()
+
+
+@pytest.fixture
+def persistent_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """Like ``mosquitto`` with persistence on: stop() + start() keeps sessions and queues."""
+    if not Path(MOSQUITTO).exists():
+        pytest.skip(f"mosquitto binary not found at {MOSQUITTO}")
+    broker = Mosquitto(tmp_path, free_port(), persistent=True)
+    broker.start()
+    yield broker
+    broker.cleanup()

@@ -181,7 +181,11 @@ async def test_unacknowledged_messages_are_redelivered_to_the_next_ingester(
     assert sorted(s.power_w for s in sink.samples) == [0.0, 1.0, 2.0]
 
 
-async def test_publisher_buffers_while_broker_is_down(mosquitto: Mosquitto) -> None:
+async def test_publisher_buffers_while_broker_is_down(persistent_mosquitto: Mosquitto) -> None:
+    # A persistent broker keeps the ingester's session and subscription across its restart,
+    # so what the publisher sends before the ingester is back is queued, not dropped (with
+    # persistence off a restarted broker forgets the subscription: see docs/mqtt.md).
+    mosquitto = persistent_mosquitto
     sink = Collector()
     ingester = _ingester(mosquitto, sink)
     publisher = MqttPublisher(
@@ -192,7 +196,7 @@ async def test_publisher_buffers_while_broker_is_down(mosquitto: Mosquitto) -> N
         await asyncio.wait_for(publisher.connected.wait(), 10)
         publisher.submit([_sample(i, "r1") for i in range(10)])
         await _until(lambda: len(sink.samples) == 10)
-        mosquitto.kill()
+        mosquitto.stop()
         await _until(lambda: not publisher.connected.is_set())
         publisher.submit([_sample(i, f"r{i % 2}") for i in range(10, 60)])
         await asyncio.sleep(0.3)
@@ -217,3 +221,15 @@ async def test_sample_buffer_is_a_telemetry_source() -> None:
     assert [s.power_w for s in await buffer.read()] == [2.0, 3.0, 4.0]
     assert buffer.dropped == 1
     assert await buffer.read() == []
+
+
+def test_publisher_rejects_unpublishable_samples_up_front() -> None:
+    publisher = MqttPublisher(BrokerAddress(port=1), SITE)
+    publisher.submit(
+        [
+            _sample(1),
+            PowerSample("test", "r1", "s", 1.0, float("nan")),
+            PowerSample("test", "bad/rack", "s", 1.0, 5.0),
+        ]
+    )
+    assert publisher.buffered == 1 and publisher.rejected_samples == 2

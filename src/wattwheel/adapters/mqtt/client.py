@@ -341,6 +341,7 @@ class MqttPublisher:
         self.backoff = backoff or Backoff()
         self.published_samples = 0
         self.dropped_samples = 0
+        self.rejected_samples = 0
         self.connected = asyncio.Event()
         self._buffer: deque[PowerSample] = deque(maxlen=max_buffered_samples)
         self._wakeup = asyncio.Event()
@@ -352,11 +353,30 @@ class MqttPublisher:
         return len(self._buffer)
 
     def submit(self, samples: Sequence[PowerSample]) -> None:
-        """Queue samples for publication (never blocks; drops the oldest when full)."""
+        """Queue samples for publication (never blocks; drops the oldest when full).
+
+        A sample that cannot be published (NaN/infinite value, a rack id that is not a valid
+        topic level) is rejected here, counted in ``rejected_samples`` and logged once, so it
+        can never wedge the publishing loop.
+        """
+        samples = [s for s in samples if self._publishable(s)]
         overflow = len(self._buffer) + len(samples) - (self._buffer.maxlen or 0)
         self.dropped_samples += max(overflow, 0)
         self._buffer.extend(samples)
         self._wakeup.set()
+
+    def _publishable(self, sample: PowerSample) -> bool:
+        try:
+            codec.telemetry_topic(self.site, sample.rack_id)
+            codec.encode_sample(sample)
+        except codec.MqttPayloadError as exc:
+            self.rejected_samples += 1
+            level = logging.DEBUG if self.rejected_samples > 1 else logging.WARNING
+            log.log(
+                level, "not publishing sample (%d rejected so far): %s", self.rejected_samples, exc
+            )
+            return False
+        return True
 
     async def run(self) -> None:
         """Publish until cancelled, reconnecting after any broker failure."""
