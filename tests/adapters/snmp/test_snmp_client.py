@@ -124,3 +124,26 @@ async def test_no_agent_at_all_yields_no_samples() -> None:
     finally:
         client.close()
     assert client.failures == 1
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [({f"{codec.RPDU_OUTLET_CONTROL_COMMAND}.1": 1}, "rpdu"), ({}, "rpdu2")],
+)
+async def test_auto_control_table_prefers_rpdu_when_present(
+    rows: dict[str, codec.SnmpValue], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = ApcPduClient(PduTarget(rack_id="r1", host="127.0.0.1", port=free_port(2)))
+    walked: list[str] = []
+
+    async def fake_walk(subtree: str) -> dict[str, codec.SnmpValue]:
+        walked.append(subtree)
+        return rows
+
+    monkeypatch.setattr(client, "walk", fake_walk)
+    try:
+        assert await client._control_table() == expected
+        assert await client._control_table() == expected  # decided once
+    finally:
+        client.close()
+    assert walked == [codec.RPDU_OUTLET_CONTROL_COMMAND]

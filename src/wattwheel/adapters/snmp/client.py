@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
@@ -87,7 +87,9 @@ class PduTarget:
         community: SNMP v2c community string.
         sheddable_outlets: outlet numbers that carry NON-critical load and may be switched off;
             every other outlet is treated as critical.
-        control_table: ``"rpdu"`` (rPDUOutletControlOutletCommand) or ``"rpdu2"``.
+        control_table: ``"rpdu"`` (rPDUOutletControlOutletCommand), ``"rpdu2"``
+            (rPDU2OutletSwitchedControlCommand) or ``"auto"``: rPDU when the agent implements
+            it (every recorded APC agent does), else rPDU2, decided from the objects read.
         timeout_s: per-request timeout in seconds; retries: per-request retries.
         read_deadline_s: a whole :meth:`ApcPduClient.read` (GET + walks) gives up after this.
     """
@@ -97,7 +99,7 @@ class PduTarget:
     port: int = 161
     community: str = "public"
     sheddable_outlets: frozenset[int] = field(default_factory=frozenset)
-    control_table: ControlTable = "rpdu"
+    control_table: ControlTable | Literal["auto"] = "auto"
     timeout_s: float = 1.0
     retries: int = 0
     read_deadline_s: float = 3.0
@@ -123,6 +125,7 @@ class ApcPduClient:
         self._transport: UdpTransportTarget | None = None
         self._last_samples: list[PowerSample] = []
         self._inventory: dict[str, SnmpValue] | None = None
+        self._has_rpdu_table: bool | None = None
         self.healthy = True
         self.failures = 0
 
@@ -156,6 +159,10 @@ class ApcPduClient:
         values.update(await self.get(DEVICE_SCALARS))
         for column in POLLED_COLUMNS:
             values.update(await self.walk(column))
+        self._has_rpdu_table = any(
+            oid.startswith(codec.RPDU_OUTLET_CONTROL_COMMAND + ".") and v is not None
+            for oid, v in values.items()
+        )
         return codec.decode_pdu(values)
 
     async def set_outlet(self, outlet: int, on: bool) -> None:
@@ -165,10 +172,18 @@ class ApcPduClient:
                 f"outlet {outlet} of rack {self.target.rack_id!r} ({self.target.source}) is "
                 f"critical: only outlets {sorted(self.target.sheddable_outlets)} may be shed"
             )
-        oid, value = codec.encode_outlet_command(outlet, on, self.target.control_table)
+        oid, value = codec.encode_outlet_command(outlet, on, await self._control_table())
         response = await self._request(set_cmd, ObjectType(ObjectIdentity(oid), Integer32(value)))
         codec.check_set_response(oid, value, response)
         log.info("%s outlet %d switched %s", self.target.source, outlet, "on" if on else "off")
+
+    async def _control_table(self) -> ControlTable:
+        if self.target.control_table != "auto":
+            return self.target.control_table
+        if self._has_rpdu_table is None:
+            rpdu_rows = await self.walk(codec.RPDU_OUTLET_CONTROL_COMMAND)
+            self._has_rpdu_table = any(v is not None for v in rpdu_rows.values())
+        return "rpdu" if self._has_rpdu_table else "rpdu2"
 
     async def get(self, oids: Collection[str]) -> dict[str, SnmpValue]:
         """GET these OIDs (missing objects map to None)."""
