@@ -277,6 +277,8 @@ class Elector:
                 await self._grant(sent_s)
             else:
                 await self._renew(self._lease_id, sent_s)
+                if self._lease_id is None:
+                    continue  # the lease is gone: ask for a new one at once
             elapsed_s = self._clock.monotonic_s() - sent_s
             await self._clock.sleep(self.timing.keepalive_period - elapsed_s)
 

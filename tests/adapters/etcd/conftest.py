@@ -1,0 +1,3 @@
+"""Fixtures of the etcd adapter tests."""
+
+from etcd_server import etcd  # noqa: F401
