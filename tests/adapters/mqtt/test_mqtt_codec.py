@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+from dataclasses import astuple
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wattwheel.adapters.mqtt.codec import (
     MqttPayloadError,
@@ -14,7 +19,7 @@ from wattwheel.adapters.mqtt.codec import (
     telemetry_filter,
     telemetry_topic,
 )
-from wattwheel.domain.telemetry import PowerSample
+from wattwheel.domain.telemetry import SAMPLE_KINDS, PowerSample
 
 TOPIC = "wattwheel/dc1/telemetry/r1"
 
@@ -78,3 +83,42 @@ def test_topics() -> None:
 def test_nan_is_not_encoded() -> None:
     with pytest.raises(MqttPayloadError, match="non-finite"):
         encode_sample(PowerSample("x", "r1", None, 1.0, math.nan))
+
+
+_ids = st.text(
+    alphabet=st.characters(blacklist_characters="/+#", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=12,
+)
+_samples = st.builds(
+    PowerSample,
+    source=st.text(max_size=10),
+    rack_id=st.just("r1"),
+    server_id=st.none() | _ids,
+    timestamp_s=st.floats(0, 4e9, allow_nan=False),
+    power_w=st.floats(-1e9, 1e9, allow_nan=False),
+    kind=st.sampled_from(sorted(SAMPLE_KINDS)),
+)
+
+
+@given(st.lists(_samples, max_size=20))
+def test_any_batch_round_trips(samples: list[PowerSample]) -> None:
+    decoded = decode_payload(TOPIC, encode_samples(samples))
+    # An empty source string decodes to the default "mqtt" (absent and empty are the same).
+    assert decoded == [s if s.source else PowerSample("mqtt", *astuple(s)[1:]) for s in samples]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@given(st.binary(max_size=64) | _json.map(lambda v: json.dumps(v).encode()))
+def test_garbage_only_ever_raises_the_payload_error(payload: bytes) -> None:
+    # Anything else (TypeError, KeyError...) would escape and fail the test.
+    with contextlib.suppress(MqttPayloadError):
+        assert all(isinstance(s, PowerSample) for s in decode_payload(TOPIC, payload))
