@@ -55,6 +55,7 @@ def test_iso_timestamp_and_rack_from_topic() -> None:
         (b"[1,2]", "must be a JSON object, got list"),
         (b'{"ts":1,"power_w":1}', "'v' must be 1, got None"),
         (b'{"v":2,"ts":1,"power_w":1}', "'v' must be 1, got 2"),
+        (b'{"v":true,"ts":1,"power_w":1}', "'v' must be 1, got True"),
         (b'{"v":1,"ts":1}', "'power_w' must be a number, got None"),
         (b'{"v":1,"ts":1,"power_w":"412"}', "'power_w' must be a number"),
         (b'{"v":1,"ts":1,"power_w":true}', "'power_w' must be a number"),

@@ -89,7 +89,8 @@ def decode_payload(topic: str, payload: bytes) -> list[PowerSample]:
         raise MqttPayloadError(f"{topic}: payload is not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise MqttPayloadError(f"{topic}: payload must be a JSON object, got {type(body).__name__}")
-    if body.get("v") != SCHEMA_VERSION:
+    version = body.get("v")
+    if type(version) is not int or version != SCHEMA_VERSION:  # not True, not 1.0
         raise MqttPayloadError(
             f"{topic}: field 'v' must be {SCHEMA_VERSION}, got {body.get('v')!r}"
         )
