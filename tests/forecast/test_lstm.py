@@ -145,9 +145,9 @@ def test_untrained_and_wrong_step_are_clear_errors(trained: LSTMForecaster) -> N
     hist = _synthetic(n_rows=100)
     with pytest.raises(ValueError, match="not trained"):
         LSTMForecaster(TINY).predict(hist, [300])
-    ten_s = History(np.arange(100) * 10.0, hist.series_ids, hist.values)
-    with pytest.raises(ValueError, match="10 s step"):
-        trained.predict(ten_s, [300])
+    seven_s = History(np.arange(100) * 7.0, hist.series_ids, hist.values)
+    with pytest.raises(ValueError, match="7 s step"):
+        trained.predict(seven_s, [300])
 
 
 def test_ten_second_resolution_trains_and_predicts() -> None:
@@ -172,3 +172,45 @@ def test_fine_tune_continues_training_and_recalibrates(trained: LSTMForecaster) 
     after = model.net.state_dict()  # type: ignore[union-attr]
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert model.state is not None and model.state.epochs_run == trained.state.epochs_run + 1  # type: ignore[union-attr]
+
+
+def test_finer_history_is_averaged_onto_the_model_grid(trained: LSTMForecaster) -> None:
+    """A 5-minute model fed 10 s readings forecasts from their 5-minute block means."""
+    coarse = _synthetic(n_rows=200, seed=30)
+    fine_values = np.repeat(coarse.values, 30, axis=0)  # each 5-min value held for 30 x 10 s
+    fine_ts = coarse.timestamps_s[0] + 10.0 * np.arange(fine_values.shape[0]) - 290.0
+    fine = History(fine_ts, coarse.series_ids, fine_values)
+    model = LSTMForecaster(trained.config, online=False)
+    model.state, model.net = trained.state, trained.net
+    via_fine = model.predict(fine, [300, 900])
+    via_coarse = model.predict(coarse, [300, 900])
+    np.testing.assert_allclose(via_fine.values, via_coarse.values, rtol=1e-9)
+    assert via_fine.issued_at_s == fine.end_s
+
+
+def test_coarsen_handles_gaps_and_short_histories() -> None:
+    from wattwheel.forecast.lstm import coarsen
+
+    ts = 10.0 * np.arange(7)
+    vals = np.array([1.0, 2.0, 3.0, np.nan, 5.0, 7.0, np.nan])[:, None]
+    out = coarsen(History(ts, ("a",), vals), k=3, max_blocks=10)
+    # Blocks end at the last row: [2, 3, nan] and [5, 7, nan]; the first row is left over.
+    np.testing.assert_allclose(out.values[:, 0], [2.5, 6.0])
+    np.testing.assert_allclose(out.timestamps_s, [30.0, 60.0])
+    short = coarsen(History(ts[:2], ("a",), vals[:2]), k=3, max_blocks=10)
+    assert short.values.shape == (2, 1) and short.step_s == 30.0
+
+
+def test_online_calibration_scores_forecasts_against_fine_readings(
+    trained: LSTMForecaster,
+) -> None:
+    rng = np.random.default_rng(31)
+    fine_values = 2000.0 + np.cumsum(rng.normal(0, 2.0, (3000, 3)), axis=0)
+    fine = History(10.0 * np.arange(3000), ("a", "b", "c"), fine_values)
+    model = LSTMForecaster(trained.config, online=True)
+    model.state, model.net = trained.state, trained.net
+    before = model.calibrator.count(1)
+    for end in range(2000, 2100, 10):  # a forecast every 100 s for ~17 min
+        model.predict(History(fine.timestamps_s[:end], fine.series_ids, fine_values[:end]), [300])
+    # Forecasts issued at 2000..2060 rows have their 5-minute targets (30 rows later) in view.
+    assert model.calibrator.count(1) == before + 3 * 7

@@ -364,6 +364,11 @@ class LSTMForecaster:
     ) -> Forecast:
         """Calibrated quantiles (S, H, Q) in the history's units at ``horizons_s``.
 
+        A history on a finer grid than the model's (its step an integer fraction of the
+        model's, e.g. 10 s telemetry for a 5-minute model) is averaged into blocks of the model's
+        step ending at the last row; online calibration then scores the forecasts against the
+        raw readings, so the intervals widen to the finer noise as residuals arrive.
+
         Horizons between the trained ones are interpolated linearly in steps (a zero change at
         step 0). Beyond the longest trained horizon the model knows nothing better than its last
         horizon: the median change is held and the spread around it grows like a random walk
@@ -372,13 +377,14 @@ class LSTMForecaster:
         """
         state, net = self._ready()
         _check(history)
-        self._check_step(history.step_s)
+        cfg = self.config
+        rows = max(cfg.lookback, cfg.scale_rows) + 1
+        coarse = self._at_model_step(history, rows)
         if self.online:
             self.update(history)
-        cfg = self.config
-        steps = horizon_steps(horizons_s, history.step_s)
-        rows = min(history.values.shape[0], max(cfg.lookback, cfg.scale_rows) + 1)
-        tail = history.tail(rows)
+        steps = horizon_steps(horizons_s, state.step_s)
+        rows = min(coarse.values.shape[0], rows)
+        tail = coarse.tail(rows)
         arrays = self._arrays(tail, last_scale_only=True)
         n_series = tail.values.shape[1]
         origins = np.full(n_series, rows - 1, dtype=np.int64)
@@ -415,24 +421,25 @@ class LSTMForecaster:
     def update(self, history: History) -> None:
         """Online calibration: residuals of earlier forecasts whose targets are now observed."""
         state = self._state()
-        end, step_s = history.end_s, history.step_s
+        end = history.end_s
         kept: list[_Pending] = []
         for p in self._pending:
             if p.series_ids == history.series_ids:
-                self._score_pending(p, history, end, step_s, state.steps)
+                self._score_pending(p, history, state.step_s, state.steps)
             if len(p.done) < len(state.steps) and p.series_ids == history.series_ids:
                 kept.append(p)
         # Bounded memory: a forecast older than the longest horizon has nothing left to score.
-        horizon_s = max(state.steps) * step_s
+        horizon_s = max(state.steps) * state.step_s
         self._pending = [p for p in kept if end - p.issued_at_s <= horizon_s + 1e-6][-4096:]
 
     def _score_pending(
-        self, p: _Pending, history: History, end: float, step_s: float, steps: tuple[int, ...]
+        self, p: _Pending, history: History, model_step_s: float, steps: tuple[int, ...]
     ) -> None:
+        end, step_s = history.end_s, history.step_s
         for h, step in enumerate(steps):
             if h in p.done:
                 continue
-            target_s = p.issued_at_s + step * step_s
+            target_s = p.issued_at_s + step * model_step_s
             back = round((end - target_s) / step_s)
             if back < 0:
                 continue
@@ -486,6 +493,17 @@ class LSTMForecaster:
             self.net = self._new_net()
         return state, self.net
 
+    def _at_model_step(self, history: History, rows: int) -> History:
+        """``history`` itself on the model's grid, or its last ``rows`` blocks averaged onto it
+        when its step divides the model's; otherwise the step mismatch error."""
+        trained = self._state().step_s
+        ratio = trained / history.step_s
+        k = round(ratio)
+        if math.isclose(ratio, 1.0, rel_tol=1e-6) or k < 2 or abs(ratio - k) > 1e-6:
+            self._check_step(history.step_s)
+            return history
+        return coarsen(history, k, rows)
+
     def _check_step(self, step_s: float) -> None:
         trained = self._state().step_s
         if not math.isclose(step_s, trained, rel_tol=1e-6):
@@ -537,6 +555,38 @@ class LSTMForecaster:
         model.net = net
         model.calibrator.load_state(calibration)
         return model
+
+
+def coarsen(history: History, k: int, max_blocks: int) -> History:
+    """Average blocks of ``k`` rows (ending at the last row) into one row each.
+
+    NaN readings are skipped within a block (a block with none stays NaN); exogenous columns take
+    the block's last value. At least two blocks are returned (the first is repeated one block
+    earlier if the history is shorter), so the result always has a time step.
+    """
+    n_rows = history.values.shape[0]
+    n_blocks = max(1, min(max_blocks, n_rows // k))
+    take = min(n_rows, n_blocks * k)
+    vals = np.asarray(history.values[-take:], dtype=np.float64)
+    pad = n_blocks * k - take
+    if pad:
+        vals = np.concatenate([np.full((pad, vals.shape[1]), np.nan), vals])
+    blocks = vals.reshape(n_blocks, k, -1)
+    finite = np.isfinite(blocks)
+    count = finite.sum(axis=1)
+    total = np.where(finite, blocks, 0.0).sum(axis=1)
+    means = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    step = history.step_s * k
+    ts = history.end_s - step * np.arange(n_blocks - 1, -1, -1, dtype=np.float64)
+    exog = {
+        name: np.asarray(v[-1::-k][:n_blocks][::-1], dtype=np.float64)
+        for name, v in history.exog.items()
+    }
+    if n_blocks == 1:
+        means = np.concatenate([means, means])
+        ts = np.array([ts[0] - step, ts[0]])
+        exog = {name: np.concatenate([v, v]) for name, v in exog.items()}
+    return History(ts, history.series_ids, means, exog)
 
 
 def _future_block(
