@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import snmpsim
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -89,6 +88,8 @@ class SnmpSim:
             "--log-level=error",
         ]
         env = dict(os.environ)
+        import snmpsim  # here, not at the top: conftest imports this module for every test
+
         if os.geteuid() == 0:
             if _others_can_traverse(Path(snmpsim.__file__).parent):
                 args += ["--process-user=nobody", "--process-group=nogroup"]
