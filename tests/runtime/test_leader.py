@@ -17,6 +17,7 @@ from wattwheel.runtime.leader import (
     LeaseStore,
     LeaseTiming,
     MemoryLeaseStore,
+    commandable_domains,
     coordinator_key,
     leader_key,
 )
@@ -296,3 +297,13 @@ async def test_fake_elector_always_leads_and_plays_failover() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert not fake.is_leader("row-a")
     assert sorted(seen[-2:]) == [("demote", COORDINATOR), ("demote", "row-a")]
+
+
+def test_commandable_domains_follow_the_led_shards() -> None:
+    shard_of = {"row-a1": "a", "row-a2": "a", "row-b1": "b"}
+    fake = FakeElector(["a"])
+    assert commandable_domains(fake, shard_of, 0.0) == {"row-a1", "row-a2"}
+    fake.promote("b")
+    assert commandable_domains(fake, shard_of, 0.0) == set(shard_of)
+    fake.demote("a")
+    assert commandable_domains(fake, shard_of, 0.0) == {"row-b1"}

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -185,6 +185,15 @@ class LeaderElector(Protocol):
         """Until when the current lease lets this instance command ``role`` (None: not leading).
         Device revert timers can be set from it."""
         ...
+
+
+def commandable_domains(
+    elector: LeaderElector, shard_of: Mapping[str, str], now_s: float
+) -> frozenset[str]:
+    """The power domains this instance may command at ``now_s`` (monotonic s), given which shard
+    each domain belongs to: call it right before writing a tick's commands."""
+    leading = {shard for shard in set(shard_of.values()) if elector.may_command(shard, now_s)}
+    return frozenset(dom for dom, shard in shard_of.items() if shard in leading)
 
 
 # --- the elector ----------------------------------------------------------------------------

@@ -197,3 +197,19 @@ async def test_etcd_outage_fails_safe_then_leads_again(
     assert sum(c.elector.is_leader(SHARD) for c in (a, b)) == 1
     end_s = CLOCK.monotonic_s()
     assert_disjoint(a.intervals(SHARD, end_s), b.intervals(SHARD, end_s))
+
+
+async def test_stopped_leader_hands_over_without_waiting_for_the_ttl(
+    make_controller: Callable[[str], Controller],
+) -> None:
+    a = make_controller("A")
+    await wait_until(lambda: a.elector.is_leader(SHARD), 5.0)
+    b = make_controller("B")
+    await asyncio.sleep(0.3)
+    assert a.task is not None
+    a.task.cancel()  # a clean shutdown revokes the lease
+    await asyncio.gather(a.task, return_exceptions=True)
+    stopped_s = CLOCK.monotonic_s()
+    promoted_s = await wait_until(lambda: b.elector.is_leader(SHARD), TIMING.ttl_s)
+    assert promoted_s - stopped_s < TIMING.ttl_s / 2
+    assert a.demoted[SHARD][-1] <= stopped_s < b.promoted[SHARD][0]
