@@ -233,3 +233,36 @@ def test_publisher_rejects_unpublishable_samples_up_front() -> None:
         ]
     )
     assert publisher.buffered == 1 and publisher.rejected_samples == 2
+
+
+async def test_messages_arriving_during_a_slow_sink_are_not_lost(mosquitto: Mosquitto) -> None:
+    delivered: list[PowerSample] = []
+    first_call = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_sink(samples: list[PowerSample]) -> None:
+        if not first_call.is_set():
+            first_call.set()
+            await release.wait()
+        delivered.extend(samples)
+
+    ingester = MqttIngester(
+        BrokerAddress(port=mosquitto.port),
+        telemetry_filter(SITE),
+        slow_sink,
+        client_id="ingest-slow",
+        batch_max_messages=20,
+        batch_interval_s=0.01,
+        backoff=FAST,
+    )
+    topic = telemetry_topic(SITE, "r1")
+    async with _running(ingester):
+        await asyncio.wait_for(ingester.subscribed.wait(), 10)
+        await _publish_raw(mosquitto, [(topic, encode_sample(_sample(0)))])
+        await asyncio.wait_for(first_call.wait(), 10)
+        # The first batch is inside the sink; these arrive meanwhile.
+        await _publish_raw(mosquitto, [(topic, encode_sample(_sample(i))) for i in range(1, 6)])
+        await _until(lambda: ingester.stats.messages == 6)
+        release.set()
+        await _until(lambda: len(delivered) == 6)
+    assert [s.power_w for s in delivered] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]

@@ -259,11 +259,15 @@ class MqttIngester:
             self._batch_ready.clear()
             if not self._due():
                 continue
-            if await self._deliver():
-                for mid in self._take_acks():
+            # Take the batch out first: messages arriving while the sink works start the next
+            # batch and are acknowledged only with it.
+            batch = self._take_pending()
+            if await self._deliver(batch):
+                for mid in batch.message_ids:
                     client._client.ack(mid, 1)
                 delays.reset()
             else:
+                self._put_back(batch)
                 await asyncio.sleep(delays.next())
 
     def _time_to_deadline_s(self) -> float:
@@ -282,41 +286,42 @@ class MqttIngester:
             or time.monotonic() - pending.first_at_s >= self.batch_interval_s
         )
 
-    async def _deliver(self) -> bool:
-        """Hand the pending samples to the sink; True when it accepted them."""
-        samples = self._pending.samples
-        if samples:
+    def _take_pending(self) -> _Pending:
+        batch, self._pending = self._pending, _Pending()
+        return batch
+
+    def _put_back(self, batch: _Pending) -> None:
+        """Return an undelivered batch ahead of what arrived meanwhile (acks stay in order)."""
+        newer = self._pending
+        batch.samples.extend(newer.samples)
+        batch.message_ids.extend(newer.message_ids)
+        self._pending = batch
+
+    async def _deliver(self, batch: _Pending) -> bool:
+        """Hand a batch's samples to the sink; True when it accepted them."""
+        if batch.samples:
             try:
-                await self.sink(list(samples))
+                await self.sink(list(batch.samples))
             except Exception as exc:  # the sink is someone else's I/O: never crash ingest
                 self.stats.sink_failures += 1
                 log.warning(
                     "telemetry sink failed, holding %d samples unacknowledged: %s",
-                    len(samples),
+                    len(batch.samples),
                     exc,
                 )
                 return False
             self.stats.batches += 1
-            self.stats.samples += len(samples)
+            self.stats.samples += len(batch.samples)
         return True
-
-    def _take_acks(self) -> list[int]:
-        message_ids = self._pending.message_ids
-        self._pending = _Pending()
-        return message_ids
 
     async def _flush_unacked(self) -> None:
         # The connection is gone, so these cannot be acknowledged; a persistent session will
         # redeliver them, a restarted broker without persistence will not: deliver them now
-        # (at-least-once, duplicates possible) rather than risk losing them.
-        try:
-            delivered = await asyncio.wait_for(self._deliver(), self.unacked_flush_timeout_s)
-        except TimeoutError:
-            delivered = False
-        if delivered:
-            self._take_acks()
-        else:
-            self._pending = _Pending()  # left to the broker's redelivery
+        # (at-least-once, duplicates possible) rather than risk losing them. If the sink fails
+        # or hangs they are left to the broker's redelivery.
+        batch = self._take_pending()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._deliver(batch), self.unacked_flush_timeout_s)
 
 
 class MqttPublisher:
