@@ -354,3 +354,40 @@ def test_fake_clock_wakes_sleepers_in_order() -> None:
         return woke
 
     assert asyncio.run(scenario()) == ["early", "late"]
+
+
+async def test_a_slow_planner_does_not_hold_the_tick() -> None:
+    class SlowPlanner:
+        """Reactive, except that planning on a forecast takes 0.4 s."""
+
+        name = "slow"
+        forecast_period_s = 60.0
+        horizons_s = (60.0,)
+
+        def __init__(self, site: SiteParams) -> None:
+            self.inner = make_policy("reactive", site)
+            self.plans = 0
+
+        def initial_state(self, site: SiteParams) -> int:
+            return 0
+
+        def decide(self, obs: object, state: int, forecast: object) -> tuple[object, int]:
+            if forecast is not None:
+                time.sleep(0.4)
+                self.plans += 1
+            decision, _ = self.inner.decide(obs, None, None)  # type: ignore[arg-type]
+            return decision, state + (forecast is not None)
+
+    rt, clock, bmc, _, _ = build(config=RuntimeConfig(device_timeout_s=0.2, plan_in_tick_s=0.05))
+    policy = SlowPlanner(rt.site)
+    rt.policy = policy  # type: ignore[assignment]
+    rt._policy_state = 0
+    rt._fresh_forecast = object()  # type: ignore[assignment]
+    started = time.perf_counter()
+    await rt.tick()
+    assert time.perf_counter() - started < 0.3  # acted reactively, planning goes on
+    await asyncio.sleep(0.5)
+    clock.advance(1.0)
+    bmc.now_s = clock.now_s()
+    await rt.tick()
+    assert policy.plans == 1 and rt._policy_state == 1  # the finished plan was adopted

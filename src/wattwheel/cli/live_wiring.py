@@ -264,8 +264,9 @@ def build_wiring(
                 int(snmp["port"]),
                 community=rack,
                 sheddable_outlets=sheddable,
-                timeout_s=timeout_s,
-                read_deadline_s=timeout_s * 0.9,
+                # Polled off the tick: one agent serving many PDUs may answer slowly.
+                timeout_s=max(timeout_s, 1.0),
+                read_deadline_s=max(timeout_s, 3.0),
             )
             clients[rack] = ApcPduClient(target, engine=engine)
             telemetry[f"snmp:{rack}"] = clients[rack]

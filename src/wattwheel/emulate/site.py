@@ -159,6 +159,11 @@ class VirtualSite:
             members = np.flatnonzero(inventory.server_rack == r)
             self._share[members] = server_shares(members.size)
         self.pdus: dict[str, VirtualPdu] = {}
+        # Per rack, the part of its power its non-critical servers draw (the movable load).
+        self._noncrit_share = {
+            r: float(self._share[(inventory.server_rack == i) & ~inventory.critical].sum())
+            for i, r in enumerate(inventory.rack_ids)
+        }
         self._flex: list[_Flex] = []
         self.scheduler_requests: list[SchedulerRequest] = []
         self.reserve = {d: _Reserve() for d in self.site.domain_names}
@@ -193,8 +198,7 @@ class VirtualSite:
         if delta_kw == 0.0:
             return 1.0
         racks = self.site.domain_racks[d]
-        base_kw = sum(self.replay.rack_w(r) for r in racks) / 1000.0
-        noncrit_kw = base_kw * float(self.site.flex.noncritical_fraction[d])
+        noncrit_kw = sum(self.replay.rack_w(r) * self._noncrit_share[r] for r in racks) / 1000.0
         return max(1.0 + delta_kw / noncrit_kw, 0.0) if noncrit_kw > 0 else 1.0
 
     def consumed_w(self, server_id: str) -> float:

@@ -75,14 +75,17 @@ class Inventory:
         self.max_cap_w = np.array([s.max_cap_w for s in self.servers], dtype=float)
         self.servers_per_rack = np.bincount(self.server_rack, minlength=len(self.rack_ids))
         self.n_domains = len(domain_racks)
+        self._outlets: dict[str, ServerInfo] | None = None
 
     @property
     def n_racks(self) -> int:
         return len(self.rack_ids)
 
     def outlets(self) -> dict[str, ServerInfo]:
-        """Outlet key -> the server behind it."""
-        return {s.outlet: s for s in self.servers if s.outlet is not None}
+        """Outlet key -> the server behind it (built once; do not mutate)."""
+        if self._outlets is None:
+            self._outlets = {s.outlet: s for s in self.servers if s.outlet is not None}
+        return self._outlets
 
     def to_json(self) -> list[dict[str, Any]]:
         return [asdict(s) for s in self.servers]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,8 @@ class RuntimeConfig:
         poll_period_s: telemetry source name -> polling period while :meth:`Runtime.run`
             runs (default: the control period). Sources are polled by their own tasks and
             each tick takes what arrived; a bare :meth:`Runtime.tick` reads them inline.
+        plan_in_tick_s: how long a tick waits for the policy to plan on a fresh forecast before
+            acting reactively for that period (the plan is adopted when it is ready).
     """
 
     control_period_s: float = 1.0
@@ -112,6 +115,7 @@ class RuntimeConfig:
     shed_heat: float = 0.5
     racks_every_ticks: int = 1
     poll_period_s: Mapping[str, float] = field(default_factory=dict)
+    plan_in_tick_s: float = 0.05
 
 
 @dataclass
@@ -190,6 +194,9 @@ class Runtime:
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._polled: dict[str, list[PowerSample]] = {}
         self._fly_workers: dict[str, FlywheelWorker] = {}
+        self._planning: asyncio.Future[tuple[Decision, Any]] | None = None
+        #: Recent tick durations (s), for benchmarks and diagnostics.
+        self.latencies_s: deque[float] = deque(maxlen=100_000)
         self.started_s = clock.now_s()
 
     # ------------------------------------------------------------------ faults & events
@@ -352,16 +359,48 @@ class Runtime:
                 return "reactive-fallback"
         return "normal"
 
-    def _decide(self, obs: Observation, mode: Mode) -> Decision:
+    async def _decide(self, obs: Observation, mode: Mode) -> Decision:
+        """The policy's decision. A tick that carries a fresh forecast runs the policy (and its
+        planner) in a worker thread; if that takes longer than ``plan_in_tick_s`` the tick acts
+        on the reactive loop and the plan is adopted by a later tick when it is ready."""
         forecast, self._fresh_forecast = self._fresh_forecast, None
         if mode == "maintenance":
-            decision, _ = self._reactive.decide(obs, None, None)
-            return decision
+            return self._reactive_decision(obs)
+        if self._planning is not None:
+            if not self._planning.done():
+                return self._reactive_decision(obs)  # the policy state is busy planning
+            self._adopt_plan(self._planning)
+        if forecast is None:
+            return self._policy_decision(obs, None)
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self.policy.decide, obs, self._policy_state, forecast)
+        )
+        await asyncio.wait({task}, timeout=self.cfg.plan_in_tick_s)
+        if not task.done():
+            self._planning = task
+            return self._reactive_decision(obs)
+        decision = self._adopt_plan(task)
+        return decision if decision is not None else self._reactive_decision(obs)
+
+    def _adopt_plan(self, task: asyncio.Future[tuple[Decision, Any]]) -> Decision | None:
+        self._planning = None
+        try:
+            decision, self._policy_state = task.result()
+        except Exception as exc:  # a planner bug must not stop the site's protection
+            self.faults.fault("policy", self.policy.name, f"{type(exc).__name__}: {exc}")
+            return None
+        return decision
+
+    def _policy_decision(self, obs: Observation, forecast: Forecast | None) -> Decision:
         try:
             decision, self._policy_state = self.policy.decide(obs, self._policy_state, forecast)
         except Exception as exc:  # a policy bug must not stop the site's protection
             self.faults.fault("policy", self.policy.name, f"{type(exc).__name__}: {exc}")
-            decision, _ = self._reactive.decide(obs, None, None)
+            return self._reactive_decision(obs)
+        return decision
+
+    def _reactive_decision(self, obs: Observation) -> Decision:
+        decision, _ = self._reactive.decide(obs, None, None)
         return decision
 
     # ------------------------------------------------------------------ acting
@@ -448,7 +487,7 @@ class Runtime:
                 self._shed.add(key)
             self.event("shed", f"shedding {len(states)} non-critical outlets: {sorted(states)[:5]}")
         # Restore once a domain has headroom for what it shed, and the breaker has cooled.
-        outlets = self.inv.outlets()
+        outlets = self.inv.outlets() if self._shed else {}
         for key in list(self._shed):
             d = int(self.inv.server_domain[self.inv.server_index[outlets[key].server_id]])
             if not hot[d] and uncovered[d] <= 0 and key not in states:
@@ -503,12 +542,13 @@ class Runtime:
             self.state.set_mode(mode)
             self.event("mode", f"mode {self._mode} -> {mode}")
             self._mode = mode
-        dec = self._decide(obs, mode)
+        dec = await self._decide(obs, mode)
         cap_writes, shed = await self._act(obs, dec, mode)
         self._book(obs, dec, kes_power_kw, res_kw)
         self._publish(obs, dec, mode, samples)
         latency = self.clock.monotonic_s() - t0
         self.state.record_tick(latency)
+        self.latencies_s.append(latency)
         self._ticks += 1
         return TickReport(now_s, latency, obs, dec, mode, cap_writes, shed)
 

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.domain.telemetry import PowerSample, check_sample
+from wattwheel.domain.telemetry import FUTURE_TOLERANCE_S, PowerSample, check_sample
 from wattwheel.runtime.inventory import Inventory
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 log = logging.getLogger(__name__)
+
+_SERVER, _OUTLET, _PDU = 0, 1, 2
 
 #: A server reading at or above this fraction of its cap is taken as held by the cap.
 AT_CAP_FRACTION = 0.97
@@ -86,56 +88,87 @@ class TelemetryView:
         self._logged_codes: set[str] = set()
 
     # ---- ingest ----
-    def ingest(self, samples: Iterable[PowerSample], now_s: float) -> int:
-        """Take the readings that pass :func:`check_sample`; returns how many were accepted."""
-        accepted = 0
-        sidx, ridx = self.inv.server_index, self.inv.rack_index
-        for s in samples:
-            limit = self.max_power_w * (
-                max(int(self.inv.servers_per_rack[ridx[s.rack_id]]), 1)
-                if s.kind in ("pdu", "rack") and s.rack_id in ridx
-                else 1
-            )
-            problem = check_sample(s, now_s, self.max_age_s, limit)
-            if problem is not None:
-                self._reject(problem.code, problem.message)
+    def ingest(self, samples: Sequence[PowerSample], now_s: float) -> int:
+        """Take the readings that pass :func:`check_sample`; returns how many were accepted.
+
+        Vectorised (tens of thousands of BMC readings a tick): the checks run on arrays, and
+        only rejected readings go through :func:`check_sample` for their message.
+        """
+        n = len(samples)
+        if n == 0:
+            return 0
+        table, index, limit = self._targets(samples)
+        power = np.fromiter((s.power_w for s in samples), float, n)
+        ts = np.fromiter((s.timestamp_s for s in samples), float, n)
+        age = now_s - ts
+        ok = (
+            np.isfinite(power)
+            & np.isfinite(ts)
+            & (power >= 0)
+            & (power <= limit)
+            & (age <= self.max_age_s)
+            & (-age <= FUTURE_TOLERANCE_S)
+            & (table >= 0)
+        )
+        for k in np.flatnonzero(~ok):
+            self._explain(samples[int(k)], now_s, float(limit[k]), int(table[k]))
+        order = np.argsort(ts, kind="stable")  # newest last: it wins the assignment below
+        for code, values, times in (
+            (_SERVER, self.server_w, self.server_t),
+            (_OUTLET, self.outlet_w, self.outlet_t),
+            (_PDU, self.pdu_w, self.pdu_t),
+        ):
+            pick = order[ok[order] & (table[order] == code)]
+            pick = pick[ts[pick] >= times[index[pick]]]
+            if pick.size == 0:
                 continue
-            if not self._store(s, sidx, ridx):
-                self._reject("unknown", f"{s.source}: rack {s.rack_id!r} / {s.server_id!r} unknown")
-                continue
-            accepted += 1
+            idx = index[pick]
+            values[idx], times[idx] = power[pick], ts[pick]
+            if code == _SERVER:
+                cap = self.caps_w[idx]
+                free = np.isnan(cap) | (power[pick] < AT_CAP_FRACTION * cap)
+                self.uncapped_w[idx[free]] = power[pick][free]
+        accepted = int(ok.sum())
         if accepted:
             self.ever_read |= np.isfinite(self.pdu_w)
             self.ever_read[self.inv.server_rack[np.isfinite(self.server_w)]] = True
             self.ever_read[self.inv.server_rack[np.isfinite(self.outlet_w)]] = True
         return accepted
 
-    def _store(self, s: PowerSample, sidx: dict[str, int], ridx: dict[str, int]) -> bool:
-        if s.kind == "server":
-            i = sidx.get(s.server_id or "")
-            if i is None:
-                return False
-            if s.timestamp_s >= self.server_t[i]:
-                self.server_w[i], self.server_t[i] = s.power_w, s.timestamp_s
-                cap = self.caps_w[i]
-                if cap != cap or s.power_w < AT_CAP_FRACTION * cap:
-                    self.uncapped_w[i] = s.power_w
-            return True
-        if s.kind == "outlet":
-            # SNMP outlets arrive as "outlet-<n>"; the inventory names them "<rack>/<n>".
-            key = f"{s.rack_id}/{(s.server_id or '').removeprefix('outlet-')}"
-            j = self._outlet_server.get(key)
-            if j is None:
-                return False
-            if s.timestamp_s >= self.outlet_t[j]:
-                self.outlet_w[j], self.outlet_t[j] = s.power_w, s.timestamp_s
-            return True
-        r = ridx.get(s.rack_id)
-        if r is None:
-            return False
-        if s.timestamp_s >= self.pdu_t[r]:
-            self.pdu_w[r], self.pdu_t[r] = s.power_w, s.timestamp_s
-        return True
+    def _targets(
+        self, samples: Sequence[PowerSample]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]:
+        """Per sample: which table it updates (-1: unknown), the row, the plausible maximum."""
+        sidx, ridx, oidx = self.inv.server_index, self.inv.rack_index, self._outlet_server
+        n = len(samples)
+        table = np.full(n, -1, dtype=np.int64)
+        index = np.zeros(n, dtype=np.int64)
+        limit = np.full(n, self.max_power_w)
+        for k, s in enumerate(samples):
+            kind = s.kind
+            if kind == "server":
+                i = sidx.get(s.server_id or "", -1)
+                if i >= 0:
+                    table[k], index[k] = _SERVER, i
+            elif kind == "outlet":
+                # SNMP outlets arrive as "outlet-<n>"; the inventory names them "<rack>/<n>".
+                key = f"{s.rack_id}/{(s.server_id or '').removeprefix('outlet-')}"
+                j = oidx.get(key, -1)
+                if j >= 0:
+                    table[k], index[k] = _OUTLET, j
+            elif kind in ("pdu", "rack"):
+                r = ridx.get(s.rack_id, -1)
+                if r >= 0:
+                    table[k], index[k] = _PDU, r
+                    limit[k] = self.max_power_w * max(int(self.inv.servers_per_rack[r]), 1)
+        return table, index, limit
+
+    def _explain(self, s: PowerSample, now_s: float, limit: float, table: int) -> None:
+        problem = check_sample(s, now_s, self.max_age_s, limit)
+        if problem is not None:
+            self._reject(problem.code, problem.message)
+        elif table < 0:
+            self._reject("unknown", f"{s.source}: rack {s.rack_id!r} / {s.server_id!r} unknown")
 
     def _reject(self, code: str, message: str) -> None:
         self.rejected[code] = self.rejected.get(code, 0) + 1
