@@ -391,3 +391,14 @@ async def test_a_slow_planner_does_not_hold_the_tick() -> None:
     bmc.now_s = clock.now_s()
     await rt.tick()
     assert policy.plans == 1 and rt._policy_state == 1  # the finished plan was adopted
+
+
+async def test_an_instance_that_does_not_lead_a_domain_commands_nothing_there() -> None:
+    rt, _, _, caps, fly_a = build()
+    rt.commandable = lambda: {"B"}  # another instance leads A
+    report = await rt.tick()
+    assert report.decision.cap_kw[0] > 0  # it still decides (and shows) what A needs...
+    assert fly_a.setpoints_w == [] and caps.caps_w == {}  # ...but writes nothing to A
+    rt.commandable = lambda: {"A", "B"}
+    await rt.tick()
+    assert fly_a.setpoints_w and set(caps.caps_w) == {"a1-s03", "a1-s04"}

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +154,7 @@ class Runtime:
         sink: RecordSink | None = None,
         forecaster: Forecaster | None = None,
         config: RuntimeConfig | None = None,
+        commandable: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.site = site
         self.policy = policy
@@ -166,6 +167,9 @@ class Runtime:
         self.overrides = overrides or Overrides()
         self.sink = sink
         self.forecaster = forecaster
+        #: The domains this instance may command now (e.g. ``leader.commandable_domains``
+        #: bound to an elector), checked right before each tick's writes; None: all of them.
+        self.commandable = commandable
         self.faults = FaultBook(self._on_fault)
         self.view = TelemetryView(
             inventory,
@@ -407,8 +411,11 @@ class Runtime:
     async def _act(self, obs: Observation, dec: Decision, mode: Mode) -> tuple[int, list[str]]:
         t = self.cfg.device_timeout_s
         jobs: list[Any] = []
+        allowed = self._allowed()
         for i, dom in enumerate(self.domain_ids):
             port = self.devices.flywheels.get(dom)
+            if not allowed[i]:
+                continue  # another instance leads this domain: command nothing
             if dom in self._fly_workers:
                 self._fly_workers[dom].submit(float(dec.kes_kw[i]) * 1000.0)
             elif port is not None:
@@ -422,30 +429,43 @@ class Runtime:
                         False,
                     )
                 )
-        jobs.extend(self._reserve_jobs(obs, dec, t))
-        changes = self._cap_changes(obs, dec)
+        jobs.extend(self._reserve_jobs(obs, dec, t, allowed))
+        changes = self._cap_changes(obs, dec, allowed)
         if changes and self.devices.caps is not None:
             caps = self.devices.caps
             jobs.append(
                 guarded(self.faults, "device", "caps", lambda: caps.set_caps(changes), t, {})
             )
-        shed = self._shed_plan(obs, dec, mode)
+        shed = self._shed_plan(obs, dec, mode) if allowed.all() else {}
         if shed and self.devices.outlets is not None:
             outlets = self.devices.outlets
             jobs.append(
                 guarded(self.faults, "device", "outlets", lambda: outlets.set_outlets(shed), t, {})
             )
-        if mode != "maintenance":
+        if mode != "maintenance" and allowed.all():
             self._maybe_schedule(obs.now_s, dec)
         await asyncio.gather(*jobs)
         return len(changes), [k for k, on in shed.items() if not on]
 
-    def _reserve_jobs(self, obs: Observation, dec: Decision, t: float) -> list[Any]:
+    def _allowed(self) -> NDArray[np.bool_]:
+        """Per domain: may this instance command it right now (leader election fencing)?"""
+        if self.commandable is None:
+            return np.ones(self.site.n_domains, dtype=bool)
+        try:
+            mine = set(self.commandable())
+        except Exception as exc:  # an election we cannot check: command nothing
+            self.faults.fault("leader", "elector", f"{type(exc).__name__}: {exc}")
+            mine = set()
+        return np.array([d in mine for d in self.domain_ids], dtype=bool)
+
+    def _reserve_jobs(
+        self, obs: Observation, dec: Decision, t: float, allowed: NDArray[np.bool_]
+    ) -> list[Any]:
         port: ReservePort = self.devices.reserve or self.modelled_reserve
         jobs = []
         for i, dom in enumerate(self.domain_ids):
             on, kw = bool(dec.reserve_on[i]), float(dec.reserve_kw[i])
-            if not on and obs.reserve_mode[i] == RESERVE_OFF:
+            if not allowed[i] or (not on and obs.reserve_mode[i] == RESERVE_OFF):
                 continue  # nothing to start or release
             jobs.append(
                 guarded(
@@ -454,13 +474,17 @@ class Runtime:
             )
         return jobs
 
-    def _cap_changes(self, obs: Observation, dec: Decision) -> dict[str, float | None]:
+    def _cap_changes(
+        self, obs: Observation, dec: Decision, allowed: NDArray[np.bool_]
+    ) -> dict[str, float | None]:
         pins = self.overrides.rack_caps_kw(obs.now_s)
         plan = actuate.plan_caps(self.inv, self.view.server_demand_w(), dec.cap_kw, pins)
         wanted = plan.cap_w
         stale_servers = obs.stale[self.inv.server_domain] if obs.stale is not None else None
         if stale_servers is not None and stale_servers.any():
             wanted = np.where(stale_servers, self._applied_caps, wanted)  # hold last safe caps
+        if not allowed.all():
+            wanted = np.where(allowed[self.inv.server_domain], wanted, self._applied_caps)
         changes = actuate.cap_changes(self.inv, self._applied_caps, wanted)
         self._applied_caps = wanted
         self._rack_budgets = plan.rack_budget_w
