@@ -174,6 +174,12 @@ async def test_first_instance_leads_every_role_the_second_none(clock: FakeClock)
     assert rec_b.events == []
     # A renews every second from t=0; at t=5 the last renewal was sent at 5 -> deadline 7
     assert a.command_deadline_s("x") == 7.0
+    [x, _, coord] = a.status(5.5)
+    assert (x.role, x.key, x.leading, x.holder) == ("x", "/wattwheel/s/leader/x", True, "A")
+    assert x.command_left_s == 1.5 and x.fencing_token == a.fencing_token("x")
+    assert coord.key == "/wattwheel/s/coordinator"
+    [bx, _, _] = b.status(5.5)
+    assert (bx.leading, bx.holder, bx.fencing_token, bx.command_left_s) == (False, "A", None, None)
     task_a.cancel()
     task_b.cancel()
     await asyncio.gather(task_a, task_b, return_exceptions=True)

@@ -139,6 +139,19 @@ class KeyOwner:
     holder: str
 
 
+@dataclass(frozen=True)
+class RoleStatus:
+    """One role as an instance sees it: ``holder`` is the last holder seen (None: unknown),
+    ``command_left_s`` how long the current lease still lets this instance command (s)."""
+
+    role: str
+    key: str
+    leading: bool
+    holder: str | None
+    fencing_token: int | None
+    command_left_s: float | None
+
+
 class LeaseStore(Protocol):
     """A store of leases and keys bound to them (etcd). Each method returns None when the store
     did not answer (unreachable, timeout) instead of raising."""
@@ -243,6 +256,7 @@ class Elector:
         self._renewed_sent_s: float | None = None
         self._held: dict[str, int] = {}
         self._holders: dict[str, str] = {}
+        self._wake = asyncio.Event()
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -266,6 +280,20 @@ class Elector:
     def holder(self, role: str) -> str | None:
         """Who holds ``role`` as last seen (this instance's id when leading)."""
         return self.instance_id if role in self._held else self._holders.get(role)
+
+    def status(self, now_s: float) -> list[RoleStatus]:
+        """Every role as this instance sees it at ``now_s`` (monotonic s), for the API."""
+        return [
+            RoleStatus(
+                role=role,
+                key=key,
+                leading=self.may_command(role, now_s),
+                holder=self.holder(role),
+                fencing_token=self.fencing_token(role),
+                command_left_s=_left_s(self.command_deadline_s(role), now_s),
+            )
+            for role, key in self._keys.items()
+        ]
 
     async def run(self) -> None:
         try:
@@ -347,6 +375,7 @@ class Elector:
         if not self.timing.may_command(self._renewed_sent_s, self._clock.monotonic_s()):
             return  # the lease ran out while the request was in flight
         self._held[role] = token
+        self._wake.set()
         log.info("%s: leader of %s (fencing token %d)", self.instance_id, role, token)
         _call(self._on_promote, role, token)
 
@@ -366,13 +395,29 @@ class Elector:
             now_s = self._clock.monotonic_s()
             if self._held and not self.timing.may_command(self._renewed_sent_s, now_s):
                 self._demote_all("lease not renewed in time")
-            await self._clock.sleep(self._watchdog_wait_s(now_s))
+            await self._sleep_or_wake(self._watchdog_wait_s(now_s))
+
+    async def _sleep_or_wake(self, wait_s: float) -> None:
+        # A promotion wakes the watchdog so it sleeps until the new deadline, whatever the
+        # timing settings, instead of finishing a sleep computed while nothing was held.
+        self._wake.clear()
+        sleep = asyncio.ensure_future(self._clock.sleep(wait_s))
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleep, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            wake.cancel()
 
     def _watchdog_wait_s(self, now_s: float) -> float:
         wait_s = self.timing.keepalive_period
         if self._held and self._renewed_sent_s is not None:
             wait_s = min(wait_s, self.timing.command_deadline_s(self._renewed_sent_s) - now_s)
         return max(wait_s, 0.001)
+
+
+def _left_s(deadline_s: float | None, now_s: float) -> float | None:
+    return None if deadline_s is None else max(deadline_s - now_s, 0.0)
 
 
 def _role_keys(site: str, shards: Iterable[str], coordinator: bool) -> dict[str, str]:
