@@ -77,6 +77,10 @@ def test_elector_refuses_reserved_or_duplicate_shards() -> None:
         Elector(store, FakeClock(0.0), site="s", shards=[COORDINATOR], instance_id="a")
     with pytest.raises(ValueError, match="twice"):
         Elector(store, FakeClock(0.0), site="s", shards=["a", "a"], instance_id="a")
+    with pytest.raises(ValueError, match="instance_id"):
+        Elector(store, FakeClock(0.0), site="s", shards=["a"], instance_id=" ")
+    with pytest.raises(ValueError, match="campaign_every_s"):
+        Elector(store, FakeClock(0.0), site="s", shards=["a"], instance_id="a", campaign_every_s=0)
     with pytest.raises(ValueError, match="at least one"):
         Elector(store, FakeClock(0.0), site="s", shards=[], instance_id="a", coordinator=False)
 

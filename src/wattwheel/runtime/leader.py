@@ -249,6 +249,8 @@ class Elector:
         )
         if self.campaign_every_s <= 0:
             raise ValueError(f"campaign_every_s must be > 0, not {self.campaign_every_s}")
+        if not instance_id.strip():
+            raise ValueError("instance_id must name this controller (e.g. 'host:pid')")
         self.instance_id = instance_id
         self._keys = _role_keys(site, shards, coordinator)
         self._on_promote, self._on_demote = on_promote, on_demote
