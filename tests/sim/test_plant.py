@@ -339,13 +339,6 @@ def test_over_assigned_reserve_is_scaled_to_the_shared_capacity() -> None:
     np.testing.assert_allclose(totals(plant, "reserve_activations"), [1, 1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Plant.observe reports the scheduled shift levels, but step() moves only what "
-    "the sources' non-critical load allows; the controller then plans on work that never "
-    "moves (seen: oracle under a ramp limit sends 0.9 kW from a flywheel to a 0.3 kW load "
-    "and exports; a source domain would underestimate its own load)",
-)
 def test_observed_shifts_are_the_shifts_applied() -> None:
     # As in test_shift_is_truncated_to_the_noncritical_load_present: 10 kW scheduled, 4 kW
     # of non-critical load present at step 2.

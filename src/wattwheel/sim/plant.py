@@ -78,15 +78,16 @@ class Plant:
         if self.step_index == 0:
             # Before the first step the feed was carrying the load as it stood.
             self.last_grid_kw = demand_kw.astype(float).copy()
-        slot = self.step_index % self._shift_out.shape[0]
         kes = self.site.kes
+        # What will really move this step (the controller must not plan on more).
+        shift_out, shift_in = self._moved_shifts(np.maximum(demand_kw - critical_kw, 0.0))
         return Observation(
             now_s=now_s,
             dt_s=self.dt_s,
             demand_kw=demand_kw,
             critical_kw=critical_kw,
-            shift_out_kw=self._shift_out[slot].copy(),
-            shift_in_kw=self._shift_in[slot].copy(),
+            shift_out_kw=shift_out,
+            shift_in_kw=shift_in,
             due_repay_kw=self._due_debt_kwh() * S_PER_H / self.dt_s,
             debt_kwh=self._debt.sum(axis=0),
             kes_soc=self.soc.copy(),
@@ -162,21 +163,24 @@ class Plant:
             trips,
         )
 
-    def _apply_shifts(self, noncrit: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def _moved_shifts(self, noncrit: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Shifts due now. Work moves only where it can leave *and* be received: the moved total
         is the smaller of what the sources can release (their non-critical load) and what the
         destinations were scheduled to take, so work is never lost nor created."""
         slot = self.step_index % self._shift_out.shape[0]
-        want_out = self._shift_out[slot].copy()
-        want_in = self._shift_in[slot].copy()
-        self._shift_out[slot] = 0.0
-        self._shift_in[slot] = 0.0
+        want_out = self._shift_out[slot]
+        want_in = self._shift_in[slot]
         can_out = np.minimum(want_out, noncrit)
         moved = min(float(can_out.sum()), float(want_in.sum()))
         if moved <= 0:
             return np.zeros_like(want_out), np.zeros_like(want_in)
-        out_kw = can_out * (moved / float(can_out.sum()))
-        in_kw = want_in * (moved / float(want_in.sum()))
+        return can_out * (moved / float(can_out.sum())), want_in * (moved / float(want_in.sum()))
+
+    def _apply_shifts(self, noncrit: FloatArray) -> tuple[FloatArray, FloatArray]:
+        out_kw, in_kw = self._moved_shifts(noncrit)
+        slot = self.step_index % self._shift_out.shape[0]
+        self._shift_out[slot] = 0.0
+        self._shift_in[slot] = 0.0
         return out_kw, in_kw
 
     def _schedule_shifts(self, dec: Decision) -> None:
