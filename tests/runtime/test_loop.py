@@ -402,3 +402,24 @@ async def test_an_instance_that_does_not_lead_a_domain_commands_nothing_there() 
     rt.commandable = lambda: {"A", "B"}
     await rt.tick()
     assert fly_a.setpoints_w and set(caps.caps_w) == {"a1-s03", "a1-s04"}
+
+
+async def test_database_outage_loses_no_acknowledged_row() -> None:
+    from wattwheel.adapters.store import BufferedStore, MemoryStore
+
+    inner = MemoryStore()
+    store = BufferedStore(inner, retry_initial_s=0.0, retry_max_s=0.0)
+    rt, clock, bmc, _, _ = build()
+    rt.sink = store
+    inner.available = False  # the database goes down
+    for _ in range(3):
+        await rt.tick()
+        await rt.flush()
+        clock.advance(1.0)
+        bmc.now_s = clock.now_s()
+    assert store.pending_items > 0 and rt.state.latency().count == 3
+    inner.available = True  # back
+    await rt.tick()
+    await rt.flush()
+    assert inner.counts()["decisions"] == 4 * 2  # every tick's rows, in order, none lost
+    assert inner.counts()["telemetry"] == 4 * 8
