@@ -40,6 +40,8 @@ class PredictivePolicy:
 
     def __init__(self, site: SiteParams, name: str = "predictive") -> None:
         self.name = name
+        #: The simulator feeds this policy the true future instead of a forecaster's output.
+        self.oracle = name == "oracle"
         self.site = site
         self.forecast_period_s = site.plan_period_s
         blocks = max(int(round(site.horizon_s / site.plan_period_s)), 1)
@@ -54,6 +56,8 @@ class PredictivePolicy:
     def decide(
         self, obs: Observation, state: PredictiveState, forecast: Forecast | None
     ) -> tuple[Decision, PredictiveState]:
+        if forecast is not None and obs.now_s - forecast.issued_at_s > 2 * self.forecast_period_s:
+            forecast = None  # stale: issued more than two plan periods ago, not planned on
         if forecast is not None:
             plan = self._plan(obs, state, forecast)
             if plan is None:

@@ -44,7 +44,9 @@ def simulate(
     oracle: bool = False,
     progress: Progress | None = None,
 ) -> SimResult:
-    """Run ``policy`` over the whole trace. ``oracle`` feeds the policy the true future."""
+    """Run ``policy`` over the whole trace. ``oracle`` (or a policy whose ``oracle`` attribute
+    is true) feeds the policy the true future instead of the forecaster's output."""
+    oracle = oracle or bool(getattr(policy, "oracle", False))
     site = scenario.site if getattr(policy, "uses_kes", True) else without_kes(scenario.site)
     dt = scenario.dt_s
     plant = Plant(site, dt)
