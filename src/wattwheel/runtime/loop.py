@@ -62,6 +62,8 @@ from wattwheel.runtime.workers import FlywheelWorker
 
 FloatArray = NDArray[np.float64]
 log = logging.getLogger(__name__)
+#: A flywheel not read yet this long after start is not a fault (connecting, SunSpec discovery).
+STARTUP_GRACE_S = 5.0
 
 
 @dataclass
@@ -284,7 +286,8 @@ class Runtime:
             key = f"flywheel:{dom}/status"
             if st is None or st.stale or not math.isfinite(st.soc):
                 # Unreachable or stale: the bank floats; count on nothing from it.
-                if dom in self.devices.flywheels:
+                starting = st is None and self.clock.now_s() - self.started_s < STARTUP_GRACE_S
+                if dom in self.devices.flywheels and not starting:
                     self.faults.fault("device", key, "no fresh status, KES assumed floating")
                 continue
             self.faults.ok(key)
