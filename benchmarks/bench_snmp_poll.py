@@ -1,8 +1,9 @@
 """SNMP polling of emulated APC PDUs: time to read N racks' PDUs concurrently (one engine).
 
 Starts :func:`wattwheel.emulate.snmp.start_snmp_emulator` with ``--racks`` PDUs (8 outlets
-each) in this process and reads all of them with :class:`ApcPduClient` (GET + 3 GETBULK walks
-per PDU) sharing one SNMP engine. Prints the median over ``--runs`` polls of the whole site.
+each) in this process and reads all of them with :class:`ApcPduClient` (GETBULK requests,
+at most 64 in flight) sharing one SNMP engine. Prints the median over ``--runs`` polls
+of the whole site.
 
     .venv/bin/python benchmarks/bench_snmp_poll.py [--racks 100]
 """
@@ -24,12 +25,14 @@ async def bench(n_racks: int, runs: int) -> list[float]:
     racks = [f"r{i}" for i in range(n_racks)]
     emulator = await start_snmp_emulator(racks, StaticRackPower(dict.fromkeys(racks, 5000.0)), 0)
     engine = SnmpEngine()
+    limiter = asyncio.Semaphore(64)  # requests in flight, shared by all clients
     clients = [
         ApcPduClient(
             PduTarget(
-                r, "127.0.0.1", emulator.port, community=r, timeout_s=5.0, read_deadline_s=60.0
+                r, "127.0.0.1", emulator.port, community=r, timeout_s=60.0, read_deadline_s=60.0
             ),
             engine=engine,
+            limiter=limiter,
         )
         for r in racks
     ]

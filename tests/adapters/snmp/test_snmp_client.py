@@ -11,7 +11,13 @@ import pytest
 
 from services import SnmpSim, free_port
 from wattwheel.adapters.snmp import codec
-from wattwheel.adapters.snmp.client import ApcPduClient, OutletNotSheddable, PduTarget
+from wattwheel.adapters.snmp.client import (
+    DEVICE_SCALARS,
+    POLLED_COLUMNS,
+    ApcPduClient,
+    OutletNotSheddable,
+    PduTarget,
+)
 from wattwheel.domain.telemetry import check_sample
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(60)]
@@ -147,3 +153,18 @@ async def test_auto_control_table_prefers_rpdu_when_present(
     finally:
         client.close()
     assert walked == [codec.RPDU_OUTLET_CONTROL_COMMAND]
+
+
+async def test_bulk_poll_matches_get_and_walks(pdu_agent: SnmpSim) -> None:
+    client = _client(pdu_agent.port)
+    try:
+        expected = await client.get(DEVICE_SCALARS)
+        for column in POLLED_COLUMNS:
+            expected.update(await client.walk(column))
+        # Few repetitions: several requests, columns of equal length ending together.
+        polled = await client.poll(DEVICE_SCALARS, POLLED_COLUMNS, max_repetitions=5)
+    finally:
+        client.close()
+    assert polled == expected
+    assert polled[codec.RPDU_IDENT_DEVICE_POWER_W] == 1230
+    assert len(polled) == 2 + 3 * 24

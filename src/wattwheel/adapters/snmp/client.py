@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
     SnmpEngine,
     TimeTicks,
     UdpTransportTarget,
+    bulk_cmd,
     bulk_walk_cmd,
     get_cmd,
     set_cmd,
@@ -117,11 +118,16 @@ class ApcPduClient:
         target: PduTarget,
         clock: Callable[[], float] = time.time,
         engine: SnmpEngine | None = None,
+        limiter: asyncio.Semaphore | None = None,
     ) -> None:
+        """``engine`` and ``limiter`` may be shared by many clients: one UDP socket, and at
+        most ``limiter``'s value requests in flight (a burst of answers from hundreds of PDUs
+        would otherwise overflow the socket's receive buffer and be lost)."""
         self.target = target
         self._clock = clock
         self._engine = engine or SnmpEngine()
         self._owns_engine = engine is None
+        self._limiter = limiter or asyncio.Semaphore(1)
         self._transport: UdpTransportTarget | None = None
         self._last_samples: list[PowerSample] = []
         self._inventory: dict[str, SnmpValue] | None = None
@@ -151,14 +157,15 @@ class ApcPduClient:
         Outlet numbers and names are read once (first call) and reused.
         """
         if self._inventory is None:
-            inventory: dict[str, SnmpValue] = {}
-            for column in INVENTORY_COLUMNS:
-                inventory.update(await self.walk(column))
-            self._inventory = inventory
+            self._inventory = await self.poll((), INVENTORY_COLUMNS)
         values = dict(self._inventory)
-        values.update(await self.get(DEVICE_SCALARS))
-        for column in POLLED_COLUMNS:
-            values.update(await self.walk(column))
+        # One more repetition than there are outlets: every column ends in a single request.
+        outlets = max(
+            sum(oid.startswith(column + ".") for oid in self._inventory)
+            for column in INVENTORY_COLUMNS
+        )
+        repetitions = min(outlets + 1, 20)
+        values.update(await self.poll(DEVICE_SCALARS, POLLED_COLUMNS, repetitions))
         self._has_rpdu_table = any(
             oid.startswith(codec.RPDU_OUTLET_CONTROL_COMMAND + ".") and v is not None
             for oid, v in values.items()
@@ -189,6 +196,55 @@ class ApcPduClient:
         """GET these OIDs (missing objects map to None)."""
         return await self._request(get_cmd, *(ObjectType(ObjectIdentity(o)) for o in oids))
 
+    async def poll(
+        self, scalars: Sequence[str], columns: Sequence[str], max_repetitions: int = 20
+    ) -> dict[str, SnmpValue]:
+        """Scalars and whole table columns in as few GETBULK requests as possible.
+
+        The scalars ride along as non-repeaters in the first request (a GETNEXT of the OID
+        just before each, i.e. without its last arc); the columns are walked side by side, one
+        repeater each, until every column has run past its end.
+        """
+        found: dict[str, SnmpValue] = {}
+        cursors = {column: column for column in columns}
+        previous = [scalar.rsplit(".", 1)[0] for scalar in scalars]
+        while cursors:
+            open_columns = list(cursors)
+            answer = await self._bulk(previous, [cursors[c] for c in open_columns], max_repetitions)
+            for scalar, (oid, value) in zip(scalars if previous else [], answer, strict=False):
+                found[scalar] = value if oid == scalar else None
+            rows = answer[len(previous) :]
+            previous = []
+            for i, (oid, value) in enumerate(rows):
+                column = open_columns[i % len(open_columns)]
+                if column not in cursors:
+                    continue
+                if value is None or not oid.startswith(column + "."):
+                    del cursors[column]  # ran past the end of this column
+                else:
+                    found[oid] = value
+                    cursors[column] = oid
+            if not rows:
+                break
+        return found
+
+    async def _bulk(
+        self, non_repeaters: Sequence[str], repeaters: Sequence[str], max_repetitions: int
+    ) -> list[tuple[str, SnmpValue]]:
+        async with self._limiter:
+            error_indication, error_status, error_index, answer = await bulk_cmd(
+                self._engine,
+                self._auth(),
+                await self._target(),
+                ContextData(),
+                len(non_repeaters),
+                max_repetitions,
+                *(ObjectType(ObjectIdentity(oid)) for oid in [*non_repeaters, *repeaters]),
+                lookupMib=False,
+            )
+        self._raise_on_error(error_indication, error_status, error_index)
+        return [(str(name), _plain(value)) for name, value in answer]
+
     async def walk(self, subtree: str) -> dict[str, SnmpValue]:
         """Every object under ``subtree`` (GETBULK walk)."""
         found: dict[str, SnmpValue] = {}
@@ -203,9 +259,10 @@ class ApcPduClient:
             lexicographicMode=False,
             lookupMib=False,
         )
-        async for error_indication, error_status, error_index, var_binds in walker:
-            self._raise_on_error(error_indication, error_status, error_index)
-            found.update(_plain_varbinds(var_binds))
+        async with self._limiter:
+            async for error_indication, error_status, error_index, var_binds in walker:
+                self._raise_on_error(error_indication, error_status, error_index)
+                found.update(_plain_varbinds(var_binds))
         return found
 
     def close(self) -> None:
@@ -214,14 +271,15 @@ class ApcPduClient:
             self._engine.close_dispatcher()
 
     async def _request(self, command: Any, *var_binds: ObjectType) -> dict[str, SnmpValue]:
-        error_indication, error_status, error_index, answer = await command(
-            self._engine,
-            self._auth(),
-            await self._target(),
-            ContextData(),
-            *var_binds,
-            lookupMib=False,  # numeric OIDs only: no MIB resolution (most of the CPU time)
-        )
+        async with self._limiter:
+            error_indication, error_status, error_index, answer = await command(
+                self._engine,
+                self._auth(),
+                await self._target(),
+                ContextData(),
+                *var_binds,
+                lookupMib=False,  # numeric OIDs only: no MIB resolution (most of the CPU time)
+            )
         self._raise_on_error(error_indication, error_status, error_index)
         return _plain_varbinds(answer)
 
