@@ -17,6 +17,7 @@ from wattwheel.adapters.snmp.client import (
     ApcPduClient,
     OutletNotSheddable,
     PduTarget,
+    SnmpUnavailable,
 )
 from wattwheel.domain.telemetry import check_sample
 
@@ -168,3 +169,20 @@ async def test_bulk_poll_matches_get_and_walks(pdu_agent: SnmpSim) -> None:
     assert polled == expected
     assert polled[codec.RPDU_IDENT_DEVICE_POWER_W] == 1230
     assert len(polled) == 2 + 3 * 24
+
+
+async def test_poll_refuses_an_agent_that_does_not_advance(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = ApcPduClient(PduTarget(rack_id="r1", host="127.0.0.1", port=free_port(2)))
+    column = codec.RPDU2_OUTLET_METERED_POWER
+
+    async def stuck_bulk(
+        non_repeaters: list[str], repeaters: list[str], max_repetitions: int
+    ) -> list[tuple[str, codec.SnmpValue]]:
+        return [(f"{column}.1", 5)]  # the same row, forever
+
+    monkeypatch.setattr(client, "_bulk", stuck_bulk)
+    try:
+        with pytest.raises(SnmpUnavailable, match="OIDs must increase"):
+            await client.poll((), [column])
+    finally:
+        client.close()

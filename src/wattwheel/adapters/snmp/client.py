@@ -50,6 +50,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
 
 from wattwheel.adapters.snmp import codec
 from wattwheel.adapters.snmp.codec import ControlTable, PduReading, SnmpValue
+from wattwheel.adapters.snmp.snmprec import oid_key
 from wattwheel.domain.errors import WattwheelError
 from wattwheel.domain.telemetry import PowerSample
 
@@ -152,7 +153,7 @@ class ApcPduClient:
         return list(self._last_samples)
 
     async def read_pdu(self) -> PduReading:
-        """GET the device power, walk the outlet power and state columns. Raises on any fault.
+        """Device power and outlet power/state columns (usually one GETBULK). Raises on faults.
 
         Outlet numbers and names are read once (first call) and reused.
         """
@@ -221,6 +222,11 @@ class ApcPduClient:
                     continue
                 if value is None or not oid.startswith(column + "."):
                     del cursors[column]  # ran past the end of this column
+                elif oid_key(oid) <= oid_key(cursors[column]):
+                    raise SnmpUnavailable(
+                        f"{self.target.source}: agent answered {oid} after {cursors[column]} "
+                        "(OIDs must increase; refusing to loop)"
+                    )
                 else:
                     found[oid] = value
                     cursors[column] = oid
