@@ -260,9 +260,12 @@ class Runtime:
             buffer.clear()
         return out
 
-    async def _poll(self, name: str, source: TelemetrySource, period_s: float) -> None:
+    async def _poll(
+        self, name: str, source: TelemetrySource, period_s: float, offset_s: float = 0.0
+    ) -> None:
         """Read one telemetry source on its own schedule (a slow one never holds a tick)."""
         buffer = self._polled.setdefault(name, [])
+        await self.clock.sleep(offset_s)
         empty: list[PowerSample] = []
         timeout = max(self.cfg.device_timeout_s, period_s)
         while True:
@@ -684,9 +687,18 @@ class Runtime:
             asyncio.ensure_future(self._plan_loop()),
             asyncio.ensure_future(self._flush_loop()),
         ]
+        periods = {
+            n: self.cfg.poll_period_s.get(n, self.cfg.control_period_s)
+            for n in self.devices.telemetry
+        }
         for name, source in self.devices.telemetry.items():
-            period = self.cfg.poll_period_s.get(name, self.cfg.control_period_s)
-            self._pollers[name] = asyncio.ensure_future(self._poll(name, source, period))
+            # Spread sources that share a period over it: 30 PDUs read at the same instant
+            # would hold the event loop (and the ticks) for a burst.
+            same = [n for n in periods if periods[n] == periods[name]]
+            offset = periods[name] * same.index(name) / len(same)
+            self._pollers[name] = asyncio.ensure_future(
+                self._poll(name, source, periods[name], offset)
+            )
         helpers += list(self._pollers.values())
         for dom, port in self.devices.flywheels.items():
             worker = FlywheelWorker(dom, port, self.faults, self.clock, self.cfg.control_period_s)
