@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 
@@ -192,7 +193,7 @@ class MqttIngester:
     async def _session(self) -> None:
         client = _client(self.broker, self.client_id, clean_session=False)
         # Acknowledge only after the sink took the batch (see module docstring).
-        client._client.manual_ack_set(True)
+        _paho(client).manual_ack_set(True)
         async with client:
             self.stats.connections += 1
             self._outage.recovered()
@@ -264,7 +265,7 @@ class MqttIngester:
             batch = self._take_pending()
             if await self._deliver(batch):
                 for mid in batch.message_ids:
-                    client._client.ack(mid, 1)
+                    _paho(client).ack(mid, 1)
                 delays.reset()
             else:
                 self._put_back(batch)
@@ -448,6 +449,17 @@ class MqttPublisher:
         if current:
             groups.append((current[0].rack_id, current))
         return groups
+
+
+def _paho(client: aiomqtt.Client) -> Any:
+    """The paho client inside aiomqtt: aiomqtt 2.x has no manual-ack API of its own."""
+    paho = getattr(client, "_client", None)
+    if paho is None or not hasattr(paho, "manual_ack_set"):
+        raise RuntimeError(
+            "MqttIngester needs aiomqtt 2.x over paho-mqtt >= 2.0 (manual acknowledgements); "
+            f"found aiomqtt without them ({type(client).__module__})"
+        )
+    return paho
 
 
 async def _wait_or_disconnect(client: aiomqtt.Client, event: asyncio.Event) -> None:
