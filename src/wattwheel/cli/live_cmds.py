@@ -18,6 +18,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from wattwheel.adapters.store.base import StoreUnavailable
 from wattwheel.cli import app
 from wattwheel.domain.errors import WattwheelError
 from wattwheel.sim.scenario import bundled_site, load_scenario
@@ -228,6 +229,8 @@ def serve(
         )
     except WattwheelError as exc:
         _fail(str(exc))
+    except StoreUnavailable as exc:
+        _fail(f"--db: the database cannot be reached ({str(exc).splitlines()[0]})")
 
 
 def _model_step_s(forecaster: Any) -> float | None:
