@@ -15,6 +15,8 @@ from wattwheel.runtime.inventory import Inventory
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
+#: A domain cap below this (kW) is numerical noise, not worth limiting servers for.
+MIN_CAP_KW = 0.05
 #: A cap that moves by less than this fraction of the server's range is not rewritten.
 CAP_DEADBAND = 0.02
 
@@ -40,7 +42,7 @@ def plan_caps(
     caps = np.full(len(inv.servers), np.nan)
     racks: dict[str, float] = {}
     unmet = 0.0
-    for d in np.flatnonzero(cap_kw > 1e-6):
+    for d in np.flatnonzero(cap_kw > MIN_CAP_KW):
         members = np.flatnonzero(inv.server_domain == d)
         budget = max(float(server_demand_w[members].sum()) - float(cap_kw[d]) * 1000.0, 0.0)
         alloc = allocate(_servers(inv, members, server_demand_w), budget)

@@ -484,7 +484,8 @@ class Runtime:
         self, obs: Observation, dec: Decision, allowed: NDArray[np.bool_]
     ) -> dict[str, float | None]:
         pins = self.overrides.rack_caps_kw(obs.now_s)
-        plan = actuate.plan_caps(self.inv, self.view.server_demand_w(), dec.cap_kw, pins)
+        demand_w = self.view.server_demand_w()
+        plan = actuate.plan_caps(self.inv, demand_w, dec.cap_kw, pins)
         wanted = plan.cap_w
         stale_servers = obs.stale[self.inv.server_domain] if obs.stale is not None else None
         if stale_servers is not None and stale_servers.any():
@@ -494,7 +495,10 @@ class Runtime:
         changes = actuate.cap_changes(self.inv, self._applied_caps, wanted)
         self._applied_caps = wanted
         self._rack_budgets = plan.rack_budget_w
-        self.view.set_caps(wanted)
+        self.view.set_caps(wanted, obs.now_s)
+        # A server capped before it was ever read uncapped: remember the demand its cap was
+        # computed from, or its capped readings would pass for its demand from now on.
+        self.view.assume_uncapped(np.isfinite(wanted), demand_w)
         return changes
 
     def _shed_plan(self, obs: Observation, dec: Decision, mode: Mode) -> dict[str, bool]:

@@ -80,6 +80,8 @@ class TelemetryView:
         self.outlet_t = np.full(n, -math.inf)
         self.last_good_rack_w = np.zeros(r)
         self.caps_w = np.full(n, np.nan)
+        self.caps_prev_w = np.full(n, np.nan)
+        self.caps_changed_s = np.full(n, -math.inf)
         self.ever_read = np.zeros(r, dtype=bool)
         self._outlet_server = {
             s.outlet: i for i, s in enumerate(inventory.servers) if s.outlet is not None
@@ -125,7 +127,12 @@ class TelemetryView:
             idx = index[pick]
             values[idx], times[idx] = power[pick], ts[pick]
             if code == _SERVER:
-                cap = self.caps_w[idx]
+                # A reading shows demand only if it sits below every cap that may have been in
+                # force when it was taken (a cap just raised may not have reached the BMC).
+                recent = ts[pick] - self.caps_changed_s[idx] < self.max_age_s
+                cap = np.where(
+                    recent, np.fmin(self.caps_w[idx], self.caps_prev_w[idx]), self.caps_w[idx]
+                )
                 free = np.isnan(cap) | (power[pick] < AT_CAP_FRACTION * cap)
                 self.uncapped_w[idx[free]] = power[pick][free]
         accepted = int(ok.sum())
@@ -180,9 +187,23 @@ class TelemetryView:
         else:
             log.debug("telemetry rejected (%s): %s", code, message)
 
-    def set_caps(self, caps_w: FloatArray) -> None:
-        """Caps now applied per server (NaN: uncapped), for demand-behind-the-cap estimates."""
-        self.caps_w = caps_w
+    def assume_uncapped(self, capped: BoolArray, demand_w: FloatArray) -> None:
+        """For capped servers whose uncapped demand was never read, take ``demand_w``."""
+        unknown = capped & np.isnan(self.uncapped_w)
+        self.uncapped_w[unknown] = demand_w[unknown]
+
+    def set_caps(self, caps_w: FloatArray, now_s: float) -> None:
+        """Caps applied per server from ``now_s`` (NaN: uncapped), for the demand-behind-the-
+        cap estimates; the previous caps are kept for readings taken around the change."""
+        same = (caps_w == self.caps_w) | (np.isnan(caps_w) & np.isnan(self.caps_w))
+        changed = ~same
+        self.caps_prev_w = np.where(changed, self.caps_w, self.caps_prev_w)
+        self.caps_changed_s = np.where(changed, now_s, self.caps_changed_s)
+        self.caps_w = caps_w.copy()
+
+    def _caps_at(self, t_s: FloatArray) -> FloatArray:
+        """Per server, the cap in force at ``t_s`` (per server; NaN: none)."""
+        return np.where(self.caps_changed_s <= t_s, self.caps_w, self.caps_prev_w)
 
     # ---- per tick ----
     def demand(self, now_s: float) -> DemandView:
@@ -197,9 +218,12 @@ class TelemetryView:
         )
         srv_sum = np.bincount(inv.server_rack, weights=np.nan_to_num(server_est), minlength=r)
         pdu_fresh = (self.pdu_t >= cutoff) & np.isfinite(self.pdu_w)
+        # What our caps hold back from a rack meter's reading: each server's demand above the
+        # cap that was in force when that meter read (the PDU may read before a new cap binds).
+        cap_at_meter = self._caps_at(self.pdu_t[inv.server_rack])
         held = np.bincount(
             inv.server_rack,
-            weights=np.nan_to_num(server_est - self.server_w) * srv_fresh,
+            weights=np.nan_to_num(np.maximum(server_est - cap_at_meter, 0.0)),
             minlength=r,
         )
         out_fresh = self.outlet_t >= cutoff
@@ -231,8 +255,21 @@ class TelemetryView:
         )
 
     def server_demand_w(self) -> FloatArray:
-        """Best estimate of each server's uncapped demand (W; 0 where never read)."""
+        """Best estimate of each server's uncapped demand (W). A server never read uncapped
+        gets an equal share of what its rack's other servers leave of the rack's power: a cap
+        computed from "0 W, unknown" would pin it at its minimum and hide its demand for good."""
         est = np.where(
             np.isnan(self.uncapped_w), self.server_w, np.fmax(self.uncapped_w, self.server_w)
         )
+        unknown = np.isnan(self.uncapped_w)
+        if unknown.any():
+            r = self.inv.n_racks
+            known_w = np.bincount(
+                self.inv.server_rack, weights=np.nan_to_num(est) * ~unknown, minlength=r
+            )
+            n_unknown = np.bincount(
+                self.inv.server_rack, weights=unknown.astype(float), minlength=r
+            )
+            share = np.maximum(self.last_good_rack_w - known_w, 0.0) / np.maximum(n_unknown, 1)
+            est = np.where(unknown, np.fmax(np.nan_to_num(est), share[self.inv.server_rack]), est)
         return np.nan_to_num(est)
