@@ -423,3 +423,20 @@ async def test_database_outage_loses_no_acknowledged_row() -> None:
     await rt.flush()
     assert inner.counts()["decisions"] == 4 * 2  # every tick's rows, in order, none lost
     assert inner.counts()["telemetry"] == 4 * 8
+
+
+async def test_a_refused_cap_is_not_counted_as_in_force_and_is_retried() -> None:
+    rt, clock, bmc, caps, _ = build()
+    caps.dead = True
+    await rt.tick()
+    assert caps.writes == 2 and np.isnan(rt.view.caps_w).all()
+    clock.advance(1.0)
+    bmc.now_s = clock.now_s()
+    report = await rt.tick()
+    assert caps.writes == 4  # asked again
+    assert report.observation.demand_kw[0] == pytest.approx(130.0)  # nothing held back
+    caps.dead = False
+    clock.advance(1.0)
+    bmc.now_s = clock.now_s()
+    await rt.tick()
+    assert set(caps.caps_w) == {"a1-s03", "a1-s04"}

@@ -189,6 +189,8 @@ class Runtime:
         self.latest_forecast: Forecast | None = None
         self._forecast_at_s = -math.inf
         self._applied_caps = np.full(len(inventory.servers), np.nan)
+        self._wanted_caps = self._applied_caps.copy()
+        self._cap_demand_w = np.zeros(len(inventory.servers))
         self._shed: set[str] = set()
         self._kes_soc = site.kes_initial_soc.astype(float).copy()
         self._last_kes_kw = np.zeros(site.n_domains)
@@ -437,11 +439,14 @@ class Runtime:
                 )
         jobs.extend(self._reserve_jobs(obs, dec, t, allowed))
         changes = self._cap_changes(obs, dec, allowed)
+        no_writes: dict[str, bool] = {}
+        cap_job = None
         if changes and self.devices.caps is not None:
             caps = self.devices.caps
-            jobs.append(
-                guarded(self.faults, "device", "caps", lambda: caps.set_caps(changes), t, {})
+            cap_job = asyncio.ensure_future(
+                guarded(self.faults, "device", "caps", lambda: caps.set_caps(changes), t, no_writes)
             )
+            jobs.append(cap_job)
         shed = self._shed_plan(obs, dec, mode) if allowed.all() else {}
         if shed and self.devices.outlets is not None:
             outlets = self.devices.outlets
@@ -451,6 +456,9 @@ class Runtime:
         if mode != "maintenance" and allowed.all():
             self._maybe_schedule(obs.now_s, dec)
         await asyncio.gather(*jobs)
+        self._commit_caps(
+            changes, cap_job.result() if cap_job is not None else no_writes, obs.now_s
+        )
         return len(changes), [k for k, on in shed.items() if not on]
 
     def _allowed(self) -> NDArray[np.bool_]:
@@ -493,13 +501,25 @@ class Runtime:
         if not allowed.all():
             wanted = np.where(allowed[self.inv.server_domain], wanted, self._applied_caps)
         changes = actuate.cap_changes(self.inv, self._applied_caps, wanted)
-        self._applied_caps = wanted
+        self._wanted_caps, self._cap_demand_w = wanted, demand_w
         self._rack_budgets = plan.rack_budget_w
-        self.view.set_caps(wanted, obs.now_s)
+        return changes
+
+    def _commit_caps(
+        self, changes: Mapping[str, float | None], written: Mapping[str, bool], now_s: float
+    ) -> None:
+        """Caps the BMCs took are in force; a refused or failed write is retried next tick
+        (and a cap nobody could write holds nothing back)."""
+        applied = self._applied_caps.copy()
+        for sid in changes:
+            if written.get(sid):
+                i = self.inv.server_index[sid]
+                applied[i] = self._wanted_caps[i]
+        self._applied_caps = applied
+        self.view.set_caps(applied, now_s)
         # A server capped before it was ever read uncapped: remember the demand its cap was
         # computed from, or its capped readings would pass for its demand from now on.
-        self.view.assume_uncapped(np.isfinite(wanted), demand_w)
-        return changes
+        self.view.assume_uncapped(np.isfinite(applied), self._cap_demand_w)
 
     def _shed_plan(self, obs: Observation, dec: Decision, mode: Mode) -> dict[str, bool]:
         if self.devices.outlets is None or mode == "maintenance":
