@@ -12,8 +12,8 @@ import pytest
 
 from wattwheel.adapters.scheduler.webhook import WebhookSchedulerHook
 from wattwheel.cli.live_wiring import (
+    HookScheduler,
     HttpReserve,
-    WebhookScheduler,
     inventory_for,
     load_device_map,
 )
@@ -86,7 +86,7 @@ async def test_reserve_and_scheduler_ports_drive_the_emulated_site() -> None:
         status = await reserve.read()
         assert status["A"].mode == RESERVE_STARTING and status["A"].ready_in_s > 0
         hook = WebhookSchedulerHook("http://emu/scheduler", transport=transport, retries=0)
-        sched = WebhookScheduler(hook, sc.site)
+        sched = HookScheduler(hook, sc.site)
         before = site.rack_consumed_w("b1")
         ok = await sched.request_levels(
             site.clock(), {"A": 10.0, "B": 0.0}, {"A": 0.0, "B": 10.0}, {"A": 0.0, "B": 0.0}

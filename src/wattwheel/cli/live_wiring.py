@@ -27,6 +27,8 @@ from wattwheel.adapters.modbus.client import SunSpecFlywheelClient
 from wattwheel.adapters.mqtt.client import BrokerAddress, MqttIngester
 from wattwheel.adapters.mqtt.codec import telemetry_filter
 from wattwheel.adapters.redfish.client import RedfishClient
+from wattwheel.adapters.scheduler.hook import SchedulerHook
+from wattwheel.adapters.scheduler.mqtt import MqttSchedulerHook
 from wattwheel.adapters.scheduler.plan import plan_requests
 from wattwheel.adapters.scheduler.webhook import WebhookSchedulerHook
 from wattwheel.adapters.snmp.client import ApcPduClient, PduTarget
@@ -159,10 +161,11 @@ class HttpReserve:
 
 
 @dataclass
-class WebhookScheduler:
-    """Shift/defer levels -> named requests (``plan_requests``) -> the scheduler webhook."""
+class HookScheduler:
+    """Shift/defer levels -> named requests (``plan_requests``) -> a scheduler hook (the
+    webhook or the MQTT topic)."""
 
-    hook: WebhookSchedulerHook
+    hook: SchedulerHook
     site: SiteParams
 
     async def request_levels(
@@ -301,7 +304,11 @@ def build_wiring(
         devices.reserve = HttpReserve(url, http)
     if url := device_map.get("scheduler_url"):
         hook = WebhookSchedulerHook(url, timeout_s=timeout_s, retries=1)
-        devices.scheduler = WebhookScheduler(hook, site)
+        devices.scheduler = HookScheduler(hook, site)
         wiring.closers.append(hook.close)
+    elif sm := device_map.get("scheduler_mqtt"):
+        devices.scheduler = HookScheduler(
+            MqttSchedulerHook(str(sm["site"]), str(sm["host"]), int(sm["port"])), site
+        )
     devices.telemetry = telemetry
     return wiring
