@@ -271,7 +271,9 @@ async def bench_emulators(n_racks: int, ticks: int, work: Path) -> dict[str, flo
             inv,
             SystemClock(),
             LiveState(site.domain_names),
-            config=RuntimeConfig(poll_period_s=wiring.poll_period_s, telemetry_max_age_s=10.0),
+            config=RuntimeConfig(
+                poll_period_s=wiring.poll_period_s, telemetry_max_age_s=10.0, poll_in_thread=True
+            ),
         )
         background = [asyncio.ensure_future(run()) for run in wiring.background]
         warmup = 5  # connections, SunSpec discovery, first SNMP walks

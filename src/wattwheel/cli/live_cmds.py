@@ -313,6 +313,7 @@ async def _serve(
         plan_period_s=plan_period,
         history_step_s=step,
         poll_period_s=wiring.poll_period_s,
+        poll_in_thread=True,
         # Sources polled every 5 s must still count as fresh between two polls.
         telemetry_max_age_s=max([5.0, *(2 * p for p in wiring.poll_period_s.values())]),
     )

@@ -210,9 +210,8 @@ class MqttTelemetry:
         self._buffer.extend(samples)
 
     async def read(self) -> list[PowerSample]:
-        out = list(self._buffer)
-        self._buffer.clear()
-        return out
+        # popleft is atomic: the ingester (main loop) may append while a poller thread drains.
+        return [self._buffer.popleft() for _ in range(len(self._buffer))]
 
 
 # ------------------------------------------------------------------------------ assembly
@@ -242,19 +241,24 @@ def build_wiring(
     telemetry: dict[str, TelemetrySource] = {}
     devices = wiring.devices
     if rf := device_map.get("redfish"):
-        client = RedfishClient(
-            rf["url"],
-            username=rf.get("username"),
-            password=rf.get("password"),
-            timeout_s=max(timeout_s, 2.0),
+        # One client reads (polled on the runtime's poller thread), another writes caps (on
+        # the main loop): an async client belongs to one event loop.
+        reader, writer = (
+            RedfishClient(
+                rf["url"],
+                username=rf.get("username"),
+                password=rf.get("password"),
+                timeout_s=max(timeout_s, 2.0),
+            )
+            for _ in range(2)
         )
-        telemetry["redfish"] = client
+        telemetry["redfish"] = reader
         wiring.poll_period_s["redfish"] = float(rf.get("poll_s", 5.0))
-        devices.caps = RedfishCaps(client, {s.server_id: s.max_cap_w for s in inv.servers})
-        wiring.closers.append(client.aclose)
+        devices.caps = RedfishCaps(writer, {s.server_id: s.max_cap_w for s in inv.servers})
+        wiring.closers.append(writer.aclose)
     if snmp := device_map.get("snmp"):
-        engine = SnmpEngine()
-        clients = {}
+        engine, control_engine = SnmpEngine(), SnmpEngine()  # poller thread / main loop
+        clients, controls = {}, {}
         for rack in inv.rack_ids:
             sheddable = frozenset(
                 int(s.outlet.rsplit("/", 1)[1])
@@ -272,10 +276,11 @@ def build_wiring(
                 read_deadline_s=max(timeout_s, 3.0),
             )
             clients[rack] = ApcPduClient(target, engine=engine)
+            controls[rack] = ApcPduClient(target, engine=control_engine)
             telemetry[f"snmp:{rack}"] = clients[rack]
             wiring.poll_period_s[f"snmp:{rack}"] = float(snmp.get("poll_s", 5.0))
-        devices.outlets = SnmpOutlets(clients)
-        wiring.closers.append(engine.close_dispatcher)
+        devices.outlets = SnmpOutlets(controls)
+        wiring.closers.append(control_engine.close_dispatcher)
     if mq := device_map.get("mqtt"):
         buffer = MqttTelemetry()
         ingester = MqttIngester(

@@ -58,7 +58,7 @@ from wattwheel.runtime.state import (
     decision_records,
 )
 from wattwheel.runtime.telemetry import TelemetryView
-from wattwheel.runtime.workers import FlywheelWorker
+from wattwheel.runtime.workers import FlywheelWorker, PollerThread
 
 FloatArray = NDArray[np.float64]
 log = logging.getLogger(__name__)
@@ -101,6 +101,8 @@ class RuntimeConfig:
         poll_period_s: telemetry source name -> polling period while :meth:`Runtime.run`
             runs (default: the control period). Sources are polled by their own tasks and
             each tick takes what arrived; a bare :meth:`Runtime.tick` reads them inline.
+        poll_in_thread: run the telemetry pollers on an event loop in their own thread (their
+            sources must then not be used by anything else on the main loop).
         plan_in_tick_s: how long a tick waits for the policy to plan on a fresh forecast before
             acting reactively for that period (the plan is adopted when it is ready).
     """
@@ -118,6 +120,7 @@ class RuntimeConfig:
     racks_every_ticks: int = 1
     poll_period_s: Mapping[str, float] = field(default_factory=dict)
     plan_in_tick_s: float = 0.05
+    poll_in_thread: bool = False
 
 
 @dataclass
@@ -199,8 +202,8 @@ class Runtime:
         self._out = _Outbox()
         self._last_sched: tuple[float, ...] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._pollers: dict[str, asyncio.Task[None]] = {}
-        self._polled: dict[str, list[PowerSample]] = {}
+        self._pollers: dict[str, Any] = {}
+        self._polled: dict[str, deque[PowerSample]] = {}
         self._fly_workers: dict[str, FlywheelWorker] = {}
         self._planning: asyncio.Future[tuple[Decision, Any]] | None = None
         #: Recent tick durations (s), for benchmarks and diagnostics.
@@ -256,28 +259,27 @@ class Runtime:
         return samples, {**cached, **dict(zip(inline, statuses, strict=True))}, reserve
 
     def _drain_polled(self) -> list[PowerSample]:
+        # popleft is atomic: a poller thread may append while we drain.
         out: list[PowerSample] = []
         for buffer in self._polled.values():
-            out.extend(buffer)
-            buffer.clear()
+            for _ in range(len(buffer)):
+                out.append(buffer.popleft())
         return out
 
     async def _poll(
         self, name: str, source: TelemetrySource, period_s: float, offset_s: float = 0.0
     ) -> None:
         """Read one telemetry source on its own schedule (a slow one never holds a tick)."""
-        buffer = self._polled.setdefault(name, [])
-        await self.clock.sleep(offset_s)
+        buffer = self._polled.setdefault(name, deque(maxlen=1_000_000))
         empty: list[PowerSample] = []
         timeout = max(self.cfg.device_timeout_s, period_s)
+        await self.clock.sleep(offset_s)
         while True:
             started = self.clock.monotonic_s()
             batch = await guarded(
                 self.faults, "device", f"telemetry:{name}", source.read, timeout, empty
             )
-            buffer.extend(batch)
-            if len(buffer) > 1_000_000:  # nobody drains: keep the newest readings only
-                del buffer[: len(buffer) - 1_000_000]
+            buffer.extend(batch)  # bounded: nobody draining keeps the newest readings only
             await self.clock.sleep(period_s - (self.clock.monotonic_s() - started))
 
     # ------------------------------------------------------------------ observation
@@ -715,15 +717,21 @@ class Runtime:
             n: self.cfg.poll_period_s.get(n, self.cfg.control_period_s)
             for n in self.devices.telemetry
         }
+        thread = PollerThread() if self.cfg.poll_in_thread and self.devices.telemetry else None
+        if thread is not None:
+            thread.start()
         for name, source in self.devices.telemetry.items():
+            self._polled.setdefault(name, deque(maxlen=1_000_000))
             # Spread sources that share a period over it: 30 PDUs read at the same instant
             # would hold the event loop (and the ticks) for a burst.
             same = [n for n in periods if periods[n] == periods[name]]
             offset = periods[name] * same.index(name) / len(same)
-            self._pollers[name] = asyncio.ensure_future(
-                self._poll(name, source, periods[name], offset)
-            )
-        helpers += list(self._pollers.values())
+            poll = self._poll(name, source, periods[name], offset)
+            if thread is not None:
+                self._pollers[name] = thread.submit(poll)
+            else:
+                self._pollers[name] = asyncio.ensure_future(poll)
+                helpers.append(self._pollers[name])
         for dom, port in self.devices.flywheels.items():
             worker = FlywheelWorker(dom, port, self.faults, self.clock, self.cfg.control_period_s)
             self._fly_workers[dom] = worker
@@ -734,6 +742,8 @@ class Runtime:
             for h in helpers:
                 h.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            if thread is not None:
+                await asyncio.to_thread(thread.stop)
             self._pollers.clear()
             self._fly_workers.clear()
             await self.flush()

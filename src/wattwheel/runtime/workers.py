@@ -10,9 +10,13 @@ bounds it, and a generous backstop bounds a client that has none.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import math
+import threading
+from collections.abc import Coroutine
 from dataclasses import replace
+from typing import Any
 
 from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.faults import FaultBook, guarded
@@ -91,3 +95,44 @@ class FlywheelWorker:
             raise ConnectionError(f"setpoint {power_w:.0f} W not accepted")
         self.writes += 1
         return True
+
+
+class PollerThread:
+    """An event loop in its own thread for the telemetry pollers.
+
+    Parsing a burst of replies (240 Redfish resources, SNMP walks) is CPU work; on the fast
+    loop's event loop it would delay a tick by the whole burst, in a thread only by the
+    interpreter's switch interval. Sources polled here must not be used from the main loop.
+    """
+
+    def __init__(self, name: str = "wattwheel-pollers") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._futures: list[concurrent.futures.Future[None]] = []
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        self._futures.append(future)
+        return future
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Cancel the pollers and end the thread."""
+        for future in self._futures:
+            future.cancel()
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout_s)
