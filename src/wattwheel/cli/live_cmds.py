@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -205,10 +206,30 @@ def serve(
         typer.Option(help="forecast history grid (s); default 60, or the model's step"),
     ] = None,
     device_timeout: Annotated[float, typer.Option(help="per-device timeout in a tick (s)")] = 0.5,
+    etcd: Annotated[
+        str | None,
+        typer.Option(
+            help="etcd URL[,URL...] for leader election between redundant controllers "
+            "(default: none, this instance leads every shard)"
+        ),
+    ] = None,
+    instance_id: Annotated[
+        str | None, typer.Option(help="this controller's name in elections (default host:pid)")
+    ] = None,
+    shard: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="SHARD=DOMAIN[,DOMAIN...], once per shard (default: one shard per domain)"
+        ),
+    ] = None,
+    lease_ttl_s: Annotated[
+        int, typer.Option(help="etcd lease TTL (s); a leader stops commanding TTL/3 before it")
+    ] = 3,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the live controller against devices, with the API, dashboard and /metrics."""
     _logging(verbose)
+    election = _election_options(etcd, instance_id, shard, lease_ttl_s, device_timeout)
     try:
         asyncio.run(
             _serve(
@@ -225,12 +246,55 @@ def serve(
                 plan_period,
                 history_step,
                 device_timeout,
+                election,
             )
         )
     except WattwheelError as exc:
         _fail(str(exc))
     except StoreUnavailable as exc:
         _fail(f"--db: the database cannot be reached ({str(exc).splitlines()[0]})")
+
+
+@dataclass(frozen=True)
+class ElectionOptions:
+    """``serve``'s redundancy options, checked (see ``docs/redundancy.md``)."""
+
+    etcd_urls: tuple[str, ...]
+    instance_id: str
+    shard_specs: tuple[str, ...]
+    ttl_s: int
+
+
+def _election_options(
+    etcd: str | None,
+    instance_id: str | None,
+    shard: list[str] | None,
+    lease_ttl_s: int,
+    device_timeout: float,
+) -> ElectionOptions:
+    from wattwheel.runtime.leader import LeaseTiming
+
+    urls = tuple(u.strip() for u in (etcd or "").split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            _fail(f"--etcd {url!r}: expected http://host:port (comma-separated for several)")
+    try:
+        timing = LeaseTiming(ttl_s=lease_ttl_s)
+    except ValueError as exc:
+        _fail(f"--lease-ttl-s {lease_ttl_s}: {exc}")
+        raise
+    if urls and not 0 < device_timeout < timing.margin:
+        # A write the leadership check allowed must land before the lease can pass to another
+        # instance: the margin (TTL/3) is all the slack there is.
+        _fail(
+            f"--device-timeout {device_timeout:g} s must be below the lease margin "
+            f"(--lease-ttl-s {lease_ttl_s} / 3 = {timing.margin:.3g} s): raise --lease-ttl-s "
+            "or lower --device-timeout"
+        )
+    name = instance_id or f"{socket.gethostname()}:{os.getpid()}"
+    if not name.strip():
+        _fail("--instance-id must not be empty")
+    return ElectionOptions(urls, name, tuple(shard or ()), lease_ttl_s)
 
 
 def _model_step_s(forecaster: Any) -> float | None:
@@ -271,11 +335,18 @@ async def _serve(
     plan_period: float | None,
     history_step: float | None,
     device_timeout: float,
+    election: ElectionOptions,
 ) -> None:
     from wattwheel.adapters.model_artifact import load_forecaster
     from wattwheel.adapters.store import open_store
     from wattwheel.api import create_app
-    from wattwheel.cli.live_wiring import build_wiring, inventory_for, load_device_map
+    from wattwheel.cli.live_wiring import (
+        build_leadership,
+        build_wiring,
+        inventory_for,
+        load_device_map,
+        shard_map,
+    )
     from wattwheel.control.registry import make_policy
     from wattwheel.forecast.base import Forecaster
     from wattwheel.forecast.baselines import PersistenceForecaster
@@ -299,7 +370,19 @@ async def _serve(
         )
         device_map = {}
         inventory = default_inventory(site, 100.0, 2000.0)
-    wiring = build_wiring(device_map, site, inventory, device_timeout)
+    shard_of = shard_map(site.domain_names, election.shard_specs)
+    clock = SystemClock()
+    leadership, lead_closers = build_leadership(
+        site.name,
+        shard_of,
+        clock,
+        etcd_urls=election.etcd_urls,
+        instance_id=election.instance_id,
+        ttl_s=election.ttl_s,
+    )
+    write_timeout_s = device_timeout if election.etcd_urls else None
+    wiring = build_wiring(device_map, site, inventory, device_timeout, write_timeout_s)
+    wiring.closers.extend(lead_closers)
     horizons = tuple(getattr(policy, "horizons_s", ()))
     forecaster: Forecaster
     if model is not None:
@@ -333,13 +416,14 @@ async def _serve(
         policy,
         wiring.devices,
         inventory,
-        SystemClock(),
+        clock,
         state,
         overrides,
         store,
         forecaster,
         config,
     )
+    leadership.attach(runtime)
     server = uvicorn.Server(
         uvicorn.Config(
             api, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
@@ -350,14 +434,28 @@ async def _serve(
         f"{len(wiring.devices.telemetry)} telemetry sources; "
         f"API and dashboard on http://{host}:{port}/  (metrics: /metrics)"
     )
-    tasks = [asyncio.ensure_future(runtime.run())]
+    if election.etcd_urls:
+        console.print(
+            f"  redundancy: instance {election.instance_id!r} campaigns on etcd "
+            f"{','.join(election.etcd_urls)} for shards {leadership.shards} and the coordinator "
+            f"(lease TTL {election.ttl_s} s)"
+        )
+    else:
+        console.print("  redundancy: none (no --etcd): this instance leads every shard")
+    assert leadership.elector is not None
+    tasks = [asyncio.ensure_future(leadership.elector.run())]
+    tasks.append(asyncio.ensure_future(runtime.run()))
     tasks += [asyncio.ensure_future(run()) for run in wiring.background]
     try:
         await server.serve()  # returns on SIGINT/SIGTERM
     finally:
-        for task in tasks:
+        # The elector first: it demotes (nothing more is written) and revokes its lease so a
+        # follower takes over at once, then the runtime stops.
+        tasks[0].cancel()
+        await asyncio.gather(tasks[0], return_exceptions=True)
+        for task in tasks[1:]:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
         await wiring.close()
         with contextlib.suppress(Exception):
             store.flush()

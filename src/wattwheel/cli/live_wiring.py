@@ -15,14 +15,15 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
+from wattwheel.adapters.etcd.client import EtcdClient, EtcdLeaseStore
 from wattwheel.adapters.modbus.client import SunSpecFlywheelClient
 from wattwheel.adapters.mqtt.client import BrokerAddress, MqttIngester
 from wattwheel.adapters.mqtt.codec import telemetry_filter
@@ -35,8 +36,18 @@ from wattwheel.adapters.snmp.client import ApcPduClient, PduTarget
 from wattwheel.domain.errors import ConfigError
 from wattwheel.domain.site import SiteParams
 from wattwheel.domain.telemetry import PowerSample, TelemetrySource
+from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.inventory import Inventory
-from wattwheel.runtime.loop import Devices
+from wattwheel.runtime.leader import (
+    COORDINATOR,
+    Elector,
+    FakeElector,
+    LeaderElector,
+    LeaseTiming,
+    commandable_domains,
+    leader_key,
+)
+from wattwheel.runtime.loop import Devices, Runtime
 from wattwheel.runtime.ports import FlywheelPort, FlywheelStatusW, ReserveStatus
 
 log = logging.getLogger(__name__)
@@ -234,9 +245,22 @@ class Wiring:
 
 
 def build_wiring(
-    device_map: Mapping[str, Any], site: SiteParams, inv: Inventory, timeout_s: float = 0.5
+    device_map: Mapping[str, Any],
+    site: SiteParams,
+    inv: Inventory,
+    timeout_s: float = 0.5,
+    write_timeout_s: float | None = None,
 ) -> Wiring:
-    """Clients for every device the map names (absent sections are simply not wired)."""
+    """Clients for every device the map names (absent sections are simply not wired).
+
+    ``write_timeout_s`` bounds every client that sends commands (caps, outlets, flywheel
+    setpoints, reserve, scheduler), so a write cannot arrive later than that after the
+    leadership check that allowed it: with redundant controllers it must be below the lease
+    margin (``docs/redundancy.md``). None: the clients' usual timeouts."""
+
+    def wt(default_s: float) -> float:
+        return default_s if write_timeout_s is None else min(default_s, write_timeout_s)
+
     wiring = Wiring(Devices())
     telemetry: dict[str, TelemetrySource] = {}
     devices = wiring.devices
@@ -248,9 +272,9 @@ def build_wiring(
                 rf["url"],
                 username=rf.get("username"),
                 password=rf.get("password"),
-                timeout_s=max(timeout_s, 2.0),
+                timeout_s=max(timeout_s, 2.0) if i == 0 else wt(max(timeout_s, 2.0)),
             )
-            for _ in range(2)
+            for i in range(2)
         )
         telemetry["redfish"] = reader
         wiring.poll_period_s["redfish"] = float(rf.get("poll_s", 5.0))
@@ -276,7 +300,8 @@ def build_wiring(
                 read_deadline_s=max(timeout_s, 3.0),
             )
             clients[rack] = ApcPduClient(target, engine=engine)
-            controls[rack] = ApcPduClient(target, engine=control_engine)
+            control_target = replace(target, timeout_s=wt(target.timeout_s))
+            controls[rack] = ApcPduClient(control_target, engine=control_engine)
             telemetry[f"snmp:{rack}"] = clients[rack]
             wiring.poll_period_s[f"snmp:{rack}"] = float(snmp.get("poll_s", 5.0))
         devices.outlets = SnmpOutlets(controls)
@@ -298,17 +323,19 @@ def build_wiring(
                 mb["host"],
                 int(mb["port"]),
                 unit_id=int(unit),
-                timeout_s=max(timeout_s, 2.0),
+                timeout_s=wt(max(timeout_s, 2.0)),
             )
             flywheels[domain] = SunSpecFlywheel(fw)
             wiring.closers.append(fw.close)
         devices.flywheels = flywheels
-    http = httpx.AsyncClient(timeout=timeout_s)
+    http = httpx.AsyncClient(timeout=wt(timeout_s))
     wiring.closers.append(http.aclose)
     if url := device_map.get("reserve_url"):
         devices.reserve = HttpReserve(url, http)
     if url := device_map.get("scheduler_url"):
-        hook = WebhookSchedulerHook(url, timeout_s=timeout_s, retries=1)
+        hook = WebhookSchedulerHook(
+            url, timeout_s=wt(timeout_s), retries=1 if write_timeout_s is None else 0
+        )
         devices.scheduler = HookScheduler(hook, site)
         wiring.closers.append(hook.close)
     elif sm := device_map.get("scheduler_mqtt"):
@@ -317,3 +344,143 @@ def build_wiring(
         )
     devices.telemetry = telemetry
     return wiring
+
+
+# ------------------------------------------------------------------------------ leadership
+def shard_map(domain_ids: Sequence[str], specs: Sequence[str] = ()) -> dict[str, str]:
+    """Domain id -> shard. ``specs`` like ``"row-a=pdu6,pdu7"`` (one per shard); none: one
+    shard per power domain, named after it. Every domain must be in exactly one shard."""
+    if not specs:
+        shard_of = {d: d for d in domain_ids}
+    else:
+        shard_of = {}
+        for spec in specs:
+            shard, sep, members = spec.partition("=")
+            domains = [m.strip() for m in members.split(",") if m.strip()]
+            if not sep or not shard.strip() or not domains:
+                raise ConfigError("--shard", spec, "expected SHARD=DOMAIN[,DOMAIN...]")
+            for dom in domains:
+                if dom not in domain_ids:
+                    raise ConfigError(
+                        "--shard", spec, f"unknown domain {dom!r}: {list(domain_ids)}"
+                    )
+                if dom in shard_of:
+                    raise ConfigError("--shard", spec, f"domain {dom!r} is in two shards")
+                shard_of[dom] = shard.strip()
+        missing = [d for d in domain_ids if d not in shard_of]
+        if missing:
+            raise ConfigError("--shard", list(specs), f"domains in no shard: {missing}")
+    for shard in set(shard_of.values()):
+        try:
+            leader_key("site", shard)
+        except ValueError as exc:
+            raise ConfigError("--shard", shard, str(exc)) from None
+        if shard == COORDINATOR:
+            raise ConfigError("--shard", shard, "reserved for the site coordinator role")
+    return shard_of
+
+
+class Leadership:
+    """Ties an elector to a :class:`Runtime`: which domains it may command (checked right before
+    each write), whether it is the site coordinator, and what a promotion resets. A demotion
+    writes nothing (the devices' own fallbacks are the safe state, ``docs/redundancy.md``)."""
+
+    def __init__(self, shard_of: Mapping[str, str], clock: Clock) -> None:
+        self.shard_of = dict(shard_of)
+        self.clock = clock
+        self.elector: LeaderElector | None = None
+        self.runtime: Runtime | None = None
+
+    @property
+    def shards(self) -> list[str]:
+        return sorted(set(self.shard_of.values()))
+
+    def commandable(self) -> frozenset[str]:
+        if self.elector is None:
+            return frozenset()
+        return commandable_domains(self.elector, self.shard_of, self.clock.monotonic_s())
+
+    def coordinating(self) -> bool:
+        return self.elector is not None and self.elector.may_command(
+            COORDINATOR, self.clock.monotonic_s()
+        )
+
+    def on_promote(self, role: str, token: int) -> None:
+        rt = self.runtime
+        if rt is None:
+            return  # not running yet: it starts knowing nothing was applied
+        if role == COORDINATOR:
+            rt.forget_schedule()
+            rt.event("leader.promote", f"site coordinator (fencing token {token})")
+            return
+        domains = [d for d, s in self.shard_of.items() if s == role]
+        rt.forget_applied(domains)
+        rt.event("leader.promote", f"leader of shard {role} {domains} (fencing token {token})")
+
+    def on_demote(self, role: str, reason: str) -> None:
+        if self.runtime is not None:
+            what = "site coordinator" if role == COORDINATOR else f"shard {role}"
+            self.runtime.event("leader.demote", f"no longer {what}: {reason}")
+
+    def audit_tag(self, domain_id: str) -> str:
+        """The audit note of a domain's decision: whether this instance commanded it, and
+        with which fencing token."""
+        elector, shard = self.elector, self.shard_of.get(domain_id, "")
+        if elector is None:
+            return "follower"
+        now_s = self.clock.monotonic_s()
+        if elector.may_command(shard, now_s):
+            return f"leader {shard} token {elector.fencing_token(shard)}"
+        return f"follower of {shard}"
+
+    def attach(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        runtime.commandable = self.commandable
+        runtime.coordinator = self.coordinating
+        runtime.audit_tag = self.audit_tag
+
+
+def build_leadership(
+    site_name: str,
+    shard_of: Mapping[str, str],
+    clock: Clock,
+    *,
+    etcd_urls: Sequence[str] = (),
+    instance_id: str,
+    ttl_s: int = 3,
+    campaign_every_s: float | None = None,
+    etcd_transport: httpx.AsyncBaseTransport | None = None,
+) -> tuple[Leadership, list[Callable[[], Any]]]:
+    """The leadership of one instance and what to close afterwards. No etcd URL: a
+    :class:`FakeElector` leading every shard and the coordinator (a single instance)."""
+    lead = Leadership(shard_of, clock)
+    if not etcd_urls:
+        lead.elector = FakeElector(
+            [*lead.shards, COORDINATOR], on_promote=lead.on_promote, on_demote=lead.on_demote
+        )
+        return lead, []
+    try:
+        leader_key(site_name, "shard")
+    except ValueError as exc:
+        raise ConfigError(
+            "site.name", site_name, f"cannot name etcd election keys: {exc}"
+        ) from None
+    timing = LeaseTiming(ttl_s=ttl_s)
+    # A request that hangs must give up before the next renewal is due.
+    client = EtcdClient(
+        list(etcd_urls),
+        timeout_s=min(0.5, timing.keepalive_period / 2),
+        transport=etcd_transport,
+    )
+    lead.elector = Elector(
+        EtcdLeaseStore(client),
+        clock,
+        site=site_name,
+        shards=lead.shards,
+        instance_id=instance_id,
+        timing=timing,
+        campaign_every_s=campaign_every_s,
+        on_promote=lead.on_promote,
+        on_demote=lead.on_demote,
+    )
+    return lead, [client.aclose]

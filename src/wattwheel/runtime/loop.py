@@ -22,7 +22,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -160,6 +160,8 @@ class Runtime:
         forecaster: Forecaster | None = None,
         config: RuntimeConfig | None = None,
         commandable: Callable[[], Collection[str]] | None = None,
+        coordinator: Callable[[], bool] | None = None,
+        audit_tag: Callable[[str], str] | None = None,
     ) -> None:
         self.site = site
         self.policy = policy
@@ -175,6 +177,11 @@ class Runtime:
         #: The domains this instance may command now (e.g. ``leader.commandable_domains``
         #: bound to an elector), checked right before each tick's writes; None: all of them.
         self.commandable = commandable
+        #: May this instance command what the domains share (reserve, scheduler shifts) now?
+        #: (the site coordinator role); None: only when it may command every domain.
+        self.coordinator = coordinator
+        #: domain id -> a note appended to that domain's audit row (e.g. leader, fencing token).
+        self.audit_tag = audit_tag
         self.faults = FaultBook(self._on_fault)
         self.view = TelemetryView(
             inventory,
@@ -195,6 +202,9 @@ class Runtime:
         self._wanted_caps = self._applied_caps.copy()
         self._cap_demand_w = np.zeros(len(inventory.servers))
         self._shed: set[str] = set()
+        # After a promotion: caps and outlet states the predecessor may have left (rewritten).
+        self._unknown_caps = np.zeros(len(inventory.servers), dtype=bool)
+        self._reassert: set[str] = set()
         self._kes_soc = site.kes_initial_soc.astype(float).copy()
         self._last_kes_kw = np.zeros(site.n_domains)
         self._mode: Mode = "normal"
@@ -220,6 +230,23 @@ class Runtime:
         ev = EventRecord(self.clock.now_s(), kind, message, domain_id, "runtime")
         self.state.record_event(ev)
         self._out.events.append(ev)
+
+    def forget_applied(self, domains: Collection[str]) -> None:
+        """This instance just became leader of ``domains``: it cannot know what its predecessor
+        wrote, so the next ticks rewrite every cap of those domains (lifts included) and switch
+        their non-critical outlets back on once they have headroom (or shed them as needed)."""
+        mine = np.array([d in domains for d in self.domain_ids], dtype=bool)
+        servers = mine[self.inv.server_domain]
+        self._unknown_caps |= servers
+        for key, outlet in self.inv.outlets().items():
+            i = self.inv.server_index[outlet.server_id]
+            if servers[i] and not self.inv.critical[i]:
+                self._shed.discard(key)
+                self._reassert.add(key)
+
+    def forget_schedule(self) -> None:
+        """This instance just became site coordinator: resend the scheduler levels."""
+        self._last_sched = None
 
     # ------------------------------------------------------------------ reading
     async def _read_all(
@@ -439,7 +466,11 @@ class Runtime:
                         False,
                     )
                 )
-        jobs.extend(self._reserve_jobs(obs, dec, t, allowed))
+        shared = self._may_coordinate(allowed)
+        # The reserve is shared: with a coordinator role it is commanded by the coordinator,
+        # otherwise per domain by that domain's leader.
+        reserve_ok = allowed if self.coordinator is None else np.full(len(allowed), shared)
+        jobs.extend(self._reserve_jobs(obs, dec, t, reserve_ok))
         changes = self._cap_changes(obs, dec, allowed)
         no_writes: dict[str, bool] = {}
         cap_job = None
@@ -449,13 +480,13 @@ class Runtime:
                 guarded(self.faults, "device", "caps", lambda: caps.set_caps(changes), t, no_writes)
             )
             jobs.append(cap_job)
-        shed = self._shed_plan(obs, dec, mode) if allowed.all() else {}
+        shed = self._shed_plan(obs, dec, mode, allowed)
         if shed and self.devices.outlets is not None:
             outlets = self.devices.outlets
             jobs.append(
                 guarded(self.faults, "device", "outlets", lambda: outlets.set_outlets(shed), t, {})
             )
-        if mode != "maintenance" and allowed.all():
+        if mode != "maintenance" and shared:
             self._maybe_schedule(obs.now_s, dec)
         await asyncio.gather(*jobs)
         self._commit_caps(
@@ -473,6 +504,25 @@ class Runtime:
             self.faults.fault("leader", "elector", f"{type(exc).__name__}: {exc}")
             mine = set()
         return np.array([d in mine for d in self.domain_ids], dtype=bool)
+
+    def _may_command_domain(self, domain_id: str) -> bool:
+        """The fencing check for one domain, for writes made outside the tick (workers)."""
+        if self.commandable is None:
+            return True
+        try:
+            return domain_id in set(self.commandable())
+        except Exception:  # counted by the tick's own check
+            return False
+
+    def _may_coordinate(self, allowed: NDArray[np.bool_]) -> bool:
+        """May this instance send shared commands (reserve, scheduler) right now?"""
+        if self.coordinator is None:
+            return bool(allowed.all())
+        try:
+            return bool(self.coordinator())
+        except Exception as exc:  # an election we cannot check: command nothing shared
+            self.faults.fault("leader", "coordinator", f"{type(exc).__name__}: {exc}")
+            return False
 
     def _reserve_jobs(
         self, obs: Observation, dec: Decision, t: float, allowed: NDArray[np.bool_]
@@ -503,6 +553,10 @@ class Runtime:
         if not allowed.all():
             wanted = np.where(allowed[self.inv.server_domain], wanted, self._applied_caps)
         changes = actuate.cap_changes(self.inv, self._applied_caps, wanted)
+        # Caps a predecessor may have written: rewrite them once (a lift as well).
+        for i in np.flatnonzero(self._unknown_caps & allowed[self.inv.server_domain]):
+            cap = wanted[i]
+            changes[self.inv.servers[i].server_id] = None if np.isnan(cap) else float(cap)
         self._wanted_caps, self._cap_demand_w = wanted, demand_w
         self._rack_budgets = plan.rack_budget_w
         return changes
@@ -517,14 +571,18 @@ class Runtime:
             if written.get(sid):
                 i = self.inv.server_index[sid]
                 applied[i] = self._wanted_caps[i]
+                self._unknown_caps[i] = False
         self._applied_caps = applied
         self.view.set_caps(applied, now_s)
         # A server capped before it was ever read uncapped: remember the demand its cap was
         # computed from, or its capped readings would pass for its demand from now on.
         self.view.assume_uncapped(np.isfinite(applied), self._cap_demand_w)
 
-    def _shed_plan(self, obs: Observation, dec: Decision, mode: Mode) -> dict[str, bool]:
-        if self.devices.outlets is None or mode == "maintenance":
+    def _shed_plan(
+        self, obs: Observation, dec: Decision, mode: Mode, allowed: NDArray[np.bool_]
+    ) -> dict[str, bool]:
+        """Outlets to switch, only in the domains this instance may command (``allowed``)."""
+        if self.devices.outlets is None or mode == "maintenance" or not allowed.any():
             return {}
         grid = (
             obs.demand_kw
@@ -534,21 +592,23 @@ class Runtime:
         )
         uncovered = np.maximum(grid - self.site.primary_kw, 0.0)
         hot = self.ledger.heat >= self.cfg.shed_heat
-        shortfall = np.where(hot, uncovered, 0.0)
+        shortfall = np.where(hot & allowed, uncovered, 0.0)
         states: dict[str, bool] = {}
         if shortfall.any():
             power = self.view.server_demand_w()
             for key in actuate.outlets_to_shed(self.inv, shortfall, power, self._shed):
                 states[key] = False
                 self._shed.add(key)
+                self._reassert.discard(key)
             self.event("shed", f"shedding {len(states)} non-critical outlets: {sorted(states)[:5]}")
         # Restore once a domain has headroom for what it shed, and the breaker has cooled.
-        outlets = self.inv.outlets() if self._shed else {}
-        for key in list(self._shed):
+        outlets = self.inv.outlets() if self._shed or self._reassert else {}
+        for key in list(self._shed | self._reassert):
             d = int(self.inv.server_domain[self.inv.server_index[outlets[key].server_id]])
-            if not hot[d] and uncovered[d] <= 0 and key not in states:
+            if allowed[d] and not hot[d] and uncovered[d] <= 0 and key not in states:
                 states[key] = True
                 self._shed.discard(key)
+                self._reassert.discard(key)
         return states
 
     def _maybe_schedule(self, now_s: float, dec: Decision) -> None:
@@ -637,6 +697,11 @@ class Runtime:
                 )
             )
         records = decision_records(dec, self.domain_ids, obs.now_s, self.policy.name, mode)
+        if self.audit_tag is not None:
+            tag = self.audit_tag
+            records = [
+                replace(r, reason=f"{r.reason} [{tag(r.domain_id)}]".lstrip()) for r in records
+            ]
         self.state.record_decisions(records)
         self._out.decisions.extend(records)
         self._out.telemetry.extend(samples)
@@ -733,7 +798,8 @@ class Runtime:
                 self._pollers[name] = asyncio.ensure_future(poll)
                 helpers.append(self._pollers[name])
         for dom, port in self.devices.flywheels.items():
-            worker = FlywheelWorker(dom, port, self.faults, self.clock, self.cfg.control_period_s)
+            fenced = _FencedFlywheel(port, dom, self._may_command_domain)
+            worker = FlywheelWorker(dom, fenced, self.faults, self.clock, self.cfg.control_period_s)
             self._fly_workers[dom] = worker
             helpers.append(asyncio.ensure_future(worker.run()))
         try:
@@ -777,6 +843,26 @@ class Runtime:
         while True:
             await self.clock.sleep(self.cfg.store_flush_s)
             await self.flush()
+
+
+@dataclass
+class _FencedFlywheel:
+    """A flywheel port whose setpoint writes happen only while this instance may command the
+    domain, checked at the moment of writing: a setpoint queued in a :class:`FlywheelWorker`
+    before a demotion is dropped (reported as done: there is nothing to retry)."""
+
+    port: FlywheelPort
+    domain_id: str
+    may_command: Callable[[str], bool]
+
+    async def read(self) -> FlywheelStatusW | None:
+        return await self.port.read()
+
+    async def write_setpoint(self, power_w: float) -> bool:
+        if not self.may_command(self.domain_id):
+            log.debug("flywheel %s: setpoint dropped, not leader any more", self.domain_id)
+            return True
+        return await self.port.write_setpoint(power_w)
 
 
 def _bind_setpoint(port: FlywheelPort, power_w: float) -> Any:
