@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, Decision, Observation
+from wattwheel.domain import flywheel
 from wattwheel.domain.site import SiteParams
 
 FloatArray = NDArray[np.float64]
@@ -188,7 +189,9 @@ def _recharge(
     load (it lowers grid draw, and a slower rotor loses less)."""
     kes = site.kes
     dt_h = obs.dt_s / S_PER_H
-    gap_kwh = (soc_target - obs.kes_soc) * kes.capacity_kwh
+    # The standby loss of this period comes off too: aim at the target *after* it.
+    standby_kwh = flywheel.standby_loss_kw(kes, obs.kes_soc) * dt_h
+    gap_kwh = (soc_target - obs.kes_soc) * kes.capacity_kwh + standby_kwh
     chg_rate = np.maximum(gap_kwh, 0.0) / kes.charge_efficiency / dt_h
     if site.max_grid_ramp_kw_per_s is not None:
         # Under a ramp limit the bank is a buffer both ways: drift back to target gently so

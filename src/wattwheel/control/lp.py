@@ -50,7 +50,7 @@ class LinearProgram:
         self.row_lo.append(lo)
         self.row_hi.append(hi)
 
-    def solve(self, time_limit_s: float = 5.0, mip_gap: float = 1e-3) -> FloatArray | None:
+    def solve(self, time_limit_s: float = 5.0, mip_gap: float = 1e-7) -> FloatArray | None:
         """Minimise; returns the column values, or None when no solution was found."""
         lp = highspy.HighsLp()
         lp.num_col_ = len(self.lower)

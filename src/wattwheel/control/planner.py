@@ -44,6 +44,8 @@ class PlanInputs:
     reserve_allowed: NDArray[np.bool_]
     fixed_shift_out_kw: FloatArray  # (D, L) blocks before the lead time reaches
     fixed_shift_in_kw: FloatArray
+    #: The reserve may start only in blocks ``< reserve_blocks`` (the forecast horizon).
+    reserve_blocks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,11 @@ class _Builder:
         cap_hi = (inp.noncritical_kw * (1 - s.flex.cap_floor_fraction)[:, None]).ravel()
         self.cap = lp.add_vars(D * K, 0.0, cap_hi, dt_h * self._cost("capped_energy_kwh"))
         allowed = np.repeat(inp.reserve_allowed.astype(float), K)
+        if inp.reserve_blocks is not None:
+            # Beyond the forecast horizon the reserve is not planned at all: its start can be
+            # decided once the excess is in sight, and there the flywheel's energy is what a
+            # plan made now can still change.
+            allowed = allowed * np.tile(np.arange(K) < inp.reserve_blocks, D)
         self.res = lp.add_vars(
             D * K, 0.0, s.reserve.capacity_kw * allowed, dt_h * self._cost("reserve_energy_kwh")
         )
@@ -205,7 +212,8 @@ class _Builder:
                     lp.add_row([self.start[i], self.on[i], self.on[i - 1]], [1, -1, 1], lo=0.0)
                 else:
                     lp.add_row([self.start[i], self.on[i]], [1, -1], lo=-prev_on)
-                for j in range(max(0, k - min_on_blocks + 1), k + 1):
+                in_sight = inp.reserve_blocks is None or k < inp.reserve_blocks
+                for j in range(max(0, k - min_on_blocks + 1), k + 1) if in_sight else ():
                     lp.add_row([self.on[i], self.start[d * K + j]], [1, -1], lo=0.0)
                 if inp.reserve_on[d] and k * self.block_s < inp.reserve_min_on_left_s[d]:
                     lp.add_row([self.on[i]], [1], lo=1.0)

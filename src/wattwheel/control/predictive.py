@@ -44,7 +44,9 @@ class PredictivePolicy:
         self.oracle = name == "oracle"
         self.site = site
         self.forecast_period_s = site.plan_period_s
-        blocks = max(int(round(site.horizon_s / site.plan_period_s)), 1)
+        blocks = max(int(round(site.storage_horizon_s / site.plan_period_s)), 1)
+        #: Blocks within the forecast horizon: planned at the risk quantile, reserve allowed.
+        self.risk_blocks = max(int(round(site.horizon_s / site.plan_period_s)), 1)
         self.horizons_s = tuple(float(k * site.plan_period_s) for k in range(1, blocks + 1))
         self.lead_blocks = int(
             math.ceil(float(site.flex.shift_lead_s.max(initial=0.0)) / site.plan_period_s - 1e-9)
@@ -117,6 +119,7 @@ class PredictivePolicy:
             reserve_on=obs.reserve_mode != RESERVE_OFF,
             reserve_min_on_left_s=obs.reserve_min_on_left_s,
             reserve_allowed=allowed,
+            reserve_blocks=self.risk_blocks + 1,
             fixed_shift_out_kw=fixed_out,
             fixed_shift_in_kw=fixed_in,
         )

@@ -37,7 +37,14 @@ class SiteSection(_Strict):
     description: str = ""
     trace: str | None = Field(None, description="trace file, relative to the site file")
     plan_period_s: float = Field(300.0, gt=0, description="planning loop period (s)")
-    horizon_min: float = Field(15.0, gt=0, le=120, description="planning horizon (min)")
+    horizon_min: float = Field(15.0, gt=0, le=120, description="forecast horizon (min)")
+    storage_horizon_min: float | None = Field(
+        None,
+        gt=0,
+        le=240,
+        description="longer look-ahead for the flywheel's state of charge (min): beyond the "
+        "forecast horizon the planner sees the median forecast and starts no reserve",
+    )
     risk_quantile: float = Field(0.9, gt=0, lt=1, description="demand quantile planned against")
     max_grid_ramp_kw_per_s: float | None = Field(
         None, gt=0, description="grid ramp-rate limit per domain the KES enforces (kW/s)"
@@ -305,6 +312,7 @@ class SiteParams:
     costs: Mapping[str, float]
     plan_period_s: float
     horizon_s: float
+    storage_horizon_s: float
     risk_quantile: float
     max_grid_ramp_kw_per_s: float | None
     servers_per_rack: int
@@ -338,6 +346,10 @@ def resolve_site(config: SiteConfig, domain_demand_kw: Mapping[str, FloatArray])
         costs=dict(config.costs),
         plan_period_s=config.site.plan_period_s,
         horizon_s=config.site.horizon_min * 60.0,
+        storage_horizon_s=max(
+            config.site.storage_horizon_min or config.site.horizon_min, config.site.horizon_min
+        )
+        * 60.0,
         risk_quantile=config.site.risk_quantile,
         max_grid_ramp_kw_per_s=config.site.max_grid_ramp_kw_per_s,
         servers_per_rack=config.site.servers_per_rack,
