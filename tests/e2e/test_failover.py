@@ -319,6 +319,10 @@ async def test_failover_on_partition_and_on_clean_shutdown(
         assert i1_last < cut_s + TTL_S - i1.elector.timing.margin + TICK_S
         assert i1_last < i2_first, f"{target}: i1 still commanding when i2 started"
         assert i2_first - cut_s < bound_s, f"{target}: takeover took {i2_first - cut_s:.2f} s"
+        print(
+            f"partition {target}: i1 last command {i1_last - cut_s:.2f} s after the cut, "
+            f"i2 first {i2_first - cut_s:.2f} s (gap {i2_first - i1_last:.2f} s)"
+        )
 
     # The link heals: i1 finds its lease gone and follows; nothing changes hands.
     i1.link.cut = False
@@ -334,6 +338,7 @@ async def test_failover_on_partition_and_on_clean_shutdown(
     for target in ("A", "B", "reserve"):
         back_s = _first_after(log, "i1", target, stop_s)
         assert back_s is not None and back_s - stop_s < CAMPAIGN_S + 2 * TICK_S + 0.5
+        print(f"clean hand-over {target}: i1 first command {back_s - stop_s:.2f} s after stop")
         _assert_no_overlap(log, target, expected_handovers=2)
     tags = {r.reason.rsplit("[", 1)[-1] for r in i1.runtime.state.recent_decisions(2)}
     assert all(t.startswith("leader ") and "token" in t for t in tags), tags

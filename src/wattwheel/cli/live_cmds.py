@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -381,7 +382,11 @@ async def _serve(
         ttl_s=election.ttl_s,
     )
     write_timeout_s = device_timeout if election.etcd_urls else None
-    wiring = build_wiring(device_map, site, inventory, device_timeout, write_timeout_s)
+    # Redundant controllers: a flywheel no leader renews goes back to hold (2 ticks, >= 2 s).
+    revert_s = max(2, math.ceil(2 * control_period)) if election.etcd_urls else 0
+    wiring = build_wiring(
+        device_map, site, inventory, device_timeout, write_timeout_s, flywheel_revert_s=revert_s
+    )
     wiring.closers.extend(lead_closers)
     horizons = tuple(getattr(policy, "horizons_s", ()))
     forecaster: Forecaster
@@ -442,8 +447,10 @@ async def _serve(
         )
     else:
         console.print("  redundancy: none (no --etcd): this instance leads every shard")
-    assert leadership.elector is not None
-    tasks = [asyncio.ensure_future(leadership.elector.run())]
+    elector = leadership.elector
+    if elector is None:  # build_leadership always makes one
+        raise RuntimeError("no elector built")
+    tasks = [asyncio.ensure_future(elector.run())]
     tasks.append(asyncio.ensure_future(runtime.run()))
     tasks += [asyncio.ensure_future(run()) for run in wiring.background]
     try:

@@ -250,13 +250,17 @@ def build_wiring(
     inv: Inventory,
     timeout_s: float = 0.5,
     write_timeout_s: float | None = None,
+    flywheel_revert_s: int = 0,
 ) -> Wiring:
     """Clients for every device the map names (absent sections are simply not wired).
 
     ``write_timeout_s`` bounds every client that sends commands (caps, outlets, flywheel
     setpoints, reserve, scheduler), so a write cannot arrive later than that after the
     leadership check that allowed it: with redundant controllers it must be below the lease
-    margin (``docs/redundancy.md``). None: the clients' usual timeouts."""
+    margin (``docs/redundancy.md``). None: the clients' usual timeouts.
+    ``flywheel_revert_s``: the SunSpec setpoint revert timer written with every setpoint (the
+    flywheel goes back to hold when no controller renews it); the map's ``modbus.revert_s``
+    wins; 0: no timer."""
 
     def wt(default_s: float) -> float:
         return default_s if write_timeout_s is None else min(default_s, write_timeout_s)
@@ -324,6 +328,7 @@ def build_wiring(
                 int(mb["port"]),
                 unit_id=int(unit),
                 timeout_s=wt(max(timeout_s, 2.0)),
+                revert_s=int(mb.get("revert_s", flywheel_revert_s)),
             )
             flywheels[domain] = SunSpecFlywheel(fw)
             wiring.closers.append(fw.close)
