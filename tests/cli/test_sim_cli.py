@@ -172,3 +172,28 @@ def test_default_bench_with_the_shipped_lstm(tmp_path: Path) -> None:
     assert cost["oracle"] <= cost["predictive"] <= cost["reactive"] < cost["none"], cost
     assert cost["predictive"] <= cost["seed"], cost
     assert cost["predictive"] <= cost["predictive+persistence"], cost
+
+
+@needs_data
+@pytest.mark.slow
+def test_ordering_holds_on_a_single_pdu_trace(tmp_path: Path) -> None:
+    """The bundled site replayed on a trace of one PDU (one domain: nothing to shift to)."""
+    trace = tmp_path / "one.csv"
+    res = runner.invoke(
+        app,
+        ["import", "google-power", str(SHARED / "cella_pdu8.csv"), "--rating-kw", "1000",
+         "--out", str(trace)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "b"
+    res = runner.invoke(
+        app,
+        ["bench", "--site", str(bundled_site()), "--trace", str(trace), "--out", str(out),
+         "--policies", "none,reactive,seed,predictive,oracle"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    p = json.loads((out / "bench.json").read_text())
+    assert p["site"]["domains"] == ["pdu6"]
+    cost = {k: v["cost_total"] for k, v in p["policies"].items()}
+    assert cost["oracle"] <= cost["predictive"] <= cost["reactive"] < cost["none"], cost
+    assert cost["predictive"] <= cost["seed"], cost
