@@ -225,6 +225,31 @@ class MqttTelemetry:
         return [self._buffer.popleft() for _ in range(len(self._buffer))]
 
 
+# ------------------------------------------------------------------------------ warm-up
+WARM_RETRY_S = 2.0
+
+
+async def _warm_redfish(client: RedfishClient) -> None:
+    """Discover the command client's resources before the first write needs them: a
+    discovery walk takes longer than a write's timeout and would be cut short every tick (a
+    promotion rewrites every cap at once). Reads only; retried until the service answers."""
+    while await client.discover() is None:
+        await asyncio.sleep(WARM_RETRY_S)
+
+
+async def _warm_snmp(clients: list[ApcPduClient]) -> None:
+    """Find each PDU's outlet control table once, before the first switching (otherwise
+    every concurrent set of the first batch walks it). Reads only; retried on failure."""
+    for client in clients:
+        while True:
+            try:
+                await client._control_table()  # cached by the client once known
+                break
+            except Exception as exc:  # unreachable: the first set will try again too
+                log.debug("outlet control table of %s not read yet: %s", client.target.source, exc)
+                await asyncio.sleep(WARM_RETRY_S)
+
+
 # ------------------------------------------------------------------------------ assembly
 @dataclass
 class Wiring:
@@ -284,6 +309,7 @@ def build_wiring(
         wiring.poll_period_s["redfish"] = float(rf.get("poll_s", 5.0))
         devices.caps = RedfishCaps(writer, {s.server_id: s.max_cap_w for s in inv.servers})
         wiring.closers.append(writer.aclose)
+        wiring.background.append(lambda: _warm_redfish(writer))
     if snmp := device_map.get("snmp"):
         engine, control_engine = SnmpEngine(), SnmpEngine()  # poller thread / main loop
         clients, controls = {}, {}
@@ -309,6 +335,7 @@ def build_wiring(
             telemetry[f"snmp:{rack}"] = clients[rack]
             wiring.poll_period_s[f"snmp:{rack}"] = float(snmp.get("poll_s", 5.0))
         devices.outlets = SnmpOutlets(controls)
+        wiring.background.append(lambda: _warm_snmp(list(controls.values())))
         wiring.closers.append(control_engine.close_dispatcher)
     if mq := device_map.get("mqtt"):
         buffer = MqttTelemetry()

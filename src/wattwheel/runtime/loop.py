@@ -105,6 +105,9 @@ class RuntimeConfig:
             sources must then not be used by anything else on the main loop).
         plan_in_tick_s: how long a tick waits for the policy to plan on a fresh forecast before
             acting reactively for that period (the plan is adopted when it is ready).
+        rewrite_per_tick: after a promotion (:meth:`Runtime.forget_applied`), how many caps
+            and outlets of unknown state are rewritten per tick (hundreds of writes at once
+            would not fit in a tick's device timeout).
     """
 
     control_period_s: float = 1.0
@@ -121,6 +124,7 @@ class RuntimeConfig:
     poll_period_s: Mapping[str, float] = field(default_factory=dict)
     plan_in_tick_s: float = 0.05
     poll_in_thread: bool = False
+    rewrite_per_tick: int = 32
 
 
 @dataclass
@@ -554,7 +558,8 @@ class Runtime:
             wanted = np.where(allowed[self.inv.server_domain], wanted, self._applied_caps)
         changes = actuate.cap_changes(self.inv, self._applied_caps, wanted)
         # Caps a predecessor may have written: rewrite them once (a lift as well).
-        for i in np.flatnonzero(self._unknown_caps & allowed[self.inv.server_domain]):
+        unknown = np.flatnonzero(self._unknown_caps & allowed[self.inv.server_domain])
+        for i in unknown[: self.cfg.rewrite_per_tick]:
             cap = wanted[i]
             changes[self.inv.servers[i].server_id] = None if np.isnan(cap) else float(cap)
         self._wanted_caps, self._cap_demand_w = wanted, demand_w
@@ -603,7 +608,7 @@ class Runtime:
             self.event("shed", f"shedding {len(states)} non-critical outlets: {sorted(states)[:5]}")
         # Restore once a domain has headroom for what it shed, and the breaker has cooled.
         outlets = self.inv.outlets() if self._shed or self._reassert else {}
-        for key in list(self._shed | self._reassert):
+        for key in [*self._shed, *sorted(self._reassert)[: self.cfg.rewrite_per_tick]]:
             d = int(self.inv.server_domain[self.inv.server_index[outlets[key].server_id]])
             if allowed[d] and not hot[d] and uncovered[d] <= 0 and key not in states:
                 states[key] = True
