@@ -72,7 +72,7 @@ class RecordingReserve:
 
 
 class Rig:
-    def __init__(self) -> None:
+    def __init__(self, rewrite_per_tick: int = 32) -> None:
         self.site: SiteParams = resolve_site(
             parse_site(SITE), {"A": np.array([100.0]), "B": np.array([100.0])}
         )
@@ -100,7 +100,7 @@ class Rig:
             self.clock,
             LiveState(self.site.domain_names),
             Overrides(),
-            config=RuntimeConfig(device_timeout_s=0.2),
+            config=RuntimeConfig(device_timeout_s=0.2, rewrite_per_tick=rewrite_per_tick),
         )
         self.lead.attach(self.rt)
 
@@ -139,6 +139,20 @@ async def test_a_demoted_shard_gets_no_write_and_a_promoted_one_is_rewritten() -
     assert any("shard A" in m and "fencing token" in m for m in events)
     await rig.tick()
     assert rig.caps.writes - writes_before == 4, "rewritten once, not every tick"
+
+
+async def test_a_promotion_rewrites_a_few_unknown_caps_per_tick() -> None:
+    rig = Rig(rewrite_per_tick=1)
+    rig.elector.demote("A")
+    await rig.tick()
+    rig.elector.promote("A")
+    before = rig.caps.writes
+    await rig.tick()  # the two caps A needs, plus one unknown server rewritten (lifted)
+    assert rig.caps.writes - before == 3
+    await rig.tick()  # the last unknown one
+    assert rig.caps.writes - before == 4
+    await rig.tick()
+    assert rig.caps.writes - before == 4
 
 
 async def test_demotion_writes_nothing_not_even_a_release() -> None:
