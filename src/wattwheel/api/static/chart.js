@@ -9,14 +9,6 @@ function svgEl(name, attrs) {
   return el;
 }
 
-// A "nice" upper bound for the y axis (1, 2, 2.5, 5 x 10^n).
-function niceMax(x) {
-  if (!(x > 0)) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(x)));
-  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= x) return m * p;
-  return 10 * p;
-}
-
 function pathFrom(points) {
   return points.map((p, i) => (i ? "L" : "M") + p[0].toFixed(1) + "," + p[1].toFixed(1)).join("");
 }
@@ -38,15 +30,22 @@ function drawDomainChart(svg, history) {
     ? L + (xSplit - L) * (t - t0) / Math.max(tNow - t0, 1e-9)
     : xSplit + (W - R - xSplit) * (t - tNow) / hMax);
   const tEnd = tNow + hMax;
-  let yMax = 0;
-  for (const s of history) yMax = Math.max(yMax, s.demand_kw || 0, s.primary_kw || 0);
-  for (const b of bands) yMax = Math.max(yMax, b.p95_kw);
+  // Zoom on where the action is: a 3 % excess over a 750 kW feed must be visible, so the
+  // y axis spans the data (demand, band, capacity, capacity + KES) with some padding, not 0..max.
   const kesTop = (last.primary_kw || 0) + (last.kes_max_discharge_kw || 0);
-  yMax = niceMax(Math.max(yMax, kesTop) * 1.05);
-  const y = v => T + (H - T - B) * (1 - v / yMax);
+  const values = [kesTop];
+  for (const s of history) {
+    if (s.demand_kw != null) values.push(s.demand_kw);
+    if (s.primary_kw != null) values.push(s.primary_kw);
+  }
+  for (const b of bands) values.push(b.p05_kw, b.p95_kw);
+  const lo = Math.min(...values), hi = Math.max(...values);
+  const pad = Math.max((hi - lo) * 0.1, hi * 0.01, 1e-3);
+  const yMin = Math.max(0, lo - pad), yMax = hi + pad;
+  const y = v => T + (H - T - B) * (1 - (v - yMin) / (yMax - yMin));
 
   for (const f of [0, 0.5, 1]) {
-    const v = yMax * f;
+    const v = yMin + (yMax - yMin) * f;
     svg.append(svgEl("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid-line" }));
     const label = svgEl("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" });
     label.textContent = v.toFixed(0);
