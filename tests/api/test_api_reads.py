@@ -72,3 +72,17 @@ def test_telemetry_from_the_store(api: Api) -> None:
     assert [s["timestamp_s"] for s in r.json()["samples"]] == [5.0, 3.0]
     api.store.available = False
     assert api.client.get("/api/v1/telemetry", headers=H).status_code == 503
+
+
+def test_status_reports_leadership_when_the_runtime_knows_it(api: Api) -> None:
+    from dataclasses import asdict
+
+    from wattwheel.runtime.leader import COORDINATOR, FakeElector
+
+    assert api.client.get("/api/v1/status", headers=H).json()["leadership"] is None
+    elector = FakeElector(["row-a", COORDINATOR])
+    elector.demote("row-a")
+    api.state.leadership = lambda: [asdict(r) for r in elector.status(0.0)]
+    roles = {r["role"]: r for r in api.client.get("/api/v1/status", headers=H).json()["leadership"]}
+    assert roles["row-a"]["leading"] is False and roles["row-a"]["fencing_token"] is None
+    assert roles[COORDINATOR]["leading"] is True and roles[COORDINATOR]["fencing_token"] == 2

@@ -58,6 +58,7 @@ def status_route(ctx: ApiContext) -> Callable[..., dict[str, Any]]:
             "errors": ctx.state.error_counts(),
             "overrides_active": len(ctx.overrides.active(now)),
             "maintenance": ctx.overrides.maintenance(now),
+            "leadership": ctx.state.leadership() if ctx.state.leadership else None,
             "store": ctx.store_health(),
             "stream_subscribers": ctx.state.n_subscribers,
         }

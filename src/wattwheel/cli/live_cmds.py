@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -450,6 +451,9 @@ async def _serve(
     elector = leadership.elector
     if elector is None:  # build_leadership always makes one
         raise RuntimeError("no elector built")
+    state.leadership = lambda: [
+        dataclasses.asdict(role) for role in elector.status(clock.monotonic_s())
+    ]
     tasks = [asyncio.ensure_future(elector.run())]
     tasks.append(asyncio.ensure_future(runtime.run()))
     tasks += [asyncio.ensure_future(run()) for run in wiring.background]

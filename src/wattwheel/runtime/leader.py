@@ -194,6 +194,10 @@ class LeaderElector(Protocol):
         """The held key's create revision (None when not leading)."""
         ...
 
+    def status(self, now_s: float) -> list[RoleStatus]:
+        """Every role as this instance sees it at ``now_s`` (for the API)."""
+        ...
+
     def command_deadline_s(self, role: str) -> float | None:
         """Until when the current lease lets this instance command ``role`` (None: not leading).
         Device revert timers can be set from it."""
@@ -501,6 +505,20 @@ class FakeElector:
 
     def command_deadline_s(self, role: str) -> float | None:
         return float("inf") if role in self._held else None
+
+    def status(self, now_s: float) -> list[RoleStatus]:
+        """Every role, led by this (single) instance while held; no lease, no deadline."""
+        return [
+            RoleStatus(
+                role=role,
+                key="(no election: single instance)",
+                leading=role in self._held,
+                holder="this instance" if role in self._held else None,
+                fencing_token=self._held.get(role),
+                command_left_s=None,
+            )
+            for role in self.roles
+        ]
 
 
 class MemoryLeaseStore:

@@ -257,6 +257,8 @@ class LiveState:
         self.last_tick_s = math.nan
         self.telemetry_ingested = 0
         self.errors: dict[str, int] = {}
+        #: Who leads which shard, as this instance sees it (set by ``serve``; None: unknown).
+        self.leadership: Callable[[], list[dict[str, Any]]] | None = None
 
     # ---- writer side (the runtime loop) ----
 
