@@ -13,7 +13,6 @@ handled by splitting that step into a before and an after part for overload and 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -300,7 +299,3 @@ class Plant:
         m.add("kes_losses_kwh", fw.loss_kwh)
         m.add("kes_throughput_kwh", fw.throughput_kwh)
         m.observe_grid(grid_kw, dt)
-
-
-def steps_for(seconds: float, dt_s: float) -> int:
-    return max(int(math.ceil(seconds / dt_s - 1e-9)), 0)
