@@ -95,26 +95,6 @@ class _OutageLog:
         self.down = False
 
 
-async def _keep_connected(
-    session: Callable[[], Awaitable[None]],
-    backoff: Backoff,
-    outage: _OutageLog,
-    up: asyncio.Event,
-) -> None:
-    """Run ``session`` again and again: after a broker failure clear ``up``, log it once and
-    wait with backoff; after a session that ended cleanly, reset the backoff."""
-    delays = backoff.delays()
-    while True:
-        try:
-            await session()
-        except aiomqtt.MqttError as exc:
-            up.clear()
-            outage.failed(exc)
-            await asyncio.sleep(delays.next())
-        else:
-            delays.reset()
-
-
 @dataclass
 class IngestStats:
     """Counters of an ingester (since start)."""
@@ -199,7 +179,16 @@ class MqttIngester:
 
     async def run(self) -> None:
         """Ingest until cancelled, reconnecting after any broker failure."""
-        await _keep_connected(self._session, self.backoff, self._outage, self.subscribed)
+        delays = self.backoff.delays()
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                self.subscribed.clear()
+                self._outage.failed(exc)
+                await asyncio.sleep(delays.next())
+            else:
+                delays.reset()
 
     async def _session(self) -> None:
         client = _client(self.broker, self.client_id, clean_session=False)
@@ -397,7 +386,16 @@ class MqttPublisher:
 
     async def run(self) -> None:
         """Publish until cancelled, reconnecting after any broker failure."""
-        await _keep_connected(self._session, self.backoff, self._outage, self.connected)
+        delays = self.backoff.delays()
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                self._outage.failed(exc)
+                await asyncio.sleep(delays.next())
+            else:
+                delays.reset()
 
     async def _session(self) -> None:
         client = _client(self.broker, self.client_id, clean_session=True)
