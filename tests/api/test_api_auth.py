@@ -44,11 +44,25 @@ def test_anonymous_reads_only_when_enabled() -> None:
         assert c.get("/api/v1/status", headers=auth("bogus-token-99")).status_code == 401
 
 
-def test_metrics_can_require_a_token() -> None:
-    app = create_app(LiveState(), MemoryStore(), Overrides(), TOKENS, metrics_need_token=True)
+def test_metrics_and_openapi_follow_the_read_rules() -> None:
+    app = create_app(LiveState(), MemoryStore(), Overrides(), TOKENS)
     with TestClient(app) as c:
-        assert c.get("/metrics").status_code == 401
-        assert c.get("/metrics", headers=auth(VIEWER)).status_code == 200
+        for path in ("/metrics", "/api/v1/openapi.json", "/api/v1/docs"):
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers=auth("wrong-token-000")).status_code == 401, path
+            assert c.get(path, headers=auth(VIEWER)).status_code == 200, path
+        # the dashboard shell holds no data: it loads without a token and then asks for one
+        assert c.get("/").status_code == 200
+    app = create_app(LiveState(), MemoryStore(), Overrides(), TOKENS, anonymous_read=True)
+    with TestClient(app) as c:
+        for path in ("/metrics", "/api/v1/openapi.json", "/api/v1/docs"):
+            assert c.get(path).status_code == 200, path
+
+
+def test_operator_tokens_never_come_from_urls(api: Api) -> None:
+    r = api.client.get("/api/v1/status", params={"access_token": OPERATOR})
+    assert r.status_code == 401 and "not accepted in URLs" in r.json()["detail"]
+    assert api.client.get("/api/v1/status", headers=auth(OPERATOR)).status_code == 200
 
 
 def test_parse_tokens() -> None:

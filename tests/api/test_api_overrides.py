@@ -87,3 +87,40 @@ def test_bad_override_bodies_are_rejected(api: Api) -> None:
     for path, body, code in bad:
         assert c.post("/api/v1/overrides" + path, json=body, headers=OP).status_code == code, body
     assert api.overrides.active(api.now[0]) == []
+
+
+def test_non_finite_or_absurd_numbers_are_422(api: Api) -> None:
+    # JSON as a client may really send it: Python's json (and so the API) parses NaN/Infinity.
+    head = b'{"scope":"domain","target":"row-a","reason":"x",'
+    headers = {**OP, "content-type": "application/json"}
+    for tail in (
+        b'"cap_kw":NaN}',
+        b'"cap_kw":Infinity}',
+        b'"cap_kw":-Infinity}',
+        b'"cap_kw":1e308}',
+        b'"cap_kw":1e400}',
+        b'"cap_kw":' + b"9" * 400 + b"}",
+        b'"cap_kw":5,"ttl_s":NaN}',
+        b'"cap_kw":5,"ttl_s":Infinity}',
+        b'"cap_kw":5,"ttl_s":1e308}',
+        b'"cap_kw":5,"ttl_s":' + b"9" * 400 + b"}",
+    ):
+        r = api.client.post("/api/v1/overrides/cap", content=head + tail, headers=headers)
+        assert r.status_code == 422, (tail[:40], r.status_code, r.text[:200])
+    r = api.client.post(
+        "/api/v1/overrides/maintenance", content=b'{"reason":"x","ttl_s":1e308}', headers=headers
+    )
+    assert r.status_code == 422 and "ttl_s" in r.text
+    body = {"scope": "domain", "target": "row-a", "cap_kw": 5, "reason": "nul\u0000byte"}
+    assert api.client.post("/api/v1/overrides/cap", json=body, headers=OP).status_code == 422
+    assert api.overrides.active(api.now[0]) == []
+
+
+def test_before_id_overflow_is_422(api: Api) -> None:
+    for route in ("/api/v1/events", "/api/v1/decisions"):
+        r = api.client.get(route, params={"before_id": 2**63}, headers=auth(VIEWER))
+        assert r.status_code == 422, route
+        r = api.client.get(route, params={"before_id": 2**63 - 1}, headers=auth(VIEWER))
+        assert r.status_code == 200, route
+    r = api.client.get("/api/v1/telemetry", params={"since_s": "nan"}, headers=auth(VIEWER))
+    assert r.status_code == 422

@@ -31,6 +31,12 @@ def test_api_over_sqlite(tmp_path: Path) -> None:
         newest = page["decisions"][0]
         assert newest["reason"].startswith("tick 29") and newest["timestamp_s"] == 1029.0
         assert not math.isnan(newest["soc_target"])
+        # the largest id SQL can hold pages from the top; one more is a 422, never a 500
+        top = {"before_id": 2**63 - 1, "limit": 1}
+        r = c.get("/api/v1/decisions", params=top, headers=auth(VIEWER))
+        assert r.json()["decisions"][0]["reason"] == newest["reason"]
+        r = c.get("/api/v1/events", params={"before_id": 2**63}, headers=auth(VIEWER))
+        assert r.status_code == 422
         body = {"domain_id": "row-a", "action": "forbid", "reason": "genset maintenance"}
         assert (
             c.post("/api/v1/overrides/reserve", json=body, headers=auth(OPERATOR)).status_code

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api_support import Api
+from api_support import VIEWER, Api, auth
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -11,7 +11,7 @@ from wattwheel.api.metrics import METRIC_HELP
 
 def test_metrics_expose_every_name(api: Api) -> None:
     api.state.count_error("device", 2)
-    r = api.client.get("/metrics")
+    r = api.client.get("/metrics", headers=auth(VIEWER))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
     for name in METRIC_HELP:
@@ -43,7 +43,7 @@ def test_metrics_expose_every_name(api: Api) -> None:
 
 
 def test_openapi_document_is_valid(api: Api) -> None:
-    doc = api.client.get("/api/v1/openapi.json").json()
+    doc = api.client.get("/api/v1/openapi.json", headers=auth(VIEWER)).json()
     validate(doc)
     paths = set(doc["paths"])
     for p in (

@@ -149,7 +149,7 @@ def test_emulate_and_serve_show_live_decisions_metrics_and_dashboard(
         assert all(500 < d["demand_kw"] < 1000 and d["primary_kw"] > 500 for d in domains)
         assert all(0.0 <= d["kes_soc"] <= 1.0 for d in domains)
 
-        metrics = http.get(f"{url}/metrics").text
+        metrics = http.get(f"{url}/metrics", headers=auth).text
         for name in (
             "wattwheel_demand_kw",
             "wattwheel_capacity_kw",

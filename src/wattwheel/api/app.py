@@ -1,23 +1,30 @@
 """The FastAPI app factory: ``create_app(state, store, overrides, tokens)``.
 
 Routes live under ``/api/v1`` (OpenAPI at ``/api/v1/openapi.json``, docs at ``/api/v1/docs``),
-Prometheus metrics at ``/metrics``, the dashboard at ``/`` (static files, no build step).
+Prometheus metrics at ``/metrics``, the dashboard at ``/`` (static files, no build step). Every
+request passes :class:`~wattwheel.api.gate.RequestGate` first: tokens and body size are checked
+before a route reads the body, with the same rules for the API, its OpenAPI docs and ``/metrics``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Response
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 import wattwheel
 from wattwheel.adapters.store.base import Store
 from wattwheel.api.auth import AuthConfig, Principal, require_viewer
 from wattwheel.api.context import ApiContext
+from wattwheel.api.gate import DEFAULT_MAX_BODY_BYTES, RequestGate
 from wattwheel.api.metrics import StateCollector, make_registry, render
 from wattwheel.api.overrides import build_override_router
 from wattwheel.api.routes import build_read_router
@@ -35,7 +42,7 @@ def create_app(
     tokens: Mapping[str, Principal],
     *,
     anonymous_read: bool = False,
-    metrics_need_token: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     clock: Callable[[], float] = time.time,
     site_name: str = "",
     keepalive_s: float = 15.0,
@@ -47,8 +54,9 @@ def create_app(
         store: the audit log and history (a ``BufferedStore`` in production).
         tokens: bearer token -> :class:`Principal` (see ``auth.parse_tokens``).
         anonymous_read: allow reads without a token (writes always need an operator token).
-        metrics_need_token: protect ``/metrics`` like the other reads (Prometheus can send a
-            bearer token); open by default, as scrapers usually sit on a private network.
+            Reads are the ``/api/v1`` routes, the OpenAPI document and docs, and ``/metrics``
+            (Prometheus sends a bearer token with ``authorization: {credentials: ...}``).
+        max_body_bytes: a longer request body is refused with 413 before it is read.
         clock: epoch seconds, for override timestamps and expiry.
     """
     ctx = ApiContext(state, store, overrides, clock, site_name)
@@ -60,23 +68,43 @@ def create_app(
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
     )
-    app.state.auth = AuthConfig(dict(tokens), anonymous_read)
+    auth = AuthConfig(dict(tokens), anonymous_read)
+    app.state.auth = auth
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.ctx = ctx
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(build_read_router(ctx))
     api.include_router(build_override_router(ctx))
     api.include_router(build_stream_router(ctx, keepalive_s))
     app.include_router(api)
-    _mount_metrics(app, ctx, metrics_need_token)
+    _mount_metrics(app, ctx)
     _mount_dashboard(app)
+    app.add_middleware(RequestGate, auth=auth, api_prefix=API_PREFIX, max_body_bytes=max_body_bytes)
     return app
 
 
-def _mount_metrics(app: FastAPI, ctx: ApiContext, need_token: bool) -> None:
-    registry = make_registry(StateCollector(ctx.state, ctx.overrides, ctx.store_health, ctx.clock))
-    deps = [Depends(require_viewer)] if need_token else []
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with the validation errors, made JSON-safe: the offending input is echoed, and a
+    NaN or infinity in it (which ``json`` parses but cannot write) must not turn a 422 into a 500.
+    """
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": _finite_json(jsonable_encoder(errors))}, status_code=422)
 
-    @app.get("/metrics", include_in_schema=False, dependencies=deps)
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+def _mount_metrics(app: FastAPI, ctx: ApiContext) -> None:
+    registry = make_registry(StateCollector(ctx.state, ctx.overrides, ctx.store_health, ctx.clock))
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_viewer)])
     def metrics() -> Response:
         return Response(render(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 

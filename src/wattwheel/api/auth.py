@@ -2,13 +2,16 @@
 
 Tokens come from configuration or the environment (``WATTWHEEL_TOKENS``, see
 :func:`parse_tokens`). Writes always need an operator token. Reads need a token unless the app is
-created with ``anonymous_read=True``. Browsers' EventSource cannot send headers, so read routes
-also accept ``?access_token=`` (never write routes).
+created with ``anonymous_read=True``. Read routes also accept a *viewer* token as
+``?access_token=`` (for clients that cannot set headers); an operator token is never taken from a
+URL, and write routes never read the query. :mod:`.gate` applies the same rules before a request's
+body is read; the dependencies here declare each route's role and check it again.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -56,6 +59,33 @@ def tokens_from_env(environ: Mapping[str, str]) -> dict[str, Principal]:
     return parse_tokens(environ.get(ENV_VAR, ""))
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def open_bind_refusal(
+    host: str, tokens: Mapping[str, Principal], insecure_read: bool
+) -> str | None:
+    """Why ``serve`` must not start with these settings (None: it may).
+
+    Without tokens every read is anonymous; that is only acceptable on a loopback address, or when
+    the operator says so with ``--insecure-read``.
+    """
+    if tokens or insecure_read or is_loopback(host):
+        return None
+    return (
+        f"--host {host} is not a loopback address and no API tokens are configured, so anyone "
+        f"who can reach it could read the site's live state: give --token-file or {ENV_VAR}, "
+        "or pass --insecure-read to serve open reads anyway"
+    )
+
+
 def _bearer(request: Request, allow_query: bool) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -64,7 +94,7 @@ def _bearer(request: Request, allow_query: bool) -> str | None:
     return request.query_params.get("access_token") if allow_query else None
 
 
-def _lookup(tokens: Mapping[str, Principal], presented: str) -> Principal | None:
+def lookup_token(tokens: Mapping[str, Principal], presented: str) -> Principal | None:
     # Compare against every token in constant time so timing does not reveal a prefix match.
     found = None
     for token, principal in tokens.items():
@@ -102,9 +132,14 @@ def require_viewer(request: Request) -> Principal:
         if cfg.anonymous_read:
             return Principal("anonymous", "anonymous")
         raise _unauthorized("a bearer token is required")
-    principal = _lookup(cfg.tokens, presented)
+    principal = lookup_token(cfg.tokens, presented)
     if principal is None:
         raise _unauthorized("unknown token")
+    if principal.role == "operator" and _bearer(request, allow_query=False) is None:
+        raise _unauthorized(
+            "operator tokens are not accepted in URLs (they end up in logs): "
+            "send them in the Authorization header"
+        )
     return principal
 
 
@@ -114,7 +149,7 @@ def require_operator(request: Request) -> Principal:
     presented = _bearer(request, allow_query=False)
     if presented is None:
         raise _unauthorized("an operator bearer token is required to change anything")
-    principal = _lookup(cfg.tokens, presented)
+    principal = lookup_token(cfg.tokens, presented)
     if principal is None:
         raise _unauthorized("unknown token")
     if principal.role != "operator":

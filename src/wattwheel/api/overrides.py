@@ -13,20 +13,49 @@ from wattwheel.api.auth import Operator, Principal
 from wattwheel.api.context import ApiContext
 from wattwheel.runtime.state import EventRecord, Override, OverrideKind, jsonable
 
+#: The longest an override may be set for; omit ``ttl_s`` for one that lasts until cleared.
+MAX_TTL_S = 30 * 24 * 3600.0
+#: No rack or domain draws a gigawatt: a larger "cap" is a typo, not a limit.
+MAX_CAP_KW = 1e6
+#: Printable text only: a control character (NUL above all) would break the audit log's store.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
 
 class _Body(BaseModel):
-    reason: str = Field(..., min_length=1, max_length=500, description="why (kept in the audit)")
-    ttl_s: float | None = Field(None, gt=0, description="expires after this many seconds")
+    reason: str = Field(
+        ...,
+        min_length=1,
+        max_length=500,
+        pattern=PRINTABLE,
+        description="why (kept in the audit)",
+    )
+    ttl_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_TTL_S,
+        allow_inf_nan=False,
+        description="expires after this many seconds (at most 30 days); omitted: until cleared",
+    )
 
 
 class PinCap(_Body):
-    scope: Literal["rack", "domain"] = Field(..., description="pin a rack's or a domain's cap")
-    target: str = Field(..., min_length=1, description="rack id or domain id")
-    cap_kw: float = Field(..., ge=0, description="the cap (kW)")
+    scope: Literal["rack", "domain"] = Field(
+        ..., description="pin a rack's or a domain's cap: the most it may draw"
+    )
+    target: str = Field(
+        ..., min_length=1, max_length=200, pattern=PRINTABLE, description="rack id or domain id"
+    )
+    cap_kw: float = Field(
+        ...,
+        ge=0,
+        le=MAX_CAP_KW,
+        allow_inf_nan=False,
+        description="the most the rack or domain may draw (kW); never below its critical load",
+    )
 
 
 class ReserveOverride(_Body):
-    domain_id: str = Field(..., min_length=1)
+    domain_id: str = Field(..., min_length=1, max_length=200, pattern=PRINTABLE)
     action: Literal["force", "forbid"]
 
 

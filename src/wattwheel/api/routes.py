@@ -19,7 +19,11 @@ from wattwheel.api.context import ApiContext
 from wattwheel.runtime.state import jsonable
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-BeforeId = Annotated[int | None, Query(ge=1, description="return rows with id < before_id")]
+#: Row ids are 64-bit signed integers in every store: a larger ``before_id`` is a 422, not a 500.
+MAX_ROW_ID = 2**63 - 1
+BeforeId = Annotated[
+    int | None, Query(ge=1, le=MAX_ROW_ID, description="return rows with id < before_id")
+]
 
 
 def _page(rows: Sequence[tuple[int, Any]], limit: int, key: str) -> dict[str, Any]:
@@ -139,7 +143,9 @@ def build_read_router(ctx: ApiContext) -> APIRouter:
     @r.get("/telemetry", summary="Stored power samples, newest first")
     def telemetry(
         rack_id: str | None = None,
-        since_s: Annotated[float | None, Query(description="epoch seconds")] = None,
+        since_s: Annotated[
+            float | None, Query(allow_inf_nan=False, description="epoch seconds")
+        ] = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
         try:

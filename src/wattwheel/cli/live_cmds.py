@@ -227,10 +227,18 @@ def serve(
     lease_ttl_s: Annotated[
         int, typer.Option(help="etcd lease TTL (s); a leader stops commanding TTL/3 before it")
     ] = 3,
+    insecure_read: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-read",
+            help="allow open (token-less) reads on a non-loopback --host",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the live controller against devices, with the API, dashboard and /metrics."""
     _logging(verbose)
+    _check_open_bind(host, token_file, insecure_read)
     election = _election_options(etcd, instance_id, shard, lease_ttl_s, device_timeout)
     try:
         asyncio.run(
@@ -321,6 +329,14 @@ def _tokens(token_file: Path | None) -> dict[str, Any]:
     except ValueError as exc:
         _fail(str(exc))
         raise
+
+
+def _check_open_bind(host: str, token_file: Path | None, insecure_read: bool) -> None:
+    from wattwheel.api.auth import open_bind_refusal
+
+    refusal = open_bind_refusal(host, _tokens(token_file), insecure_read)
+    if refusal is not None:
+        _fail(refusal)
 
 
 async def _serve(
