@@ -19,6 +19,7 @@ from wattwheel.adapters.mqtt.client import (
     SampleBuffer,
 )
 from wattwheel.adapters.mqtt.codec import encode_sample, telemetry_filter, telemetry_topic
+from wattwheel.adapters.mqtt.quarantine import Quarantine
 from wattwheel.domain.telemetry import PowerSample
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(60)]
@@ -109,7 +110,7 @@ async def test_malformed_payload_is_counted_skipped_and_logged_once(
     sink = Collector()
     ingester = _ingester(mosquitto, sink)
     topic = telemetry_topic(SITE, "r1")
-    with caplog.at_level(logging.WARNING, logger="wattwheel.adapters.mqtt.client"):
+    with caplog.at_level(logging.WARNING, logger="wattwheel.adapters.mqtt.quarantine"):
         async with _running(ingester):
             await asyncio.wait_for(ingester.subscribed.wait(), 10)
             await _publish_raw(
@@ -124,8 +125,13 @@ async def test_malformed_payload_is_counted_skipped_and_logged_once(
             await _until(lambda: len(sink.samples) == 2)
     assert [s.power_w for s in sink.samples] == [1.0, 2.0]
     assert ingester.stats.bad_messages == 2
-    malformed = [r for r in caplog.records if "malformed" in r.getMessage()]
-    assert len(malformed) == 1
+    assert ingester.quarantine.counts == {"not-json": 1, "schema": 1}
+    assert [q.payload_head for q in ingester.quarantine.latest()] == [
+        b"{broken",
+        b'{"v":1,"ts":1,"power_w":"lots"}',
+    ]
+    quarantined = [r for r in caplog.records if "quarantined" in r.getMessage()]
+    assert len(quarantined) == 2  # once per reason at WARNING
 
 
 async def test_ingester_reconnects_after_broker_restart(mosquitto: Mosquitto) -> None:
@@ -266,3 +272,138 @@ async def test_messages_arriving_during_a_slow_sink_are_not_lost(mosquitto: Mosq
         release.set()
         await _until(lambda: len(delivered) == 6)
     assert [s.power_w for s in delivered] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+POISON = [
+    b'{"v":1,"ts":1,"power_w":' + b"9" * 400 + b"}",
+    b'{"v":1,"ts":' + b"9" * 400 + b',"power_w":1}',
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"v":1,"ts":1,"power_w":1,"server":"nul\\u0000"}',
+]
+
+
+async def test_poison_messages_are_quarantined_acknowledged_and_never_redelivered(
+    mosquitto: Mosquitto,
+) -> None:
+    # Issue 7: each of these raised past the decoder and killed the ingester for good, and the
+    # broker redelivered them to every restarted ingester. Now: quarantined, acknowledged,
+    # and the valid sample published after them is delivered.
+    sink = Collector()
+    first = _ingester(mosquitto, sink, client_id="ingest-poison")
+    topic = telemetry_topic(SITE, "r1")
+    async with _running(first):
+        await asyncio.wait_for(first.subscribed.wait(), 10)
+        await _publish_raw(
+            mosquitto, [(topic, p) for p in POISON] + [(topic, encode_sample(_sample(7)))]
+        )
+        await _until(lambda: len(sink.samples) == 1)
+        await asyncio.sleep(0.2)  # the batch's acknowledgements leave
+    assert first.stats.bad_messages == len(POISON)
+    assert first.quarantine.counts == {"number": 2, "too-deep": 1, "schema": 1}
+    second_sink = Collector()
+    second = _ingester(mosquitto, second_sink, client_id="ingest-poison")  # same session
+    async with _running(second):
+        await asyncio.wait_for(second.subscribed.wait(), 10)
+        await _publish_raw(mosquitto, [(topic, encode_sample(_sample(8)))])
+        await _until(lambda: len(second_sink.samples) == 1)
+    assert second.stats.messages == 1  # nothing redelivered
+    assert second.quarantine.total == 0
+
+
+async def test_quarantine_is_bounded(mosquitto: Mosquitto) -> None:
+    sink = Collector()
+    ingester = _ingester(mosquitto, sink)
+    ingester.quarantine = Quarantine(max_kept=3, head_bytes=8)
+    topic = telemetry_topic(SITE, "r1")
+    async with _running(ingester):
+        await asyncio.wait_for(ingester.subscribed.wait(), 10)
+        await _publish_raw(mosquitto, [(topic, b"garbage-%d" % i) for i in range(10)])
+        await _until(lambda: ingester.quarantine.total == 10)
+    kept = ingester.quarantine.latest()
+    assert [q.payload_head for q in kept] == [b"garbage-", b"garbage-", b"garbage-"]
+    assert [q.payload_bytes for q in kept] == [9, 9, 9]
+
+
+def test_asyncio_wait_for_can_swallow_a_cancellation() -> None:
+    # Why the loops check task.cancelling(): on 3.11 this is real (3.12 fixed wait_for).
+    async def main() -> tuple[bool, int]:
+        event = asyncio.Event()
+        finished = asyncio.Event()
+
+        async def waiter() -> None:
+            await asyncio.wait_for(event.wait(), 5)
+            finished.set()
+            await asyncio.sleep(0)
+
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(0)
+        event.set()
+        task.cancel()  # same loop step as the result
+        await asyncio.gather(task, return_exceptions=True)
+        return finished.is_set(), task.cancelling() if not task.done() else 0
+
+    import sys
+
+    swallowed, _ = asyncio.run(main())
+    assert swallowed == (sys.version_info < (3, 12))
+
+
+async def test_publisher_stops_when_connecting_swallowed_the_cancellation(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 8: aiomqtt waits for the CONNACK with asyncio.wait_for; a cancellation landing in
+    # the step the CONNACK does is lost (see the test above), the session starts, and the
+    # idle publisher then waits for samples that never come: whoever stops it hangs.
+    swallowed: list[int] = []
+    real_aenter = aiomqtt.Client.__aenter__
+
+    async def swallowing_aenter(self: aiomqtt.Client) -> aiomqtt.Client:
+        client = await real_aenter(self)
+        try:
+            await asyncio.sleep(0.2)  # the window in which the test cancels us
+        except asyncio.CancelledError:
+            swallowed.append(1)  # what wait_for does when the result is already there
+        return client
+
+    monkeypatch.setattr(aiomqtt.Client, "__aenter__", swallowing_aenter)
+    publisher = MqttPublisher(BrokerAddress(port=mosquitto.port), SITE, backoff=FAST)
+    task = asyncio.create_task(publisher.run())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert swallowed == [1]
+    assert done, "the publisher ignored its cancellation"
+
+
+async def test_flusher_stops_when_its_wait_swallowed_the_cancellation() -> None:
+    # The ingester's flusher waits with asyncio.wait_for on "a batch is ready": a batch that
+    # becomes ready in the step its cancellation arrives swallowed it, the flusher looped on,
+    # and the ingester's shutdown (which awaits the flusher) hung.
+    ingester = MqttIngester(BrokerAddress(port=1), telemetry_filter(SITE), Collector())
+    flusher = asyncio.create_task(ingester._flush_forever(client=None))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    ingester._batch_ready.set()
+    flusher.cancel()  # same step: the wait's result and the cancellation
+    done, _ = await asyncio.wait([flusher], timeout=2)
+    assert done, "the flusher ignored its cancellation"
+
+
+async def test_ingester_stops_when_the_disconnect_replaces_the_cancellation(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiomqtt's __aexit__ raises MqttError("Operation timed out") when the broker does not
+    # acknowledge the DISCONNECT in time; that error replaced the CancelledError and the
+    # reconnect loop went on.
+    real_aexit = aiomqtt.Client.__aexit__
+
+    async def timing_out_aexit(self: aiomqtt.Client, *exc: object) -> None:
+        await real_aexit(self, *exc)  # type: ignore[arg-type]
+        raise aiomqtt.MqttError("Operation timed out")
+
+    monkeypatch.setattr(aiomqtt.Client, "__aexit__", timing_out_aexit)
+    ingester = _ingester(mosquitto, Collector())
+    task = asyncio.create_task(ingester.run())
+    await asyncio.wait_for(ingester.subscribed.wait(), 10)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done, "the ingester reconnected after its cancellation"

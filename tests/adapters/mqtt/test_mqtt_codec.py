@@ -12,6 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wattwheel.adapters.mqtt.codec import (
+    MAX_ID_CHARS,
+    MAX_PAYLOAD_BYTES,
+    MAX_SAMPLES_PER_MESSAGE,
     MqttPayloadError,
     decode_payload,
     encode_sample,
@@ -87,13 +90,13 @@ def test_nan_is_not_encoded() -> None:
 
 
 _ids = st.text(
-    alphabet=st.characters(blacklist_characters="/+#", blacklist_categories=("Cs",)),
+    alphabet=st.characters(blacklist_characters="/+#", blacklist_categories=("Cs", "Cc")),
     min_size=1,
     max_size=12,
 )
 _samples = st.builds(
     PowerSample,
-    source=st.text(max_size=10),
+    source=st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=10),
     rack_id=st.just("r1"),
     server_id=st.none() | _ids,
     timestamp_s=st.floats(0, 4e9, allow_nan=False),
@@ -123,3 +126,40 @@ def test_garbage_only_ever_raises_the_payload_error(payload: bytes) -> None:
     # Anything else (TypeError, KeyError...) would escape and fail the test.
     with contextlib.suppress(MqttPayloadError):
         assert all(isinstance(s, PowerSample) for s in decode_payload(TOPIC, payload))
+
+
+# The messages of issue 7: each raised past the decoder (OverflowError, RecursionError) and
+# killed the ingester. Each must be a named rejection with a reason code, at once.
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"v":1,"ts":1,"power_w":' + b"9" * 400 + b"}", "number"),
+        (b'{"v":1,"ts":' + b"9" * 400 + b',"power_w":1}', "number"),
+        (b'{"v":1,"samples":[{"ts":1,"power_w":-' + b"9" * 400 + b"}]}", "number"),
+        (b'{"v":1,"ts":1e400,"power_w":1}', "number"),
+        (b'{"v":1,"ts":1,"power_w":-1e400}', "number"),
+        (b'{"v":1,"ts":1,"power_w":1.' + b"1" * 5000 + b"}", "number"),
+        (b"[" * 100_000 + b"]" * 100_000, "too-deep"),
+        (b'{"v":1,"ts":1,"power_w":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "too-deep"),
+        (b"x" * (MAX_PAYLOAD_BYTES + 1), "too-large"),
+        (
+            b'{"v":1,"samples":[' + b",".join([b"{}"] * (MAX_SAMPLES_PER_MESSAGE + 1)) + b"]}",
+            "too-large",
+        ),
+        (b'{"v":1,"ts":1,"power_w":1,"server":"a\\u0000b"}', "schema"),
+        (b'{"v":1,"ts":1,"power_w":1,"server":"' + b"s" * (MAX_ID_CHARS + 1) + b'"}', "schema"),
+        (b'{"v":1,"ts":"' + b"2" * 10_000 + b'","power_w":1}', "schema"),
+        (b'{"v":1,"ts":"+99999-01-01T00:00:00+00:00","power_w":1}', "schema"),
+    ],
+)
+def test_hostile_payloads_are_rejected_with_a_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(MqttPayloadError) as caught:
+        decode_payload(TOPIC, payload)
+    assert caught.value.reason == reason
+    assert len(str(caught.value)) < 400  # the message never carries the payload
+
+
+def test_extreme_but_valid_dates_decode() -> None:
+    payload = b'{"v":1,"ts":"9999-12-31T23:59:59+00:00","power_w":1}'
+    [sample] = decode_payload(TOPIC, payload)
+    assert sample.timestamp_s == 253402300799.0  # a future timestamp: check_sample's job

@@ -32,6 +32,7 @@ from typing import Any
 import aiomqtt
 
 from wattwheel.adapters.mqtt import codec
+from wattwheel.adapters.mqtt.quarantine import Quarantine
 from wattwheel.domain.telemetry import PowerSample
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,10 @@ class MqttIngester:
         batch_interval_s: float = 0.05,
         backoff: Backoff | None = None,
         unacked_flush_timeout_s: float = 5.0,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.broker = broker
+        self.quarantine = quarantine or Quarantine()
         self.unacked_flush_timeout_s = unacked_flush_timeout_s
         self.topic_filter = topic_filter
         self.sink = sink
@@ -173,7 +176,6 @@ class MqttIngester:
         self.stats = IngestStats()
         self.subscribed = asyncio.Event()
         self._outage = _OutageLog(f"MQTT broker {broker.host}:{broker.port}")
-        self._bad_payload_logged = False
         self._pending = _Pending()
         self._batch_ready = asyncio.Event()
 
@@ -181,10 +183,12 @@ class MqttIngester:
         """Ingest until cancelled, reconnecting after any broker failure."""
         delays = self.backoff.delays()
         while True:
+            raise_if_cancelling()
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
+                raise_if_cancelling()  # aiomqtt's __aexit__ may have replaced the cancellation
                 self._outage.failed(exc)
                 await asyncio.sleep(delays.next())
             else:
@@ -202,6 +206,7 @@ class MqttIngester:
             flusher = asyncio.create_task(self._flush_forever(client))
             try:
                 async for message in client.messages:
+                    raise_if_cancelling()
                     self._accept(message)
                     if flusher.done():
                         flusher.result()
@@ -227,10 +232,13 @@ class MqttIngester:
             pending.first_at_s = time.monotonic()
         if message.qos > 0:
             pending.message_ids.append(message.mid)
+        topic, payload = str(message.topic.value), _payload_bytes(message.payload)
         try:
-            samples = codec.decode_payload(message.topic.value, _payload_bytes(message.payload))
+            samples = codec.decode_payload(topic, payload)
         except codec.MqttPayloadError as exc:
-            self._count_bad(exc)
+            self._count_bad(topic, payload, exc.reason, str(exc))
+        except Exception as exc:  # a decoder bug must cost one message, never the ingester
+            self._count_bad(topic, payload, "decoder-error", f"{type(exc).__name__}: {exc}")
         else:
             pending.samples.extend(samples)
         if (
@@ -239,24 +247,18 @@ class MqttIngester:
         ):
             self._batch_ready.set()
 
-    def _count_bad(self, exc: codec.MqttPayloadError) -> None:
+    def _count_bad(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
         # A malformed message will never become valid: it is acknowledged with its batch (no
-        # redelivery loop), counted, and logged once at WARNING.
+        # redelivery loop), counted and quarantined (logged once per reason at WARNING).
         self.stats.bad_messages += 1
-        level = logging.DEBUG if self._bad_payload_logged else logging.WARNING
-        log.log(
-            level,
-            "skipping malformed telemetry message (%d so far): %s",
-            self.stats.bad_messages,
-            exc,
-        )
-        self._bad_payload_logged = True
+        self.quarantine.add(topic, reason, detail, time.time(), payload)
 
     async def _flush_forever(self, client: aiomqtt.Client) -> None:
         delays = self.backoff.delays()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._batch_ready.wait(), self._time_to_deadline_s())
+            raise_if_cancelling()
             self._batch_ready.clear()
             if not self._due():
                 continue
@@ -388,10 +390,12 @@ class MqttPublisher:
         """Publish until cancelled, reconnecting after any broker failure."""
         delays = self.backoff.delays()
         while True:
+            raise_if_cancelling()
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
+                raise_if_cancelling()  # aiomqtt's __aexit__ may have replaced the cancellation
                 self._outage.failed(exc)
                 await asyncio.sleep(delays.next())
             else:
@@ -405,6 +409,7 @@ class MqttPublisher:
             self._outage.recovered()
             self.connected.set()
             while True:
+                raise_if_cancelling()
                 if not self._buffer:
                     self._wakeup.clear()
                     await _wait_or_disconnect(client, self._wakeup)
@@ -449,6 +454,23 @@ class MqttPublisher:
         if current:
             groups.append((current[0].rack_id, current))
         return groups
+
+
+def raise_if_cancelling() -> None:
+    """Raise CancelledError if someone asked the current task to stop.
+
+    On Python 3.11, ``asyncio.wait_for`` (used by aiomqtt for every publish, subscribe, connect
+    and disconnect, and by our flusher) *swallows* a cancellation that arrives in the same
+    event-loop step as the awaited result, and aiomqtt's ``__aexit__`` can replace a
+    cancellation with an ``MqttError`` ("Operation timed out") when the DISCONNECT is not
+    acknowledged within its timeout. A loop that only relies on CancelledError then runs on
+    forever, and whoever awaits the cancelled task hangs (issue 8: the broker-restart test
+    hung at shutdown). The task's pending cancel request survives both (only ``uncancel()``
+    clears it), so every loop here checks it once per iteration.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _paho(client: aiomqtt.Client) -> Any:
