@@ -36,7 +36,8 @@ another exception (issue 7): a payload over :data:`MAX_PAYLOAD_BYTES`, JSON nest
 than the interpreter's recursion limit, an integer literal longer than
 :data:`MAX_INT_DIGITS` digits, a number that is not finite as a float (``1e400``), more
 than :data:`MAX_SAMPLES_PER_MESSAGE` samples, an id longer than :data:`MAX_ID_CHARS` or
-holding control characters (a NUL cannot even be stored in PostgreSQL), a date outside what an epoch timestamp can hold.
+holding control characters (a NUL cannot even be stored in PostgreSQL), a date outside
+what an epoch timestamp can hold.
 """
 
 from __future__ import annotations
