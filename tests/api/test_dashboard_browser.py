@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_support import OPERATOR, TOKENS, ServerThread, auth, feed
+from api_support import OPERATOR, TOKENS, VIEWER, ServerThread, auth, feed
 
 from wattwheel.adapters.store import MemoryStore
 from wattwheel.api import create_app
@@ -93,6 +93,57 @@ def test_dashboard_renders_live_data(tmp_path: Path) -> None:
             if os.environ.get("WATTWHEEL_SAVE_SCREENSHOT") == "1":
                 (REPO / "docs").mkdir(exist_ok=True)
                 shutil.copy(shot, REPO / "docs" / "dashboard.png")
+        finally:
+            browser.close()
+            stop.set()
+            producer.join(5)
+
+
+def test_dashboard_keeps_tokens_out_of_urls() -> None:
+    """With tokens required, the page opened as ``/#token=...`` drops the hash at once, keeps
+    the token in sessionStorage only and sends it in the Authorization header, never in a URL;
+    without a token it asks for one."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    state, store, stop = LiveState(["row-a", "row-b"]), MemoryStore(), threading.Event()
+    app = create_app(state, store, Overrides(), TOKENS, site_name="demo")
+    producer = threading.Thread(target=_producer, args=(state, store, stop), daemon=True)
+    with ServerThread(app) as srv, sync_api.sync_playwright() as pw:
+        producer.start()
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page()
+            urls: list[str] = []
+            authorized: list[str] = []
+            page.on("request", lambda r: urls.append(r.url))
+            page.on(
+                "request",
+                lambda r: (
+                    authorized.append(r.url)
+                    if r.headers.get("authorization") == f"Bearer {VIEWER}"
+                    else None
+                ),
+            )
+            page.goto(f"{srv.url}/#token={VIEWER}")
+            page.wait_for_function("() => document.querySelector('#conn').textContent === 'live'")
+            page.wait_for_selector("#decisions tr.decision-row", timeout=10_000)
+            assert VIEWER not in page.url
+            assert page.evaluate("() => sessionStorage.getItem('wattwheel_token')") == VIEWER
+            assert page.evaluate("() => localStorage.getItem('wattwheel_token')") is None
+            assert not [u for u in urls if VIEWER in u]
+            assert any(u.endswith("/api/v1/stream") for u in authorized)
+            assert any(u.endswith("/api/v1/status") for u in authorized)
+            # A new tab has no token: the page asks for one instead of failing silently.
+            fresh = browser.new_page()
+            fresh.goto(srv.url + "/")
+            fresh.wait_for_selector("#token-form", state="visible", timeout=10_000)
+            fresh.fill("#token-input", VIEWER)
+            fresh.click("#token-form button")
+            fresh.wait_for_function("() => document.querySelector('#conn').textContent === 'live'")
         finally:
             browser.close()
             stop.set()

@@ -3,9 +3,25 @@
 
 const API = "/api/v1";
 const HISTORY_LEN = 600;
-const token = new URLSearchParams(location.hash.slice(1)).get("token")
-  || localStorage.getItem("wattwheel_token") || "";
-if (token) localStorage.setItem("wattwheel_token", token);
+const TOKEN_KEY = "wattwheel_token";
+const token = takeToken();
+
+// The token lives in this tab's sessionStorage and travels only in the Authorization header:
+// never in a URL the server sees (logs, proxies), nor in the history (the #token= a user opened
+// the page with is removed at once), nor on disk after the tab is closed.
+function takeToken() {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromHash) {
+    sessionStorage.setItem(TOKEN_KEY, fromHash);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  localStorage.removeItem(TOKEN_KEY); // earlier versions kept it there
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+function authHeaders() {
+  return token ? { Authorization: "Bearer " + token } : {};
+}
 
 const model = { history: {}, latest: {}, racks: {}, decisions: [], events: [], mode: "" };
 let renderQueued = false;
@@ -22,8 +38,7 @@ function cell(text, cls) {
 }
 
 async function getJSON(path) {
-  const headers = token ? { Authorization: "Bearer " + token } : {};
-  const resp = await fetch(API + path, { headers });
+  const resp = await fetch(API + path, { headers: authHeaders() });
   if (!resp.ok) throw new Error(`${path}: HTTP ${resp.status}`);
   return resp.json();
 }
@@ -176,15 +191,63 @@ const handlers = {
   mode(d) { model.mode = d.mode; },
 };
 
-function connect() {
-  const url = API + "/stream" + (token ? "?access_token=" + encodeURIComponent(token) : "");
-  const source = new EventSource(url);
+// Server-sent events read with fetch (EventSource cannot send an Authorization header).
+async function connect() {
   const conn = $("#conn");
-  source.onopen = () => { conn.textContent = "live"; conn.className = "badge live"; };
-  source.onerror = () => { conn.textContent = "reconnecting"; conn.className = "badge down"; };
-  for (const [name, fn] of Object.entries(handlers)) {
-    source.addEventListener(name, ev => { fn(JSON.parse(ev.data)); queueRender(); });
+  for (;;) {
+    try {
+      const resp = await fetch(API + "/stream", { headers: authHeaders(), cache: "no-store" });
+      if (!resp.ok) throw new Error(`stream: HTTP ${resp.status}`);
+      conn.textContent = "live";
+      conn.className = "badge live";
+      await readEvents(resp.body.pipeThrough(new TextDecoderStream()).getReader());
+    } catch (err) {
+      if (String(err.message || err).includes("401")) askForToken();
+    }
+    conn.textContent = "reconnecting";
+    conn.className = "badge down";
+    await new Promise(resolve => setTimeout(resolve, 2000));
   }
+}
+
+async function readEvents(reader) {
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      dispatch(buffer.slice(0, end));
+      buffer = buffer.slice(end + 2);
+    }
+  }
+}
+
+function dispatch(block) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) name = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  const handler = handlers[name];
+  if (handler && data.length) {
+    handler(JSON.parse(data.join("\n")));
+    queueRender();
+  }
+}
+
+function askForToken() {
+  const form = $("#token-form");
+  if (!form.hidden) return;
+  form.hidden = false;
+  form.onsubmit = ev => {
+    ev.preventDefault();
+    const value = $("#token-input").value.trim();
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    location.reload();
+  };
 }
 
 async function pollStatus() {
@@ -200,7 +263,8 @@ async function pollStatus() {
     queueRender();
   } catch (err) {
     const msg = String(err.message || err);
-    $("#tick").textContent = msg.includes("401") ? "token needed: open /#token=YOUR_TOKEN" : msg;
+    $("#tick").textContent = msg.includes("401") ? "token needed" : msg;
+    if (msg.includes("401")) askForToken();
   }
 }
 
