@@ -197,3 +197,74 @@ def test_ordering_holds_on_a_single_pdu_trace(tmp_path: Path) -> None:
     cost = {k: v["cost_total"] for k, v in p["policies"].items()}
     assert cost["oracle"] <= cost["predictive"] <= cost["reactive"] < cost["none"], cost
     assert cost["predictive"] <= cost["seed"], cost
+
+
+@needs_data
+def test_bench_profiles_sweep_reprices_and_replans(tmp_path: Path) -> None:
+    trace = _import(tmp_path, rows=300)
+    out = tmp_path / "profiles"
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "--site",
+            str(bundled_site()),
+            "--trace",
+            str(trace),
+            "--out",
+            str(out),
+            "--model",
+            "none",
+            "--policies",
+            "none,reactive,predictive",
+            "--profiles",
+            "default,capping-x3",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    payload = json.loads((out / "bench.json").read_text())
+    profiles = payload["profiles"]
+    assert list(profiles) == ["default", "capping-x3"]
+    base, dear = profiles["default"], profiles["capping-x3"]
+    assert dear["costs"]["capped_energy_kwh"] == pytest.approx(
+        3 * base["costs"]["capped_energy_kwh"]
+    )
+    for prof in (base, dear):
+        assert set(prof["policies"]) == {"none", "reactive", "predictive"}
+        assert set(prof["checks"]) >= {"predictive_le_reactive", "reactive_lt_none"}
+    # The top level is the first profile's run, as a plain bench would write it.
+    assert payload["profile"] == "default"
+    assert payload["policies"]["reactive"] == base["policies"]["reactive"]
+    # Reactive caps the same energy under either price, so its bill moves by exactly the
+    # capped kWh times the extra weight.
+    r0, r1 = base["policies"]["reactive"], dear["policies"]["reactive"]
+    assert r1["capped_energy_kwh"] == pytest.approx(r0["capped_energy_kwh"])
+    extra = 2 * base["costs"]["capped_energy_kwh"] * r0["capped_energy_kwh"]
+    assert r1["cost_total"] == pytest.approx(r0["cost_total"] + extra, rel=1e-9, abs=1e-9)
+
+
+def test_bench_refuses_profile_and_profiles_together(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "--site",
+            str(bundled_site()),
+            "--out",
+            str(tmp_path),
+            "--profile",
+            "default",
+            "--profiles",
+            "all",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "not both" in res.output
+
+
+def test_bench_names_an_unknown_profile(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["bench", "--site", str(bundled_site()), "--out", str(tmp_path), "--profile", "x"]
+    )
+    assert res.exit_code == 2
+    assert "not a cost profile" in res.output and "capping-x3" in res.output

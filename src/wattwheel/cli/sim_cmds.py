@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wattwheel.cli import app
-from wattwheel.domain.errors import WattwheelError
+from wattwheel.domain.errors import ConfigError, WattwheelError
+from wattwheel.domain.profiles import PROFILES, CostProfile, parse_profiles
 from wattwheel.forecast.base import Forecaster
 from wattwheel.sim.bench import (
     ALL_POLICIES,
@@ -26,6 +27,7 @@ from wattwheel.sim.bench import (
     run_policy,
     write_bench_json,
 )
+from wattwheel.sim.profiles import profiles_payload, run_profiles
 from wattwheel.sim.report import write_report
 from wattwheel.sim.scenario import Scenario, bundled_site, load_scenario
 
@@ -180,10 +182,79 @@ def bench(
     policies: Annotated[str, typer.Option("--policies", help="comma-separated subset")] = ",".join(
         ALL_POLICIES
     ),
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", help=f"one cost profile ({', '.join(PROFILES)})"),
+    ] = None,
+    profiles: Annotated[
+        str | None,
+        typer.Option("--profiles", help="a sweep: comma-separated cost profiles, or 'all'"),
+    ] = None,
 ) -> None:
-    """Run every policy on the same trace; write bench.json and report.html."""
+    """Run every policy on the same trace; write bench.json and report.html.
+
+    With ``--profile`` or ``--profiles`` every policy is re-run under each named cost profile
+    (the policies plan with the profile's weights); ``bench.json`` then has a ``profiles``
+    section with each profile's weights, policy table and ordering checks.
+    """
     with _errors():
-        _bench(site, trace, out, model, policies.split(","))
+        if profile is not None and profiles is not None:
+            raise ConfigError("--profile", profile, "give --profile or --profiles, not both")
+        spec = profiles if profiles is not None else profile
+        if spec is None:
+            _bench(site, trace, out, model, policies.split(","))
+        else:
+            _bench_profiles(site, trace, out, model, policies.split(","), parse_profiles(spec))
+
+
+def _bench_profiles(
+    site: Path,
+    trace: Path | None,
+    out: Path,
+    model: Path | None,
+    policies: list[str],
+    chosen: tuple[CostProfile, ...],
+) -> None:
+    scenario = load_scenario(site, trace)
+    bar, factory = _progress()
+
+    def one(sc: Scenario) -> BenchRun:
+        return run_bench(sc, policies, _model_forecaster(model, sc), factory)
+
+    with bar:
+        runs = run_profiles(scenario, chosen, one)
+    out.mkdir(parents=True, exist_ok=True)
+    first = runs[chosen[0].name]
+    payload = bench_payload(first)
+    payload["profile"] = chosen[0].name
+    payload["profiles"] = profiles_payload(runs)
+    (out / "bench.json").write_text(json.dumps(payload, indent=2))
+    write_report(
+        out / "report.html",
+        first.scenario.site,
+        first.results,
+        f"wattwheel bench — {scenario.site.name} — profile {chosen[0].name}",
+    )
+    wide = Console(width=max(Console().width, 150))
+    for name, run in runs.items():
+        table = _table(run)
+        table.title = f"{table.title} — profile {name}"
+        wide.print(table)
+        checks = payload["profiles"][name]["checks"]
+        console.print(
+            "  " + ", ".join(f"{k}: {_check_text(v)}" for k, v in checks.items()),
+        )
+    console.print(f"wrote {out / 'bench.json'} and {out / 'report.html'}")
+
+
+def _check_text(value: object) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
 
 
 def _bench(
