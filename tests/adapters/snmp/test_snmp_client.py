@@ -49,7 +49,9 @@ def _client(port: int, **kw: object) -> ApcPduClient:
         port=port,
         community="apc-8641",
         sheddable_outlets=frozenset({3, 4}),
-        timeout_s=0.5,
+        # Generous: a loaded CI machine can take a while to schedule snmpsim; the timeout
+        # path has its own tests below.
+        timeout_s=5.0,
         **kw,  # type: ignore[arg-type]
     )
     return ApcPduClient(target, clock=lambda: 1000.0)
@@ -103,7 +105,12 @@ async def test_silent_pdu_gives_stale_samples_logged_once(
 ) -> None:
     now = [1000.0]
     target = PduTarget(
-        rack_id="r1", host="127.0.0.1", port=pdu_agent.port, community="apc-8641", timeout_s=0.2
+        rack_id="r1",
+        host="127.0.0.1",
+        port=pdu_agent.port,
+        community="apc-8641",
+        timeout_s=2.0,
+        read_deadline_s=2.5,
     )
     client = ApcPduClient(target, clock=lambda: now[0])
     try:
