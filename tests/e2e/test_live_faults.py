@@ -108,7 +108,9 @@ async def test_broker_restart_keeps_the_loop_ticking_and_telemetry_resumes(
             20,  # type: ignore[union-attr]
             "telemetry after the broker restart",
         )
-        assert rt.state.latency().max_s < 0.5  # no tick waited on the broker
+        # No tick waited on the broker: the ticks from the crash on (the first, cold tick can
+        # take longer than this on a loaded machine and is not what this test is about).
+        assert max(list(rt.latencies_s)[ticks_before:]) < 0.5
     finally:
         loop.cancel()
         ingest.cancel()
