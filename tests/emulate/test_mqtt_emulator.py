@@ -57,5 +57,5 @@ async def test_emulator_publishes_the_source_power(mosquitto: Mosquitto) -> None
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert {s.power_w for s in received if s.rack_id == "r2"} == {250.0}
-    assert all(s.kind == "rack" and s.source == "emulate:mqtt" for s in received)
+    assert all(s.kind == "rack" and s.source == "mqtt:emulate:mqtt" for s in received)
     assert emulator.publisher.dropped_samples == 0

@@ -50,6 +50,12 @@ class SiteSection(_Strict):
         None, gt=0, description="grid ramp-rate limit per domain the KES enforces (kW/s)"
     )
     servers_per_rack: int = Field(40, ge=1, description="servers per rack for allocation")
+    rack_rating_kw: float | None = Field(
+        None,
+        gt=0,
+        description="the most one rack can draw (kW, its feed's rating): live telemetry above "
+        "it is rejected as implausible (DESIGN §8); none: only the per-server bound applies",
+    )
     rack_binding: Literal["strict", "in-order"] = Field(
         "strict",
         description="'in-order': replayed on a trace without all the named racks, bind the "
@@ -316,6 +322,7 @@ class SiteParams:
     risk_quantile: float
     max_grid_ramp_kw_per_s: float | None
     servers_per_rack: int
+    rack_rating_kw: float | None = None
 
     @property
     def n_domains(self) -> int:
@@ -353,6 +360,7 @@ def resolve_site(config: SiteConfig, domain_demand_kw: Mapping[str, FloatArray])
         risk_quantile=config.site.risk_quantile,
         max_grid_ramp_kw_per_s=config.site.max_grid_ramp_kw_per_s,
         servers_per_rack=config.site.servers_per_rack,
+        rack_rating_kw=config.site.rack_rating_kw,
     )
 
 

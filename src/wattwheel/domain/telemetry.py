@@ -51,7 +51,11 @@ class SampleProblem:
 
 
 def check_sample(
-    sample: PowerSample, now_s: float, max_age_s: float, max_power_w: float
+    sample: PowerSample,
+    now_s: float,
+    max_age_s: float,
+    max_power_w: float,
+    max_future_s: float = FUTURE_TOLERANCE_S,
 ) -> SampleProblem | None:
     """Return the first problem with ``sample`` or None if it is usable.
 
@@ -59,7 +63,10 @@ def check_sample(
         sample: the reading.
         now_s: the reader's clock, epoch seconds.
         max_age_s: readings older than this (seconds) are stale.
-        max_power_w: readings above this (watts) are absurd (a wrong unit, a corrupt sensor).
+        max_power_w: readings above this (watts) are absurd (a wrong unit, a corrupt sensor,
+            more than the rack's rating).
+        max_future_s: timestamps further ahead of ``now_s`` (seconds) are a clock error or
+            a forgery.
     """
     where = f"{sample.source} rack {sample.rack_id!r}" + (
         f" server {sample.server_id!r}" if sample.server_id is not None else ""
@@ -79,7 +86,7 @@ def check_sample(
     age_s = now_s - sample.timestamp_s
     if age_s > max_age_s:
         return SampleProblem("stale", f"{where}: reading is {age_s:.1f} s old (max {max_age_s} s)")
-    if -age_s > FUTURE_TOLERANCE_S:
+    if -age_s > max_future_s:
         return SampleProblem("future", f"{where}: timestamp is {-age_s:.1f} s in the future")
     return None
 

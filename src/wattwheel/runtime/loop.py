@@ -192,7 +192,9 @@ class Runtime:
             1.0 - site.flex.noncritical_fraction,
             self.cfg.telemetry_max_age_s,
             self.cfg.max_server_power_w,
+            rack_rating_w=None if site.rack_rating_kw is None else site.rack_rating_kw * 1000.0,
         )
+        self._valid_samples: list[PowerSample] = []
         self.ledger = Ledger(site, self.cfg.control_period_s)
         self.modelled_reserve = ModelledReserve(site, self.domain_ids)
         self.history = DemandHistory(self.domain_ids, self.cfg.history_step_s)
@@ -360,12 +362,17 @@ class Runtime:
         fly: dict[str, FlywheelStatusW | None],
         reserve: dict[str, ReserveStatus] | None,
     ) -> tuple[Observation, FloatArray, FloatArray]:
-        accepted = self.view.ingest(samples, now_s)
+        ok = self.view.ingest(samples, now_s)
+        # Only readings the view believed are stored as readings (DESIGN §8).
+        self._valid_samples = [s for s, good in zip(samples, ok, strict=True) if good]
+        accepted = len(self._valid_samples)
         self.state.count_telemetry(accepted)
         rejected = len(samples) - accepted
         if rejected:
             self.state.count_error("input", rejected)
         view = self.view.demand(now_s)
+        for notice in self.view.take_notices():
+            self.event("telemetry.trust", notice)
         soc, dis, chg, kes_power = self._kes(fly)
         mode, ready, left, res_kw = self._reserve(reserve)
         out_kw, in_kw = self.ledger.shifts_now(now_s)
@@ -666,7 +673,7 @@ class Runtime:
         dec = await self._decide(obs, mode)
         cap_writes, shed = await self._act(obs, dec, mode)
         self._book(obs, dec, kes_power_kw, res_kw)
-        self._publish(obs, dec, mode, samples)
+        self._publish(obs, dec, mode, self._valid_samples)
         latency = self.clock.monotonic_s() - t0
         self.state.record_tick(latency)
         self.latencies_s.append(latency)

@@ -1,11 +1,21 @@
 """Telemetry -> per-rack and per-domain demand: the latest reading of each server / PDU,
 checked (``check_sample``), aged, and summed with numpy so 1,000 racks cost little per tick.
 
-Per rack, the demand is taken from the first source that is complete and fresh: its PDU/rack
-total, else the sum of its servers (every server fresh), else the sum of its outlets, else the
-last good value (the rack is then *stale*). A domain is stale when any of its
-racks is. Critical load is the sum of critical servers where server readings exist, else the
-site's critical fraction of the rack.
+Which readings are believed follows :mod:`wattwheel.domain.telemetry_trust` (DESIGN §8): a
+reading above the rack's rating (``rack_rating_kw`` in the site file) or dated beyond the
+allowed clock skew in the future is rejected (counted, never stored). Per rack, the demand is
+its own meter (the PDU read from the device) while that is fresh; the other sources (the sum
+of its servers when every server is fresh, the sum of its outlets, MQTT) are only checked
+against it, and a disagreement is flagged, never used. With no fresh meter the demand is the
+highest of the complete fresh sources (a source reading low cannot hide load), else the last
+good value (the rack is then *stale*). A domain is stale when any of its racks is.
+
+Samples that arrived over MQTT (``source`` starting with ``mqtt``, set by the ingester, not
+by the payload) are kept apart whatever ``kind`` they claim: anyone who can publish on the
+broker can write them, so they never count as a rack's meter.
+
+Critical load is the sum of critical servers where server readings exist, else the site's
+critical fraction of the rack.
 
 Caps hide demand: a capped server reads about its cap. The view keeps, per server, the last
 reading taken while it was not held at its cap, so the controller sees the demand it is
@@ -22,14 +32,18 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.domain.telemetry import FUTURE_TOLERANCE_S, PowerSample, check_sample
+from wattwheel.domain.telemetry import PowerSample, check_sample
+from wattwheel.domain.telemetry_trust import TrustRules, disagrees, plausible, rack_demand_w
 from wattwheel.runtime.inventory import Inventory
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 log = logging.getLogger(__name__)
 
-_SERVER, _OUTLET, _PDU = 0, 1, 2
+_SERVER, _OUTLET, _PDU, _MQTT_RACK, _MQTT_SERVER = 0, 1, 2, 3, 4
+
+#: The sources checked against a rack's meter, as named in events and counters.
+CROSS_CHECKED = ("bmc", "outlets", "mqtt")
 
 #: A server reading at or above this fraction of its cap is taken as held by the cap.
 AT_CAP_FRACTION = 0.97
@@ -57,6 +71,9 @@ class TelemetryView:
         max_age_s: a reading older than this is stale.
         max_power_w: a server/outlet reading above this is absurd; PDU/rack totals may reach
             ``max_power_w`` times the servers behind them.
+        rack_rating_w: the most a rack can draw (W, from the site file); no reading of a rack
+            or of anything in it may exceed it. None: only ``max_power_w`` bounds readings.
+        rules: disagreement tolerance and allowed clock skew.
     """
 
     def __init__(
@@ -65,8 +82,12 @@ class TelemetryView:
         critical_fraction: FloatArray,
         max_age_s: float = 5.0,
         max_power_w: float = 100_000.0,
+        rack_rating_w: float | None = None,
+        rules: TrustRules | None = None,
     ) -> None:
         self.inv = inventory
+        self.rules = rules or TrustRules()
+        self.rack_rating_w = rack_rating_w
         self.critical_fraction = np.asarray(critical_fraction, dtype=float)
         self.max_age_s = max_age_s
         self.max_power_w = max_power_w
@@ -78,6 +99,10 @@ class TelemetryView:
         self.pdu_t = np.full(r, -math.inf)
         self.outlet_w = np.full(n, np.nan)
         self.outlet_t = np.full(n, -math.inf)
+        self.mqtt_rack_w = np.full(r, np.nan)
+        self.mqtt_rack_t = np.full(r, -math.inf)
+        self.mqtt_server_w = np.full(n, np.nan)
+        self.mqtt_server_t = np.full(n, -math.inf)
         self.last_good_rack_w = np.zeros(r)
         self.caps_w = np.full(n, np.nan)
         self.caps_prev_w = np.full(n, np.nan)
@@ -88,37 +113,44 @@ class TelemetryView:
         }
         self.rejected: dict[str, int] = {}
         self._logged_codes: set[str] = set()
+        #: per cross-checked source: rack-ticks it disagreed with the meter, and where it does
+        self.disagreements: dict[str, int] = dict.fromkeys(CROSS_CHECKED, 0)
+        self._disagreeing: dict[str, BoolArray] = {
+            k: np.zeros(r, dtype=bool) for k in CROSS_CHECKED
+        }
+        self._notices: list[str] = []
 
     # ---- ingest ----
-    def ingest(self, samples: Sequence[PowerSample], now_s: float) -> int:
-        """Take the readings that pass :func:`check_sample`; returns how many were accepted.
+    def ingest(self, samples: Sequence[PowerSample], now_s: float) -> BoolArray:
+        """Take the readings that are plausible and fresh; returns, per sample, whether it was
+        accepted (a rejected one is counted and must not be stored as a reading).
 
         Vectorised (tens of thousands of BMC readings a tick): the checks run on arrays, and
         only rejected readings go through :func:`check_sample` for their message.
         """
         n = len(samples)
         if n == 0:
-            return 0
+            return np.zeros(0, dtype=bool)
         table, index, limit = self._targets(samples)
         power = np.fromiter((s.power_w for s in samples), float, n)
         ts = np.fromiter((s.timestamp_s for s in samples), float, n)
-        age = now_s - ts
         ok = (
-            np.isfinite(power)
-            & np.isfinite(ts)
-            & (power >= 0)
-            & (power <= limit)
-            & (age <= self.max_age_s)
-            & (-age <= FUTURE_TOLERANCE_S)
+            plausible(power, ts, limit, now_s, self.rules)
+            & (now_s - ts <= self.max_age_s)
             & (table >= 0)
         )
         for k in np.flatnonzero(~ok):
             self._explain(samples[int(k)], now_s, float(limit[k]), int(table[k]))
+        # A reading dated (within the allowed skew) in the future counts as taken now: it must
+        # not stay "fresh" longer, nor shadow the next true reading.
+        ts = np.minimum(ts, now_s)
         order = np.argsort(ts, kind="stable")  # newest last: it wins the assignment below
         for code, values, times in (
             (_SERVER, self.server_w, self.server_t),
             (_OUTLET, self.outlet_w, self.outlet_t),
             (_PDU, self.pdu_w, self.pdu_t),
+            (_MQTT_RACK, self.mqtt_rack_w, self.mqtt_rack_t),
+            (_MQTT_SERVER, self.mqtt_server_w, self.mqtt_server_t),
         ):
             pick = order[ok[order] & (table[order] == code)]
             pick = pick[ts[pick] >= times[index[pick]]]
@@ -135,12 +167,11 @@ class TelemetryView:
                 )
                 free = np.isnan(cap) | (power[pick] < AT_CAP_FRACTION * cap)
                 self.uncapped_w[idx[free]] = power[pick][free]
-        accepted = int(ok.sum())
-        if accepted:
-            self.ever_read |= np.isfinite(self.pdu_w)
-            self.ever_read[self.inv.server_rack[np.isfinite(self.server_w)]] = True
-            self.ever_read[self.inv.server_rack[np.isfinite(self.outlet_w)]] = True
-        return accepted
+        if ok.any():
+            self.ever_read |= np.isfinite(self.pdu_w) | np.isfinite(self.mqtt_rack_w)
+            for per_server in (self.server_w, self.outlet_w, self.mqtt_server_w):
+                self.ever_read[self.inv.server_rack[np.isfinite(per_server)]] = True
+        return ok
 
     def _targets(
         self, samples: Sequence[PowerSample]
@@ -150,14 +181,15 @@ class TelemetryView:
         n = len(samples)
         table = np.full(n, -1, dtype=np.int64)
         index = np.zeros(n, dtype=np.int64)
-        limit = np.full(n, self.max_power_w)
+        rating = math.inf if self.rack_rating_w is None else self.rack_rating_w
+        limit = np.full(n, min(self.max_power_w, rating))
         for k, s in enumerate(samples):
-            kind = s.kind
+            kind, over_mqtt = s.kind, s.source.startswith("mqtt")
             if kind == "server":
                 i = sidx.get(s.server_id or "", -1)
                 if i >= 0:
-                    table[k], index[k] = _SERVER, i
-            elif kind == "outlet":
+                    table[k], index[k] = (_MQTT_SERVER if over_mqtt else _SERVER), i
+            elif kind == "outlet" and not over_mqtt:
                 # SNMP outlets arrive as "outlet-<n>"; the inventory names them "<rack>/<n>".
                 key = f"{s.rack_id}/{(s.server_id or '').removeprefix('outlet-')}"
                 j = oidx.get(key, -1)
@@ -166,12 +198,13 @@ class TelemetryView:
             elif kind in ("pdu", "rack"):
                 r = ridx.get(s.rack_id, -1)
                 if r >= 0:
-                    table[k], index[k] = _PDU, r
-                    limit[k] = self.max_power_w * max(int(self.inv.servers_per_rack[r]), 1)
+                    table[k], index[k] = (_MQTT_RACK if over_mqtt else _PDU), r
+                    servers = max(int(self.inv.servers_per_rack[r]), 1)
+                    limit[k] = min(self.max_power_w * servers, rating)
         return table, index, limit
 
     def _explain(self, s: PowerSample, now_s: float, limit: float, table: int) -> None:
-        problem = check_sample(s, now_s, self.max_age_s, limit)
+        problem = check_sample(s, now_s, self.max_age_s, limit, self.rules.max_future_s)
         if problem is not None:
             self._reject(problem.code, problem.message)
         elif table < 0:
@@ -184,6 +217,7 @@ class TelemetryView:
                 "telemetry rejected (%s): %s (further ones counted, logged at debug)", code, message
             )
             self._logged_codes.add(code)
+            self._notices.append(f"telemetry rejected ({code}): {message}")
         else:
             log.debug("telemetry rejected (%s): %s", code, message)
 
@@ -226,16 +260,23 @@ class TelemetryView:
             weights=np.nan_to_num(np.maximum(server_est - cap_at_meter, 0.0)),
             minlength=r,
         )
-        out_fresh = self.outlet_t >= cutoff
-        n_out = np.bincount(inv.server_rack, weights=out_fresh.astype(float), minlength=r)
-        out_complete = (n_out == inv.servers_per_rack) & (inv.servers_per_rack > 0)
-        out_sum = np.bincount(inv.server_rack, weights=np.nan_to_num(self.outlet_w), minlength=r)
-        # The PDU meters the whole rack (plus what our caps hold back); servers and outlets
-        # are the fallbacks when it is silent.
-        rack_w = np.where(
-            pdu_fresh,
-            self.pdu_w + held,
-            np.where(srv_complete, srv_sum, np.where(out_complete, out_sum + held, np.nan)),
+        out_sum = self._complete_sum(self.outlet_w, self.outlet_t, cutoff)
+        meter = np.where(pdu_fresh, self.pdu_w, np.nan)
+        mqtt = np.where(
+            (self.mqtt_rack_t >= cutoff) & np.isfinite(self.mqtt_rack_w),
+            self.mqtt_rack_w,
+            self._complete_sum(self.mqtt_server_w, self.mqtt_server_t, cutoff),
+        )
+        bmc_read = np.bincount(inv.server_rack, weights=np.nan_to_num(self.server_w), minlength=r)
+        self._cross_check(
+            meter,
+            {"bmc": np.where(srv_complete, bmc_read, np.nan), "outlets": out_sum, "mqtt": mqtt},
+        )
+        # The PDU meters the whole rack (plus what our caps hold back); with no fresh meter,
+        # the highest complete source (servers, outlets, MQTT) stands in for it.
+        rack_w = rack_demand_w(
+            meter + held,
+            np.stack([np.where(srv_complete, srv_sum, np.nan), out_sum + held, mqtt + held]),
         )
         fresh = np.isfinite(rack_w)
         rack_w = np.where(fresh, rack_w, self.last_good_rack_w)
@@ -253,6 +294,38 @@ class TelemetryView:
         return DemandView(
             demand_kw, np.minimum(critical_kw, demand_kw), stale, rack_w, fresh, unread == 0
         )
+
+    def _complete_sum(
+        self, values_w: FloatArray, times_s: FloatArray, cutoff_s: float
+    ) -> FloatArray:
+        """Per rack, the sum of a per-server table where every server is fresh, else NaN."""
+        inv, r = self.inv, self.inv.n_racks
+        fresh = (times_s >= cutoff_s) & np.isfinite(values_w)
+        n_fresh = np.bincount(inv.server_rack, weights=fresh.astype(float), minlength=r)
+        complete = (n_fresh == inv.servers_per_rack) & (inv.servers_per_rack > 0)
+        total = np.bincount(inv.server_rack, weights=np.nan_to_num(values_w), minlength=r)
+        return np.where(complete, total, np.nan)
+
+    def _cross_check(self, meter_w: FloatArray, others_w: dict[str, FloatArray]) -> None:
+        """Count the racks where a source disagrees with the meter; note each change."""
+        for name, other_w in others_w.items():
+            now = disagrees(meter_w, other_w, self.rules)
+            self.disagreements[name] += int(now.sum())
+            before = self._disagreeing[name]
+            for i in np.flatnonzero(now & ~before):
+                self._notices.append(
+                    f"{name} disagrees with the meter of rack {self.inv.rack_ids[i]}: "
+                    f"{other_w[i]:.0f} W vs {meter_w[i]:.0f} W (ignored; the meter is used)"
+                )
+            for i in np.flatnonzero(before & ~now):
+                self._notices.append(f"{name} agrees with the meter of rack {self.inv.rack_ids[i]}")
+            self._disagreeing[name] = now
+
+    def take_notices(self) -> list[str]:
+        """What changed since the last call (first rejection of a kind, a source starting or
+        stopping to disagree with a meter), for the event log."""
+        notices, self._notices = self._notices, []
+        return notices
 
     def server_demand_w(self) -> FloatArray:
         """Best estimate of each server's uncapped demand (W). A server never read uncapped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from collections.abc import AsyncIterator, Callable
 
 import aiomqtt
@@ -98,7 +99,10 @@ async def test_round_trip_in_batches(mosquitto: Mosquitto) -> None:
             mosquitto, [(telemetry_topic(SITE, s.rack_id), encode_sample(s)) for s in sent]
         )
         await _until(lambda: len(sink.samples) == 100)
-    assert sorted(sink.samples, key=lambda s: s.timestamp_s) == sent
+    # The transport, not the payload, names the provenance: "test" arrives as "mqtt:test".
+    assert sorted(sink.samples, key=lambda s: s.timestamp_s) == [
+        replace(s, source="mqtt:test") for s in sent
+    ]
     # 100 single-sample messages, at most 20 per batch: batched, not one call per message.
     assert 5 <= len(sink.batches) < 100
     assert ingester.stats.messages == 100 and ingester.stats.bad_messages == 0

@@ -26,7 +26,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiomqtt
@@ -240,7 +240,10 @@ class MqttIngester:
         except Exception as exc:  # a decoder bug must cost one message, never the ingester
             self._count_bad(topic, payload, "decoder-error", f"{type(exc).__name__}: {exc}")
         else:
-            pending.samples.extend(samples)
+            # Provenance is the transport's to say, not the payload's: whatever ``source`` a
+            # publisher claims, these came over MQTT (the telemetry view never takes them
+            # for a rack's meter).
+            pending.samples.extend(_over_mqtt(s) for s in samples)
         if (
             len(pending.samples) >= self.batch_max_samples
             or len(pending.message_ids) >= self.batch_max_messages
@@ -454,6 +457,12 @@ class MqttPublisher:
         if current:
             groups.append((current[0].rack_id, current))
         return groups
+
+
+def _over_mqtt(sample: PowerSample) -> PowerSample:
+    if sample.source == "mqtt" or sample.source.startswith("mqtt:"):
+        return sample
+    return replace(sample, source=f"mqtt:{sample.source}")
 
 
 def raise_if_cancelling() -> None:

@@ -1,0 +1,115 @@
+"""The runtime's telemetry view applies the trust rules: the MQTT spoofs of issue 7 change
+nothing while the rack's own meter is fresh, implausible readings are rejected (and reported
+as not accepted, so they are not stored), disagreements are noticed once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from wattwheel.domain.site import parse_site, resolve_site
+from wattwheel.domain.telemetry import PowerSample
+from wattwheel.runtime.inventory import default_inventory
+from wattwheel.runtime.telemetry import TelemetryView
+
+SITE = """
+[site]
+name = "trust"
+servers_per_rack = 2
+rack_rating_kw = 150
+[reserve]
+capacity_kw = 50
+[domain_defaults.kes]
+modules = 1
+module_power_kw = 20
+module_energy_kwh = 1
+[[domains]]
+name = "A"
+racks = ["a1"]
+primary_capacity_kw = 100
+"""
+NOW = 1_700_000_000.0
+
+
+def _view(rating_kw: float | None = 150.0) -> TelemetryView:
+    site = resolve_site(parse_site(SITE), {"A": np.array([100.0])})
+    inv = default_inventory(site, 100.0, 2_000.0)
+    return TelemetryView(
+        inv,
+        np.array([0.7]),
+        max_age_s=10.0,
+        rack_rating_w=None if rating_kw is None else rating_kw * 1000.0,
+    )
+
+
+def _meter(power_w: float, t: float = NOW) -> PowerSample:
+    return PowerSample("snmp:a1", "a1", None, t, power_w, "pdu")
+
+
+def _mqtt(power_w: float, t: float = NOW, kind: str = "rack") -> PowerSample:
+    return PowerSample("mqtt:spoofer", "a1", None, t, power_w, kind)
+
+
+def test_site_file_carries_the_rack_rating() -> None:
+    site = resolve_site(parse_site(SITE), {"A": np.array([100.0])})
+    assert site.rack_rating_kw == 150.0
+
+
+def test_a_2x_feed_spoof_is_rejected_and_a_plausible_high_one_ignored() -> None:
+    view = _view()
+    ok = view.ingest([_meter(90_000.0), _mqtt(200_000.0)], NOW)
+    assert ok.tolist() == [True, False]  # 2x the 100 kW feed: above the 150 kW rating
+    assert view.rejected == {"absurd": 1}
+    view.ingest([_mqtt(140_000.0)], NOW)  # plausible, but the meter says 90 kW
+    assert view.demand(NOW).demand_kw[0] == 90.0
+    notices = view.take_notices()
+    assert any("mqtt disagrees with the meter of rack a1" in n for n in notices)
+    assert view.disagreements["mqtt"] == 1
+
+
+def test_a_half_draw_spoof_does_not_lower_an_overloaded_feed() -> None:
+    view = _view()
+    view.ingest([_meter(122_000.0), _mqtt(61_000.0)], NOW)
+    assert view.demand(NOW).demand_kw[0] == 122.0
+    view.ingest([_mqtt(61_000.0, NOW + 1)], NOW + 1)  # newer than the meter: still ignored
+    assert view.demand(NOW + 1).demand_kw[0] == 122.0
+
+
+def test_mqtt_cannot_pose_as_the_meter() -> None:
+    view = _view()
+    view.ingest([_meter(122_000.0)], NOW)
+    view.ingest([_mqtt(61_000.0, NOW + 1, kind="pdu")], NOW + 1)  # claims to be the PDU
+    assert view.demand(NOW + 1).demand_kw[0] == 122.0
+
+
+def test_without_a_meter_mqtt_counts_but_never_lowers_the_bmc_sum() -> None:
+    view = _view()
+    bmc = [PowerSample("redfish", "a1", f"a1-s0{i}", NOW, 40_000.0) for i in (1, 2)]
+    view.ingest([*bmc, _mqtt(30_000.0)], NOW)
+    assert view.demand(NOW).demand_kw[0] == 80.0  # the BMC sum, not the lower MQTT
+    view.ingest([_mqtt(95_000.0, NOW + 1)], NOW + 1)
+    assert view.demand(NOW + 1).demand_kw[0] == 95.0  # the higher one: never hide load
+
+
+def test_future_timestamps_beyond_the_skew_are_rejected_within_it_taken_as_now() -> None:
+    view = _view()
+    ok = view.ingest([_meter(90_000.0, NOW + 60)], NOW)
+    assert ok.tolist() == [False] and view.rejected == {"future": 1}
+    view.ingest([_meter(90_000.0, NOW + 4)], NOW)  # 4 s ahead: accepted, dated now
+    assert view.pdu_t[0] == NOW
+    view.ingest([_meter(95_000.0, NOW + 1)], NOW + 1)  # so it does not shadow this one
+    assert view.demand(NOW + 1).demand_kw[0] == 95.0
+
+
+def test_without_a_rating_only_the_per_server_bound_applies() -> None:
+    view = _view(rating_kw=None)
+    assert view.ingest([_mqtt(190_000.0)], NOW).tolist() == [True]
+
+
+def test_rejections_are_noticed_once_per_kind() -> None:
+    view = _view()
+    view.ingest([_mqtt(-1.0), _mqtt(-2.0), replace(_mqtt(1.0), power_w=float("nan"))], NOW)
+    notices = view.take_notices()
+    assert len(notices) == 2 and view.rejected == {"negative": 2, "nan": 1}
+    assert view.take_notices() == []
