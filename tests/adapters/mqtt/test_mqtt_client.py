@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import replace
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import aiomqtt
 import pytest
