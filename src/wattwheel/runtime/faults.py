@@ -59,6 +59,12 @@ async def guarded(
     """``await call()`` within ``timeout_s``; on timeout or error, ``fallback`` (fault noted)."""
     try:
         result = await asyncio.wait_for(call(), timeout_s)
+        # On Python 3.11 wait_for swallows a cancellation that lands in the step the call
+        # returns; the task's cancel request is still pending: honour it (a stopped runtime
+        # otherwise ticked on and its shutdown hung, issue 8).
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
     except TimeoutError:
         book.fault(kind, device, f"no answer within {timeout_s:g} s")
         return fallback

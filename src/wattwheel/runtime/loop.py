@@ -836,6 +836,9 @@ class Runtime:
             except Exception as exc:  # last line of defence: log, count, keep ticking
                 self.faults.fault("tick", "runtime", f"{type(exc).__name__}: {exc}")
                 log.exception("tick failed")
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # a wait_for inside swallowed it (3.11)
+                raise asyncio.CancelledError
             n += 1
             next_at += period
             delay = next_at - self.clock.monotonic_s()
