@@ -1,7 +1,7 @@
 # Two entry points for a new user on a fresh machine:
 #   make demo  - create .venv, install wattwheel, run the demo bench on the bundled scenario
-#   make test  - create .venv, install wattwheel with live and dev extras (and the system
-#                services the tests start themselves), run ruff, mypy and pytest
+#   make test  - create .venv, install wattwheel with live, dev and capacity (Ray) extras (and
+#                the system services the tests start themselves), run ruff, mypy and pytest
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,7 +18,7 @@ install: $(BIN)/python
 
 install-dev: $(BIN)/python
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[live,dev]'
+	$(PIP) -e '.[live,dev,capacity]'
 
 system-deps:
 	bash scripts/system-deps.sh

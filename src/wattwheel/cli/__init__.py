@@ -24,7 +24,7 @@ def _register() -> None:
         return
     _registered = True
     # Imported for their side effect of adding commands to ``app``.
-    from wattwheel.cli import forecast_cmds, import_cmds, sim_cmds  # noqa: F401
+    from wattwheel.cli import capacity_cmds, forecast_cmds, import_cmds, sim_cmds  # noqa: F401
 
     try:
         from wattwheel.cli import live_cmds  # noqa: F401
