@@ -3,7 +3,11 @@ the store and the live state."""
 
 from __future__ import annotations
 
-from api_support import DOMAINS, OPERATOR, VIEWER, Api, auth
+from api_support import DOMAINS, OPERATOR, TOKENS, VIEWER, Api, auth
+from fastapi.testclient import TestClient
+
+from wattwheel.api import create_app
+from wattwheel.runtime.inventory import Inventory, ServerInfo
 
 OP = auth(OPERATOR)
 
@@ -124,3 +128,45 @@ def test_before_id_overflow_is_422(api: Api) -> None:
         assert r.status_code == 200, route
     r = api.client.get("/api/v1/telemetry", params={"since_s": "nan"}, headers=auth(VIEWER))
     assert r.status_code == 422
+
+
+def _half_critical_inventory() -> Inventory:
+    """The fixture's racks (``<domain>-r0..3``), 4 servers each, the first 2 critical."""
+    racks = [[f"{d}-r{j}" for j in range(4)] for d in DOMAINS]
+    servers = [
+        ServerInfo(f"{rack}-s{k}", rack, k < 2, 10 if k < 2 else 1, 100.0, 40_000.0)
+        for group in racks
+        for rack in group
+        for k in range(4)
+    ]
+    return Inventory(servers, DOMAINS, racks)
+
+
+def test_a_pin_below_the_critical_load_is_refused_with_409(api: Api) -> None:
+    app = create_app(
+        api.state,
+        api.store,
+        api.overrides,
+        TOKENS,
+        clock=lambda: api.now[0],
+        inventory=_half_critical_inventory(),
+    )
+    rack = {x.rack_id: x for x in api.state.racks()}["row-a-r1"]
+    critical_kw = rack.power_kw / 2
+    with TestClient(app) as c:
+        body = {"scope": "rack", "target": "row-a-r1", "cap_kw": 20.0, "reason": "hot aisle"}
+        r = c.post("/api/v1/overrides/cap", json=body, headers=OP)
+        assert r.status_code == 409, r.text
+        detail = r.json()["detail"]
+        assert f"{critical_kw:.1f} kW of critical load" in detail
+        assert "2 of its 4 servers are critical" in detail
+        assert api.overrides.active(api.now[0]) == []
+        body["cap_kw"] = round(critical_kw + 1.0, 1)
+        assert c.post("/api/v1/overrides/cap", json=body, headers=OP).status_code == 201
+        # A domain pin is the most the whole domain may draw: the same rule over its racks.
+        domain_critical = sum(x.power_kw for x in api.state.racks("row-b")) / 2
+        body = {"scope": "domain", "target": "row-b", "cap_kw": domain_critical - 5, "reason": "x"}
+        r = c.post("/api/v1/overrides/cap", json=body, headers=OP)
+        assert r.status_code == 409 and f"{domain_critical:.1f} kW" in r.json()["detail"]
+        body["cap_kw"] = domain_critical + 5
+        assert c.post("/api/v1/overrides/cap", json=body, headers=OP).status_code == 201

@@ -263,12 +263,17 @@ def with_fields(obs: Any, **fields: Any) -> Any:
 def test_a_pinned_cap_is_kept_but_never_into_critical_load(
     make_site: SiteFactory, make_obs: ObsFactory
 ) -> None:
-    # A at 90 kW (no excess): the operator pins 5 kW on A (kept) and 100 kW on B (B at 50 kW
-    # has 15 kW non-critical, capped at most to half: 7.5 kW).
+    # A pin is the most a domain may draw. A at 90 kW (no excess) pinned at 80 kW: 10 kW capped.
+    # B at 50 kW pinned at 100 kW: nothing to cap.
     site = make_site()
-    obs = with_fields(make_obs(site, (90.0, 50.0)), pinned_cap_kw=np.array([5.0, 100.0]))
+    obs = with_fields(make_obs(site, (90.0, 50.0)), pinned_cap_kw=np.array([80.0, 100.0]))
     dec, _ = ReactivePolicy(site).decide(obs, None, None)
-    np.testing.assert_allclose(dec.cap_kw, [5.0, 7.5])
+    np.testing.assert_allclose(dec.cap_kw, [10.0, 0.0])
+    # Pinned below its critical load: B at 50 kW has 15 kW non-critical, capped at most to half
+    # (7.5 kW), so a 5 kW pin caps 7.5 kW and no critical load; A is not pinned.
+    obs = with_fields(obs, pinned_cap_kw=np.array([np.nan, 5.0]))
+    dec, _ = ReactivePolicy(site).decide(obs, None, None)
+    np.testing.assert_allclose(dec.cap_kw, [0.0, 7.5])
 
 
 def test_reserve_overrides_force_and_forbid(make_site: SiteFactory, make_obs: ObsFactory) -> None:

@@ -246,9 +246,11 @@ async def test_malformed_readings_are_rejected_counted_and_ignored() -> None:
 async def test_operator_pin_and_maintenance_reach_the_decision() -> None:
     rt, clock, bmc, _, _ = build()
     now = clock.now_s()
-    rt.overrides.pin_cap("A", "domain", 25.0, "op", "test", now)
+    # A pin is the most A may draw: 130 kW pinned at 110 kW caps 20 kW (the flywheel alone
+    # would have left 10 kW to cap).
+    rt.overrides.pin_cap("A", "domain", 110.0, "op", "test", now)
     report = await rt.tick()
-    assert report.decision.cap_kw[0] == pytest.approx(25.0)
+    assert report.decision.cap_kw[0] == pytest.approx(20.0)
     rt.overrides.set_maintenance("op", "test", now)
     clock.advance(1.0)
     bmc.now_s = clock.now_s()
@@ -272,6 +274,30 @@ async def test_breaker_heating_with_load_uncovered_sheds_noncritical_outlets_onl
     assert outlets.off == set(report.shed)
     # Lowest priority first: s03 (priority 1) carries 30 kW, enough for the 10 kW.
     assert report.shed == ["a1/3"]
+
+
+async def test_maintenance_mode_still_sheds_to_protect_a_hot_breaker() -> None:
+    outlets = FakeOutletActuator()
+    rt, clock, bmc, _, _ = build(flywheel_a=FakeFlywheel(dead=True), outlets=outlets)
+    rt.ledger.heat[0] = 0.9
+    rt.overrides.set_reserve("A", "forbid", "op", "test", clock.now_s())
+    rt.overrides.set_maintenance("op", "UPS swap", clock.now_s())
+    bmc.demand_w["a1-s01"] = ("a1", 45_000.0)  # 140 kW: 10 kW uncovered after capping
+    report = await rt.tick()
+    assert report.mode == "maintenance"
+    assert report.shed == ["a1/3"] and outlets.off == {"a1/3"}
+
+
+async def test_a_rack_pin_never_caps_critical_servers() -> None:
+    # a1: critical s01 + s02 draw 70 kW; a 50 kW pin cannot be met without capping them, so
+    # they stay uncapped and the non-critical servers go to their minimum caps.
+    rt, clock, _, caps, _ = build()
+    rt.overrides.pin_cap("a1", "rack", 50.0, "op", "test", clock.now_s())
+    await rt.tick()
+    critical = {s.server_id for s in rt.inv.servers if s.critical}
+    assert not critical & set(caps.caps_w)
+    noncritical = [s for s in rt.inv.servers if not s.critical and s.rack_id == "a1"]
+    assert all(caps.caps_w[s.server_id] == s.min_cap_w for s in noncritical)
 
 
 async def test_no_shedding_while_the_breaker_is_cool() -> None:

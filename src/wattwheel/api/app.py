@@ -27,8 +27,10 @@ from wattwheel.api.context import ApiContext
 from wattwheel.api.gate import DEFAULT_MAX_BODY_BYTES, RequestGate
 from wattwheel.api.metrics import StateCollector, make_registry, render
 from wattwheel.api.overrides import build_override_router
+from wattwheel.api.pins import PinGuard
 from wattwheel.api.routes import build_read_router
 from wattwheel.api.stream import build_stream_router
+from wattwheel.runtime.inventory import Inventory
 from wattwheel.runtime.state import LiveState, Overrides
 
 API_PREFIX = "/api/v1"
@@ -46,6 +48,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     site_name: str = "",
     keepalive_s: float = 15.0,
+    inventory: Inventory | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -58,8 +61,11 @@ def create_app(
             (Prometheus sends a bearer token with ``authorization: {credentials: ...}``).
         max_body_bytes: a longer request body is refused with 413 before it is read.
         clock: epoch seconds, for override timestamps and expiry.
+        inventory: the servers the runtime controls; with it a cap pin below the critical load
+            of its rack or domain is refused (409), see :mod:`.pins`.
     """
-    ctx = ApiContext(state, store, overrides, clock, site_name)
+    pins = PinGuard(inventory, state) if inventory is not None else None
+    ctx = ApiContext(state, store, overrides, clock, site_name, pins)
     app = FastAPI(
         title="wattwheel",
         version=wattwheel.__version__ if hasattr(wattwheel, "__version__") else "0",

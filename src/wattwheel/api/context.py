@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wattwheel.adapters.store.base import Store, StoreUnavailable
+from wattwheel.api.pins import PinGuard
 from wattwheel.runtime.state import EventRecord, LiveState, Overrides
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ class ApiContext:
     overrides: Overrides
     clock: Callable[[], float]
     site_name: str = ""
+    pins: PinGuard | None = None  # None: no inventory, pins are not checked against it
 
     def store_health(self) -> dict[str, Any]:
         """``healthy``, ``pending_items`` (memory + spill file), ``dropped`` when the store

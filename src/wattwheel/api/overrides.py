@@ -90,12 +90,20 @@ def build_override_router(ctx: ApiContext) -> APIRouter:
         if ctx.state.domain_ids and domain_id not in ctx.state.domain_ids:
             raise HTTPException(404, f"unknown domain {domain_id!r}")
 
-    @r.post("/cap", status_code=status.HTTP_201_CREATED, summary="Pin a rack or domain cap")
+    @r.post(
+        "/cap",
+        status_code=status.HTTP_201_CREATED,
+        summary="Pin the most a rack or domain may draw",
+        responses={409: {"description": "the pin is below the critical load it carries now"}},
+    )
     def pin_cap(body: PinCap, who: Operator) -> dict[str, Any]:
         if body.scope == "domain":
             check_domain(body.target)
         elif ctx.state.racks() and body.target not in {x.rack_id for x in ctx.state.racks()}:
             raise HTTPException(404, f"unknown rack {body.target!r}")
+        refusal = ctx.pins.refusal(body.scope, body.target, body.cap_kw) if ctx.pins else None
+        if refusal is not None:
+            raise HTTPException(status.HTTP_409_CONFLICT, refusal)
         ov = ctx.overrides.pin_cap(
             body.target, body.scope, body.cap_kw, who.name, body.reason, ctx.clock(), body.ttl_s
         )

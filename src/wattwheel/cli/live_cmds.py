@@ -431,7 +431,13 @@ async def _serve(
         )
     state, overrides = LiveState(site.domain_names), Overrides()
     api = create_app(
-        state, store, overrides, tokens, anonymous_read=not tokens, site_name=site.name
+        state,
+        store,
+        overrides,
+        tokens,
+        anonymous_read=not tokens,
+        site_name=site.name,
+        inventory=inventory,
     )
     runtime = Runtime(
         site,

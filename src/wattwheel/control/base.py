@@ -42,7 +42,8 @@ class Observation:
         reserve_min_on_left_s: seconds before an on reserve may be released.
         breaker_heat: thermal state of each primary breaker, trips at 1.
         last_grid_kw: grid draw per domain in the previous period (for ramp limits).
-        pinned_cap_kw: operator overrides (NaN = none): a cap the fast loop must keep.
+        pinned_cap_kw: operator overrides (NaN = none): the most each domain may draw (kW); the
+            fast loop caps non-critical load to keep it, never critical load.
         reserve_override: +1 force on, -1 forbid, 0 none (operator override, per domain).
         stale: domains whose measurement is stale or missing (fast loop holds safe settings).
     """

@@ -92,7 +92,7 @@ def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decisio
     want = np.where(live, rem, must)
     res_kw = _coordinate_reserve(site, want, must)
     delivering = np.where(live, res_kw, 0.0)
-    cap = _apply_pins(obs, np.minimum(rem - delivering, cap_max), cap_max)
+    cap = _apply_pins(obs, net_kw, np.minimum(rem - delivering, cap_max), cap_max)
     left = np.maximum(rem - delivering - cap, 0.0)
 
     headroom = np.where(over, 0.0, -excess)
@@ -170,12 +170,15 @@ def _share(want_kw: FloatArray, room_kw: float) -> FloatArray:
     return want_kw * (max(room_kw, 0.0) / total)
 
 
-def _apply_pins(obs: Observation, cap: FloatArray, cap_max: FloatArray) -> FloatArray:
+def _apply_pins(
+    obs: Observation, load_kw: FloatArray, cap: FloatArray, cap_max: FloatArray
+) -> FloatArray:
+    """An operator pin is the most a domain may draw: cap what its load exceeds it by, but never
+    into critical load (``cap_max``)."""
     if obs.pinned_cap_kw is None:
         return cap
-    pinned = np.where(np.isnan(obs.pinned_cap_kw), 0.0, obs.pinned_cap_kw)
-    # An operator pin is honoured, but never into critical load.
-    return np.maximum(cap, np.minimum(pinned, cap_max))
+    over_pin = np.where(np.isnan(obs.pinned_cap_kw), 0.0, load_kw - obs.pinned_cap_kw)
+    return np.maximum(cap, np.minimum(np.maximum(over_pin, 0.0), cap_max))
 
 
 def _recharge(

@@ -37,8 +37,10 @@ def plan_caps(
     rack_pins_kw: Mapping[str, float] | None = None,
 ) -> CapPlan:
     """Per domain with ``cap_kw > 0``: budget = its servers' demand - cap, water-filled
-    (critical first, then by priority, never below a server's minimum cap). Racks pinned by an
-    operator get at most their pin, shared the same way. Other servers stay uncapped."""
+    (critical first, then by priority, never below a server's minimum cap). A rack pinned by an
+    operator draws at most its pin, shared the same way, except that its critical servers are
+    never capped: if they alone exceed the pin, the non-critical ones get their minimum caps and
+    the pin is not met (the API refuses such pins up front). Other servers stay uncapped."""
     caps = np.full(len(inv.servers), np.nan)
     racks: dict[str, float] = {}
     unmet = 0.0
@@ -57,9 +59,12 @@ def plan_caps(
         members = np.flatnonzero(inv.server_rack == r)
         current = np.where(np.isnan(caps[members]), inv.max_cap_w[members], caps[members])
         budget = min(pin_kw * 1000.0, float(current.sum()))
-        alloc = allocate(_servers(inv, members, np.minimum(server_demand_w, current)), budget)
-        caps[members] = np.minimum(current, alloc.cap_w)
-        racks[rack] = float(caps[members].sum())
+        demand_w = server_demand_w.copy()  # whole-site, as _servers indexes it by members
+        demand_w[members] = np.minimum(demand_w[members], current)
+        alloc = allocate(_servers(inv, members, demand_w), budget)
+        pinned = np.minimum(current, alloc.cap_w)
+        caps[members] = np.where(inv.critical[members], caps[members], pinned)
+        racks[rack] = float(np.where(inv.critical[members], current, pinned).sum())
         unmet += alloc.unmet_critical_w
     return CapPlan(caps, racks, unmet)
 

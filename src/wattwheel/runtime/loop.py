@@ -593,8 +593,10 @@ class Runtime:
     def _shed_plan(
         self, obs: Observation, dec: Decision, mode: Mode, allowed: NDArray[np.bool_]
     ) -> dict[str, bool]:
-        """Outlets to switch, only in the domains this instance may command (``allowed``)."""
-        if self.devices.outlets is None or mode == "maintenance" or not allowed.any():
+        """Outlets to switch, only in the domains this instance may command (``allowed``).
+        Maintenance mode sheds too: it holds settings, but protecting a breaker is a safety
+        action, never held."""
+        if self.devices.outlets is None or not allowed.any():
             return {}
         grid = (
             obs.demand_kw

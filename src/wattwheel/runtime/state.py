@@ -470,7 +470,8 @@ class Overrides:
         now_s: float,
         ttl_s: float | None = None,
     ) -> Override:
-        """Pin the power cap of a rack or a domain's non-critical load at ``cap_kw`` kW."""
+        """Pin the most a rack or a domain may draw at ``cap_kw`` kW (met by capping
+        non-critical servers only)."""
         if not (math.isfinite(cap_kw) and cap_kw >= 0):
             raise ValueError(f"cap_kw must be a finite number >= 0, got {cap_kw!r}")
         return self._add(
