@@ -10,13 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
+from wattwheel.adapters.ports import HookScheduler, HttpReserve
 from wattwheel.adapters.scheduler.webhook import WebhookSchedulerHook
-from wattwheel.cli.live_wiring import (
-    HookScheduler,
-    HttpReserve,
-    inventory_for,
-    load_device_map,
-)
+from wattwheel.cli.live_wiring import inventory_for, load_device_map
 from wattwheel.control.base import RESERVE_STARTING
 from wattwheel.domain.errors import ConfigError
 from wattwheel.domain.site import parse_site

@@ -12,7 +12,7 @@ import pytest
 from services import Mosquitto
 from wattwheel.adapters.mqtt.client import Backoff, BrokerAddress, MqttIngester
 from wattwheel.adapters.mqtt.codec import telemetry_filter
-from wattwheel.cli.live_wiring import MqttTelemetry
+from wattwheel.adapters.ports import MqttTelemetry
 from wattwheel.control.registry import make_policy
 from wattwheel.domain.site import parse_site, resolve_site
 from wattwheel.emulate.mqtt import start_mqtt_emulator

@@ -408,8 +408,8 @@ async def test_a_slow_planner_does_not_hold_the_tick() -> None:
     rt, clock, bmc, _, _ = build(config=RuntimeConfig(device_timeout_s=0.2, plan_in_tick_s=0.05))
     policy = SlowPlanner(rt.site)
     rt.policy = policy  # type: ignore[assignment]
-    rt._policy_state = 0
-    rt._fresh_forecast = object()  # type: ignore[assignment]
+    rt.decider.policy_state = 0
+    rt.decider.fresh_forecast = object()  # type: ignore[assignment]
     started = time.perf_counter()
     await rt.tick()
     assert time.perf_counter() - started < 0.3  # acted reactively, planning goes on
@@ -417,7 +417,7 @@ async def test_a_slow_planner_does_not_hold_the_tick() -> None:
     clock.advance(1.0)
     bmc.now_s = clock.now_s()
     await rt.tick()
-    assert policy.plans == 1 and rt._policy_state == 1  # the finished plan was adopted
+    assert policy.plans == 1 and rt.decider.policy_state == 1  # the finished plan was adopted
 
 
 async def test_an_instance_that_does_not_lead_a_domain_commands_nothing_there() -> None:

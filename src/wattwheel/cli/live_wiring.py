@@ -1,7 +1,5 @@
-"""Wiring for ``wattwheel serve``: the device map file, and the thin wrappers that fit the
-concrete adapters (Redfish, SNMP, MQTT, SunSpec/Modbus, reserve and scheduler over HTTP) to the
-runtime's ports (:mod:`wattwheel.runtime.ports`). The runtime sits below the adapters in the
-layering, so this edge module is where they meet.
+"""Wiring for ``wattwheel serve``: the device map file, the runtime's devices assembled from
+the port adapters (:mod:`wattwheel.adapters.ports`), and the leadership hooks.
 
 The device map is the JSON ``wattwheel emulate`` writes (``docs/live.md`` documents it): where
 each device answers, and the inventory of servers (rack, criticality, priority, cap range,
@@ -14,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,15 +24,23 @@ from wattwheel.adapters.etcd.client import EtcdClient, EtcdLeaseStore
 from wattwheel.adapters.modbus.client import SunSpecFlywheelClient
 from wattwheel.adapters.mqtt.client import BrokerAddress, MqttIngester
 from wattwheel.adapters.mqtt.codec import telemetry_filter
+from wattwheel.adapters.ports import (
+    HookScheduler,
+    HttpReserve,
+    MqttTelemetry,
+    RedfishCaps,
+    SnmpOutlets,
+    SunSpecFlywheel,
+    warm_redfish,
+    warm_snmp,
+)
 from wattwheel.adapters.redfish.client import RedfishClient
-from wattwheel.adapters.scheduler.hook import SchedulerHook
 from wattwheel.adapters.scheduler.mqtt import MqttSchedulerHook
-from wattwheel.adapters.scheduler.plan import plan_requests
 from wattwheel.adapters.scheduler.webhook import WebhookSchedulerHook
 from wattwheel.adapters.snmp.client import ApcPduClient, PduTarget
 from wattwheel.domain.errors import ConfigError
 from wattwheel.domain.site import SiteParams
-from wattwheel.domain.telemetry import PowerSample, TelemetrySource
+from wattwheel.domain.telemetry import TelemetrySource
 from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.inventory import Inventory
 from wattwheel.runtime.leader import (
@@ -48,7 +53,7 @@ from wattwheel.runtime.leader import (
     leader_key,
 )
 from wattwheel.runtime.loop import Devices, Runtime
-from wattwheel.runtime.ports import FlywheelPort, FlywheelStatusW, ReserveStatus
+from wattwheel.runtime.ports import FlywheelPort
 
 log = logging.getLogger(__name__)
 DEVICE_MAP_FORMAT = "wattwheel-device-map"
@@ -86,168 +91,6 @@ def inventory_for(device_map: Mapping[str, Any], site: SiteParams) -> Inventory:
                 f"does not match the site's racks {list(racks)}",
             )
     return Inventory.from_json(device_map["inventory"], site.domain_names, site.domain_racks)
-
-
-# ------------------------------------------------------------------------------ adapters
-@dataclass
-class RedfishCaps:
-    """Server caps through Redfish power limits; a lifted cap is written as the maximum."""
-
-    client: RedfishClient
-    max_cap_w: Mapping[str, float]
-
-    async def set_caps(self, caps_w: Mapping[str, float | None]) -> dict[str, bool]:
-        limits = {sid: (self.max_cap_w[sid] if w is None else w) for sid, w in caps_w.items()}
-        written = await self.client.set_power_limits(limits)
-        return {sid: written.get(sid) is not None for sid in caps_w}
-
-
-@dataclass
-class SnmpOutlets:
-    """Outlet switching on APC PDUs (one client per rack; the clients refuse critical outlets)."""
-
-    clients: Mapping[str, ApcPduClient]
-
-    async def set_outlets(self, states: Mapping[str, bool]) -> dict[str, bool]:
-        async def one(key: str, on: bool) -> bool:
-            rack, _, number = key.rpartition("/")
-            client = self.clients.get(rack)
-            if client is None or not number.isdigit():
-                return False
-            try:
-                await client.set_outlet(int(number), on)
-            except Exception as exc:  # refused (critical), unreachable, SNMP error
-                log.warning("outlet %s not switched %s: %s", key, "on" if on else "off", exc)
-                return False
-            return True
-
-        results = await asyncio.gather(*(one(k, on) for k, on in states.items()))
-        return dict(zip(states, results, strict=True))
-
-
-@dataclass
-class SunSpecFlywheel:
-    """A :class:`FlywheelPort` over the SunSpec Modbus client (W, + discharge)."""
-
-    client: SunSpecFlywheelClient
-
-    async def read(self) -> FlywheelStatusW | None:
-        reading = await self.client.read()
-        st = reading.status
-        if st is None:
-            return None
-        return FlywheelStatusW(
-            st.soc, st.power_w, st.max_charge_w, st.max_discharge_w, reading.stale
-        )
-
-    async def write_setpoint(self, power_w: float) -> bool:
-        return await self.client.write_setpoint(power_w)
-
-
-@dataclass
-class HttpReserve:
-    """The reserve controller's JSON endpoint (``GET {url}``, ``POST {url}/{domain}``)."""
-
-    url: str
-    http: httpx.AsyncClient
-
-    async def read(self) -> dict[str, ReserveStatus]:
-        response = await self.http.get(self.url)
-        response.raise_for_status()
-        return {
-            d: ReserveStatus(
-                int(v["mode"]),
-                float(v["ready_in_s"]),
-                float(v["min_on_left_s"]),
-                float(v["delivered_kw"]),
-            )
-            for d, v in response.json()["domains"].items()
-        }
-
-    async def command(self, domain_id: str, on: bool, power_kw: float) -> bool:
-        response = await self.http.post(
-            f"{self.url}/{domain_id}", json={"on": on, "power_kw": power_kw}
-        )
-        return response.status_code == 200
-
-
-@dataclass
-class HookScheduler:
-    """Shift/defer levels -> named requests (``plan_requests``) -> a scheduler hook (the
-    webhook or the MQTT topic)."""
-
-    hook: SchedulerHook
-    site: SiteParams
-
-    async def request_levels(
-        self,
-        now_s: float,
-        shift_out_kw: Mapping[str, float],
-        shift_in_kw: Mapping[str, float],
-        defer_kw: Mapping[str, float],
-    ) -> bool:
-        ids = self.site.domain_names
-        requests = plan_requests(
-            self.site.name,
-            ids,
-            shift_out_kw=[shift_out_kw[d] for d in ids],
-            shift_in_kw=[shift_in_kw[d] for d in ids],
-            defer_kw=[defer_kw[d] for d in ids],
-            defer_deadline_s=list(self.site.flex.defer_deadline_s),
-            now_s=now_s,
-            shift_lead_s=float(self.site.flex.shift_lead_s.max(initial=0.0)),
-            period_s=self.site.plan_period_s,
-            reason="wattwheel plan",
-        )
-        acks = await asyncio.gather(*(self.hook.request(r) for r in requests))
-        return all(a.delivered for a in acks)
-
-
-@dataclass
-class MqttTelemetry:
-    """Samples arriving over MQTT, buffered between ticks (the ingester runs in the background
-    and acknowledges a message once its samples are in this buffer)."""
-
-    max_samples: int = 200_000
-    _buffer: deque[PowerSample] = field(default_factory=deque)
-    dropped: int = 0
-
-    async def sink(self, samples: list[PowerSample]) -> None:
-        overflow = len(self._buffer) + len(samples) - self.max_samples
-        if overflow > 0:
-            self.dropped += overflow
-            for _ in range(min(overflow, len(self._buffer))):
-                self._buffer.popleft()
-        self._buffer.extend(samples)
-
-    async def read(self) -> list[PowerSample]:
-        # popleft is atomic: the ingester (main loop) may append while a poller thread drains.
-        return [self._buffer.popleft() for _ in range(len(self._buffer))]
-
-
-# ------------------------------------------------------------------------------ warm-up
-WARM_RETRY_S = 2.0
-
-
-async def _warm_redfish(client: RedfishClient) -> None:
-    """Discover the command client's resources before the first write needs them: a
-    discovery walk takes longer than a write's timeout and would be cut short every tick (a
-    promotion rewrites every cap at once). Reads only; retried until the service answers."""
-    while await client.discover() is None:
-        await asyncio.sleep(WARM_RETRY_S)
-
-
-async def _warm_snmp(clients: list[ApcPduClient]) -> None:
-    """Find each PDU's outlet control table once, before the first switching (otherwise
-    every concurrent set of the first batch walks it). Reads only; retried on failure."""
-    for client in clients:
-        while True:
-            try:
-                await client._control_table()  # cached by the client once known
-                break
-            except Exception as exc:  # unreachable: the first set will try again too
-                log.debug("outlet control table of %s not read yet: %s", client.target.source, exc)
-                await asyncio.sleep(WARM_RETRY_S)
 
 
 # ------------------------------------------------------------------------------ assembly
@@ -309,7 +152,7 @@ def build_wiring(
         wiring.poll_period_s["redfish"] = float(rf.get("poll_s", 5.0))
         devices.caps = RedfishCaps(writer, {s.server_id: s.max_cap_w for s in inv.servers})
         wiring.closers.append(writer.aclose)
-        wiring.background.append(lambda: _warm_redfish(writer))
+        wiring.background.append(lambda: warm_redfish(writer))
     if snmp := device_map.get("snmp"):
         engine, control_engine = SnmpEngine(), SnmpEngine()  # poller thread / main loop
         clients, controls = {}, {}
@@ -335,7 +178,7 @@ def build_wiring(
             telemetry[f"snmp:{rack}"] = clients[rack]
             wiring.poll_period_s[f"snmp:{rack}"] = float(snmp.get("poll_s", 5.0))
         devices.outlets = SnmpOutlets(controls)
-        wiring.background.append(lambda: _warm_snmp(list(controls.values())))
+        wiring.background.append(lambda: warm_snmp(list(controls.values())))
         wiring.closers.append(control_engine.close_dispatcher)
     if mq := device_map.get("mqtt"):
         buffer = MqttTelemetry()

@@ -1,7 +1,7 @@
 """The runtime's I/O concerns, one small Protocol each (fakes live in :mod:`.fakes`).
 
 The runtime sits below the adapters in the layering, so it names what it needs here and the
-edges (``cli/live_wiring.py``) wrap the concrete Redfish / SNMP / MQTT / Modbus / scheduler
+edges (``adapters/ports.py``) wrap the concrete Redfish / SNMP / MQTT / Modbus / scheduler
 clients to fit. Every method must come back without raising on a device fault (adapters return
 stale or failed results); the runtime still guards each call with a timeout and a catch-all so a
 misbehaving device cannot stop the loop. Power in watts at this boundary, like the wire formats.

@@ -1,0 +1,440 @@
+"""Actuating: a Decision becomes device commands, all sent through one fenced writer.
+
+:class:`FencedWriter` is the only way a command leaves the runtime: flywheel setpoints (also
+those a :class:`FlywheelWorker` sends later), server caps, outlet switching, reserve commands
+and scheduler requests. Each write is checked against the leader election right before it is
+sent (a cap of a domain this instance no longer leads is dropped and retried by whoever leads
+it). :class:`Actuator` decides what to write: per-server caps by water-filling (operator pins
+included), outlet shedding when a breaker is heating with nothing else left, reserve requests
+and scheduler levels; it remembers what the devices took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wattwheel.control.base import RESERVE_OFF, Decision, Observation
+from wattwheel.domain.site import SiteParams
+from wattwheel.runtime import actuate
+from wattwheel.runtime.faults import FaultBook, guarded
+from wattwheel.runtime.inventory import Inventory
+from wattwheel.runtime.ledger import Ledger, ModelledReserve
+from wattwheel.runtime.ports import (
+    FlywheelPort,
+    FlywheelStatusW,
+    OutletActuator,
+    ReservePort,
+    SchedulerPort,
+    ServerCapActuator,
+)
+from wattwheel.runtime.state import Mode, Overrides
+from wattwheel.runtime.telemetry import TelemetryView
+from wattwheel.runtime.workers import FlywheelWorker
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+log = logging.getLogger(__name__)
+
+
+class FencedWriter:
+    """Every command the runtime sends, each checked against leadership when it is sent.
+
+    ``commandable``: the domains this instance may command now (None: all of them);
+    ``coordinator``: may it command what the domains share (reserve, scheduler) now (None:
+    only when it may command every domain).
+    """
+
+    def __init__(
+        self,
+        domain_ids: tuple[str, ...],
+        faults: FaultBook,
+        timeout_s: float,
+        commandable: Callable[[], Collection[str]] | None = None,
+        coordinator: Callable[[], bool] | None = None,
+    ) -> None:
+        self.domain_ids = domain_ids
+        self.faults = faults
+        self.timeout_s = timeout_s
+        self.commandable = commandable
+        self.coordinator = coordinator
+
+    # ------------------------------------------------------------------ fencing
+    def allowed(self) -> BoolArray:
+        """Per domain: may this instance command it right now? (An election that cannot be
+        checked is counted as a fault and commands nothing.)"""
+        if self.commandable is None:
+            return np.ones(len(self.domain_ids), dtype=bool)
+        try:
+            mine = set(self.commandable())
+        except Exception as exc:  # an election we cannot check: command nothing
+            self.faults.fault("leader", "elector", f"{type(exc).__name__}: {exc}")
+            mine = set()
+        return np.array([d in mine for d in self.domain_ids], dtype=bool)
+
+    def may_command(self, domain_id: str) -> bool:
+        """The fencing check of one domain at the moment of writing."""
+        if self.commandable is None:
+            return True
+        try:
+            return domain_id in set(self.commandable())
+        except Exception:  # counted by the tick's own check
+            return False
+
+    def may_coordinate(self, allowed: BoolArray | None = None) -> bool:
+        """May this instance send shared commands (reserve, scheduler) right now?"""
+        if self.coordinator is None:
+            return bool((self.allowed() if allowed is None else allowed).all())
+        try:
+            return bool(self.coordinator())
+        except Exception as exc:  # an election we cannot check: command nothing shared
+            self.faults.fault("leader", "coordinator", f"{type(exc).__name__}: {exc}")
+            return False
+
+    def _may_share(self) -> bool:
+        if self.coordinator is None:
+            return all(self.may_command(d) for d in self.domain_ids)
+        try:
+            return bool(self.coordinator())
+        except Exception:  # counted by the tick's own check
+            return False
+
+    # ------------------------------------------------------------------ writes
+    def flywheel(self, domain_id: str, port: FlywheelPort) -> FlywheelPort:
+        """``port`` with its setpoint writes fenced (for a worker that writes later)."""
+        return _FencedFlywheel(port, domain_id, self.may_command)
+
+    async def setpoint(self, domain_id: str, port: FlywheelPort, power_w: float) -> bool:
+        async def write() -> bool:
+            if not self.may_command(domain_id):
+                return False
+            if not await port.write_setpoint(power_w):
+                raise ConnectionError(f"setpoint {power_w:.0f} W not accepted")
+            return True
+
+        return await guarded(
+            self.faults, "device", f"flywheel:{domain_id}", write, self.timeout_s, False
+        )
+
+    async def caps(
+        self,
+        actuator: ServerCapActuator,
+        changes: Mapping[str, float | None],
+        domain_of: Mapping[str, str],
+    ) -> dict[str, bool]:
+        """Write the caps of the servers whose domain this instance leads now; the others
+        are reported as not written."""
+        mine = {sid: w for sid, w in changes.items() if self.may_command(domain_of[sid])}
+        no_writes: dict[str, bool] = {}
+        written = (
+            await guarded(
+                self.faults,
+                "device",
+                "caps",
+                functools.partial(actuator.set_caps, mine),
+                self.timeout_s,
+                no_writes,
+            )
+            if mine
+            else {}
+        )
+        return {sid: bool(written.get(sid)) for sid in changes}
+
+    async def outlets(
+        self, actuator: OutletActuator, states: Mapping[str, bool], domain_of: Mapping[str, str]
+    ) -> dict[str, bool]:
+        mine = {k: on for k, on in states.items() if self.may_command(domain_of[k])}
+        if not mine:
+            return {}
+        return await guarded(
+            self.faults,
+            "device",
+            "outlets",
+            functools.partial(actuator.set_outlets, mine),
+            self.timeout_s,
+            {},
+        )
+
+    async def reserve(
+        self, port: ReservePort, domain_id: str, on: bool, power_kw: float, shared: bool
+    ) -> bool:
+        """A reserve command: by the coordinator (``shared``) or by the domain's leader."""
+
+        async def write() -> bool:
+            ok = self._may_share() if shared else self.may_command(domain_id)
+            return await port.command(domain_id, on, power_kw) if ok else False
+
+        return await guarded(self.faults, "device", "reserve", write, self.timeout_s, False)
+
+    async def schedule(
+        self,
+        scheduler: SchedulerPort,
+        now_s: float,
+        shift_out_kw: Mapping[str, float],
+        shift_in_kw: Mapping[str, float],
+        defer_kw: Mapping[str, float],
+    ) -> bool:
+        async def write() -> bool:
+            if not self._may_share():
+                return False
+            return await scheduler.request_levels(now_s, shift_out_kw, shift_in_kw, defer_kw)
+
+        return await guarded(self.faults, "device", "scheduler", write, self.timeout_s * 4, False)
+
+
+@dataclass
+class _FencedFlywheel:
+    """A flywheel port whose setpoint writes happen only while this instance may command the
+    domain, checked at the moment of writing: a setpoint queued in a :class:`FlywheelWorker`
+    before a demotion is dropped (reported as done: there is nothing to retry)."""
+
+    port: FlywheelPort
+    domain_id: str
+    may_command: Callable[[str], bool]
+
+    async def read(self) -> FlywheelStatusW | None:
+        return await self.port.read()
+
+    async def write_setpoint(self, power_w: float) -> bool:
+        if not self.may_command(self.domain_id):
+            log.debug("flywheel %s: setpoint dropped, not leader any more", self.domain_id)
+            return True
+        return await self.port.write_setpoint(power_w)
+
+
+@dataclass(frozen=True)
+class Acted:
+    """What one tick commanded: cap writes sent, outlets shed, the rack budgets in force."""
+
+    cap_writes: int
+    shed: list[str]
+
+
+class Actuator:
+    """What to command this tick, and what the devices are known to have taken."""
+
+    def __init__(
+        self,
+        site: SiteParams,
+        inv: Inventory,
+        writer: FencedWriter,
+        overrides: Overrides,
+        ledger: Ledger,
+        view: TelemetryView,
+        event: Callable[[str, str], None],
+        *,
+        caps: ServerCapActuator | None,
+        outlets: OutletActuator | None,
+        flywheels: Mapping[str, FlywheelPort],
+        reserve: ReservePort | None,
+        modelled_reserve: ModelledReserve,
+        scheduler: SchedulerPort | None,
+        shed_heat: float,
+        rewrite_per_tick: int,
+    ) -> None:
+        self.site = site
+        self.inv = inv
+        self.domain_ids = site.domain_names
+        self.writer = writer
+        self.overrides = overrides
+        self.ledger = ledger
+        self.view = view
+        self.event = event
+        self.caps = caps
+        self.outlets = outlets
+        self.flywheels = flywheels
+        self.reserve_port: ReservePort = reserve or modelled_reserve
+        self.scheduler = scheduler
+        self.shed_heat = shed_heat
+        self.rewrite_per_tick = rewrite_per_tick
+        #: Flywheels commanded by their own worker (set while the runtime runs).
+        self.fly_workers: dict[str, FlywheelWorker] = {}
+        n = len(inv.servers)
+        self.applied_caps = np.full(n, np.nan)
+        self.wanted_caps = self.applied_caps.copy()
+        self.cap_demand_w = np.zeros(n)
+        self.rack_budgets_w: dict[str, float] = {}
+        self.shed: set[str] = set()
+        # After a promotion: caps and outlet states the predecessor may have left (rewritten).
+        self.unknown_caps = np.zeros(n, dtype=bool)
+        self.reassert: set[str] = set()
+        self.last_sched: tuple[float, ...] | None = None
+        self.background: set[asyncio.Task[Any]] = set()
+        self._server_domain = {
+            s.server_id: self.domain_ids[int(inv.server_domain[i])]
+            for i, s in enumerate(inv.servers)
+        }
+        self._outlet_domain = {
+            key: self._server_domain[s.server_id] for key, s in inv.outlets().items()
+        }
+
+    # ------------------------------------------------------------------ promotion
+    def forget_applied(self, domains: Collection[str]) -> None:
+        """This instance just became leader of ``domains``: it cannot know what its predecessor
+        wrote, so the next ticks rewrite every cap of those domains (lifts included) and switch
+        their non-critical outlets back on once they have headroom (or shed them as needed)."""
+        mine = np.array([d in domains for d in self.domain_ids], dtype=bool)
+        servers = mine[self.inv.server_domain]
+        self.unknown_caps |= servers
+        for key, outlet in self.inv.outlets().items():
+            i = self.inv.server_index[outlet.server_id]
+            if servers[i] and not self.inv.critical[i]:
+                self.shed.discard(key)
+                self.reassert.add(key)
+
+    def forget_schedule(self) -> None:
+        """This instance just became site coordinator: resend the scheduler levels."""
+        self.last_sched = None
+
+    # ------------------------------------------------------------------ one tick
+    async def act(self, obs: Observation, dec: Decision, mode: Mode) -> Acted:
+        jobs: list[Any] = []
+        allowed = self.writer.allowed()
+        for i, dom in enumerate(self.domain_ids):
+            port = self.flywheels.get(dom)
+            if not allowed[i]:
+                continue  # another instance leads this domain: command nothing
+            if dom in self.fly_workers:
+                self.fly_workers[dom].submit(float(dec.kes_kw[i]) * 1000.0)
+            elif port is not None:
+                jobs.append(self.writer.setpoint(dom, port, float(dec.kes_kw[i]) * 1000.0))
+        shared = self.writer.may_coordinate(allowed)
+        # The reserve is shared: with a coordinator role it is commanded by the coordinator,
+        # otherwise per domain by that domain's leader.
+        by_coordinator = self.writer.coordinator is not None
+        reserve_ok = np.full(len(allowed), shared) if by_coordinator else allowed
+        jobs.extend(self._reserve_jobs(obs, dec, reserve_ok, by_coordinator))
+        changes = self._cap_changes(obs, dec, allowed)
+        cap_job = None
+        if changes and self.caps is not None:
+            cap_job = asyncio.ensure_future(
+                self.writer.caps(self.caps, changes, self._server_domain)
+            )
+            jobs.append(cap_job)
+        shed = self._shed_plan(obs, dec, mode, allowed)
+        if shed and self.outlets is not None:
+            jobs.append(self.writer.outlets(self.outlets, shed, self._outlet_domain))
+        if mode != "maintenance" and shared:
+            self._maybe_schedule(obs.now_s, dec)
+        await asyncio.gather(*jobs)
+        written: Mapping[str, bool] = cap_job.result() if cap_job is not None else {}
+        self._commit_caps(changes, written, obs.now_s)
+        return Acted(len(changes), [k for k, on in shed.items() if not on])
+
+    def _reserve_jobs(
+        self, obs: Observation, dec: Decision, allowed: BoolArray, shared: bool
+    ) -> list[Any]:
+        jobs = []
+        for i, dom in enumerate(self.domain_ids):
+            on, kw = bool(dec.reserve_on[i]), float(dec.reserve_kw[i])
+            if not allowed[i] or (not on and obs.reserve_mode[i] == RESERVE_OFF):
+                continue  # nothing to start or release
+            jobs.append(self.writer.reserve(self.reserve_port, dom, on, kw, shared))
+        return jobs
+
+    def _cap_changes(
+        self, obs: Observation, dec: Decision, allowed: BoolArray
+    ) -> dict[str, float | None]:
+        pins = self.overrides.rack_caps_kw(obs.now_s)
+        demand_w = self.view.server_demand_w()
+        plan = actuate.plan_caps(self.inv, demand_w, dec.cap_kw, pins)
+        wanted = plan.cap_w
+        stale_servers = obs.stale[self.inv.server_domain] if obs.stale is not None else None
+        if stale_servers is not None and stale_servers.any():
+            wanted = np.where(stale_servers, self.applied_caps, wanted)  # hold last safe caps
+        if not allowed.all():
+            wanted = np.where(allowed[self.inv.server_domain], wanted, self.applied_caps)
+        changes = actuate.cap_changes(self.inv, self.applied_caps, wanted)
+        # Caps a predecessor may have written: rewrite them once (a lift as well).
+        unknown = np.flatnonzero(self.unknown_caps & allowed[self.inv.server_domain])
+        for i in unknown[: self.rewrite_per_tick]:
+            cap = wanted[i]
+            changes[self.inv.servers[i].server_id] = None if np.isnan(cap) else float(cap)
+        self.wanted_caps, self.cap_demand_w = wanted, demand_w
+        self.rack_budgets_w = plan.rack_budget_w
+        return changes
+
+    def _commit_caps(
+        self, changes: Mapping[str, float | None], written: Mapping[str, bool], now_s: float
+    ) -> None:
+        """Caps the BMCs took are in force; a refused or failed write is retried next tick
+        (and a cap nobody could write holds nothing back)."""
+        applied = self.applied_caps.copy()
+        for sid in changes:
+            if written.get(sid):
+                i = self.inv.server_index[sid]
+                applied[i] = self.wanted_caps[i]
+                self.unknown_caps[i] = False
+        self.applied_caps = applied
+        self.view.set_caps(applied, now_s)
+        # A server capped before it was ever read uncapped: remember the demand its cap was
+        # computed from, or its capped readings would pass for its demand from now on.
+        self.view.assume_uncapped(np.isfinite(applied), self.cap_demand_w)
+
+    def _shed_plan(
+        self, obs: Observation, dec: Decision, mode: Mode, allowed: BoolArray
+    ) -> dict[str, bool]:
+        """Outlets to switch, only in the domains this instance may command (``allowed``).
+        Maintenance mode sheds too: it holds settings, but protecting a breaker is a safety
+        action, never held."""
+        if self.outlets is None or not allowed.any():
+            return {}
+        grid = (
+            obs.demand_kw
+            - dec.kes_kw
+            - dec.cap_kw
+            - np.where(obs.reserve_mode != RESERVE_OFF, dec.reserve_kw, 0.0)
+        )
+        uncovered = np.maximum(grid - self.site.primary_kw, 0.0)
+        hot = self.ledger.heat >= self.shed_heat
+        shortfall = np.where(hot & allowed, uncovered, 0.0)
+        states: dict[str, bool] = {}
+        if shortfall.any():
+            power = self.view.server_demand_w()
+            for key in actuate.outlets_to_shed(self.inv, shortfall, power, self.shed):
+                states[key] = False
+                self.shed.add(key)
+                self.reassert.discard(key)
+            self.event("shed", f"shedding {len(states)} non-critical outlets: {sorted(states)[:5]}")
+        # Restore once a domain has headroom for what it shed, and the breaker has cooled.
+        outlets = self.inv.outlets() if self.shed or self.reassert else {}
+        for key in [*self.shed, *sorted(self.reassert)[: self.rewrite_per_tick]]:
+            d = int(self.inv.server_domain[self.inv.server_index[outlets[key].server_id]])
+            if allowed[d] and not hot[d] and uncovered[d] <= 0 and key not in states:
+                states[key] = True
+                self.shed.discard(key)
+                self.reassert.discard(key)
+        return states
+
+    def _maybe_schedule(self, now_s: float, dec: Decision) -> None:
+        if self.scheduler is None:
+            return
+        levels = tuple(
+            np.round(np.concatenate([dec.shift_out_kw, dec.shift_in_kw, dec.defer_kw]), 1)
+        )
+        if levels == self.last_sched or (self.last_sched is None and not any(levels)):
+            return
+        self.last_sched = levels
+        ids = self.domain_ids
+
+        def per_domain(arr: FloatArray) -> dict[str, float]:
+            return {d: float(v) for d, v in zip(ids, arr, strict=True)}
+
+        task = asyncio.ensure_future(
+            self.writer.schedule(
+                self.scheduler,
+                now_s,
+                per_domain(dec.shift_out_kw),
+                per_domain(dec.shift_in_kw),
+                per_domain(dec.defer_kw),
+            )
+        )
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

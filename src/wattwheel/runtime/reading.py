@@ -1,0 +1,251 @@
+"""Reading: every telemetry source, flywheel bank and the reserve, turned into an Observation.
+
+Sources polled in the background (:meth:`Reader.poll`) leave their samples in a buffer the
+tick drains; sources that are not polled are read inline, concurrently, each within its own
+timeout. Flywheels with a worker are read by it (the tick takes the cached status). The
+readings become the policy's :class:`Observation`: demand per domain (stale domains hold their
+last good value), the bank's state (a bank that does not answer floats: 0 kW either way), the
+reserve's state, the ledger's shifts and debt, and the operator's pins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wattwheel.control.base import RESERVE_OFF, Observation
+from wattwheel.domain.site import SiteParams
+from wattwheel.domain.telemetry import PowerSample, TelemetrySource
+from wattwheel.runtime.clock import Clock
+from wattwheel.runtime.faults import FaultBook, guarded
+from wattwheel.runtime.inventory import Inventory
+from wattwheel.runtime.ledger import Ledger, ModelledReserve
+from wattwheel.runtime.ports import FlywheelPort, FlywheelStatusW, ReservePort, ReserveStatus
+from wattwheel.runtime.state import LiveState, Overrides
+from wattwheel.runtime.telemetry import DemandView, TelemetryView
+from wattwheel.runtime.workers import FlywheelWorker
+
+FloatArray = NDArray[np.float64]
+#: A flywheel not read yet this long after start is not a fault (connecting, SunSpec discovery).
+STARTUP_GRACE_S = 5.0
+#: Samples a background poller keeps while nobody drains them (the newest win).
+POLL_BUFFER = 1_000_000
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one tick read: telemetry samples, flywheel status per domain, reserve status."""
+
+    samples: list[PowerSample]
+    flywheels: dict[str, FlywheelStatusW | None]
+    reserve: dict[str, ReserveStatus] | None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The policy's observation plus what the tick needs beside it."""
+
+    obs: Observation
+    kes_power_kw: FloatArray
+    reserve_kw: FloatArray
+    view: DemandView
+    #: The samples the view believed (only these are stored as readings, DESIGN §8).
+    valid_samples: list[PowerSample]
+
+
+class Reader:
+    """Reads the devices and builds the observation (see the module docstring)."""
+
+    def __init__(
+        self,
+        site: SiteParams,
+        inv: Inventory,
+        telemetry: Mapping[str, TelemetrySource],
+        flywheels: Mapping[str, FlywheelPort],
+        reserve: ReservePort | None,
+        clock: Clock,
+        faults: FaultBook,
+        state: LiveState,
+        overrides: Overrides,
+        ledger: Ledger,
+        modelled_reserve: ModelledReserve,
+        event: Callable[[str, str], None],
+        *,
+        control_period_s: float,
+        device_timeout_s: float,
+        telemetry_max_age_s: float,
+        max_server_power_w: float,
+    ) -> None:
+        self.site = site
+        self.domain_ids = site.domain_names
+        self.telemetry = telemetry
+        self.flywheels = flywheels
+        self.reserve = reserve
+        self.clock = clock
+        self.faults = faults
+        self.state = state
+        self.overrides = overrides
+        self.ledger = ledger
+        self.modelled_reserve = modelled_reserve
+        self.event = event
+        self.control_period_s = control_period_s
+        self.device_timeout_s = device_timeout_s
+        self.view = TelemetryView(
+            inv,
+            1.0 - site.flex.noncritical_fraction,
+            telemetry_max_age_s,
+            max_server_power_w,
+            rack_rating_w=None if site.rack_rating_kw is None else site.rack_rating_kw * 1000.0,
+        )
+        #: Buffers of the sources polled in the background (the tick drains them).
+        self.polled: dict[str, deque[PowerSample]] = {}
+        #: Sources a background poller reads now (the tick does not read them inline).
+        self.polling: set[str] = set()
+        #: Flywheels read (and commanded) by their own worker.
+        self.fly_workers: dict[str, FlywheelWorker] = {}
+        self.kes_soc = site.kes_initial_soc.astype(float).copy()
+        self.started_s = clock.now_s()
+
+    # ------------------------------------------------------------------ devices
+    async def read(self) -> Reading:
+        t = self.device_timeout_s
+        empty: list[PowerSample] = []
+        polled = self._drain_polled()
+        tele = asyncio.gather(
+            *(
+                guarded(self.faults, "device", f"telemetry:{name}", src.read, t, empty)
+                for name, src in self.telemetry.items()
+                if name not in self.polling
+            )
+        )
+        none_status: FlywheelStatusW | None = None
+        max_age = 3 * self.control_period_s
+        cached = {d: w.status(max_age) for d, w in self.fly_workers.items()}
+        inline = [d for d in self.flywheels if d not in self.fly_workers]
+        fly = asyncio.gather(
+            *(
+                guarded(self.faults, "device", f"flywheel:{d}", port.read, t, none_status)
+                for d, port in self.flywheels.items()
+                if d in inline
+            )
+        )
+        no_reserve: dict[str, ReserveStatus] | None = None
+        res = (
+            guarded(self.faults, "device", "reserve", self.reserve.read, t, no_reserve)
+            if self.reserve is not None
+            else self.modelled_reserve.read()
+        )
+        batches, statuses, reserve = await asyncio.gather(tele, fly, res)
+        samples = polled + [s for batch in batches for s in batch]
+        return Reading(samples, {**cached, **dict(zip(inline, statuses, strict=True))}, reserve)
+
+    def _drain_polled(self) -> list[PowerSample]:
+        # popleft is atomic: a poller thread may append while we drain.
+        out: list[PowerSample] = []
+        for buffer in self.polled.values():
+            for _ in range(len(buffer)):
+                out.append(buffer.popleft())
+        return out
+
+    def buffer_for(self, name: str) -> deque[PowerSample]:
+        """The buffer of a source polled in the background (the tick stops reading it inline)."""
+        return self.polled.setdefault(name, deque(maxlen=POLL_BUFFER))
+
+    async def poll(
+        self, name: str, source: TelemetrySource, period_s: float, offset_s: float = 0.0
+    ) -> None:
+        """Read one telemetry source on its own schedule (a slow one never holds a tick)."""
+        buffer = self.buffer_for(name)
+        empty: list[PowerSample] = []
+        timeout = max(self.device_timeout_s, period_s)
+        await self.clock.sleep(offset_s)
+        while True:
+            started = self.clock.monotonic_s()
+            batch = await guarded(
+                self.faults, "device", f"telemetry:{name}", source.read, timeout, empty
+            )
+            buffer.extend(batch)  # bounded: nobody draining keeps the newest readings only
+            await self.clock.sleep(period_s - (self.clock.monotonic_s() - started))
+
+    # ------------------------------------------------------------------ observation
+    def observe(self, now_s: float, reading: Reading) -> Observed:
+        samples = reading.samples
+        ok = self.view.ingest(samples, now_s)
+        valid = [s for s, good in zip(samples, ok, strict=True) if good]
+        self.state.count_telemetry(len(valid))
+        rejected = len(samples) - len(valid)
+        if rejected:
+            self.state.count_error("input", rejected)
+        view = self.view.demand(now_s)
+        for notice in self.view.take_notices():
+            self.event("telemetry.trust", notice)
+        soc, dis, chg, kes_power = self._kes(reading.flywheels)
+        mode, ready, left, res_kw = self._reserve(reading.reserve)
+        out_kw, in_kw = self.ledger.shifts_now(now_s)
+        obs = Observation(
+            now_s=now_s,
+            dt_s=self.control_period_s,
+            demand_kw=view.demand_kw,
+            critical_kw=view.critical_kw,
+            shift_out_kw=out_kw,
+            shift_in_kw=in_kw,
+            due_repay_kw=self.ledger.due_repay_kw(now_s),
+            debt_kwh=self.ledger.debt_kwh(),
+            kes_soc=soc,
+            kes_max_discharge_kw=dis,
+            kes_max_charge_kw=chg,
+            reserve_mode=mode,
+            reserve_ready_in_s=ready,
+            reserve_min_on_left_s=left,
+            breaker_heat=self.ledger.heat.copy(),
+            last_grid_kw=self.ledger.last_grid_kw.copy(),
+            pinned_cap_kw=self.overrides.pinned_cap_kw(self.domain_ids, now_s),
+            reserve_override=self.overrides.reserve_override(self.domain_ids, now_s),
+            stale=view.stale,
+        )
+        return Observed(obs, kes_power, res_kw, view, valid)
+
+    def _kes(
+        self, fly: dict[str, FlywheelStatusW | None]
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        d = self.site.n_domains
+        dis, chg, power = np.zeros(d), np.zeros(d), np.zeros(d)
+        for i, dom in enumerate(self.domain_ids):
+            st = fly.get(dom)
+            key = f"flywheel:{dom}/status"
+            if st is None or st.stale or not math.isfinite(st.soc):
+                # Unreachable or stale: the bank floats; count on nothing from it.
+                starting = st is None and self.clock.now_s() - self.started_s < STARTUP_GRACE_S
+                if dom in self.flywheels and not starting:
+                    self.faults.fault("device", key, "no fresh status, KES assumed floating")
+                continue
+            self.faults.ok(key)
+            self.kes_soc[i] = min(max(st.soc, 0.0), 1.0)
+            dis[i] = max(st.max_discharge_w, 0.0) / 1000.0
+            chg[i] = max(st.max_charge_w, 0.0) / 1000.0
+            power[i] = st.power_w / 1000.0
+        return self.kes_soc.copy(), dis, chg, power
+
+    def _reserve(
+        self, status: dict[str, ReserveStatus] | None
+    ) -> tuple[NDArray[np.int64], FloatArray, FloatArray, FloatArray]:
+        d = self.site.n_domains
+        mode = np.full(d, RESERVE_OFF, dtype=np.int64)
+        ready, left, kw = np.zeros(d), np.zeros(d), np.zeros(d)
+        for i, dom in enumerate(self.domain_ids):
+            st = (status or {}).get(dom)
+            if st is None:
+                continue
+            mode[i], ready[i], left[i], kw[i] = (
+                st.mode,
+                st.ready_in_s,
+                st.min_on_left_s,
+                st.delivered_kw,
+            )
+        return mode, ready, left, kw
