@@ -90,3 +90,23 @@ async def test_reserve_and_scheduler_ports_drive_the_emulated_site() -> None:
         assert ok and len(site.scheduler_requests) == 1
         assert site.rack_consumed_w("b1") == pytest.approx(before + 10_000.0, abs=1.0)
         await hook.close()
+
+
+def test_each_serve_instance_has_its_own_mqtt_session() -> None:
+    # Issue 8: two instances shared one client id and kicked each other off the broker.
+    from wattwheel.cli.live_cmds import _election_options
+    from wattwheel.cli.live_wiring import build_wiring
+
+    sc = scenario()
+    site = sc.site
+    inv = default_inventory(site, 100.0, 2_000.0)
+    mqtt = {"host": "127.0.0.1", "port": 1, "site": "w", "username": "u", "password": "p"}
+    ids = []
+    for instance in ("ctl-a", "ctl-b", None):
+        election = _election_options(None, instance, None, 3, 0.5)
+        wiring = build_wiring({"mqtt": mqtt}, site, inv, instance_id=election.session_id)
+        [run] = wiring.background
+        ingester = run.__self__  # type: ignore[attr-defined]
+        assert ingester.broker.username == "u"
+        ids.append(ingester.client_id)
+    assert ids == ["wattwheel-serve-w-ctl-a", "wattwheel-serve-w-ctl-b", "wattwheel-serve-w"]

@@ -273,6 +273,9 @@ class ElectionOptions:
     instance_id: str
     shard_specs: tuple[str, ...]
     ttl_s: int
+    #: names this instance's MQTT session: --instance-id, else the election name when
+    #: redundant, else None (one serve: the same session at every start)
+    session_id: str | None = None
 
 
 def _election_options(
@@ -304,7 +307,8 @@ def _election_options(
     name = instance_id or f"{socket.gethostname()}:{os.getpid()}"
     if not name.strip():
         _fail("--instance-id must not be empty")
-    return ElectionOptions(urls, name, tuple(shard or ()), lease_ttl_s)
+    session = instance_id if instance_id is not None else (name if urls else None)
+    return ElectionOptions(urls, name, tuple(shard or ()), lease_ttl_s, session)
 
 
 def _model_step_s(forecaster: Any) -> float | None:
@@ -402,7 +406,13 @@ async def _serve(
     # Redundant controllers: a flywheel no leader renews goes back to hold (2 ticks, >= 2 s).
     revert_s = max(2, math.ceil(2 * control_period)) if election.etcd_urls else 0
     wiring = build_wiring(
-        device_map, site, inventory, device_timeout, write_timeout_s, flywheel_revert_s=revert_s
+        device_map,
+        site,
+        inventory,
+        device_timeout,
+        write_timeout_s,
+        flywheel_revert_s=revert_s,
+        instance_id=election.session_id,
     )
     wiring.closers.extend(lead_closers)
     horizons = tuple(getattr(policy, "horizons_s", ()))

@@ -22,8 +22,9 @@ from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
 from wattwheel.adapters.etcd.client import EtcdClient, EtcdLeaseStore
 from wattwheel.adapters.modbus.client import SunSpecFlywheelClient
-from wattwheel.adapters.mqtt.client import BrokerAddress, MqttIngester
+from wattwheel.adapters.mqtt.client import MqttIngester
 from wattwheel.adapters.mqtt.codec import telemetry_filter
+from wattwheel.adapters.mqtt.config import broker_from_map, ingest_client_id
 from wattwheel.adapters.ports import (
     HookScheduler,
     HttpReserve,
@@ -119,6 +120,7 @@ def build_wiring(
     timeout_s: float = 0.5,
     write_timeout_s: float | None = None,
     flywheel_revert_s: int = 0,
+    instance_id: str | None = None,
 ) -> Wiring:
     """Clients for every device the map names (absent sections are simply not wired).
 
@@ -128,7 +130,8 @@ def build_wiring(
     margin (``docs/redundancy.md``). None: the clients' usual timeouts.
     ``flywheel_revert_s``: the SunSpec setpoint revert timer written with every setpoint (the
     flywheel goes back to hold when no controller renews it); the map's ``modbus.revert_s``
-    wins; 0: no timer."""
+    wins; 0: no timer. ``instance_id``: this controller's name when several run (its MQTT
+    session is its own, see :func:`~wattwheel.adapters.mqtt.config.ingest_client_id`)."""
 
     def wt(default_s: float) -> float:
         return default_s if write_timeout_s is None else min(default_s, write_timeout_s)
@@ -183,10 +186,10 @@ def build_wiring(
     if mq := device_map.get("mqtt"):
         buffer = MqttTelemetry()
         ingester = MqttIngester(
-            BrokerAddress(mq["host"], int(mq["port"])),
+            broker_from_map(mq),
             telemetry_filter(mq["site"]),
             buffer.sink,
-            client_id=f"wattwheel-serve-{mq['site']}",
+            client_id=ingest_client_id(mq["site"], instance_id),
         )
         telemetry["mqtt"] = buffer
         wiring.background.append(ingester.run)

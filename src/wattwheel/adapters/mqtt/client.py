@@ -41,14 +41,26 @@ Sink = Callable[[list[PowerSample]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class TlsOptions:
+    """TLS to the broker: its certificate is verified against ``ca_file`` (the system's CAs
+    when None); ``cert_file``/``key_file`` present a client certificate."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
 class BrokerAddress:
-    """Where the broker is. ``keepalive_s`` bounds how long a dead broker goes unnoticed."""
+    """Where the broker is and how to log in. ``keepalive_s`` bounds how long a dead broker
+    goes unnoticed; ``tls`` None: plain TCP."""
 
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     keepalive_s: int = 10
+    tls: TlsOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -512,6 +524,7 @@ async def _wait_event(event: asyncio.Event) -> None:
 
 
 def _client(broker: BrokerAddress, client_id: str, *, clean_session: bool) -> aiomqtt.Client:
+    tls = broker.tls
     return aiomqtt.Client(
         broker.host,
         broker.port,
@@ -520,6 +533,11 @@ def _client(broker: BrokerAddress, client_id: str, *, clean_session: bool) -> ai
         password=broker.password,
         keepalive=broker.keepalive_s,
         clean_session=clean_session,
+        tls_params=None
+        if tls is None
+        else aiomqtt.TLSParameters(
+            ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file
+        ),
         timeout=5.0,
         # Small QoS 1 packets and their acks otherwise wait on Nagle + delayed ACK (~40 ms).
         socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
