@@ -74,9 +74,10 @@ def build(
     forecaster: PersistenceForecaster | None = None,
     outlets: FakeOutletActuator | None = None,
     config: RuntimeConfig | None = None,
+    real_monotonic: bool = True,
 ) -> tuple[Runtime, FakeClock, FakeServerTelemetry, FakeCapActuator, FakeFlywheel]:
     site = make_site()
-    clock = FakeClock(real_monotonic=True)
+    clock = FakeClock(real_monotonic=real_monotonic)
     servers = {sid: ("a1", w) for sid, w in A_SERVERS.items()}
     servers.update({sid: ("b1", w) for sid, w in B_SERVERS.items()})
     bmc = FakeServerTelemetry(servers, now_s=clock.now_s())
@@ -244,13 +245,13 @@ async def test_malformed_readings_are_rejected_counted_and_ignored() -> None:
 
 
 async def test_operator_pin_and_maintenance_reach_the_decision() -> None:
-    rt, clock, bmc, _, _ = build()
+    rt, clock, bmc, caps, _ = build()
     now = clock.now_s()
-    # A pin is the most A may draw: 130 kW pinned at 110 kW caps 20 kW (the flywheel alone
-    # would have left 10 kW to cap).
+    # A domain pin is the most the domain may draw: A demands 130 kW, pinned at 110 kW.
     rt.overrides.pin_cap("A", "domain", 110.0, "op", "test", now)
     report = await rt.tick()
     assert report.decision.cap_kw[0] == pytest.approx(20.0)
+    assert sum(caps.caps_w.values()) == pytest.approx(110_000.0 - 70_000.0)  # critical: 70 kW
     rt.overrides.set_maintenance("op", "test", now)
     clock.advance(1.0)
     bmc.now_s = clock.now_s()
@@ -331,6 +332,15 @@ async def test_run_ticks_on_the_clock_and_flushes_to_the_sink() -> None:
     rt, clock, bmc, _, _ = build()
     sink = Sink()
     rt.sink = sink
+    reads = 0
+    read = bmc.read
+
+    async def counted_read() -> list[object]:
+        nonlocal reads
+        reads += 1
+        return await read()  # type: ignore[return-value]
+
+    bmc.read = counted_read  # type: ignore[assignment,method-assign]
     running = asyncio.ensure_future(rt.run(ticks=3))
     while not running.done():  # drive the fake clock: one control period at a time
         await asyncio.sleep(0.01)
@@ -338,7 +348,9 @@ async def test_run_ticks_on_the_clock_and_flushes_to_the_sink() -> None:
         bmc.now_s = clock.now_s()
     await running
     assert len(sink.decisions) == 3 * 2
-    assert len(sink.telemetry) == 3 * 8
+    # Each tick stored the full reads that arrived before it (the poller runs on its own
+    # schedule, and may read again while the loop winds down): never less, never invented.
+    assert len(sink.telemetry) % 8 == 0 and 3 * 8 <= len(sink.telemetry) <= reads * 8
     assert any(getattr(e, "kind", "") == "start" for e in sink.events)
     assert rt.state.latency().count == 3
 
@@ -496,3 +508,77 @@ async def test_pollers_on_their_own_thread_feed_the_ticks_and_stop_with_the_loop
     snap = rt.state.domain("A")
     assert snap is not None and snap.demand_kw == pytest.approx(90.0)
     assert not any(t.name == "wattwheel-pollers" for t in threading.enumerate())
+
+
+async def test_a_rack_pin_limits_the_rack_and_the_tick_stays_normal() -> None:
+    rt, clock, _bmc, caps, fly_a = build()
+    # Rack b1 (80 kW, 40 kW critical) may draw at most 60 kW.
+    rt.overrides.pin_cap("b1", "rack", 60.0, "op", "hot aisle", clock.now_s())
+    report = await rt.tick()
+    assert report.mode == "normal" and rt.state.tick_failures == 0
+    b1_caps = {sid: w for sid, w in caps.caps_w.items() if sid.startswith("b1")}
+    assert set(b1_caps) == {"b1-s03", "b1-s04"}  # never the critical servers
+    assert sum(b1_caps.values()) == pytest.approx(60_000.0 - 40_000.0)
+    assert fly_a.setpoints_w == [pytest.approx(20_000.0)]  # the rest of the tick went on
+    assert len(rt.state.recent_decisions(2)) == 2
+
+
+async def test_a_tick_that_raises_acts_on_the_reactive_loop_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wattwheel.api.metrics import StateCollector
+    from wattwheel.runtime import actuate
+
+    real_plan_caps = actuate.plan_caps
+
+    def broken(inv, demand_w, cap_kw, pins=None):  # type: ignore[no-untyped-def]
+        if pins:
+            raise ValueError("operands could not be broadcast together")
+        return real_plan_caps(inv, demand_w, cap_kw, pins)
+
+    monkeypatch.setattr(actuate, "plan_caps", broken)
+    rt, clock, bmc, caps, fly_a = build()
+    rt.overrides.pin_cap("b1", "rack", 60.0, "op", "hot aisle", clock.now_s())
+    for _ in range(3):
+        report = await rt.tick()
+        clock.advance(1.0)
+        bmc.now_s = clock.now_s()
+    # Every tick still commanded the flywheel and A's reactive caps, and recorded decisions.
+    assert report.mode == "tick-fallback" and rt.state.mode == "tick-fallback"
+    assert len(fly_a.setpoints_w) == 3
+    assert caps.caps_w == {"a1-s03": pytest.approx(20_000.0), "a1-s04": pytest.approx(30_000.0)}
+    assert {r.mode for r in rt.state.recent_decisions(6)} == {"tick-fallback"}
+    assert rt.state.tick_failures == 3
+    kinds = [e.kind for e in rt.state.recent_events()]
+    assert "tick.fault" in kinds
+    assert any("-> tick-fallback" in e.message for e in rt.state.recent_events())
+    metrics = {
+        (s.name, tuple(s.labels.items())): s.value
+        for m in StateCollector(rt.state, rt.overrides).collect()
+        for s in m.samples
+    }
+    assert metrics[("wattwheel_tick_failures_total", ())] == 3.0
+    assert metrics[("wattwheel_mode", (("mode", "tick-fallback"),))] == 1.0
+    # The cause goes away: the next tick is normal again.
+    rt.overrides.clear("pin_cap", "b1")
+    report = await rt.tick()
+    assert rt.state.mode == "normal"
+
+
+async def test_a_failing_tick_keeps_the_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    rt, clock, bmc, _, fly_a = build(real_monotonic=False)  # the schedule in virtual time
+
+    async def boom(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("decider bug")
+
+    monkeypatch.setattr(rt.decider, "decide", boom)
+    running = asyncio.ensure_future(rt.run(ticks=5))
+    while not running.done():  # drive the fake clock: one control period at a time
+        await asyncio.sleep(0.01)
+        clock.advance(1.0)
+        bmc.now_s = clock.now_s()
+    await running
+    assert rt.state.tick_failures == 5 and rt.state.mode == "tick-fallback"
+    stamps = sorted({r.timestamp_s for r in rt.state.recent_decisions(100)})
+    assert len(stamps) == 5 and np.allclose(np.diff(stamps), 1.0)  # one decision per period
+    assert len(fly_a.setpoints_w) >= 5  # the reactive loop commanded the flywheel each tick

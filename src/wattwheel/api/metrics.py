@@ -51,6 +51,7 @@ METRIC_HELP: dict[str, str] = {
     "wattwheel_loop_latency_seconds": "Fast-loop tick duration (s).",
     "wattwheel_telemetry_ingested": "Telemetry samples accepted.",
     "wattwheel_errors": "Handled faults by kind (device, store, input, forecast...).",
+    "wattwheel_tick_failures": "Ticks that raised and acted on the reactive safety loop.",
     "wattwheel_store_pending_items": "Writes buffered while the database is unavailable.",
     "wattwheel_store_dropped": "Writes refused because the store buffer was full.",
 }
@@ -155,6 +156,11 @@ class StateCollector(Collector):
         for kind, n in sorted(self.state.error_counts().items()):
             errors.add_metric([kind], float(n))
         yield errors
+        yield CounterMetricFamily(
+            "wattwheel_tick_failures",
+            METRIC_HELP["wattwheel_tick_failures"],
+            value=float(self.state.tick_failures),
+        )
 
     def _store_metrics(self) -> Iterator[Metric]:
         health = dict(self.store_health()) if self.store_health else {}

@@ -60,6 +60,7 @@ def status_route(ctx: ApiContext) -> Callable[..., dict[str, Any]]:
             "racks": len(ctx.state.racks()),
             "telemetry_ingested": ctx.state.telemetry_ingested,
             "errors": ctx.state.error_counts(),
+            "tick_failures": ctx.state.tick_failures,
             "overrides_active": len(ctx.overrides.active(now)),
             "maintenance": ctx.overrides.maintenance(now),
             "leadership": ctx.state.leadership() if ctx.state.leadership else None,

@@ -64,7 +64,8 @@ def plan_caps(
         alloc = allocate(_servers(inv, members, demand_w), budget)
         pinned = np.minimum(current, alloc.cap_w)
         caps[members] = np.where(inv.critical[members], caps[members], pinned)
-        racks[rack] = float(np.where(inv.critical[members], current, pinned).sum())
+        # What the rack may draw now: its non-critical caps plus its critical servers' demand.
+        racks[rack] = float(np.where(inv.critical[members], demand_w[members], pinned).sum())
         unmet += alloc.unmet_critical_w
     return CapPlan(caps, racks, unmet)
 

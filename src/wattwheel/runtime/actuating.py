@@ -294,9 +294,25 @@ class Actuator:
         self.last_sched = None
 
     # ------------------------------------------------------------------ one tick
-    async def act(self, obs: Observation, dec: Decision, mode: Mode) -> Acted:
-        jobs: list[Any] = []
+    async def act(self, obs: Observation, dec: Decision, mode: Mode, safe: bool = False) -> Acted:
+        """Send this tick's commands. ``safe`` (a tick fallback): a cap or shedding plan that
+        raises holds the caps in force / sheds nothing instead of stopping the other commands
+        (caps are planned again without rack pins first)."""
         allowed = self.writer.allowed()
+        shared = self.writer.may_coordinate(allowed)
+        # Plan first (a plan that raises sends nothing), then send everything at once.
+        changes = self._safe_cap_changes(obs, dec, allowed) if safe else None
+        if changes is None:
+            changes = self._cap_changes(obs, dec, allowed)
+        if safe:
+            try:
+                shed = self._shed_plan(obs, dec, mode, allowed)
+            except Exception as exc:
+                self.writer.faults.fault("tick", "shedding", f"{type(exc).__name__}: {exc}")
+                shed = {}
+        else:
+            shed = self._shed_plan(obs, dec, mode, allowed)
+        jobs: list[Any] = []
         for i, dom in enumerate(self.domain_ids):
             port = self.flywheels.get(dom)
             if not allowed[i]:
@@ -305,20 +321,17 @@ class Actuator:
                 self.fly_workers[dom].submit(float(dec.kes_kw[i]) * 1000.0)
             elif port is not None:
                 jobs.append(self.writer.setpoint(dom, port, float(dec.kes_kw[i]) * 1000.0))
-        shared = self.writer.may_coordinate(allowed)
         # The reserve is shared: with a coordinator role it is commanded by the coordinator,
         # otherwise per domain by that domain's leader.
         by_coordinator = self.writer.coordinator is not None
         reserve_ok = np.full(len(allowed), shared) if by_coordinator else allowed
         jobs.extend(self._reserve_jobs(obs, dec, reserve_ok, by_coordinator))
-        changes = self._cap_changes(obs, dec, allowed)
         cap_job = None
         if changes and self.caps is not None:
             cap_job = asyncio.ensure_future(
                 self.writer.caps(self.caps, changes, self._server_domain)
             )
             jobs.append(cap_job)
-        shed = self._shed_plan(obs, dec, mode, allowed)
         if shed and self.outlets is not None:
             jobs.append(self.writer.outlets(self.outlets, shed, self._outlet_domain))
         if mode != "maintenance" and shared:
@@ -339,10 +352,22 @@ class Actuator:
             jobs.append(self.writer.reserve(self.reserve_port, dom, on, kw, shared))
         return jobs
 
-    def _cap_changes(
+    def _safe_cap_changes(
         self, obs: Observation, dec: Decision, allowed: BoolArray
     ) -> dict[str, float | None]:
-        pins = self.overrides.rack_caps_kw(obs.now_s)
+        for pins in (True, False):
+            try:
+                return self._cap_changes(obs, dec, allowed, pins)
+            except Exception as exc:
+                what = "caps with rack pins" if pins else "caps"
+                self.writer.faults.fault("tick", what, f"{type(exc).__name__}: {exc}")
+        self.wanted_caps = self.applied_caps.copy()  # hold the caps in force
+        return {}
+
+    def _cap_changes(
+        self, obs: Observation, dec: Decision, allowed: BoolArray, rack_pins: bool = True
+    ) -> dict[str, float | None]:
+        pins = self.overrides.rack_caps_kw(obs.now_s) if rack_pins else {}
         demand_w = self.view.server_demand_w()
         plan = actuate.plan_caps(self.inv, demand_w, dec.cap_kw, pins)
         wanted = plan.cap_w

@@ -34,7 +34,7 @@ from wattwheel.control.base import Decision, Observation, Policy
 from wattwheel.domain.site import SiteParams
 from wattwheel.domain.telemetry import TelemetrySource
 from wattwheel.forecast.base import Forecast, Forecaster
-from wattwheel.runtime.actuating import Actuator, FencedWriter
+from wattwheel.runtime.actuating import Acted, Actuator, FencedWriter
 from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.deciding import Decider
 from wattwheel.runtime.faults import FaultBook
@@ -49,7 +49,7 @@ from wattwheel.runtime.ports import (
     SchedulerPort,
     ServerCapActuator,
 )
-from wattwheel.runtime.reading import Reader
+from wattwheel.runtime.reading import Observed, Reader, Reading
 from wattwheel.runtime.recording import Recorder
 from wattwheel.runtime.state import LiveState, Mode, Overrides
 from wattwheel.runtime.telemetry import TelemetryView
@@ -117,6 +117,22 @@ class RuntimeConfig:
     plan_in_tick_s: float = 0.05
     poll_in_thread: bool = False
     rewrite_per_tick: int = 32
+
+
+#: The fault book's name for the tick itself.
+TICK_DEVICE = "runtime"
+
+
+@dataclass
+class _Done:
+    """How far a tick got (its fallback reuses what is there and redoes nothing)."""
+
+    reading: Reading | None = None
+    seen: Observed | None = None
+    decision: Decision | None = None
+    acted: Acted | None = None
+    booked: bool = False
+    published: bool = False
 
 
 @dataclass
@@ -303,40 +319,85 @@ class Runtime:
 
     # ------------------------------------------------------------------ one tick
     async def tick(self) -> TickReport:
-        """One fast-loop period: read, decide, act, record."""
+        """One fast-loop period: read, decide, act, record. A tick that raises falls back to
+        the reactive safety loop for that period (mode ``tick-fallback``, counted, an event)."""
         t0 = self.clock.monotonic_s()
         now_s = self.clock.now_s()
-        if self.devices.reserve is None:
-            self.modelled_reserve.advance(now_s)
-        reading = await self.reader.read()
-        seen = self.reader.observe(now_s, reading)
-        obs = seen.obs
-        mode = self._set_mode(self.decider.mode(now_s))
-        dec = await self.decider.decide(obs, mode)
-        acted = await self.actuator.act(obs, dec, mode)
-        self.recorder.book(obs, dec, seen.kes_power_kw, seen.reserve_kw)
-        self.recorder.publish(
-            obs,
-            dec,
-            mode,
-            self.policy.name,
-            seen.valid_samples,
-            seen.view,
-            self.actuator.rack_budgets_w,
-            self.decider.latest_forecast,
-            self._ticks,
-        )
+        done = _Done()
+        try:
+            report = await self._tick(now_s, done)
+        except Exception as exc:
+            report = await self._fallback_tick(now_s, done, exc)
+        else:
+            self.faults.ok(TICK_DEVICE)
         latency = self.clock.monotonic_s() - t0
         self.state.record_tick(latency)
         self.latencies_s.append(latency)
         self._ticks += 1
-        return TickReport(now_s, latency, obs, dec, mode, acted.cap_writes, acted.shed)
+        report.latency_s = latency
+        return report
+
+    async def _tick(self, now_s: float, done: _Done) -> TickReport:
+        if self.devices.reserve is None:
+            self.modelled_reserve.advance(now_s)
+        done.reading = await self.reader.read()
+        done.seen = self.reader.observe(now_s, done.reading)
+        obs = done.seen.obs
+        mode = self._set_mode(self.decider.mode(now_s))
+        done.decision = await self.decider.decide(obs, mode)
+        done.acted = await self.actuator.act(obs, done.decision, mode)
+        self._record(now_s, done, mode)
+        return TickReport(
+            now_s, 0.0, obs, done.decision, mode, done.acted.cap_writes, done.acted.shed
+        )
+
+    async def _fallback_tick(self, now_s: float, done: _Done, exc: Exception) -> TickReport:
+        """The tick raised: act on the reactive safety loop with what it got that far (the
+        commands it already sent stand; rack pins are left out if capping with them fails)."""
+        first = TICK_DEVICE not in self.faults.failing
+        self.state.count_tick_failure()
+        self.faults.fault("tick", TICK_DEVICE, f"{type(exc).__name__}: {exc}")
+        if first:
+            log.error("tick failed, acting on the reactive safety loop", exc_info=exc)
+        mode = self._set_mode("tick-fallback")
+        if done.seen is None:
+            done.seen = self.reader.observe(now_s, done.reading or Reading([], {}, None))
+        obs = done.seen.obs
+        if done.acted is None:
+            done.decision = self.decider.reactive_decision(obs)
+            done.acted = await self.actuator.act(obs, done.decision, mode, safe=True)
+        decision = done.decision or self.decider.reactive_decision(obs)
+        done.decision = decision
+        self._record(now_s, done, mode)
+        return TickReport(now_s, 0.0, obs, decision, mode, done.acted.cap_writes, done.acted.shed)
+
+    def _record(self, now_s: float, done: _Done, mode: Mode) -> None:
+        seen, decision = done.seen, done.decision
+        if seen is None or decision is None:
+            raise RuntimeError("nothing to record: no observation or decision")
+        if not done.booked:
+            done.booked = True
+            self.recorder.book(seen.obs, decision, seen.kes_power_kw, seen.reserve_kw)
+        if not done.published:
+            done.published = True
+            self.recorder.publish(
+                seen.obs,
+                decision,
+                mode,
+                self.policy.name,
+                seen.valid_samples,
+                seen.view,
+                self.actuator.rack_budgets_w,
+                self.decider.latest_forecast,
+                self._ticks,
+            )
 
     def _set_mode(self, mode: Mode) -> Mode:
         if mode != self._mode:
-            self.state.set_mode(mode)
             self.event("mode", f"mode {self._mode} -> {mode}")
             self._mode = mode
+        if self.state.mode != mode:  # also after the API set it (leaving maintenance)
+            self.state.set_mode(mode)
         return mode
 
     # ------------------------------------------------------------------ planning & store
@@ -409,9 +470,9 @@ class Runtime:
         while ticks is None or n < ticks:
             try:
                 await self.tick()
-            except Exception as exc:  # last line of defence: log, count, keep ticking
-                self.faults.fault("tick", "runtime", f"{type(exc).__name__}: {exc}")
-                log.exception("tick failed")
+            except Exception as exc:  # the fallback raised too: log, count, keep ticking
+                self.faults.fault("tick", TICK_DEVICE, f"{type(exc).__name__}: {exc}")
+                log.debug("tick and its fallback failed", exc_info=exc)
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # a wait_for inside swallowed it (3.11)
                 raise asyncio.CancelledError

@@ -22,8 +22,9 @@ import numpy as np
 
 from wattwheel.control.base import RESERVE_ON, RESERVE_STARTING, Decision
 
-Mode = Literal["normal", "reactive-fallback", "maintenance"]
-MODES: tuple[Mode, ...] = ("normal", "reactive-fallback", "maintenance")
+#: ``tick-fallback``: the last tick raised; it acted on the reactive safety loop instead.
+Mode = Literal["normal", "reactive-fallback", "tick-fallback", "maintenance"]
+MODES: tuple[Mode, ...] = ("normal", "reactive-fallback", "tick-fallback", "maintenance")
 ReserveMode = Literal["off", "starting", "on"]
 
 #: Upper bounds (s) of the loop-latency histogram buckets (Prometheus ``le``), +Inf implied.
@@ -257,6 +258,8 @@ class LiveState:
         self.last_tick_s = math.nan
         self.telemetry_ingested = 0
         self.errors: dict[str, int] = {}
+        #: Ticks that raised and fell back to the reactive safety loop.
+        self.tick_failures = 0
         #: Who leads which shard, as this instance sees it (set by ``serve``; None: unknown).
         self.leadership: Callable[[], list[dict[str, Any]]] | None = None
 
@@ -304,6 +307,10 @@ class LiveState:
     def count_telemetry(self, n_samples: int) -> None:
         with self._lock:
             self.telemetry_ingested += n_samples
+
+    def count_tick_failure(self) -> None:
+        with self._lock:
+            self.tick_failures += 1
 
     def count_error(self, kind: str, n: int = 1) -> None:
         """Count a handled fault by kind (``device``, ``store``, ``forecast``, ``input``...)."""
