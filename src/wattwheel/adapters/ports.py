@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 import httpx
 
 from wattwheel.adapters.modbus.client import SunSpecFlywheelClient
+from wattwheel.adapters.mqtt.quarantine import Quarantine
 from wattwheel.adapters.redfish.client import RedfishClient
 from wattwheel.adapters.scheduler.hook import SchedulerHook
 from wattwheel.adapters.scheduler.plan import plan_requests
 from wattwheel.adapters.snmp.client import ApcPduClient
 from wattwheel.domain.site import SiteParams
-from wattwheel.domain.telemetry import PowerSample
+from wattwheel.domain.telemetry import MessageRejection, PowerSample
 from wattwheel.runtime.ports import FlywheelStatusW, ReserveStatus
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,11 @@ class MqttTelemetry:
     max_samples: int = 200_000
     _buffer: deque[PowerSample] = field(default_factory=deque)
     dropped: int = 0
+    #: the ingester's quarantine: its rejections are reported to the runtime
+    quarantine: Quarantine | None = None
+
+    def take_rejections(self) -> list[MessageRejection]:
+        return [] if self.quarantine is None else self.quarantine.take_new()
 
     async def sink(self, samples: list[PowerSample]) -> None:
         overflow = len(self._buffer) + len(samples) - self.max_samples

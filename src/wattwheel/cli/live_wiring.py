@@ -191,6 +191,7 @@ def build_wiring(
             buffer.sink,
             client_id=ingest_client_id(mq["site"], instance_id),
         )
+        buffer.quarantine = ingester.quarantine
         telemetry["mqtt"] = buffer
         wiring.background.append(ingester.run)
     if mb := device_map.get("modbus"):

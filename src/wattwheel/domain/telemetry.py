@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 #: What a sample measures: one server, one PDU outlet, a whole PDU, or a whole rack.
 SAMPLE_KINDS: frozenset[str] = frozenset({"server", "outlet", "pdu", "rack"})
@@ -96,6 +96,25 @@ class TelemetrySource(Protocol):
 
     async def read(self) -> list[PowerSample]:
         """The readings gathered since the previous call (never raises on a device fault)."""
+        ...
+
+
+@dataclass(frozen=True)
+class MessageRejection:
+    """Messages a transport rejected before they became samples (e.g. the MQTT quarantine):
+    ``count`` of them for ``reason`` since the last report, ``detail`` naming the latest."""
+
+    reason: str
+    count: int
+    detail: str
+
+
+@runtime_checkable
+class ReportsRejections(Protocol):
+    """A telemetry source that can also say which whole messages it rejected."""
+
+    def take_rejections(self) -> list[MessageRejection]:
+        """Rejections since the previous call, one entry per reason."""
         ...
 
 

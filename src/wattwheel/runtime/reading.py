@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from wattwheel.control.base import RESERVE_OFF, Observation
 from wattwheel.domain.site import SiteParams
-from wattwheel.domain.telemetry import PowerSample, TelemetrySource
+from wattwheel.domain.telemetry import PowerSample, ReportsRejections, TelemetrySource
 from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.faults import FaultBook, guarded
 from wattwheel.runtime.inventory import Inventory
@@ -111,6 +111,7 @@ class Reader:
         self.fly_workers: dict[str, FlywheelWorker] = {}
         self.kes_soc = site.kes_initial_soc.astype(float).copy()
         self.started_s = clock.now_s()
+        self._rejections_seen: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ devices
     async def read(self) -> Reading:
@@ -144,6 +145,23 @@ class Reader:
         batches, statuses, reserve = await asyncio.gather(tele, fly, res)
         samples = polled + [s for batch in batches for s in batch]
         return Reading(samples, {**cached, **dict(zip(inline, statuses, strict=True))}, reserve)
+
+    def _count_rejected_messages(self) -> None:
+        """Whole messages a transport quarantined (MQTT): counted as ``input`` errors; the
+        first of each reason is a ``telemetry.quarantine`` event."""
+        for name, source in self.telemetry.items():
+            if not isinstance(source, ReportsRejections):
+                continue
+            for rejection in source.take_rejections():
+                self.state.count_error("input", rejection.count)
+                key = (name, rejection.reason)
+                if key not in self._rejections_seen:
+                    self._rejections_seen.add(key)
+                    self.event(
+                        "telemetry.quarantine",
+                        f"{name}: message quarantined ({rejection.reason}; further ones "
+                        f"counted in errors 'input'): {rejection.detail}",
+                    )
 
     def _drain_polled(self) -> list[PowerSample]:
         # popleft is atomic: a poller thread may append while we drain.
@@ -185,6 +203,7 @@ class Reader:
         view = self.view.demand(now_s)
         for notice in self.view.take_notices():
             self.event("telemetry.trust", notice)
+        self._count_rejected_messages()
         soc, dis, chg, kes_power = self._kes(reading.flywheels)
         mode, ready, left, res_kw = self._reserve(reading.reserve)
         out_kw, in_kw = self.ledger.shifts_now(now_s)

@@ -13,6 +13,8 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
+from wattwheel.domain.telemetry import MessageRejection
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +40,7 @@ class Quarantine:
         self.head_bytes = head_bytes
         self.counts: dict[str, int] = {}
         self._kept: deque[QuarantinedMessage] = deque(maxlen=max_kept)
+        self._new: dict[str, MessageRejection] = {}
 
     @property
     def total(self) -> int:
@@ -46,6 +49,10 @@ class Quarantine:
     def add(self, topic: str, reason: str, detail: str, received_s: float, payload: bytes) -> None:
         first = reason not in self.counts
         self.counts[reason] = self.counts.get(reason, 0) + 1
+        seen = self._new.get(reason)
+        self._new[reason] = MessageRejection(
+            reason, 1 if seen is None else seen.count + 1, f"{topic[:256]}: {detail[:300]}"
+        )
         self._kept.append(
             QuarantinedMessage(
                 topic[:256],
@@ -68,3 +75,8 @@ class Quarantine:
     def latest(self) -> list[QuarantinedMessage]:
         """The kept messages, oldest first."""
         return list(self._kept)
+
+    def take_new(self) -> list[MessageRejection]:
+        """What was quarantined since the previous call, per reason (for counters and events)."""
+        new, self._new = list(self._new.values()), {}
+        return new
