@@ -96,6 +96,7 @@ def test_each_serve_instance_has_its_own_mqtt_session() -> None:
     # Issue 8: two instances shared one client id and kicked each other off the broker.
     from wattwheel.cli.live_cmds import _election_options
     from wattwheel.cli.live_wiring import build_wiring
+    from wattwheel.runtime.telemetry import PlausibleSamples
 
     sc = scenario()
     site = sc.site
@@ -108,5 +109,6 @@ def test_each_serve_instance_has_its_own_mqtt_session() -> None:
         [run] = wiring.background
         ingester = run.__self__  # type: ignore[attr-defined]
         assert ingester.broker.username == "u"
+        assert isinstance(ingester.sink, PlausibleSamples)  # nothing implausible goes on
         ids.append(ingester.client_id)
     assert ids == ["wattwheel-serve-w-ctl-a", "wattwheel-serve-w-ctl-b", "wattwheel-serve-w"]

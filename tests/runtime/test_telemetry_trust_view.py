@@ -11,7 +11,7 @@ import numpy as np
 from wattwheel.domain.site import parse_site, resolve_site
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.runtime.inventory import default_inventory
-from wattwheel.runtime.telemetry import TelemetryView
+from wattwheel.runtime.telemetry import PlausibleSamples, TelemetryView
 
 SITE = """
 [site]
@@ -113,3 +113,28 @@ def test_rejections_are_noticed_once_per_kind() -> None:
     notices = view.take_notices()
     assert len(notices) == 2 and view.rejected == {"negative": 2, "nan": 1}
     assert view.take_notices() == []
+
+
+async def test_the_gate_in_front_of_a_store_passes_only_believable_samples() -> None:
+    site = resolve_site(parse_site(SITE), {"A": np.array([100.0])})
+    inv = default_inventory(site, 100.0, 2_000.0)
+    stored: list[PowerSample] = []
+
+    async def store(samples: list[PowerSample]) -> None:
+        stored.extend(samples)
+
+    gate = PlausibleSamples(inv, store, lambda: NOW, rack_rating_w=150_000.0)
+    await gate(
+        [
+            _mqtt(90_000.0),  # fine
+            _mqtt(200_000.0),  # 2x the feed: above the rating
+            _mqtt(90_000.0, NOW + 60),  # from the future
+            _mqtt(90_000.0, NOW - 3600),  # an hour late (a redelivery): still true, kept
+            PowerSample("mqtt:x", "z9", None, NOW, 1.0, "rack"),  # no such rack
+            replace(_mqtt(1.0), power_w=float("inf")),
+        ]
+    )
+    assert [s.power_w for s in stored] == [90_000.0, 90_000.0]
+    assert gate.rejected == 4
+    await gate([])  # an all-rejected or empty batch still succeeds (acknowledged)
+    assert gate.rejected == 4

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,6 +56,7 @@ from wattwheel.runtime.leader import (
 )
 from wattwheel.runtime.loop import Devices, Runtime
 from wattwheel.runtime.ports import FlywheelPort
+from wattwheel.runtime.telemetry import PlausibleSamples
 
 log = logging.getLogger(__name__)
 DEVICE_MAP_FORMAT = "wattwheel-device-map"
@@ -185,10 +187,14 @@ def build_wiring(
         wiring.closers.append(control_engine.close_dispatcher)
     if mq := device_map.get("mqtt"):
         buffer = MqttTelemetry()
+        # Only samples the runtime could believe go on (and, with a durable sink, are stored):
+        # anyone on the broker can publish (DESIGN §8).
+        rating_w = None if site.rack_rating_kw is None else site.rack_rating_kw * 1000.0
+        gate = PlausibleSamples(inv, buffer.sink, time.time, rack_rating_w=rating_w)
         ingester = MqttIngester(
             broker_from_map(mq),
             telemetry_filter(mq["site"]),
-            buffer.sink,
+            gate,
             client_id=ingest_client_id(mq["site"], instance_id),
         )
         buffer.quarantine = ingester.quarantine

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +60,91 @@ class DemandView:
     rack_fresh: BoolArray
     #: (D,) every rack of the domain has been read at least once since start.
     known: BoolArray
+
+
+def outlet_servers(inventory: Inventory) -> dict[str, int]:
+    """Outlet key (``"<rack>/<n>"``) -> index of the server behind it."""
+    return {s.outlet: i for i, s in enumerate(inventory.servers) if s.outlet is not None}
+
+
+def sample_targets(
+    inv: Inventory,
+    outlet_server: dict[str, int],
+    samples: Sequence[PowerSample],
+    max_power_w: float,
+    rack_rating_w: float | None,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]:
+    """Per sample: which table it updates (-1: an unknown rack/server/outlet, or an outlet
+    claimed over MQTT), the row, and the most it may plausibly read (W)."""
+    sidx, ridx = inv.server_index, inv.rack_index
+    n = len(samples)
+    table = np.full(n, -1, dtype=np.int64)
+    index = np.zeros(n, dtype=np.int64)
+    rating = math.inf if rack_rating_w is None else rack_rating_w
+    limit = np.full(n, min(max_power_w, rating))
+    for k, s in enumerate(samples):
+        kind, over_mqtt = s.kind, s.source.startswith("mqtt")
+        if kind == "server":
+            i = sidx.get(s.server_id or "", -1)
+            if i >= 0:
+                table[k], index[k] = (_MQTT_SERVER if over_mqtt else _SERVER), i
+        elif kind == "outlet" and not over_mqtt:
+            # SNMP outlets arrive as "outlet-<n>"; the inventory names them "<rack>/<n>".
+            key = f"{s.rack_id}/{(s.server_id or '').removeprefix('outlet-')}"
+            j = outlet_server.get(key, -1)
+            if j >= 0:
+                table[k], index[k] = _OUTLET, j
+        elif kind in ("pdu", "rack"):
+            r = ridx.get(s.rack_id, -1)
+            if r >= 0:
+                table[k], index[k] = (_MQTT_RACK if over_mqtt else _PDU), r
+                servers = max(int(inv.servers_per_rack[r]), 1)
+                limit[k] = min(max_power_w * servers, rating)
+    return table, index, limit
+
+
+class PlausibleSamples:
+    """A telemetry sink that passes on only the samples the telemetry view could believe (a
+    known rack/server, finite, not negative, at most the rack's rating, not beyond the allowed
+    clock skew in the future) and counts the rest in ``rejected``.
+
+    Put it in front of anything that stores what a transport delivers (e.g. the durable sink an
+    MQTT ingester acknowledges behind): rejected samples are never stored as readings (DESIGN
+    §8). Staleness is not checked: an old reading is true, just late (a redelivery after an
+    outage), and worth keeping. A batch of rejected samples still "succeeds", so the transport
+    acknowledges it: it will never become valid.
+    """
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        then: Callable[[list[PowerSample]], Awaitable[None]],
+        now_s: Callable[[], float],
+        rack_rating_w: float | None = None,
+        max_power_w: float = 100_000.0,
+        rules: TrustRules | None = None,
+    ) -> None:
+        self.inv = inventory
+        self.then = then
+        self.now_s = now_s
+        self.rack_rating_w = rack_rating_w
+        self.max_power_w = max_power_w
+        self.rules = rules or TrustRules()
+        self.rejected = 0
+        self._outlet_server = outlet_servers(inventory)
+
+    async def __call__(self, samples: list[PowerSample]) -> None:
+        if samples:
+            table, _, limit = sample_targets(
+                self.inv, self._outlet_server, samples, self.max_power_w, self.rack_rating_w
+            )
+            n = len(samples)
+            power = np.fromiter((s.power_w for s in samples), float, n)
+            ts = np.fromiter((s.timestamp_s for s in samples), float, n)
+            ok = plausible(power, ts, limit, self.now_s(), self.rules) & (table >= 0)
+            self.rejected += n - int(ok.sum())
+            samples = [s for s, good in zip(samples, ok, strict=True) if good]
+        await self.then(samples)
 
 
 class TelemetryView:
@@ -108,9 +193,7 @@ class TelemetryView:
         self.caps_prev_w = np.full(n, np.nan)
         self.caps_changed_s = np.full(n, -math.inf)
         self.ever_read = np.zeros(r, dtype=bool)
-        self._outlet_server = {
-            s.outlet: i for i, s in enumerate(inventory.servers) if s.outlet is not None
-        }
+        self._outlet_server = outlet_servers(inventory)
         self.rejected: dict[str, int] = {}
         self._logged_codes: set[str] = set()
         #: per cross-checked source: rack-ticks it disagreed with the meter, and where it does
@@ -177,31 +260,9 @@ class TelemetryView:
         self, samples: Sequence[PowerSample]
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]:
         """Per sample: which table it updates (-1: unknown), the row, the plausible maximum."""
-        sidx, ridx, oidx = self.inv.server_index, self.inv.rack_index, self._outlet_server
-        n = len(samples)
-        table = np.full(n, -1, dtype=np.int64)
-        index = np.zeros(n, dtype=np.int64)
-        rating = math.inf if self.rack_rating_w is None else self.rack_rating_w
-        limit = np.full(n, min(self.max_power_w, rating))
-        for k, s in enumerate(samples):
-            kind, over_mqtt = s.kind, s.source.startswith("mqtt")
-            if kind == "server":
-                i = sidx.get(s.server_id or "", -1)
-                if i >= 0:
-                    table[k], index[k] = (_MQTT_SERVER if over_mqtt else _SERVER), i
-            elif kind == "outlet" and not over_mqtt:
-                # SNMP outlets arrive as "outlet-<n>"; the inventory names them "<rack>/<n>".
-                key = f"{s.rack_id}/{(s.server_id or '').removeprefix('outlet-')}"
-                j = oidx.get(key, -1)
-                if j >= 0:
-                    table[k], index[k] = _OUTLET, j
-            elif kind in ("pdu", "rack"):
-                r = ridx.get(s.rack_id, -1)
-                if r >= 0:
-                    table[k], index[k] = (_MQTT_RACK if over_mqtt else _PDU), r
-                    servers = max(int(self.inv.servers_per_rack[r]), 1)
-                    limit[k] = min(self.max_power_w * servers, rating)
-        return table, index, limit
+        return sample_targets(
+            self.inv, self._outlet_server, samples, self.max_power_w, self.rack_rating_w
+        )
 
     def _explain(self, s: PowerSample, now_s: float, limit: float, table: int) -> None:
         problem = check_sample(s, now_s, self.max_age_s, limit, self.rules.max_future_s)
