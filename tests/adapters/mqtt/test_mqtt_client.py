@@ -411,3 +411,20 @@ async def test_ingester_stops_when_the_disconnect_replaces_the_cancellation(
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=5)
     assert done, "the ingester reconnected after its cancellation"
+
+
+async def test_two_instances_each_get_all_the_telemetry(mosquitto: Mosquitto) -> None:
+    # Issue 8: with one shared client id the broker kicked one instance off whenever the other
+    # connected, and each stored about half; with one session per instance both get it all.
+    from wattwheel.adapters.mqtt.config import ingest_client_id
+
+    leader, follower = Collector(), Collector()
+    a = _ingester(mosquitto, leader, client_id=ingest_client_id(SITE, "ctl-a"))
+    b = _ingester(mosquitto, follower, client_id=ingest_client_id(SITE, "ctl-b"))
+    topic = telemetry_topic(SITE, "r1")
+    async with _running(a), _running(b):
+        await asyncio.wait_for(a.subscribed.wait(), 10)
+        await asyncio.wait_for(b.subscribed.wait(), 10)
+        await _publish_raw(mosquitto, [(topic, encode_sample(_sample(i))) for i in range(50)])
+        await _until(lambda: len(leader.samples) == 50 and len(follower.samples) == 50)
+    assert a.stats.connections == 1 and b.stats.connections == 1  # nobody was kicked off
