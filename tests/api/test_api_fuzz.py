@@ -3,7 +3,9 @@
 operation with operator, viewer and no token, valid and invalid inputs. No response may be a 5xx,
 and the control loop must still be ticking afterwards.
 
-Bounded and deterministic (``derandomize``): ``WATTWHEEL_FUZZ_EXAMPLES`` (default 8 per
+Schemathesis' coverage phase (boundary values, wrong types, missing and unknown fields) runs
+first with the operator token, then random valid and invalid cases with each token, bounded and
+deterministic (``derandomize``): ``WATTWHEEL_FUZZ_EXAMPLES`` (default 8 per
 operation, token and mode) raises the budget for a longer local run. The figures (requests
 tried, status codes) are printed and written to ``fuzz-summary.json`` in the test's directory.
 """
@@ -106,10 +108,12 @@ def test_no_input_gets_a_server_error(served: str, tmp_path: Path) -> None:
     doc = httpx.get(f"{served}/api/v1/openapi.json", headers=_auth(VIEWER), timeout=10).json()
     schema = schemathesis.openapi.from_dict(doc)
     codes: Counter[int] = Counter()
+    phases: Counter[str] = Counter()
     failures: list[str] = []
     session = httpx.Client(base_url=served, timeout=10)
 
-    def call(case: Any, token: str | None) -> None:
+    def call(case: Any, token: str | None, phase: str) -> None:
+        phases[phase] += 1
         request = case.as_transport_kwargs(base_url=served, headers=_auth(token))
         # The stream never ends: take its status line and hang up.
         with session.stream(
@@ -127,11 +131,19 @@ def test_no_input_gets_a_server_error(served: str, tmp_path: Path) -> None:
                 )
 
     operations = [op.ok() for op in schema.get_all_operations()]
+    modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
     for op in operations:
+        # The coverage phase first: boundaries (min, max, one past), wrong types, missing and
+        # unknown fields, one case each, as the operator (who gets past the gate everywhere).
+        config = schema.config.generation_for(operation=op)
+        for case in schema.iter_coverage_cases(
+            op, generation_modes=modes, generation_config=config
+        ):
+            call(case, OPERATOR, "coverage")
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategy = op.as_strategy(generation_mode=mode)
             for token in TOKENS.values():
-                _run_examples(strategy, lambda case, token=token: call(case, token))
+                _run_examples(strategy, lambda case, token=token: call(case, token, "random"))
     session.close()
     took_s = time.monotonic() - t0
     time.sleep(2.5)  # the loop ticks every second: two more ticks at least
@@ -139,6 +151,7 @@ def test_no_input_gets_a_server_error(served: str, tmp_path: Path) -> None:
     summary = {
         "operations": len(operations),
         "requests": sum(codes.values()),
+        "requests_by_phase": dict(phases),
         "status_codes": dict(sorted(codes.items())),
         "server_errors": len(failures),
         "examples_per_operation_token_mode": EXAMPLES,
