@@ -21,6 +21,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from services import free_port
+from wattwheel.cli.live_wiring import DEVICE_MAP_FORMAT
+from wattwheel.runtime.inventory import default_inventory
+from wattwheel.sim.scenario import bundled_site, load_scenario
 
 pytestmark = pytest.mark.service
 
@@ -42,11 +46,35 @@ EXAMPLES = int(os.environ.get("WATTWHEEL_FUZZ_EXAMPLES", "8"))
 TOKENS = {"operator": OPERATOR, "viewer": VIEWER, "anonymous": None}
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    devices: Path
+
+
+def _device_map(status_port: int) -> str:
+    """A device map as ``emulate`` writes it, with no device section: the plant is modelled."""
+    site = load_scenario(bundled_site(), None).site
+    inventory = default_inventory(site, 100.0, 2000.0)
+    return json.dumps(
+        {
+            "format": DEVICE_MAP_FORMAT,
+            "inventory": inventory.to_json(),
+            "domains": {
+                d: list(r) for d, r in zip(site.domain_names, site.domain_racks, strict=True)
+            },
+            "site_status_url": f"http://127.0.0.1:{status_port}/site",
+        }
+    )
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of a ``wattwheel serve`` started here (no devices: the modelled plant)."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A ``wattwheel serve`` started here on a device map with no devices (the modelled plant)."""
     tmp = tmp_path_factory.mktemp("fuzz")
     (tmp / "tokens").write_text(f"v:viewer:{VIEWER}\no:operator:{OPERATOR}\n")
+    devices = tmp / "devices.json"
+    devices.write_text(_device_map(4000))
     port = free_port()
     log = tmp / "serve.log"
     with log.open("wb") as out:
@@ -62,6 +90,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 str(tmp / "tokens"),
                 "--policy",
                 "reactive",
+                "--devices",
+                str(devices),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -71,7 +101,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc, log)
-        yield url
+        yield Served(url, devices)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -102,19 +132,56 @@ def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def test_no_input_gets_a_server_error(served: str, tmp_path: Path) -> None:
-    before = _ticks(served)
+def _status(url: str) -> dict[str, Any]:
+    r = httpx.get(f"{url}/api/v1/status", headers=_auth(VIEWER), timeout=10)
+    return dict(r.json())
+
+
+def _wait_mode(url: str, mode: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    status = _status(url)
+    while status["mode"] != mode and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = _status(url)
+    assert status["mode"] == mode, status
+    return status
+
+
+def test_an_emulator_restart_shows_as_degraded(served: Served) -> None:
+    """The emulator restarting rewrites the device map with new ports: serve says ``degraded``
+    (status, /metrics, an event) until the map matches its wiring again."""
+    wired = served.devices.read_text()
+    _wait_mode(served.url, "normal")
+    served.devices.write_text(_device_map(4321))  # what a restarted emulator would write
     t0 = time.monotonic()
-    doc = httpx.get(f"{served}/api/v1/openapi.json", headers=_auth(VIEWER), timeout=10).json()
+    status = _wait_mode(served.url, "degraded")
+    took_s = time.monotonic() - t0
+    assert "changed since serve started" in status["degraded"]["device_map"]
+    metrics = httpx.get(f"{served.url}/metrics", headers=_auth(VIEWER), timeout=10).text
+    assert 'wattwheel_mode{mode="degraded"} 1.0' in metrics
+    events = httpx.get(
+        f"{served.url}/api/v1/events", params={"kind": "device_map"}, headers=_auth(VIEWER)
+    ).json()["events"]
+    assert events and "changed since serve started" in events[0]["message"]
+    print(f"\ndevice map rewritten: mode degraded after {took_s:.1f} s")
+    served.devices.write_text(wired)
+    assert _wait_mode(served.url, "normal")["degraded"] == {}
+
+
+def test_no_input_gets_a_server_error(served: Served, tmp_path: Path) -> None:
+    url = served.url
+    before = _ticks(url)
+    t0 = time.monotonic()
+    doc = httpx.get(f"{url}/api/v1/openapi.json", headers=_auth(VIEWER), timeout=10).json()
     schema = schemathesis.openapi.from_dict(doc)
     codes: Counter[int] = Counter()
     phases: Counter[str] = Counter()
     failures: list[str] = []
-    session = httpx.Client(base_url=served, timeout=10)
+    session = httpx.Client(base_url=url, timeout=10)
 
     def call(case: Any, token: str | None, phase: str) -> None:
         phases[phase] += 1
-        request = case.as_transport_kwargs(base_url=served, headers=_auth(token))
+        request = case.as_transport_kwargs(base_url=url, headers=_auth(token))
         # The stream never ends: take its status line and hang up.
         with session.stream(
             request["method"],
@@ -147,7 +214,7 @@ def test_no_input_gets_a_server_error(served: str, tmp_path: Path) -> None:
     session.close()
     took_s = time.monotonic() - t0
     time.sleep(2.5)  # the loop ticks every second: two more ticks at least
-    after = _ticks(served)
+    after = _ticks(url)
     summary = {
         "operations": len(operations),
         "requests": sum(codes.values()),

@@ -301,6 +301,25 @@ async def test_a_rack_pin_never_caps_critical_servers() -> None:
     assert all(caps.caps_w[s.server_id] == s.min_cap_w for s in noncritical)
 
 
+async def test_a_wiring_problem_shows_as_degraded_mode_until_cleared() -> None:
+    rt, clock, bmc, _, _ = build()
+    assert (await rt.tick()).mode == "normal"
+    rt.state.set_degraded("device_map", "device map changed")
+    clock.advance(1.0)
+    bmc.now_s = clock.now_s()
+    assert (await rt.tick()).mode == "degraded" and rt.state.mode == "degraded"
+    assert any(e.kind == "mode" and "degraded" in e.message for e in rt.state.recent_events(5))
+    rt.overrides.set_maintenance("op", "test", clock.now_s())  # an operator's mode wins
+    clock.advance(1.0)
+    bmc.now_s = clock.now_s()
+    assert (await rt.tick()).mode == "maintenance"
+    rt.overrides.clear("maintenance", "site")
+    rt.state.set_degraded("device_map", None)
+    clock.advance(1.0)
+    bmc.now_s = clock.now_s()
+    assert (await rt.tick()).mode == "normal"
+
+
 async def test_no_shedding_while_the_breaker_is_cool() -> None:
     outlets = FakeOutletActuator()
     rt, clock, bmc, _, _ = build(flywheel_a=FakeFlywheel(dead=True), outlets=outlets)

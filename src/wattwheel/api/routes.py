@@ -45,6 +45,7 @@ def status_route(ctx: ApiContext) -> Callable[..., dict[str, Any]]:
         return {
             "site": ctx.site_name,
             "mode": ctx.state.mode,
+            "degraded": ctx.state.degraded(),
             "policy": ctx.state.policy,
             "now_s": now,
             "last_tick_s": _finite(last),

@@ -343,6 +343,18 @@ def _check_open_bind(host: str, token_file: Path | None, insecure_read: bool) ->
         _fail(refusal)
 
 
+def _device_map_watch(path: Path, state: Any, runtime: Any) -> Any:
+    """A changed device map (the emulator restarted on new ports) puts the loop in ``degraded``
+    mode, with an event, until the map matches the wiring again."""
+    from wattwheel.adapters.devicemap_watch import DeviceMapWatch
+
+    def changed(problem: str | None) -> None:
+        state.set_degraded("device_map", problem)
+        runtime.event("device_map", problem or f"device map {path} matches the wiring again")
+
+    return DeviceMapWatch(path, changed)
+
+
 async def _serve(
     site_path: Path,
     trace: Path | None,
@@ -489,6 +501,8 @@ async def _serve(
     tasks = [asyncio.ensure_future(elector.run())]
     tasks.append(asyncio.ensure_future(runtime.run()))
     tasks += [asyncio.ensure_future(run()) for run in wiring.background]
+    if devices_path is not None:
+        tasks.append(asyncio.ensure_future(_device_map_watch(devices_path, state, runtime).run()))
     try:
         await server.serve()  # returns on SIGINT/SIGTERM
     finally:

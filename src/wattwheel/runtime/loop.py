@@ -343,7 +343,10 @@ class Runtime:
         done.reading = await self.reader.read()
         done.seen = self.reader.observe(now_s, done.reading)
         obs = done.seen.obs
-        mode = self._set_mode(self.decider.mode(now_s))
+        mode = self.decider.mode(now_s)
+        if mode != "maintenance" and self.state.degraded():
+            mode = "degraded"  # e.g. the device map changed under us: say so, act as usual
+        mode = self._set_mode(mode)
         done.decision = await self.decider.decide(obs, mode)
         done.acted = await self.actuator.act(obs, done.decision, mode)
         self._record(now_s, done, mode)

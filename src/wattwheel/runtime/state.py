@@ -23,8 +23,15 @@ import numpy as np
 from wattwheel.control.base import RESERVE_ON, RESERVE_STARTING, Decision
 
 #: ``tick-fallback``: the last tick raised; it acted on the reactive safety loop instead.
-Mode = Literal["normal", "reactive-fallback", "tick-fallback", "maintenance"]
-MODES: tuple[Mode, ...] = ("normal", "reactive-fallback", "tick-fallback", "maintenance")
+#: ``degraded``: the controller runs but its wiring is in doubt (see ``LiveState.set_degraded``).
+Mode = Literal["normal", "reactive-fallback", "tick-fallback", "maintenance", "degraded"]
+MODES: tuple[Mode, ...] = (
+    "normal",
+    "reactive-fallback",
+    "tick-fallback",
+    "maintenance",
+    "degraded",
+)
 ReserveMode = Literal["off", "starting", "on"]
 
 #: Upper bounds (s) of the loop-latency histogram buckets (Prometheus ``le``), +Inf implied.
@@ -260,6 +267,7 @@ class LiveState:
         self.errors: dict[str, int] = {}
         #: Ticks that raised and fell back to the reactive safety loop.
         self.tick_failures = 0
+        self._degraded: dict[str, str] = {}
         #: Who leads which shard, as this instance sees it (set by ``serve``; None: unknown).
         self.leadership: Callable[[], list[dict[str, Any]]] | None = None
 
@@ -316,6 +324,20 @@ class LiveState:
         """Count a handled fault by kind (``device``, ``store``, ``forecast``, ``input``...)."""
         with self._lock:
             self.errors[kind] = self.errors.get(kind, 0) + n
+
+    def set_degraded(self, key: str, problem: str | None) -> None:
+        """Something outside the loop (the device-map watcher, ...) reports a problem with the
+        wiring under ``key``, or None when it is over. While any is open the loop's mode is
+        ``degraded`` (maintenance excepted)."""
+        with self._lock:
+            if problem is None:
+                self._degraded.pop(key, None)
+            else:
+                self._degraded[key] = problem
+
+    def degraded(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._degraded)
 
     def set_mode(self, mode: Mode) -> None:
         if mode not in MODES:
