@@ -159,9 +159,14 @@ def test_an_emulator_restart_shows_as_degraded(served: Served) -> None:
     assert "changed since serve started" in status["degraded"]["device_map"]
     metrics = httpx.get(f"{served.url}/metrics", headers=_auth(VIEWER), timeout=10).text
     assert 'wattwheel_mode{mode="degraded"} 1.0' in metrics
-    events = httpx.get(
-        f"{served.url}/api/v1/events", params={"kind": "device_map"}, headers=_auth(VIEWER)
-    ).json()["events"]
+    # The event reaches the store with the loop's next flush: wait for it, boundedly.
+    deadline = time.monotonic() + 15
+    events: list[dict[str, Any]] = []
+    while not events and time.monotonic() < deadline:
+        events = httpx.get(
+            f"{served.url}/api/v1/events", params={"kind": "device_map"}, headers=_auth(VIEWER)
+        ).json()["events"]
+        time.sleep(0.2)
     assert events and "changed since serve started" in events[0]["message"]
     print(f"\ndevice map rewritten: mode degraded after {took_s:.1f} s")
     served.devices.write_text(wired)
