@@ -7,13 +7,23 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services_pg import PgServer, fresh_pg_database
-from wattwheel.adapters.store import BufferedStore, MemoryStore, SqlStore, StoreUnavailable
-from wattwheel.adapters.store.spill import SPILL_NAME
+from wattwheel.adapters.store import (
+    BufferedStore,
+    DurableTelemetrySink,
+    MemoryStore,
+    SqlStore,
+    StoreRefused,
+    StoreUnavailable,
+    open_store,
+)
+from wattwheel.adapters.store.spill import OFFSET_NAME, SPILL_NAME, encode_batch
 from wattwheel.domain.telemetry import PowerSample
-from wattwheel.runtime.state import EventRecord
+from wattwheel.forecast.base import Forecast
+from wattwheel.runtime.state import DecisionRecord, EventRecord
 
 
 def _batch(start: int, n: int) -> list[PowerSample]:
@@ -151,3 +161,134 @@ def test_spill_bound_refuses(tmp_path: Path) -> None:
     assert store.write_telemetry(_batch(0, 20))
     assert not store.write_telemetry(_batch(20, 20))
     assert store.dropped == 20 and store.spilled_items == 20
+
+
+# ---- durable mode: every kind of write, crash during replay, alarms, the ingester's sink ----
+
+
+def _decision(t: float, soc: float = 0.5) -> DecisionRecord:
+    return DecisionRecord(t, "A", "hpmc", 1.0, 2.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, soc, "why")
+
+
+def _forecast(t: float) -> Forecast:
+    values = np.arange(12, dtype=float).reshape(2, 2, 3)
+    return Forecast(t, ("A", "B"), (60.0, 300.0), (0.05, 0.5, 0.95), values, values[:, :, 1])
+
+
+def test_every_kind_of_write_is_spilled_and_replayed_after_a_crash(tmp_path: Path) -> None:
+    inner = MemoryStore()
+    inner.available = False
+    first = BufferedStore(inner, spill_dir=tmp_path, retry_initial_s=0.0)
+    assert first.durable
+    decisions = [_decision(1.0), _decision(2.0, soc=float("nan"))]
+    event = EventRecord(3.0, "override.reserve", "forbid", "A", "ops", {"action": "forbid"})
+    assert first.write_telemetry(_batch(0, 5))
+    assert first.write_decisions(decisions)
+    assert first.write_event(event)
+    assert first.write_forecast(_forecast(4.0))
+    assert first.spilled_items == 5 + 2 + 1 + 4 and first.pending_items == 0
+    del first  # killed: nothing was flushed, nothing was closed
+    inner.available = True
+    second = BufferedStore(inner, spill_dir=tmp_path)
+    assert second.spilled_items == 12
+    assert second.flush()
+    assert inner.counts() == {"telemetry": 5, "forecasts": 4, "decisions": 2, "events": 1}
+    got = [d for _, d in inner.decisions()][::-1]
+    assert got[0] == decisions[0] and np.isnan(got[1].soc_target)
+    assert [e for _, e in inner.events()] == [event]
+    assert sorted(r.point for _, r in inner.forecasts()) == [1.0, 4.0, 7.0, 10.0]
+    assert not (tmp_path / SPILL_NAME).exists() and not (tmp_path / OFFSET_NAME).exists()
+
+
+def test_a_crash_during_replay_repeats_at_most_one_write(tmp_path: Path) -> None:
+    class DiesAfter(MemoryStore):
+        """Raises SystemExit (the process dies) after ``ok`` telemetry writes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.ok = 0
+
+        def write_telemetry(self, samples: Sequence[PowerSample]) -> None:
+            if self.ok <= 0:
+                raise StoreUnavailable("down")
+            self.ok -= 1
+            super().write_telemetry(samples)
+
+    inner = DiesAfter()
+    first = BufferedStore(inner, spill_dir=tmp_path, retry_initial_s=0.0)
+    for k in range(5):
+        assert first.write_telemetry(_batch(10 * k, 10))
+    inner.ok = 3  # three batches reach the database, then it fails again mid-replay
+    assert not first.flush()
+    del first  # and the process dies
+    inner.ok = 100
+    second = BufferedStore(inner, spill_dir=tmp_path)
+    assert second.spilled_items == 20  # the offset says which lines were replayed
+    assert second.flush()
+    stamps = sorted(s.timestamp_s for _, s in inner.telemetry(limit=1000))
+    assert stamps == [float(i) for i in range(50)]  # none lost, none repeated
+
+
+def test_spill_growth_is_logged_at_each_threshold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inner = MemoryStore()
+    inner.available = False
+    line = len(encode_batch(_batch(100, 10)).encode())
+    store = BufferedStore(inner, spill_dir=tmp_path, max_spill_bytes=10 * line)
+    with caplog.at_level(logging.WARNING, logger="wattwheel.adapters.store.buffer"):
+        for k in range(12):
+            store.write_telemetry(_batch(100 + 10 * k, 10))  # same encoded length
+    growth = [r.getMessage() for r in caplog.records if "% full" in r.getMessage()]
+    assert [m.split(" is ")[1].split(" %")[0] for m in growth] == ["50", "80", "100"]
+    assert store.dropped == 20 and store.spill_bytes == 10 * line
+    assert store.max_spill_bytes == 10 * line
+
+
+def test_postgres_outage_then_crash_loses_no_acknowledged_write(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    url = fresh_pg_database(pg_server)
+    first = open_store(url, spill_dir=tmp_path / "spill")
+    acked = _batch(0, 100)
+    assert first.write_telemetry(acked)
+    pg_server.stop()
+    try:
+        for k in range(1, 4):
+            b = _batch(100 * k, 100)
+            assert first.write_telemetry(b)
+            acked += b
+        assert first.write_event(EventRecord(9.0, "override.reserve", "forbid", "A", "ops"))
+        assert not first.healthy and first.spilled_items == 301
+    finally:
+        pg_server.start()
+    del first  # kill -9: no flush, no close (its engine's connections just go away)
+    second = open_store(url, spill_dir=tmp_path / "spill")  # replays at open
+    try:
+        assert second.spilled_items == 0
+        stored = sorted((s for _, s in second.telemetry(limit=10_000)), key=lambda s: s.timestamp_s)
+        assert stored == acked
+        assert [e.kind for _, e in second.events()] == ["override.reserve"]
+    finally:
+        second.close()
+
+
+async def test_durable_sink_acknowledges_only_durable_batches(tmp_path: Path) -> None:
+    inner = MemoryStore()
+    seen: list[PowerSample] = []
+
+    async def then(samples: list[PowerSample]) -> None:
+        seen.extend(samples)
+
+    with pytest.raises(ValueError, match="spill"):
+        DurableTelemetrySink(BufferedStore(inner))  # memory mode would ack what a crash loses
+    line = len(encode_batch(_batch(10, 10)).encode())  # room for one batch
+    store = BufferedStore(inner, spill_dir=tmp_path, max_spill_bytes=line)
+    sink = DurableTelemetrySink(store, then)
+    await sink(_batch(0, 10))  # healthy: committed
+    inner.available = False
+    await sink(_batch(10, 10))  # down: spilled (fsync'ed)
+    with pytest.raises(StoreRefused):
+        await sink(_batch(20, 10))  # spill full: the caller must not acknowledge
+    assert [s.timestamp_s for s in seen] == [float(i) for i in range(20)]
+    assert sink.stored_samples == 20

@@ -1,18 +1,25 @@
-"""Writes that survive a database outage: a bounded FIFO of pending writes, retried with backoff.
+"""Writes that survive a database outage and, with a spill directory, a crash of the process.
 
-Every write goes into the FIFO first and the FIFO is flushed in order, so rows reach the database
-in the order they were acknowledged. When the database is unavailable the writes stay queued and
-a later write (or :meth:`BufferedStore.flush`) retries once the backoff has passed. The bound
-counts items (samples, decision rows, events): a write that would exceed it is refused (the call
-returns False, the items are counted in ``dropped`` and a WARNING is logged once per outage) —
-so every write that returned True is eventually stored.
+Two modes:
 
-With ``spill_dir`` set, telemetry that cannot be written at once goes to an fsync'ed file there
-instead of memory (bounded by ``max_spill_bytes``), so it also survives a restart of the process:
-a new BufferedStore on the same directory replays it (see :mod:`.spill`).
+- **Durable** (``spill_dir`` set; what ``wattwheel serve`` uses): a write returns True only once
+  it is durable: committed to the database, or, while the database is unavailable (or older
+  writes still wait), appended to the spill journal and fsync'ed (see :mod:`.spill`). A new
+  BufferedStore on the same directory replays the journal into the database, in order. The
+  journal is bounded by ``max_spill_bytes``: a write that would exceed it is refused (False;
+  an MQTT ingester then leaves the message unacknowledged with the broker). WARNINGs mark the
+  spill passing 50 %, 80 % and 100 % of its bound; ``spill_bytes``/``max_spill_bytes`` are
+  exported as metrics for the "spill growing" alert.
+- **Memory** (no ``spill_dir``: tests, ``memory://``): pending writes wait in a bounded FIFO
+  (``max_items``). True then means "queued; stored once the database is back if this process
+  lives": NOT durable across a crash (``durable`` is False).
 
-Blocking: calls do database I/O; the runtime should call them from a worker thread
-(``asyncio.to_thread``) so a slow database never delays a tick.
+Either way writes reach the database in the order they were accepted, and every write that
+returned True is eventually stored (at least once) unless the process dies in memory mode.
+Refused items are counted in ``dropped``; a WARNING is logged once per outage.
+
+Blocking: calls do database and disk I/O; call them from a worker thread
+(``asyncio.to_thread``) so a slow database never delays a tick. Thread-safe.
 """
 
 from __future__ import annotations
@@ -22,24 +29,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from wattwheel.adapters.store.base import TABLES, ForecastRow, Store, StoreUnavailable
-from wattwheel.adapters.store.spill import SpillFile
+from wattwheel.adapters.store.spill import Entry, SpillFile
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.forecast.base import Forecast
 from wattwheel.runtime.state import DecisionRecord, EventRecord
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class _Pending:
-    method: str  # the Store method to call
-    payload: Any
-    n_items: int
+#: Fractions of ``max_spill_bytes`` at which a WARNING says the spill is growing.
+SPILL_WARN_FRACTIONS: tuple[float, ...] = (0.5, 0.8, 1.0)
 
 
 class BufferedStore:
@@ -47,11 +48,11 @@ class BufferedStore:
 
     Args:
         inner: the real store.
-        max_items: most items held while the database is down.
+        max_items: most items held in memory while the database is down (memory mode).
         retry_initial_s / retry_max_s: backoff between flush attempts (doubles per failure).
         clock: monotonic seconds (injected for tests).
-        spill_dir: keep unwritten telemetry on disk here (None: memory only).
-        max_spill_bytes: bound of the spill file.
+        spill_dir: the spill journal's directory (None: memory mode, not durable).
+        max_spill_bytes: bound of the spill journal.
     """
 
     def __init__(
@@ -72,7 +73,7 @@ class BufferedStore:
         self._retry_max_s = retry_max_s
         self._clock = clock
         self._lock = threading.RLock()
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[Entry] = deque()
         self.pending_items = 0
         self.dropped = 0
         self.written_items = 0
@@ -80,58 +81,105 @@ class BufferedStore:
         self._backoff_s = retry_initial_s
         self._next_try = 0.0
         self._warned_full = False
+        self._spill_warned = 0.0
         self.spill = SpillFile(spill_dir, max_spill_bytes) if spill_dir is not None else None
+        if self.spill is not None and self.spill.items:
+            log.warning(
+                "store spill %s holds %d items from an earlier run: replaying them",
+                self.spill.path,
+                self.spill.items,
+            )
 
-    # ---- writes: queue, then try to flush ----
-
-    def _enqueue(self, method: str, payload: Any, n_items: int) -> bool:
-        with self._lock:
-            if self.pending_items + n_items > self.max_items:
-                self._refuse(n_items)
-                return False
-            self._pending.append(_Pending(method, payload, n_items))
-            self.pending_items += n_items
-        self.flush(force=False)
-        return True
-
-    def write_telemetry(self, samples: Sequence[PowerSample]) -> bool:
-        """Accept a batch; True means acknowledged (it will be stored), False means dropped."""
-        if not samples:
-            return True
-        if self.spill is None:
-            return self._enqueue("write_telemetry", list(samples), len(samples))
-        return self._spill_or_write(samples)
-
-    def _spill_or_write(self, samples: Sequence[PowerSample]) -> bool:
-        assert self.spill is not None
-        with self._lock:
-            if self.healthy and not self._pending and not self.spill.items:
-                try:
-                    self.inner.write_telemetry(samples)
-                    self.written_items += len(samples)
-                    return True
-                except StoreUnavailable as exc:
-                    self._failed(exc)
-            if not self.spill.append(samples):
-                self._refuse(len(samples))
-                return False
-        self.flush(force=False)
-        return True
+    @property
+    def durable(self) -> bool:
+        """True when an acknowledged write survives a crash of this process (spill on)."""
+        return self.spill is not None
 
     @property
     def spilled_items(self) -> int:
-        """Telemetry samples waiting in the spill file."""
+        """Items (samples, rows, events) waiting in the spill journal."""
         return self.spill.items if self.spill is not None else 0
+
+    @property
+    def spill_bytes(self) -> int:
+        """Bytes of the spill journal not replayed yet."""
+        return self.spill.pending_bytes if self.spill is not None else 0
+
+    @property
+    def max_spill_bytes(self) -> int:
+        return self.spill.max_bytes if self.spill is not None else 0
+
+    # ---- writes ----
+
+    def write_telemetry(self, samples: Sequence[PowerSample]) -> bool:
+        """Accept a batch. True: durable (committed or spilled) in durable mode, queued in
+        memory mode; False: refused (bound reached), counted in ``dropped``."""
+        if not samples:
+            return True
+        return self._write(Entry("write_telemetry", list(samples), len(samples)))
 
     def write_forecast(self, forecast: Forecast) -> bool:
         n = len(forecast.series_ids) * len(forecast.horizons_s)
-        return self._enqueue("write_forecast", forecast, n)
+        return self._write(Entry("write_forecast", forecast, n))
 
     def write_decisions(self, records: Sequence[DecisionRecord]) -> bool:
-        return self._enqueue("write_decisions", list(records), len(records)) if records else True
+        if not records:
+            return True
+        return self._write(Entry("write_decisions", list(records), len(records)))
 
     def write_event(self, event: EventRecord) -> bool:
-        return self._enqueue("write_event", event, 1)
+        return self._write(Entry("write_event", event, 1))
+
+    def _write(self, entry: Entry) -> bool:
+        with self._lock:
+            if self.healthy and not self._backlog():
+                try:
+                    self._apply(entry)
+                    return True
+                except StoreUnavailable as exc:
+                    self._failed(exc)
+            if not self._hold(entry):
+                self._refuse(entry.n_items)
+                return False
+            self.flush(force=False)
+            return True
+
+    def _backlog(self) -> bool:
+        return bool(self._pending) or self.spilled_items > 0
+
+    def _apply(self, entry: Entry) -> None:
+        getattr(self.inner, entry.method)(entry.payload)
+        self.written_items += entry.n_items
+
+    def _hold(self, entry: Entry) -> bool:
+        """Keep a write for later: fsync'ed to the spill, else in memory. False when full."""
+        if self.spill is not None:
+            if not self.spill.append_entry(entry):
+                self._warn_spill(1.0)
+                return False
+            self._warn_spill(self.spill.size_bytes / self.spill.max_bytes)
+            return True
+        if self.pending_items + entry.n_items > self.max_items:
+            return False
+        self._pending.append(entry)
+        self.pending_items += entry.n_items
+        return True
+
+    def _warn_spill(self, used: float) -> None:
+        """WARNING once per threshold crossed (per outage): the "spill growing" alarm's log."""
+        assert self.spill is not None
+        passed = [f for f in SPILL_WARN_FRACTIONS if used >= f > self._spill_warned]
+        if passed:
+            self._spill_warned = passed[-1]
+            log.warning(
+                "store spill %s is %.0f %% full (%d of %d bytes, %d items): the database has "
+                "been unavailable for a while; at 100 %% writes are refused",
+                self.spill.path,
+                100 * min(used, 1.0),
+                self.spill.size_bytes,
+                self.spill.max_bytes,
+                self.spill.items,
+            )
 
     def _refuse(self, n_items: int) -> None:
         self.dropped += n_items
@@ -148,42 +196,25 @@ class BufferedStore:
     def flush(self, force: bool = True) -> bool:
         """Write everything pending, oldest first. True when nothing is left pending.
 
-        ``force`` ignores the retry backoff (use it at shutdown or from a periodic task).
+        ``force`` ignores the retry backoff (use it at start-up, at shutdown or from a periodic
+        task).
         """
         with self._lock:
-            if not self._pending and not self.spilled_items:
+            if not self._backlog():
                 return True
             if not force and self._clock() < self._next_try:
                 return False
             try:
-                self._flush_memory()
-                self._flush_spill()
+                while self._pending:
+                    self._apply(self._pending[0])
+                    self.pending_items -= self._pending.popleft().n_items
+                if self.spill is not None:
+                    self.spill.replay(self._apply)
             except StoreUnavailable as exc:
                 self._failed(exc)
                 return False
             self._recovered()
             return True
-
-    def _flush_memory(self) -> None:
-        while self._pending:
-            op = self._pending[0]
-            getattr(self.inner, op.method)(op.payload)
-            self._pending.popleft()
-            self.pending_items -= op.n_items
-            self.written_items += op.n_items
-
-    def _flush_spill(self) -> None:
-        if self.spill is None or not self.spill.items:
-            return
-        batches = self.spill.batches()
-        done = 0
-        try:
-            for batch in batches:
-                self.inner.write_telemetry(batch)
-                done += 1
-                self.written_items += len(batch)
-        finally:
-            self.spill.keep_last(len(batches) - done)
 
     def _failed(self, exc: StoreUnavailable) -> None:
         if self.healthy:
@@ -196,9 +227,10 @@ class BufferedStore:
 
     def _recovered(self) -> None:
         if not self.healthy:
-            log.info("store available again; buffered writes flushed")
+            log.warning("store available again; buffered writes flushed")
         self.healthy = True
         self._warned_full = False
+        self._spill_warned = 0.0
         self._backoff_s = self._retry_initial_s
         self._next_try = 0.0
 
@@ -241,7 +273,15 @@ class BufferedStore:
         return self.inner.counts()
 
     def close(self) -> None:
-        """Try a last flush, then close the inner store (pending items are logged if lost)."""
+        """Try a last flush, then close the inner store. What could not be written stays in the
+        spill for the next start (durable mode) or is lost and logged (memory mode)."""
         if not self.flush(force=True):
-            log.error("closing store with %d items still pending", self.pending_items)
+            if self.pending_items:
+                log.error("closing store: %d items pending in memory are lost", self.pending_items)
+            if self.spilled_items:
+                log.warning(
+                    "closing store: %d items stay in the spill %s for the next start",
+                    self.spilled_items,
+                    self.spill.path if self.spill is not None else "",
+                )
         self.inner.close()

@@ -1,9 +1,15 @@
-"""Telemetry batches kept on disk while the database is down, so they survive a restart.
+"""Writes kept on disk while the database is down, so an acknowledged write survives a crash.
 
-One JSON line per batch, appended and fsync'ed before the write is acknowledged. Replay reads
-the lines in order; what could not be written is rewritten atomically (temp file + rename). A
-crash in the middle of a replay can write a batch twice (at-least-once), never lose one. A line
-cut short by a crash during an append was never acknowledged: it is logged and skipped.
+The spill is a journal: one JSON line per write (a telemetry batch, a forecast, a batch of
+decision rows, an event), appended and fsync'ed before the write is acknowledged. Replay streams
+the lines in order from a committed offset; after each line reached the database the offset is
+saved (temp file + fsync + rename), so a crash in the middle of a replay repeats at most the line
+being written (at-least-once) and never loses one. When everything is replayed both files go.
+A line cut short by a crash during an append was never acknowledged: it is logged and skipped.
+
+Line format (version 1): ``{"t": TABLE, "rows": ...}`` where TABLE is one of ``telemetry``,
+``forecasts``, ``decisions``, ``events``; a bare JSON list (the format before version 1) is a
+telemetry batch.
 """
 
 from __future__ import annotations
@@ -11,90 +17,259 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from wattwheel.domain.telemetry import PowerSample
+from wattwheel.forecast.base import Forecast
+from wattwheel.runtime.state import DecisionRecord, EventRecord
 
 log = logging.getLogger(__name__)
 
-SPILL_NAME = "telemetry-spill.jsonl"
+SPILL_NAME = "spill.jsonl"
+OFFSET_NAME = "spill.offset"
+#: The file of the first version (telemetry only), still replayed if found.
+LEGACY_NAME = "telemetry-spill.jsonl"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journalled write: the :class:`~wattwheel.adapters.store.base.Store` method to call,
+    its argument and how many items (rows) it holds."""
+
+    method: str
+    payload: Any
+    n_items: int
+
+
+# ---------------------------------------------------------------------------- encoding
+
+
+def _sample_row(s: PowerSample) -> list[Any]:
+    return [s.timestamp_s, s.source, s.rack_id, s.server_id, s.kind, s.power_w]
 
 
 def encode_batch(samples: Sequence[PowerSample]) -> str:
-    """One line: a JSON list of ``[timestamp_s, source, rack_id, server_id, kind, power_w]``."""
-    rows = [[s.timestamp_s, s.source, s.rack_id, s.server_id, s.kind, s.power_w] for s in samples]
-    return json.dumps(rows, separators=(",", ":")) + "\n"
+    """A telemetry batch as one journal line."""
+    return _line("telemetry", [_sample_row(s) for s in samples])
 
 
-def decode_batch(line: str) -> list[PowerSample]:
-    """Inverse of :func:`encode_batch`; ValueError on a corrupt line."""
+def encode_entry(entry: Entry) -> str:
+    """One journal line (with its newline) for any write."""
+    p = entry.payload
+    if entry.method == "write_telemetry":
+        return encode_batch(p)
+    if entry.method == "write_decisions":
+        return _line("decisions", [asdict(r) for r in p])
+    if entry.method == "write_event":
+        return _line("events", asdict(p))
+    if entry.method == "write_forecast":
+        fc: Forecast = p
+        body = {
+            "issued_at_s": fc.issued_at_s,
+            "series_ids": list(fc.series_ids),
+            "horizons_s": list(fc.horizons_s),
+            "quantiles": list(fc.quantiles),
+            "values": np.asarray(fc.values).tolist(),
+            "point": np.asarray(fc.point).tolist(),
+        }
+        return _line("forecasts", body)
+    raise ValueError(f"cannot spill {entry.method!r}")
+
+
+def _line(table: str, rows: Any) -> str:
+    # NaN (a decision's soc_target, say) round-trips: only this module reads the file.
+    return json.dumps({"t": table, "rows": rows}, separators=(",", ":"), default=str) + "\n"
+
+
+def decode_line(line: str) -> Entry:
+    """Inverse of :func:`encode_entry`; ValueError on a corrupt line."""
     try:
-        rows = json.loads(line)
-        return [
-            PowerSample(src, rack, srv, float(ts), float(p), kind)
-            for ts, src, rack, srv, kind, p in rows
-        ]
-    except (TypeError, ValueError) as exc:
+        body = json.loads(line)
+        if isinstance(body, list):  # the telemetry-only format
+            body = {"t": "telemetry", "rows": body}
+        table, rows = body["t"], body["rows"]
+        if table == "telemetry":
+            samples = [
+                PowerSample(src, rack, srv, float(ts), float(p), kind)
+                for ts, src, rack, srv, kind, p in rows
+            ]
+            return Entry("write_telemetry", samples, len(samples))
+        if table == "decisions":
+            records = [DecisionRecord(**r) for r in rows]
+            return Entry("write_decisions", records, len(records))
+        if table == "events":
+            return Entry("write_event", EventRecord(**rows), 1)
+        if table == "forecasts":
+            fc = Forecast(
+                float(rows["issued_at_s"]),
+                tuple(rows["series_ids"]),
+                tuple(float(h) for h in rows["horizons_s"]),
+                tuple(float(q) for q in rows["quantiles"]),
+                np.asarray(rows["values"], dtype=float),
+                np.asarray(rows["point"], dtype=float),
+            )
+            return Entry("write_forecast", fc, len(fc.series_ids) * len(fc.horizons_s))
+        raise ValueError(f"unknown table {table!r}")
+    except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"corrupt spill line {line[:80]!r}: {exc}") from exc
 
 
+def decode_batch(line: str) -> list[PowerSample]:
+    """A telemetry line's samples; ValueError on a corrupt or non-telemetry line."""
+    entry = decode_line(line)
+    if entry.method != "write_telemetry":
+        raise ValueError(f"not a telemetry line: {entry.method}")
+    return list(entry.payload)
+
+
+# ---------------------------------------------------------------------------- the journal
+
+
 class SpillFile:
-    """An append-only file of telemetry batches under ``directory``, bounded in bytes."""
+    """An append-only journal under ``directory``, bounded in bytes (``max_bytes``).
+
+    ``items`` and ``pending_bytes`` count what is not replayed yet. Not thread-safe: the
+    :class:`~wattwheel.adapters.store.buffer.BufferedStore` holds its lock around every call.
+    """
 
     def __init__(self, directory: Path, max_bytes: int = 512 * 1024 * 1024) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.path = directory / SPILL_NAME
+        self._offset_path = directory / OFFSET_NAME
         self.max_bytes = max_bytes
-        self.items = sum(len(b) for _, b in self._read())
+        self._adopt_legacy(directory / LEGACY_NAME)
+        self._end_torn_line()
+        self.offset = self._load_offset()
+        self.items = sum(e.n_items for _, e in self._entries())
 
-    def _read(self) -> list[tuple[str, list[PowerSample]]]:
-        """Valid ``(line, batch)`` pairs in file order; corrupt lines are logged and skipped."""
+    def _adopt_legacy(self, legacy: Path) -> None:
+        """Append a first-version telemetry spill to the journal (once), then remove it."""
+        if not legacy.exists():
+            return
+        with legacy.open("rb") as src, self.path.open("ab") as dst:
+            data = src.read()
+            dst.write(data if data.endswith(b"\n") or not data else data + b"\n")
+            dst.flush()
+            os.fsync(dst.fileno())
+        legacy.unlink()
+        _fsync_dir(self.directory)
+
+    def _load_offset(self) -> int:
+        try:
+            offset = int(self._offset_path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+        return min(max(offset, 0), self.size_bytes)
+
+    def _save_offset(self, offset: int) -> None:
+        tmp = self._offset_path.with_suffix(".tmp")
+        with tmp.open("w", encoding="ascii") as f:
+            f.write(str(offset))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self._offset_path)
+        self.offset = offset
+
+    def _entries(self) -> Iterator[tuple[int, Entry]]:
+        """``(end_offset, entry)`` of each valid line after the replay offset, in file order;
+        corrupt lines are logged and skipped."""
         if not self.path.exists():
-            return []
-        out = []
-        with self.path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
+            return
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            pos = self.offset
+            for raw in f:
+                pos += len(raw)
+                if not raw.strip():
                     continue
                 try:
-                    out.append((line if line.endswith("\n") else line + "\n", decode_batch(line)))
-                except ValueError as exc:
-                    log.warning("%s line %d skipped (never acknowledged): %s", self.path, n, exc)
-        return out
+                    entry = decode_line(raw.decode("utf-8"))
+                except (ValueError, UnicodeDecodeError) as exc:
+                    log.warning(
+                        "%s: line at byte %d skipped (never acknowledged): %s",
+                        self.path,
+                        pos - len(raw),
+                        exc,
+                    )
+                    continue
+                yield pos, entry
 
     @property
     def size_bytes(self) -> int:
+        """The journal file's size (replayed lines included until it is removed)."""
         return self.path.stat().st_size if self.path.exists() else 0
 
-    def append(self, samples: Sequence[PowerSample]) -> bool:
-        """Durably append a batch; False (nothing written) if it would exceed ``max_bytes``."""
-        line = encode_batch(samples)
-        if self.size_bytes + len(line.encode()) > self.max_bytes:
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes not replayed yet."""
+        return max(self.size_bytes - self.offset, 0)
+
+    def append_entry(self, entry: Entry) -> bool:
+        """Durably append a write (fsync'ed before returning True); False, with nothing
+        written, if the journal would exceed ``max_bytes``."""
+        line = encode_entry(entry).encode("utf-8")
+        if self.size_bytes + len(line) > self.max_bytes:
             return False
-        with self.path.open("a", encoding="utf-8") as f:
+        new_file = not self.path.exists()
+        with self.path.open("ab") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-        self.items += len(samples)
+        if new_file:
+            _fsync_dir(self.directory)  # the file's name must survive a crash too
+        self.items += entry.n_items
         return True
 
-    def batches(self) -> list[list[PowerSample]]:
-        """Every spilled batch, oldest first."""
-        return [b for _, b in self._read()]
+    def append(self, samples: Sequence[PowerSample]) -> bool:
+        """Durably append a telemetry batch (see :meth:`append_entry`)."""
+        return self.append_entry(Entry("write_telemetry", list(samples), len(samples)))
 
-    def keep_last(self, n_batches: int) -> None:
-        """Drop all but the last ``n_batches`` (the ones not yet written), atomically."""
-        rows = self._read()
-        remaining = rows[len(rows) - n_batches :] if n_batches else []
-        if not remaining:
-            self.path.unlink(missing_ok=True)
-            self.items = 0
+    def _end_torn_line(self) -> None:
+        """A crash during an append can leave a line without its newline: end it, so the next
+        append starts a line of its own (the torn line is then skipped as corrupt)."""
+        if not self.size_bytes:
             return
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.writelines(line for line, _ in remaining)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.path)
-        self.items = sum(len(b) for _, b in remaining)
+        with self.path.open("rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def replay(self, write: Any) -> None:
+        """Call ``write(entry)`` for each pending entry, oldest first, saving the offset after
+        each; an exception from ``write`` stops the replay (the entry stays pending)."""
+        for end, entry in self._entries():
+            write(entry)
+            self.items -= entry.n_items
+            self._save_offset(end)
+        self._clear()
+
+    def _clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._offset_path.unlink(missing_ok=True)
+        _fsync_dir(self.directory)
+        self.offset = 0
+        self.items = 0
+
+    # ---- telemetry-only helpers (kept for callers of the first version) ----
+
+    def batches(self) -> list[list[PowerSample]]:
+        """Every pending telemetry batch, oldest first."""
+        return [list(e.payload) for _, e in self._entries() if e.method == "write_telemetry"]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
