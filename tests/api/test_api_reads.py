@@ -16,7 +16,15 @@ def test_status(api: Api) -> None:
     assert s["domains"] == 2 and s["racks"] == 8 and s["telemetry_ingested"] == 40
     assert s["loop_latency_ms"]["count"] == 5 and 4.0 <= s["loop_latency_ms"]["p50"] <= 8.0
     assert s["tick_age_s"] == 1.0
-    assert s["store"] == {"healthy": True, "pending_items": 0, "dropped": 0}
+    assert s["store"] == {
+        "healthy": True,
+        "pending_items": 0,
+        "spilled_items": 0,
+        "spill_bytes": 0,
+        "spill_max_bytes": 0,
+        "durable": False,
+        "dropped": 0,
+    }
 
 
 def test_domains_history_flywheel_forecasts(api: Api) -> None:

@@ -25,12 +25,17 @@ class ApiContext:
     pins: PinGuard | None = None  # None: no inventory, pins are not checked against it
 
     def store_health(self) -> dict[str, Any]:
-        """``healthy``, ``pending_items`` (memory + spill file), ``dropped`` when the store
-        buffers (else defaults)."""
+        """``healthy``, ``pending_items`` (memory + spill journal), ``spilled_items``,
+        ``spill_bytes`` / ``spill_max_bytes`` (the journal and its bound; 0 without a spill),
+        ``durable`` and ``dropped`` when the store buffers (else defaults)."""
         return {
             "healthy": bool(getattr(self.store, "healthy", True)),
             "pending_items": int(getattr(self.store, "pending_items", 0))
             + int(getattr(self.store, "spilled_items", 0)),
+            "spilled_items": int(getattr(self.store, "spilled_items", 0)),
+            "spill_bytes": int(getattr(self.store, "spill_bytes", 0)),
+            "spill_max_bytes": int(getattr(self.store, "max_spill_bytes", 0)),
+            "durable": bool(getattr(self.store, "durable", False)),
             "dropped": int(getattr(self.store, "dropped", 0)),
         }
 

@@ -54,6 +54,9 @@ METRIC_HELP: dict[str, str] = {
     "wattwheel_tick_failures": "Ticks that raised and acted on the reactive safety loop.",
     "wattwheel_store_pending_items": "Writes buffered while the database is unavailable.",
     "wattwheel_store_dropped": "Writes refused because the store buffer was full.",
+    "wattwheel_store_healthy": "1 when the last database write succeeded, 0 while buffering.",
+    "wattwheel_store_spill_bytes": "Bytes in the store's spill journal not yet replayed.",
+    "wattwheel_store_spill_max_bytes": "Bound of the spill journal (bytes; 0 without a spill).",
 }
 
 
@@ -172,6 +175,14 @@ class StateCollector(Collector):
             METRIC_HELP["wattwheel_store_dropped"],
             value=float(health.get("dropped", 0.0)),
         )
+        for name, key, default in (
+            ("wattwheel_store_healthy", "healthy", 1.0),
+            ("wattwheel_store_spill_bytes", "spill_bytes", 0.0),
+            ("wattwheel_store_spill_max_bytes", "spill_max_bytes", 0.0),
+        ):
+            g = self._gauge(name)
+            g.add_metric([], float(health.get(key, default)))
+            yield g
 
 
 def make_registry(collector: StateCollector) -> CollectorRegistry:

@@ -234,12 +234,27 @@ def serve(
             help="allow open (token-less) reads on a non-loopback --host",
         ),
     ] = False,
+    spill_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="spill journal for writes the database cannot take now (fsync'ed, replayed at "
+            "the next start); default ./wattwheel-spill, or ./wattwheel-spill/<instance-id>"
+        ),
+    ] = None,
+    spill_max_mb: Annotated[
+        float, typer.Option(help="bound of the spill journal (MiB); beyond it writes are refused")
+    ] = 512.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the live controller against devices, with the API, dashboard and /metrics."""
+    from wattwheel.cli.live_store import default_spill_dir
+
     _logging(verbose)
     _check_open_bind(host, token_file, insecure_read)
     election = _election_options(etcd, instance_id, shard, lease_ttl_s, device_timeout)
+    if not spill_max_mb > 0:
+        _fail(f"--spill-max-mb {spill_max_mb:g}: must be > 0")
+    spill = StoreOptions(spill_dir or default_spill_dir(instance_id), spill_max_mb)
     try:
         asyncio.run(
             _serve(
@@ -257,12 +272,21 @@ def serve(
                 history_step,
                 device_timeout,
                 election,
+                spill,
             )
         )
     except WattwheelError as exc:
         _fail(str(exc))
     except StoreUnavailable as exc:
         _fail(f"--db: the database cannot be reached ({str(exc).splitlines()[0]})")
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """``serve``'s spill journal: where, and its bound (MiB)."""
+
+    spill_dir: Path
+    spill_max_mb: float
 
 
 @dataclass(frozen=True)
@@ -370,10 +394,11 @@ async def _serve(
     history_step: float | None,
     device_timeout: float,
     election: ElectionOptions,
+    store_opts: StoreOptions,
 ) -> None:
     from wattwheel.adapters.model_artifact import load_forecaster
-    from wattwheel.adapters.store import open_store
     from wattwheel.api import create_app
+    from wattwheel.cli.live_store import open_serve_store, restore_operator_overrides
     from wattwheel.cli.live_wiring import (
         build_leadership,
         build_wiring,
@@ -444,7 +469,7 @@ async def _serve(
         # Sources polled every 5 s must still count as fresh between two polls.
         telemetry_max_age_s=max([5.0, *(2 * p for p in wiring.poll_period_s.values())]),
     )
-    store = open_store(db)
+    store = open_serve_store(db, store_opts.spill_dir, store_opts.spill_max_mb)
     tokens = _tokens(token_file)
     if not tokens:
         console.print(
@@ -452,6 +477,7 @@ async def _serve(
             "are disabled (give --token-file or WATTWHEEL_TOKENS)[/yellow]"
         )
     state, overrides = LiveState(site.domain_names), Overrides()
+    restore_operator_overrides(store, overrides, state, clock.now_s())
     api = create_app(
         state,
         store,
@@ -478,6 +504,10 @@ async def _serve(
         uvicorn.Config(
             api, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
         )
+    )
+    console.print(
+        f"  store: durable, spill journal {store_opts.spill_dir.resolve()} "
+        f"(bound {store_opts.spill_max_mb:g} MiB)"
     )
     console.print(
         f"[bold]wattwheel serve[/bold]: site {site.name!r}, policy {policy.name}, "

@@ -20,7 +20,7 @@ from wattwheel.adapters.store import (
     StoreUnavailable,
     open_store,
 )
-from wattwheel.adapters.store.spill import OFFSET_NAME, SPILL_NAME, encode_batch
+from wattwheel.adapters.store.spill import OFFSET_NAME, SPILL_NAME, SpillInUse, encode_batch
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.forecast.base import Forecast
 from wattwheel.runtime.state import DecisionRecord, EventRecord
@@ -30,6 +30,12 @@ def _batch(start: int, n: int) -> list[PowerSample]:
     return [
         PowerSample("test", f"r{i % 3}", None, float(i), float(i)) for i in range(start, start + n)
     ]
+
+
+def _crash(store: BufferedStore) -> None:
+    """What a kill -9 leaves: no flush, no close; the kernel releases the spill's lock."""
+    assert store.spill is not None
+    store.spill.close()
 
 
 class _Clock:
@@ -114,7 +120,7 @@ def test_spill_survives_a_restart_of_the_process(tmp_path: Path) -> None:
     acked = _batch(0, 50) + _batch(50, 50)
     assert first.write_telemetry(acked[:50]) and first.write_telemetry(acked[50:])
     assert first.pending_items == 0 and first.spilled_items == 100  # on disk, not in memory
-    del first  # the process "dies" with the database still down
+    _crash(first)  # the process "dies" with the database still down
     with (tmp_path / SPILL_NAME).open("a") as f:
         f.write('[[1.0,"x","r0",null,"ser')  # an append cut short by the crash: never acked
     inner.available = True
@@ -187,7 +193,7 @@ def test_every_kind_of_write_is_spilled_and_replayed_after_a_crash(tmp_path: Pat
     assert first.write_event(event)
     assert first.write_forecast(_forecast(4.0))
     assert first.spilled_items == 5 + 2 + 1 + 4 and first.pending_items == 0
-    del first  # killed: nothing was flushed, nothing was closed
+    _crash(first)  # killed: nothing was flushed, nothing was closed
     inner.available = True
     second = BufferedStore(inner, spill_dir=tmp_path)
     assert second.spilled_items == 12
@@ -220,7 +226,7 @@ def test_a_crash_during_replay_repeats_at_most_one_write(tmp_path: Path) -> None
         assert first.write_telemetry(_batch(10 * k, 10))
     inner.ok = 3  # three batches reach the database, then it fails again mid-replay
     assert not first.flush()
-    del first  # and the process dies
+    _crash(first)  # and the process dies
     inner.ok = 100
     second = BufferedStore(inner, spill_dir=tmp_path)
     assert second.spilled_items == 20  # the offset says which lines were replayed
@@ -262,7 +268,8 @@ def test_postgres_outage_then_crash_loses_no_acknowledged_write(
         assert not first.healthy and first.spilled_items == 301
     finally:
         pg_server.start()
-    del first  # kill -9: no flush, no close (its engine's connections just go away)
+    _crash(first)  # kill -9: no flush, no close
+    first.inner.close()  # (its connections just go away)
     second = open_store(url, spill_dir=tmp_path / "spill")  # replays at open
     try:
         assert second.spilled_items == 0
@@ -292,3 +299,11 @@ async def test_durable_sink_acknowledges_only_durable_batches(tmp_path: Path) ->
         await sink(_batch(20, 10))  # spill full: the caller must not acknowledge
     assert [s.timestamp_s for s in seen] == [float(i) for i in range(20)]
     assert sink.stored_samples == 20
+
+
+def test_one_process_per_spill_directory(tmp_path: Path) -> None:
+    first = BufferedStore(MemoryStore(), spill_dir=tmp_path)
+    with pytest.raises(SpillInUse, match="--spill-dir"):
+        BufferedStore(MemoryStore(), spill_dir=tmp_path)
+    first.close()
+    BufferedStore(MemoryStore(), spill_dir=tmp_path).close()  # released

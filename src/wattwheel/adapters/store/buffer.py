@@ -284,4 +284,6 @@ class BufferedStore:
                     self.spilled_items,
                     self.spill.path if self.spill is not None else "",
                 )
+        if self.spill is not None:
+            self.spill.close()
         self.inner.close()

@@ -14,6 +14,7 @@ telemetry batch.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from wattwheel.domain.errors import WattwheelError
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.forecast.base import Forecast
 from wattwheel.runtime.state import DecisionRecord, EventRecord
@@ -32,8 +34,13 @@ log = logging.getLogger(__name__)
 
 SPILL_NAME = "spill.jsonl"
 OFFSET_NAME = "spill.offset"
+LOCK_NAME = "spill.lock"
 #: The file of the first version (telemetry only), still replayed if found.
 LEGACY_NAME = "telemetry-spill.jsonl"
+
+
+class SpillInUse(WattwheelError):
+    """Another live process holds this spill directory (two writers would corrupt it)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,9 @@ def decode_batch(line: str) -> list[PowerSample]:
 class SpillFile:
     """An append-only journal under ``directory``, bounded in bytes (``max_bytes``).
 
-    ``items`` and ``pending_bytes`` count what is not replayed yet. Not thread-safe: the
+    ``items`` and ``pending_bytes`` count what is not replayed yet. One process at a time: an
+    exclusive lock on ``spill.lock`` (released by the kernel when the process dies, even by
+    ``kill -9``) makes a second one raise :class:`SpillInUse`. Not thread-safe: the
     :class:`~wattwheel.adapters.store.buffer.BufferedStore` holds its lock around every call.
     """
 
@@ -141,6 +150,7 @@ class SpillFile:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock(directory / LOCK_NAME)
         self.directory = directory
         self.path = directory / SPILL_NAME
         self._offset_path = directory / OFFSET_NAME
@@ -265,6 +275,23 @@ class SpillFile:
     def batches(self) -> list[list[PowerSample]]:
         """Every pending telemetry batch, oldest first."""
         return [list(e.payload) for _, e in self._entries() if e.method == "write_telemetry"]
+
+    def close(self) -> None:
+        """Release the directory (the journal stays for the next start)."""
+        self._lock_file.close()
+
+
+def _lock(path: Path) -> Any:
+    f = path.open("a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise SpillInUse(
+            f"spill directory {path.parent} is in use by another process: give each "
+            "controller instance its own (wattwheel serve --spill-dir)"
+        ) from None
+    return f
 
 
 def _fsync_dir(directory: Path) -> None:
