@@ -45,6 +45,12 @@ METRIC_HELP: dict[str, str] = {
     "wattwheel_rack_power_kw": "Measured power per rack (kW).",
     "wattwheel_rack_cap_kw": "Power cap applied per rack (kW; absent when uncapped).",
     "wattwheel_domain_stale": "1 when a domain's measurement is stale.",
+    "wattwheel_breaker_heat": "Thermal state of a domain's primary breaker (0 cold, trips at 1).",
+    "wattwheel_leader": "1 when this instance leads the role (shard or coordinator), else 0.",
+    "wattwheel_leader_command_left_seconds": "How long this instance's lease still lets it "
+    "command the role (s; absent when it does not lead).",
+    "wattwheel_source_disagreements": "Rack-ticks a cross-checked telemetry source disagreed "
+    "with the feed meter, per source.",
     "wattwheel_mode": "Controller mode (1 for the current one).",
     "wattwheel_overrides_active": "Operator overrides in force.",
     "wattwheel_last_tick_timestamp_seconds": "Epoch seconds of the last control tick.",
@@ -83,6 +89,8 @@ class StateCollector(Collector):
         yield from self._rack_metrics()
         yield from self._loop_metrics()
         yield from self._store_metrics()
+        yield from self._leader_metrics()
+        yield from self._telemetry_trust_metrics()
 
     def _domain_metrics(self) -> Iterator[Metric]:
         per_domain: dict[str, Callable[[DomainSnapshot], float]] = {
@@ -96,6 +104,7 @@ class StateCollector(Collector):
             "wattwheel_reserve_kw": lambda s: s.reserve_kw,
             "wattwheel_cap_kw": lambda s: s.cap_kw,
             "wattwheel_domain_stale": lambda s: float(s.stale),
+            "wattwheel_breaker_heat": lambda s: s.breaker_heat,
         }
         snaps = self.state.domains()
         for name, get in per_domain.items():
@@ -183,6 +192,29 @@ class StateCollector(Collector):
             g = self._gauge(name)
             g.add_metric([], float(health.get(key, default)))
             yield g
+
+
+    def _leader_metrics(self) -> Iterator[Metric]:
+        roles = self.state.leadership() if self.state.leadership else []
+        leader = self._gauge("wattwheel_leader", ["role"])
+        left = self._gauge("wattwheel_leader_command_left_seconds", ["role"])
+        for r in roles:
+            leader.add_metric([str(r["role"])], 1.0 if r.get("leading") else 0.0)
+            if r.get("leading") and r.get("command_left_s") is not None:
+                left.add_metric([str(r["role"])], float(r["command_left_s"]))
+        yield leader
+        yield left
+
+    def _telemetry_trust_metrics(self) -> Iterator[Metric]:
+        counts = self.state.source_disagreements() if self.state.source_disagreements else {}
+        fam = CounterMetricFamily(
+            "wattwheel_source_disagreements",
+            METRIC_HELP["wattwheel_source_disagreements"],
+            labels=["source"],
+        )
+        for source, n in sorted(counts.items()):
+            fam.add_metric([source], float(n))
+        yield fam
 
 
 def make_registry(collector: StateCollector) -> CollectorRegistry:

@@ -525,6 +525,8 @@ async def _serve(
     elector = leadership.elector
     if elector is None:  # build_leadership always makes one
         raise RuntimeError("no elector built")
+    # The cross-checks' counters (TelemetryView.disagreements: {} until a view counts them).
+    state.source_disagreements = lambda: dict(getattr(runtime.view, "disagreements", {}))
     state.leadership = lambda: [
         dataclasses.asdict(role) for role in elector.status(clock.monotonic_s())
     ]

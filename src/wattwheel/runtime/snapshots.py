@@ -58,6 +58,7 @@ def domain_snapshots(
             cap_kw=float(dec.cap_kw[i]),
             forecast=bands.get(d, ()),
             stale=bool(stale[i]),
+            breaker_heat=float(obs.breaker_heat[i]),
         )
         for i, d in enumerate(site.domain_names)
     ]

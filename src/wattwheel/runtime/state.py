@@ -88,6 +88,8 @@ class DomainSnapshot:
     cap_kw: float = 0.0
     forecast: tuple[ForecastBand, ...] = ()
     stale: bool = False
+    #: thermal state of the domain's primary breaker (0 cold, trips at 1).
+    breaker_heat: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,8 @@ class LiveState:
         self._degraded: dict[str, str] = {}
         #: Who leads which shard, as this instance sees it (set by ``serve``; None: unknown).
         self.leadership: Callable[[], list[dict[str, Any]]] | None = None
+        #: per cross-checked source, rack-ticks it disagreed with the feed meter (set by serve).
+        self.source_disagreements: Callable[[], Mapping[str, int]] | None = None
 
     # ---- writer side (the runtime loop) ----
 
