@@ -193,7 +193,6 @@ class StateCollector(Collector):
             g.add_metric([], float(health.get(key, default)))
             yield g
 
-
     def _leader_metrics(self) -> Iterator[Metric]:
         roles = self.state.leadership() if self.state.leadership else []
         leader = self._gauge("wattwheel_leader", ["role"])
