@@ -1,7 +1,12 @@
-"""A standing adversarial suite: schemathesis against the OpenAPI document of a real
-``wattwheel serve`` process (SQLite store, its own tokens, the control loop running), every
-operation with operator, viewer and no token, valid and invalid inputs. No response may be a 5xx,
-and the control loop must still be ticking afterwards.
+"""A standing adversarial suite against one real ``wattwheel serve`` process (SQLite store, its
+own tokens, a device map, the control loop running):
+
+- three concurrent anonymous 24 MB bodies are answered 401 from their headers (an operator's
+  413), without the server waiting for the bodies, and the loop keeps ticking;
+- the device map rewritten as a restarted emulator would shows as mode ``degraded``;
+- schemathesis against the app's OpenAPI document, every operation with operator, viewer and no
+  token, valid and invalid inputs: no response may be a 5xx, and the control loop must still be
+  ticking afterwards.
 
 Schemathesis' coverage phase (boundary values, wrong types, missing and unknown fields) runs
 first with the operator token, then random valid and invalid cases with each token, bounded and
@@ -16,11 +21,13 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +178,47 @@ def test_an_emulator_restart_shows_as_degraded(served: Served) -> None:
     print(f"\ndevice map rewritten: mode degraded after {took_s:.1f} s")
     served.devices.write_text(wired)
     assert _wait_mode(served.url, "normal")["degraded"] == {}
+
+
+def _announce_big_body(port: int, auth_line: bytes) -> tuple[bytes, float]:
+    """Send the head of a POST announcing 24 MB plus its first 64 KiB, then wait for the answer."""
+    head = (
+        b"POST /api/v1/overrides/cap HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + auth_line
+        + f"Content-Length: {24 * 1024 * 1024}\r\n\r\n".encode()
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        t0 = time.perf_counter()
+        sock.sendall(head + b"[" * 65536)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = sock.recv(4096)
+            if not more:
+                break
+            data += more
+        return data, time.perf_counter() - t0
+
+
+def test_big_bodies_are_refused_from_their_headers(served: Served) -> None:
+    port = int(served.url.rsplit(":", 1)[1])
+    before = _ticks(served.url)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        anonymous = [pool.submit(_announce_big_body, port, b"") for _ in range(3)]
+        operator = pool.submit(
+            _announce_big_body, port, f"Authorization: Bearer {OPERATOR}\r\n".encode()
+        )
+        answers = [f.result() for f in [*anonymous, operator]]
+    codes = [a[0].split(b" ")[1].decode() for a in answers]
+    assert codes == ["401", "401", "401", "413"], [a[0][:100] for a in answers]
+    slowest_s = max(a[1] for a in answers)
+    assert slowest_s < 5.0
+    time.sleep(2.5)
+    ticks = _ticks(served.url) - before
+    assert ticks >= int(time.monotonic() - t0) - 1, "the loop stalled"
+    print(
+        f"\n3 anonymous + 1 operator 24 MB bodies: {codes}, slowest answer {slowest_s * 1e3:.0f} ms"
+    )
 
 
 def test_no_input_gets_a_server_error(served: Served, tmp_path: Path) -> None:
