@@ -11,7 +11,7 @@ import numpy as np
 from wattwheel.domain.site import parse_site, resolve_site
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.runtime.inventory import default_inventory
-from wattwheel.runtime.telemetry import PlausibleSamples, TelemetryView
+from wattwheel.runtime.telemetry import QUIET_CHECKS, PlausibleSamples, TelemetryView
 
 SITE = """
 [site]
@@ -64,7 +64,9 @@ def test_a_2x_feed_spoof_is_rejected_and_a_plausible_high_one_ignored() -> None:
     view.ingest([_mqtt(140_000.0)], NOW)  # plausible, but the meter says 90 kW
     assert view.demand(NOW).demand_kw[0] == 90.0
     notices = view.take_notices()
-    assert any("mqtt disagrees with the meter of rack a1" in n for n in notices)
+    assert any(
+        "mqtt disagrees with the meter on 1 rack(s) (a1 140000 W vs 90000 W)" in n for n in notices
+    )
     assert view.disagreements["mqtt"] == 1
 
 
@@ -138,3 +140,20 @@ async def test_the_gate_in_front_of_a_store_passes_only_believable_samples() -> 
     assert gate.rejected == 4
     await gate([])  # an all-rejected or empty batch still succeeds (acknowledged)
     assert gate.rejected == 4
+
+
+def test_a_flapping_source_is_noted_once_per_episode() -> None:
+    view = _view()
+    t = NOW
+    for k in range(30):  # disagrees every other check: one episode, one notice
+        t += 1
+        view.ingest([_meter(90_000.0, t), _mqtt(140_000.0 if k % 2 else 90_000.0, t)], t)
+        view.demand(t)
+    notices = view.take_notices()
+    assert [n.split(" on ")[0] for n in notices] == ["mqtt disagrees with the meter"]
+    assert view.disagreements["mqtt"] == 15  # every disagreeing check is counted
+    for _ in range(QUIET_CHECKS):
+        t += 1
+        view.ingest([_meter(90_000.0, t), _mqtt(90_000.0, t)], t)
+        view.demand(t)
+    assert view.take_notices() == ["mqtt agrees with the rack meters again"]

@@ -44,6 +44,8 @@ _SERVER, _OUTLET, _PDU, _MQTT_RACK, _MQTT_SERVER = 0, 1, 2, 3, 4
 
 #: The sources checked against a rack's meter, as named in events and counters.
 CROSS_CHECKED = ("bmc", "outlets", "mqtt")
+#: Checks (ticks) a source must agree everywhere before its disagreement is noted as over.
+QUIET_CHECKS = 10
 
 #: A server reading at or above this fraction of its cap is taken as held by the cap.
 AT_CAP_FRACTION = 0.97
@@ -198,9 +200,8 @@ class TelemetryView:
         self._logged_codes: set[str] = set()
         #: per cross-checked source: rack-ticks it disagreed with the meter, and where it does
         self.disagreements: dict[str, int] = dict.fromkeys(CROSS_CHECKED, 0)
-        self._disagreeing: dict[str, BoolArray] = {
-            k: np.zeros(r, dtype=bool) for k in CROSS_CHECKED
-        }
+        self._episode = dict.fromkeys(CROSS_CHECKED, False)
+        self._quiet = dict.fromkeys(CROSS_CHECKED, 0)
         self._notices: list[str] = []
 
     # ---- ingest ----
@@ -368,19 +369,37 @@ class TelemetryView:
         return np.where(complete, total, np.nan)
 
     def _cross_check(self, meter_w: FloatArray, others_w: dict[str, FloatArray]) -> None:
-        """Count the racks where a source disagrees with the meter; note each change."""
+        """Count the racks where a source disagrees with the meter. A source's episode of
+        disagreement is noted once when it starts (how many racks, the worst three) and once
+        when it has agreed everywhere for ``QUIET_CHECKS`` checks: a flapping source on 1,000
+        racks must not write an event per rack and tick."""
         for name, other_w in others_w.items():
             now = disagrees(meter_w, other_w, self.rules)
-            self.disagreements[name] += int(now.sum())
-            before = self._disagreeing[name]
-            for i in np.flatnonzero(now & ~before):
-                self._notices.append(
-                    f"{name} disagrees with the meter of rack {self.inv.rack_ids[i]}: "
-                    f"{other_w[i]:.0f} W vs {meter_w[i]:.0f} W (ignored; the meter is used)"
-                )
-            for i in np.flatnonzero(before & ~now):
-                self._notices.append(f"{name} agrees with the meter of rack {self.inv.rack_ids[i]}")
-            self._disagreeing[name] = now
+            n = int(now.sum())
+            self.disagreements[name] += n
+            if n:
+                self._quiet[name] = 0
+                if not self._episode[name]:
+                    self._episode[name] = True
+                    self._notices.append(self._disagreement(name, now, meter_w, other_w))
+            elif self._episode[name]:
+                self._quiet[name] += 1
+                if self._quiet[name] >= QUIET_CHECKS:
+                    self._episode[name] = False
+                    self._notices.append(f"{name} agrees with the rack meters again")
+
+    def _disagreement(
+        self, name: str, where: BoolArray, meter_w: FloatArray, other_w: FloatArray
+    ) -> str:
+        racks = np.flatnonzero(where)
+        worst = racks[np.argsort(-np.abs(other_w[racks] - meter_w[racks]))[:3]]
+        detail = ", ".join(
+            f"{self.inv.rack_ids[i]} {other_w[i]:.0f} W vs {meter_w[i]:.0f} W" for i in worst
+        )
+        return (
+            f"{name} disagrees with the meter on {len(racks)} rack(s) ({detail}): ignored, "
+            "the meters are used"
+        )
 
     def take_notices(self) -> list[str]:
         """What changed since the last call (first rejection of a kind, a source starting or
