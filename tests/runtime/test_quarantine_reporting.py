@@ -28,4 +28,4 @@ async def test_quarantined_messages_are_counted_and_evented_once_per_reason() ->
     assert rt.state.errors["input"] == 4
     events = [e for e in rt.state.recent_events() if e.kind == "telemetry.quarantine"]
     assert sorted(e.message.split("(")[1].split(";")[0] for e in events) == ["not-json", "number"]
-    assert all(e.message.startswith("mqtt: message quarantined") for e in events)
+    assert all(e.message.startswith("mqtt: rejected on arrival") for e in events)

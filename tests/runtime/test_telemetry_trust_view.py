@@ -138,6 +138,9 @@ async def test_the_gate_in_front_of_a_store_passes_only_believable_samples() -> 
     )
     assert [s.power_w for s in stored] == [90_000.0, 90_000.0]
     assert gate.rejected == 4
+    reasons = {r.reason: r.count for r in gate.take_rejections()}
+    assert reasons == {"sample absurd": 1, "sample future": 1, "sample unknown": 1, "sample nan": 1}
+    assert gate.take_rejections() == []
     await gate([])  # an all-rejected or empty batch still succeeds (acknowledged)
     assert gate.rejected == 4
 

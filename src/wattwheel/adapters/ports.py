@@ -24,7 +24,7 @@ from wattwheel.adapters.scheduler.hook import SchedulerHook
 from wattwheel.adapters.scheduler.plan import plan_requests
 from wattwheel.adapters.snmp.client import ApcPduClient
 from wattwheel.domain.site import SiteParams
-from wattwheel.domain.telemetry import MessageRejection, PowerSample
+from wattwheel.domain.telemetry import MessageRejection, PowerSample, ReportsRejections
 from wattwheel.runtime.ports import FlywheelStatusW, ReserveStatus
 
 log = logging.getLogger(__name__)
@@ -154,9 +154,14 @@ class MqttTelemetry:
     dropped: int = 0
     #: the ingester's quarantine: its rejections are reported to the runtime
     quarantine: Quarantine | None = None
+    #: whatever else dropped samples on their way here (the plausibility gate)
+    gates: list[ReportsRejections] = field(default_factory=list)
 
     def take_rejections(self) -> list[MessageRejection]:
-        return [] if self.quarantine is None else self.quarantine.take_new()
+        taken = [] if self.quarantine is None else self.quarantine.take_new()
+        for gate in self.gates:
+            taken.extend(gate.take_rejections())
+        return taken
 
     async def sink(self, samples: list[PowerSample]) -> None:
         overflow = len(self._buffer) + len(samples) - self.max_samples

@@ -198,6 +198,7 @@ def build_wiring(
             client_id=ingest_client_id(mq["site"], instance_id),
         )
         buffer.quarantine = ingester.quarantine
+        buffer.gates.append(gate)
         telemetry["mqtt"] = buffer
         wiring.background.append(ingester.run)
     if mb := device_map.get("modbus"):

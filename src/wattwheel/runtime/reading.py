@@ -147,8 +147,9 @@ class Reader:
         return Reading(samples, {**cached, **dict(zip(inline, statuses, strict=True))}, reserve)
 
     def _count_rejected_messages(self) -> None:
-        """Whole messages a transport quarantined (MQTT): counted as ``input`` errors; the
-        first of each reason is a ``telemetry.quarantine`` event."""
+        """What a transport rejected on arrival (quarantined MQTT messages, samples its
+        plausibility gate dropped): counted as ``input`` errors; the first of each reason is a
+        ``telemetry.quarantine`` event."""
         for name, source in self.telemetry.items():
             if not isinstance(source, ReportsRejections):
                 continue
@@ -159,7 +160,7 @@ class Reader:
                     self._rejections_seen.add(key)
                     self.event(
                         "telemetry.quarantine",
-                        f"{name}: message quarantined ({rejection.reason}; further ones "
+                        f"{name}: rejected on arrival ({rejection.reason}; further ones "
                         f"counted in errors 'input'): {rejection.detail}",
                     )
 

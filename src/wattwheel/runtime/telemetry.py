@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.domain.telemetry import PowerSample, check_sample
+from wattwheel.domain.telemetry import MessageRejection, PowerSample, check_sample
 from wattwheel.domain.telemetry_trust import TrustRules, disagrees, plausible, rack_demand_w
 from wattwheel.runtime.inventory import Inventory
 
@@ -134,6 +134,7 @@ class PlausibleSamples:
         self.rules = rules or TrustRules()
         self.rejected = 0
         self._outlet_server = outlet_servers(inventory)
+        self._new: dict[str, MessageRejection] = {}
 
     async def __call__(self, samples: list[PowerSample]) -> None:
         if samples:
@@ -143,10 +144,33 @@ class PlausibleSamples:
             n = len(samples)
             power = np.fromiter((s.power_w for s in samples), float, n)
             ts = np.fromiter((s.timestamp_s for s in samples), float, n)
-            ok = plausible(power, ts, limit, self.now_s(), self.rules) & (table >= 0)
+            now_s = self.now_s()
+            ok = plausible(power, ts, limit, now_s, self.rules) & (table >= 0)
             self.rejected += n - int(ok.sum())
+            for k in np.flatnonzero(~ok):
+                self._note(samples[int(k)], now_s, float(limit[k]))
             samples = [s for s, good in zip(samples, ok, strict=True) if good]
         await self.then(samples)
+
+    def _note(self, sample: PowerSample, now_s: float, limit_w: float) -> None:
+        problem = check_sample(sample, now_s, math.inf, limit_w, self.rules.max_future_s)
+        code, message = (
+            (problem.code, problem.message)
+            if problem is not None
+            else (
+                "unknown",
+                f"{sample.source}: rack {sample.rack_id!r} / {sample.server_id!r} unknown",
+            )
+        )
+        seen = self._new.get(code)
+        self._new[code] = MessageRejection(
+            f"sample {code}", 1 if seen is None else seen.count + 1, message
+        )
+
+    def take_rejections(self) -> list[MessageRejection]:
+        """Samples dropped since the previous call, per reason (a :class:`ReportsRejections`)."""
+        new, self._new = list(self._new.values()), {}
+        return new
 
 
 class TelemetryView:
