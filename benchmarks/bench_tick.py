@@ -275,7 +275,7 @@ async def bench_emulators(n_racks: int, ticks: int, work: Path) -> dict[str, flo
                 poll_period_s=wiring.poll_period_s, telemetry_max_age_s=10.0, poll_in_thread=True
             ),
         )
-        background = [asyncio.ensure_future(run()) for run in wiring.background]
+        background = [asyncio.ensure_future(bg.run()) for bg in wiring.background]
         warmup = 5  # connections, SunSpec discovery, first SNMP walks
         await rt.run(ticks=ticks + warmup)
         for task in background:

@@ -106,8 +106,9 @@ def test_each_serve_instance_has_its_own_mqtt_session() -> None:
     for instance in ("ctl-a", "ctl-b", None):
         election = _election_options(None, instance, None, 3, 0.5)
         wiring = build_wiring({"mqtt": mqtt}, site, inv, instance_id=election.session_id)
-        [run] = wiring.background
-        ingester = run.__self__  # type: ignore[attr-defined]
+        [bg] = wiring.background
+        assert bg.name == "ingester:mqtt" and bg.forever
+        ingester = bg.run.__self__  # type: ignore[attr-defined]
         assert ingester.broker.username == "u"
         assert isinstance(ingester.sink, PlausibleSamples)  # nothing implausible goes on
         ids.append(ingester.client_id)

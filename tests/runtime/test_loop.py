@@ -601,3 +601,43 @@ async def test_a_failing_tick_keeps_the_period(monkeypatch: pytest.MonkeyPatch) 
     stamps = sorted({r.timestamp_s for r in rt.state.recent_decisions(100)})
     assert len(stamps) == 5 and np.allclose(np.diff(stamps), 1.0)  # one decision per period
     assert len(fly_a.setpoints_w) >= 5  # the reactive loop commanded the flywheel each tick
+
+
+async def test_a_background_task_that_crashes_is_restarted_and_shown() -> None:
+    class BrokenSource:
+        """A telemetry adapter with a bug: returns None instead of a list."""
+
+        async def read(self) -> None:
+            return None
+
+    from wattwheel.api.routes import status_route
+    from wattwheel.runtime.state import jsonable
+
+    rt, clock, bmc, _, _ = build(extra_sources={"broken": BrokenSource()})
+    running = asyncio.ensure_future(rt.run(ticks=4))
+    while not running.done():
+        await asyncio.sleep(0.01)
+        clock.advance(1.0)
+        bmc.now_s = clock.now_s()
+    await running
+    tasks = {t["name"]: t for t in rt.state.tasks()} if rt.state.tasks else {}
+    assert tasks["poller:broken"]["restarts"] >= 1
+    assert "TypeError" in str(tasks["poller:broken"]["last_error"])
+    assert tasks["poller:bmc"]["restarts"] == 0 and tasks["planner"]["restarts"] == 0
+    assert rt.state.errors["task"] >= 1
+    assert any(e.kind == "task.crash" for e in rt.state.recent_events())
+    assert rt.state.latency().count == 4  # the ticks went on
+
+    class Ctx:
+        state, overrides, site_name = rt.state, rt.overrides, "t"
+
+        @staticmethod
+        def clock() -> float:
+            return clock.now_s()
+
+        @staticmethod
+        def store_health() -> dict[str, float]:
+            return {}
+
+    shown = jsonable(status_route(Ctx)()["tasks"])  # type: ignore[arg-type]
+    assert any(t["name"] == "poller:broken" and t["restarts"] >= 1 for t in shown)

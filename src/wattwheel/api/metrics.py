@@ -58,6 +58,7 @@ METRIC_HELP: dict[str, str] = {
     "wattwheel_telemetry_ingested": "Telemetry samples accepted.",
     "wattwheel_errors": "Handled faults by kind (device, store, input, forecast...).",
     "wattwheel_tick_failures": "Ticks that raised and acted on the reactive safety loop.",
+    "wattwheel_task_restarts": "Restarts of a supervised background task after it crashed.",
     "wattwheel_store_pending_items": "Writes buffered while the database is unavailable.",
     "wattwheel_store_dropped": "Writes refused because the store buffer was full.",
     "wattwheel_store_healthy": "1 when the last database write succeeded, 0 while buffering.",
@@ -173,6 +174,12 @@ class StateCollector(Collector):
             METRIC_HELP["wattwheel_tick_failures"],
             value=float(self.state.tick_failures),
         )
+        restarts = CounterMetricFamily(
+            "wattwheel_task_restarts", METRIC_HELP["wattwheel_task_restarts"], labels=["task"]
+        )
+        for task in self.state.tasks() if self.state.tasks else []:
+            restarts.add_metric([str(task["name"])], float(task["restarts"]))
+        yield restarts
 
     def _store_metrics(self) -> Iterator[Metric]:
         health = dict(self.store_health()) if self.store_health else {}

@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +37,8 @@ TraceOpt = Annotated[
     Path | None, typer.Option("--trace", help="trace (default: the one the site file names)")
 ]
 DEFAULT_DEVICES = Path("wattwheel-devices.json")
+#: The interpreter's thread switch interval while serving (default 5 ms), see ``_serve``.
+CONTROL_SWITCH_INTERVAL_S = 0.001
 
 
 def _fail(message: str) -> None:
@@ -400,6 +403,8 @@ async def _serve(
     from wattwheel.api import create_app
     from wattwheel.cli.live_store import open_serve_store, restore_operator_overrides
     from wattwheel.cli.live_wiring import (
+        Leadership,
+        Wiring,
         build_leadership,
         build_wiring,
         inventory_for,
@@ -413,6 +418,7 @@ async def _serve(
     from wattwheel.runtime.inventory import default_inventory
     from wattwheel.runtime.loop import Runtime, RuntimeConfig
     from wattwheel.runtime.state import LiveState, Overrides
+    from wattwheel.runtime.workers import LoopThread
 
     scenario = load_scenario(site_path, trace)
     site = scenario.site
@@ -431,27 +437,40 @@ async def _serve(
         inventory = default_inventory(site, 100.0, 2000.0)
     shard_of = shard_map(site.domain_names, election.shard_specs)
     clock = SystemClock()
-    leadership, lead_closers = build_leadership(
-        site.name,
-        shard_of,
-        clock,
-        etcd_urls=election.etcd_urls,
-        instance_id=election.instance_id,
-        ttl_s=election.ttl_s,
-    )
     write_timeout_s = device_timeout if election.etcd_urls else None
     # Redundant controllers: a flywheel no leader renews goes back to hold (2 ticks, >= 2 s).
     revert_s = max(2, math.ceil(2 * control_period)) if election.etcd_urls else 0
-    wiring = build_wiring(
-        device_map,
-        site,
-        inventory,
-        device_timeout,
-        write_timeout_s,
-        flywheel_revert_s=revert_s,
-        instance_id=election.session_id,
-    )
-    wiring.closers.extend(lead_closers)
+
+    async def build_clients() -> tuple[Leadership, Wiring]:
+        """On the control loop: some clients bind to the loop they are built on."""
+        leadership, lead_closers = build_leadership(
+            site.name,
+            shard_of,
+            clock,
+            etcd_urls=election.etcd_urls,
+            instance_id=election.instance_id,
+            ttl_s=election.ttl_s,
+        )
+        wiring = build_wiring(
+            device_map,
+            site,
+            inventory,
+            device_timeout,
+            write_timeout_s,
+            flywheel_revert_s=revert_s,
+            instance_id=election.session_id,
+        )
+        wiring.closers.extend(lead_closers)
+        return leadership, wiring
+
+    # The control side runs on its own thread's event loop: no request can delay a tick.
+    control_thread = LoopThread("wattwheel-control")
+    control_thread.start()
+    try:
+        leadership, wiring = await control_thread.run(build_clients())
+    except BaseException:
+        await asyncio.to_thread(control_thread.stop)
+        raise
     horizons = tuple(getattr(policy, "horizons_s", ()))
     forecaster: Forecaster
     if model is not None:
@@ -530,22 +549,37 @@ async def _serve(
     state.leadership = lambda: [
         dataclasses.asdict(role) for role in elector.status(clock.monotonic_s())
     ]
-    tasks = [asyncio.ensure_future(elector.run())]
-    tasks.append(asyncio.ensure_future(runtime.run()))
-    tasks += [asyncio.ensure_future(run()) for run in wiring.background]
-    if devices_path is not None:
-        tasks.append(asyncio.ensure_future(_device_map_watch(devices_path, state, runtime).run()))
+    supervisor = runtime.supervisor
+
+    async def control() -> None:
+        """The control side, on its own thread's event loop (no request can delay a tick)."""
+        tasks = [supervisor.spawn("elector", elector.run), asyncio.ensure_future(runtime.run())]
+        tasks += [supervisor.spawn(bg.name, bg.run, bg.forever) for bg in wiring.background]
+        if devices_path is not None:
+            watch = _device_map_watch(devices_path, state, runtime)
+            tasks.append(supervisor.spawn("device-map-watch", watch.run))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            # The elector first: it demotes (nothing more is written) and revokes its lease so
+            # a follower takes over at once, then the runtime stops.
+            tasks[0].cancel()
+            await asyncio.gather(tasks[0], return_exceptions=True)
+            for task in tasks[1:]:
+                task.cancel()
+            await asyncio.gather(*tasks[1:], return_exceptions=True)
+            await wiring.close()
+
+    # A thread holding the GIL (a request body being parsed) gives it up after this long:
+    # the control thread waits at most ~1 ms per switch instead of 5 ms.
+    sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
+    running = control_thread.submit(control())
     try:
         await server.serve()  # returns on SIGINT/SIGTERM
     finally:
-        # The elector first: it demotes (nothing more is written) and revokes its lease so a
-        # follower takes over at once, then the runtime stops.
-        tasks[0].cancel()
-        await asyncio.gather(tasks[0], return_exceptions=True)
-        for task in tasks[1:]:
-            task.cancel()
-        await asyncio.gather(*tasks[1:], return_exceptions=True)
-        await wiring.close()
+        await asyncio.to_thread(control_thread.stop)
+        if running.done() and not running.cancelled() and running.exception() is not None:
+            console.print(f"[red]control loop ended with {running.exception()!r}[/red]")
         with contextlib.suppress(Exception):
             store.flush()
         store.close()

@@ -97,12 +97,22 @@ def inventory_for(device_map: Mapping[str, Any], site: SiteParams) -> Inventory:
 
 
 # ------------------------------------------------------------------------------ assembly
+@dataclass(frozen=True)
+class Background:
+    """A task that runs beside the runtime (supervised by ``serve``): ``forever`` ones are
+    restarted when they return, the others (warm-ups) are done then."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+    forever: bool = True
+
+
 @dataclass
 class Wiring:
     """The runtime's devices plus what runs beside it and what to close afterwards."""
 
     devices: Devices
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[Background] = field(default_factory=list)
     #: telemetry source -> polling period (s); per-server BMC polling is the expensive one.
     poll_period_s: dict[str, float] = field(default_factory=dict)
     closers: list[Callable[[], Any]] = field(default_factory=list)
@@ -157,7 +167,9 @@ def build_wiring(
         wiring.poll_period_s["redfish"] = float(rf.get("poll_s", 5.0))
         devices.caps = RedfishCaps(writer, {s.server_id: s.max_cap_w for s in inv.servers})
         wiring.closers.append(writer.aclose)
-        wiring.background.append(lambda: warm_redfish(writer))
+        wiring.background.append(
+            Background("warm:redfish", lambda: warm_redfish(writer), forever=False)
+        )
     if snmp := device_map.get("snmp"):
         engine, control_engine = SnmpEngine(), SnmpEngine()  # poller thread / main loop
         clients, controls = {}, {}
@@ -183,7 +195,9 @@ def build_wiring(
             telemetry[f"snmp:{rack}"] = clients[rack]
             wiring.poll_period_s[f"snmp:{rack}"] = float(snmp.get("poll_s", 5.0))
         devices.outlets = SnmpOutlets(controls)
-        wiring.background.append(lambda: warm_snmp(list(controls.values())))
+        wiring.background.append(
+            Background("warm:snmp", lambda: warm_snmp(list(controls.values())), forever=False)
+        )
         wiring.closers.append(control_engine.close_dispatcher)
     if mq := device_map.get("mqtt"):
         buffer = MqttTelemetry()
@@ -200,7 +214,7 @@ def build_wiring(
         buffer.quarantine = ingester.quarantine
         buffer.gates.append(gate)
         telemetry["mqtt"] = buffer
-        wiring.background.append(ingester.run)
+        wiring.background.append(Background("ingester:mqtt", ingester.run))
     if mb := device_map.get("modbus"):
         flywheels: dict[str, FlywheelPort] = {}
         for domain, unit in mb["units"].items():

@@ -24,11 +24,11 @@ that tick by the reactive policy; a store that fails is counted and retried by i
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from wattwheel.control.base import Decision, Observation, Policy
 from wattwheel.domain.site import SiteParams
@@ -52,6 +52,7 @@ from wattwheel.runtime.ports import (
 from wattwheel.runtime.reading import Observed, Reader, Reading
 from wattwheel.runtime.recording import Recorder
 from wattwheel.runtime.state import LiveState, Mode, Overrides
+from wattwheel.runtime.supervise import Supervisor
 from wattwheel.runtime.telemetry import TelemetryView
 from wattwheel.runtime.workers import FlywheelWorker, PollerThread
 
@@ -245,6 +246,9 @@ class Runtime:
             rewrite_per_tick=cfg.rewrite_per_tick,
         )
         self.audit_tag = audit_tag
+        #: Restarts every background task that crashes (serve adds its own: ingesters...).
+        self.supervisor = Supervisor(clock, self._on_task_crash)
+        self.state.tasks = self.supervisor.snapshot
         self._mode: Mode = "normal"
         self._ticks = 0
         #: Recent tick durations (s), for benchmarks and diagnostics.
@@ -308,6 +312,10 @@ class Runtime:
 
     def event(self, kind: str, message: str, domain_id: str | None = None) -> None:
         self.recorder.event(kind, message, domain_id)
+
+    def _on_task_crash(self, name: str, message: str, first: bool) -> None:
+        self.state.count_error("task")
+        self.event("task.crash", f"{name}: {message}; restarting it")
 
     def forget_applied(self, domains: Collection[str]) -> None:
         """This instance just became leader of ``domains`` (see :meth:`Actuator.forget_applied`)."""
@@ -424,10 +432,8 @@ class Runtime:
             f"runtime started: policy {self.policy.name}, "
             f"{len(self.domain_ids)} domains, {self.inv.n_racks} racks",
         )
-        helpers = [
-            asyncio.ensure_future(self._plan_loop()),
-            asyncio.ensure_future(self._flush_loop()),
-        ]
+        sup = self.supervisor
+        helpers = [sup.spawn("planner", self._plan_loop), sup.spawn("flusher", self._flush_loop)]
         periods = {
             n: self.cfg.poll_period_s.get(n, self.cfg.control_period_s)
             for n in self.devices.telemetry
@@ -435,7 +441,6 @@ class Runtime:
         thread = PollerThread() if self.cfg.poll_in_thread and self.devices.telemetry else None
         if thread is not None:
             thread.start()
-        pollers: list[Any] = []
         for name, source in self.devices.telemetry.items():
             self.reader.buffer_for(name)
             self.reader.polling.add(name)
@@ -443,16 +448,17 @@ class Runtime:
             # would hold the event loop (and the ticks) for a burst.
             same = [n for n in periods if periods[n] == periods[name]]
             offset = periods[name] * same.index(name) / len(same)
-            poll = self.reader.poll(name, source, periods[name], offset)
+            poll = functools.partial(self.reader.poll, name, source, periods[name], offset)
+            supervised = sup.supervise(f"poller:{name}", poll)
             if thread is not None:
-                pollers.append(thread.submit(poll))
+                thread.submit(supervised)
             else:
-                helpers.append(asyncio.ensure_future(poll))
+                helpers.append(asyncio.ensure_future(supervised))
         for dom, port in self.devices.flywheels.items():
             fenced = self.writer.flywheel(dom, port)
             worker = FlywheelWorker(dom, fenced, self.faults, self.clock, self.cfg.control_period_s)
             self.reader.fly_workers[dom] = self.actuator.fly_workers[dom] = worker
-            helpers.append(asyncio.ensure_future(worker.run()))
+            helpers.append(sup.spawn(f"flywheel:{dom}", worker.run))
         try:
             await self._fast_loop(ticks)
         finally:

@@ -274,6 +274,8 @@ class LiveState:
         self.leadership: Callable[[], list[dict[str, Any]]] | None = None
         #: per cross-checked source, rack-ticks it disagreed with the feed meter (set by serve).
         self.source_disagreements: Callable[[], Mapping[str, int]] | None = None
+        #: The supervised background tasks (restarts, last error; set by the runtime).
+        self.tasks: Callable[[], list[dict[str, Any]]] | None = None
 
     # ---- writer side (the runtime loop) ----
 

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import math
 import threading
 from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.faults import FaultBook, guarded
 from wattwheel.runtime.ports import FlywheelPort, FlywheelStatusW
+
+T = TypeVar("T")
 
 
 class FlywheelWorker:
@@ -61,7 +64,11 @@ class FlywheelWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        await asyncio.gather(self._read_forever(), self._write_forever())
+        # A task group: if one half crashes, the other is cancelled too (a supervisor then
+        # restarts both; a gather would leave the survivor running beside the restarted pair).
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._read_forever())
+            group.create_task(self._write_forever())
 
     async def _read_forever(self) -> None:
         none: FlywheelStatusW | None = None
@@ -135,4 +142,68 @@ class PollerThread:
             future.cancel()
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout_s)
+
+
+class LoopThread:
+    """An event loop in its own thread for ``serve``'s control side (runtime, elector,
+    ingesters), so that nothing the HTTP server's loop does (a request being read or parsed, a
+    slow handler) can delay a tick. Clients that bind to an event loop when they are built
+    (pymodbus) must be built on this loop: :meth:`run` a coroutine that builds them.
+    :meth:`stop` cancels what was submitted, waits for its ``finally`` blocks (demotion, flush,
+    closing clients), then ends the thread."""
+
+    def __init__(self, name: str = "wattwheel-control") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on the thread's loop (a task :meth:`stop` cancels and waits for)."""
+
+        async def tracked() -> T:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.add(task)
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(tracked(), self.loop)
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` run on the thread's loop, from another event loop."""
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Cancel what was submitted, wait for it to wind down, end the thread (blocking: from
+        an event loop, call it in a worker thread)."""
+
+        async def cancel_all() -> None:
+            tasks = [t for t in self._tasks if not t.done()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._thread.is_alive() and self.loop.is_running():
+            with contextlib.suppress(Exception):  # timed out or the loop went away
+                asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout_s)
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout_s)
