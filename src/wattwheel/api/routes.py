@@ -73,10 +73,24 @@ def status_route(ctx: ApiContext) -> Callable[..., dict[str, Any]]:
     return status
 
 
+def ticks_route(ctx: ApiContext) -> Callable[..., dict[str, Any]]:
+    def ticks(
+        after: Annotated[int, Query(ge=0, le=2**62, description="ticks already seen")] = 0,
+    ) -> dict[str, Any]:
+        """Fast-loop tick durations after the first ``after`` ticks (the last 1,000 at most)."""
+        count, durations = ctx.state.tick_latencies_after(after)
+        return {"count": count, "latency_ms": [round(d * 1e3, 3) for d in durations]}
+
+    return ticks
+
+
 def build_read_router(ctx: ApiContext) -> APIRouter:
     # Every read needs a viewer token (or anonymous reads enabled); none uses the principal.
     r = APIRouter(tags=["read"], dependencies=[Depends(require_viewer)])
     r.add_api_route("/status", status_route(ctx), methods=["GET"], summary="Controller status")
+    r.add_api_route(
+        "/loop/ticks", ticks_route(ctx), methods=["GET"], summary="Recent tick durations"
+    )
 
     @r.get("/domains", summary="Latest snapshot of every power domain")
     def domains() -> dict[str, Any]:

@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
+from wattwheel.adapters.device_map import DEVICE_MAP_FORMAT as DEVICE_MAP_FORMAT
+from wattwheel.adapters.device_map import check_device_map
 from wattwheel.adapters.etcd.client import EtcdClient, EtcdLeaseStore
 from wattwheel.adapters.modbus.client import SunSpecFlywheelClient
 from wattwheel.adapters.mqtt.client import MqttIngester
@@ -59,28 +61,20 @@ from wattwheel.runtime.ports import FlywheelPort
 from wattwheel.runtime.telemetry import PlausibleSamples
 
 log = logging.getLogger(__name__)
-DEVICE_MAP_FORMAT = "wattwheel-device-map"
 
 
 # ------------------------------------------------------------------------------ device map
 def load_device_map(path: Path) -> dict[str, Any]:
-    """Read and check a device map; a problem raises ConfigError naming the key."""
+    """Read a device map and check it against its schema (:mod:`wattwheel.adapters.device_map`);
+    a problem raises ConfigError naming the key."""
     if not path.is_file():
         raise ConfigError("devices", str(path), "device map file not found")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError("devices", str(path), f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != DEVICE_MAP_FORMAT:
-        raise ConfigError(
-            "devices.format",
-            data.get("format") if isinstance(data, dict) else None,
-            f"expected {DEVICE_MAP_FORMAT!r}",
-        )
-    for key in ("inventory", "domains"):
-        if key not in data:
-            raise ConfigError(f"devices.{key}", None, "missing")
-    return data
+    check_device_map(data)
+    return dict(data)
 
 
 def inventory_for(device_map: Mapping[str, Any], site: SiteParams) -> Inventory:

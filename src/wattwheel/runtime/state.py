@@ -200,6 +200,12 @@ class _Latency:
         if i < len(self.counts):
             self.counts[i] += 1
 
+    def after(self, count: int) -> tuple[int, list[float]]:
+        """(ticks so far, the durations of those after the first ``count`` still in the
+        window)."""
+        n_new = min(max(self.count - count, 0), len(self.recent))
+        return self.count, list(self.recent)[len(self.recent) - n_new :]
+
     def stats(self) -> LatencyStats:
         cumulative = tuple(int(c) for c in np.cumsum(self.counts)) if self.counts else ()
         if self.recent:
@@ -388,6 +394,12 @@ class LiveState:
         """A copy of the fault counters by kind (safe while the loop counts)."""
         with self._lock:
             return dict(self.errors)
+
+    def tick_latencies_after(self, count: int) -> tuple[int, list[float]]:
+        """(ticks so far, durations in s of the ticks after the first ``count``, as far as the
+        recent window reaches): what a benchmark compares between two phases."""
+        with self._lock:
+            return self._latency.after(count)
 
     def latency(self) -> LatencyStats:
         with self._lock:
