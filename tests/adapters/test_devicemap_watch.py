@@ -17,11 +17,11 @@ def test_changes_are_reported_once_and_cleared(tmp_path: Path) -> None:
     watch = DeviceMapWatch(path, seen.append)
     watch.report(watch.check())
     assert seen == []
-    path.write_text('{"redfish": {"url": "http://127.0.0.1:4001"}}')  # same bytes, new mtime
+    path.write_text('{"redfish":  {"url": "http://127.0.0.1:4001"}}')  # same map, new bytes
     watch.report(watch.check())
     assert seen == []
     path.write_text('{"redfish": {"url": "http://127.0.0.1:4999"}}')  # restarted, new port
-    os.utime(path, ns=(1, 1))  # any move of mtime or size makes it hash the bytes again
+    os.utime(path, ns=(1, 1))  # any move of mtime or size makes it read the map again
     watch.report(watch.check())
     watch.report(watch.check())
     assert len(seen) == 1 and seen[0] is not None and "changed since serve started" in seen[0]
@@ -50,3 +50,15 @@ def test_run_polls_off_the_loop(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert seen and seen[0] is not None
+
+
+def test_the_baseline_is_the_map_serve_was_wired_from(tmp_path: Path) -> None:
+    # The file changed between serve reading it and the watcher starting: still reported.
+    path = tmp_path / "devices.json"
+    path.write_text('{"port": 2}')
+    seen: list[str | None] = []
+    watch = DeviceMapWatch(path, seen.append, wired={"port": 1})
+    watch.report(watch.check())
+    assert seen and seen[0] is not None
+    path.write_text("{not json")
+    assert "cannot be read as JSON" in str(watch.check())

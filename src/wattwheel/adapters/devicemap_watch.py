@@ -2,37 +2,40 @@
 restarts, its devices come back on new ports and the map changes: ``serve`` still talks to the
 old addresses, so it must say it is degraded instead of looking ``normal``.
 
-The watcher polls the file (its size and modification time, then a SHA-256 of the bytes when
-those moved) and calls ``on_change(problem)`` when the answer changes: a message when the map is
-missing or differs from the one serve started with, None when it matches again.
+The watcher polls the file (its size and modification time, then its JSON when those moved,
+compared with the map serve was wired from) and calls ``on_change(problem)`` when the answer
+changes: a message when the map is missing or differs from the wiring, None when it matches
+again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class DeviceMapWatch:
-    """``path``: the device map as read at start-up; ``period_s``: how often to look."""
+    """``path``: the device map file; ``wired``: the map serve was wired from (default: the
+    file as it is now); ``period_s``: how often to look."""
 
     def __init__(
-        self, path: Path, on_change: Callable[[str | None], None], period_s: float = 1.0
+        self,
+        path: Path,
+        on_change: Callable[[str | None], None],
+        wired: Mapping[str, Any] | None = None,
+        period_s: float = 1.0,
     ) -> None:
         self.path = path
         self.on_change = on_change
         self.period_s = period_s
-        self._wired = _digest(path)
-        self._seen: tuple[int, int] | None = self._stat()
+        self._wired = dict(wired) if wired is not None else json.loads(path.read_text())
+        self._seen: tuple[int, int] | None = None  # the first look compares the map
         self._problem: str | None = None
 
     def _stat(self) -> tuple[int, int] | None:
@@ -51,9 +54,9 @@ class DeviceMapWatch:
             return None  # untouched since the last look
         self._seen = stat
         try:
-            same = _digest(self.path) == self._wired
-        except OSError:
-            return f"device map {self.path} cannot be read"
+            same = json.loads(self.path.read_text()) == self._wired
+        except (OSError, ValueError):
+            return f"device map {self.path} cannot be read as JSON"
         if same:
             return None
         return (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -370,7 +371,7 @@ def _check_open_bind(host: str, token_file: Path | None, insecure_read: bool) ->
         _fail(refusal)
 
 
-def _device_map_watch(path: Path, state: Any, runtime: Any) -> Any:
+def _device_map_watch(path: Path, wired: dict[str, Any], state: Any, runtime: Any) -> Any:
     """A changed device map (the emulator restarted on new ports) puts the loop in ``degraded``
     mode, with an event, until the map matches the wiring again."""
     from wattwheel.adapters.devicemap_watch import DeviceMapWatch
@@ -379,7 +380,7 @@ def _device_map_watch(path: Path, state: Any, runtime: Any) -> Any:
         state.set_degraded("device_map", problem)
         runtime.event("device_map", problem or f"device map {path} matches the wiring again")
 
-    return DeviceMapWatch(path, changed)
+    return DeviceMapWatch(path, changed, wired)
 
 
 async def _serve(
@@ -427,6 +428,7 @@ async def _serve(
         devices_path = DEFAULT_DEVICES
     if devices_path is not None:
         device_map = load_device_map(devices_path)
+        wired_map = copy.deepcopy(device_map)  # what the device-map watcher compares against
         inventory = inventory_for(device_map, site)
     else:
         console.print(
@@ -556,7 +558,7 @@ async def _serve(
         tasks = [supervisor.spawn("elector", elector.run), asyncio.ensure_future(runtime.run())]
         tasks += [supervisor.spawn(bg.name, bg.run, bg.forever) for bg in wiring.background]
         if devices_path is not None:
-            watch = _device_map_watch(devices_path, state, runtime)
+            watch = _device_map_watch(devices_path, wired_map, state, runtime)
             tasks.append(supervisor.spawn("device-map-watch", watch.run))
         try:
             await asyncio.gather(*tasks)
