@@ -5,9 +5,9 @@ the three bundled Google PDUs under 3 minutes.
 
 - inference: the shipped LSTM (``wattwheel/data/models/google-pdu-lstm``) predicting 5/10/15
   minutes ahead for 1,000 racks from a 400-row history (random-walk power around 700 kW),
-  median of ``--runs`` calls after one warm-up; once with online calibration (the default: each
-  call also scores earlier forecasts whose targets arrived) and once without; persistence and AR
-  for reference;
+  median of ``--runs`` calls after one warm-up; once the bare (pure) predict and once through the
+  conformal wrapper with its explicit online update after each forecast (what the simulator and
+  the runtime do); persistence and AR for reference;
 - training: ``LSTMForecaster.fit`` with the shipped model's settings on the bundled
   cella-oversub trace (Google PDUs 6/7/8 at 1,000 kW), median of ``--train-runs`` runs.
 
@@ -39,6 +39,7 @@ import torch
 from wattwheel.adapters.model_artifact import load_model, shipped_model_dir
 from wattwheel.forecast.base import History
 from wattwheel.forecast.baselines import ARForecaster, PersistenceForecaster
+from wattwheel.forecast.conformal import ConformalForecaster
 from wattwheel.forecast.lstm import LSTMForecaster
 from wattwheel.sim.trace_io import read_trace
 
@@ -69,11 +70,20 @@ def median_ms(call: Callable[[int], object], runs: int) -> float:
 
 def bench_inference(runs: int) -> None:
     histories = [racks_history(N_ROWS, i) for i in range(runs + 1)]
-    for online in (False, True):
-        model = load_model(shipped_model_dir(), online=online)
-        ms = median_ms(lambda i, m=model: m.predict(histories[i], HORIZONS_S), runs)
-        label = "online calibration" if online else "frozen calibration"
-        print(f"lstm inference, {N_RACKS} racks x 3 horizons ({label}): {ms:.1f} ms median")
+    model = load_model(shipped_model_dir())
+    ms = median_ms(lambda i: model.predict(histories[i], HORIZONS_S), runs)
+    print(f"lstm inference, {N_RACKS} racks x 3 horizons (predict): {ms:.1f} ms median")
+    wrapped = ConformalForecaster(load_model(shipped_model_dir()))
+
+    def predict_and_update(i: int) -> None:
+        wrapped.predict(histories[i], HORIZONS_S)
+        wrapped.update(histories[i], HORIZONS_S)
+
+    ms = median_ms(predict_and_update, runs)
+    print(
+        f"lstm inference, {N_RACKS} racks x 3 horizons (conformal wrapper: predict + explicit "
+        f"update): {ms:.1f} ms median"
+    )
     persistence = PersistenceForecaster()
     ms = median_ms(lambda i: persistence.predict(histories[i], HORIZONS_S), runs)
     print(f"persistence inference, {N_RACKS} racks x 3 horizons: {ms:.1f} ms median")

@@ -31,14 +31,14 @@ def main() -> None:
     args = parser.parse_args()
     full = load_scenario(bundled_site())
     sc = _head(full, args.steps)
-    fc = baseline_forecaster(full)
     n_dom = sc.site.n_domains
     per_step: dict[str, float] = {}
     solves: list[float] = []
     for name in POLICIES:
         times = []
         for _ in range(args.runs):
-            res = run_policy(sc, name, fc if name in ("seed", "predictive") else None)
+            fc = baseline_forecaster() if name in ("seed", "predictive") else None
+            res = run_policy(sc, name, fc)
             times.append(res.site_metrics["wall_seconds"])
             if name == "predictive":
                 solves.extend(res.solver_seconds)

@@ -35,7 +35,7 @@ def _history(n_rows: int = 400) -> History:
 
 @pytest.fixture(scope="module")
 def model() -> LSTMForecaster:
-    m = LSTMForecaster(TINY, online=False)
+    m = LSTMForecaster(TINY)
     m.fit(_history())
     return m
 
@@ -49,7 +49,7 @@ def model_dir(tmp_path: Path, model: LSTMForecaster) -> Path:
 
 
 def test_round_trip_predicts_identically(model: LSTMForecaster, model_dir: Path) -> None:
-    loaded = load_model(model_dir, online=False)
+    loaded = load_model(model_dir)
     hist = _history(300)
     np.testing.assert_allclose(
         loaded.predict(hist, [300, 900]).values, model.predict(hist, [300, 900]).values, rtol=1e-6

@@ -108,7 +108,7 @@ def test_ar_unfitted_is_a_clear_error() -> None:
 def test_calibrated_interval_covers_random_walk() -> None:
     rng = np.random.default_rng(2)
     vals = 1000.0 + np.cumsum(rng.normal(0, 5.0, size=(6000, 3)), axis=0)
-    f = PersistenceForecaster(online=True)
+    f = PersistenceForecaster()
     f.fit(_history(vals[:3000]))
     hits = []
     for origin in range(3000, 5990, 7):
@@ -143,3 +143,27 @@ def test_seasonal_naive_shorter_than_a_season_still_has_an_interval() -> None:
     vals = 100.0 + rng.normal(0, 1.0, size=(50, 1))
     fc = SeasonalNaiveForecaster(season_s=86_400.0).predict(_history(vals), [300])
     assert fc.values[0, 0, 2] > fc.values[0, 0, 0]
+
+
+def test_predict_is_pure_and_update_is_the_explicit_online_step() -> None:
+    rng = np.random.default_rng(5)
+    vals = 1000.0 + np.cumsum(rng.normal(0, 5.0, size=(2000, 2)), axis=0)
+    f = PersistenceForecaster()
+    first = f.predict(_history(vals[:1000]), [300, 600])
+    # An unfitted forecaster calibrates a throw-away pool from the history it is given.
+    assert f.calibrator.steps == () and first.values[0, 0, 2] > first.values[0, 0, 0]
+    for end in range(1000, 1100):
+        f.predict(_history(vals[:end]), [300, 600])
+    assert f.calibrator.steps == ()
+    np.testing.assert_array_equal(f.predict(_history(vals[:1000]), [300, 600]).values, first.values)
+    f.update(_history(vals[:1000]), [300, 600])
+    n1 = f.calibrator.count(1)
+    assert n1 > 0 and f.calibrator.count(2) > 0
+    f.update(_history(vals[:1010]), [300, 600])
+    assert f.calibrator.count(1) == n1 + 10 * 2  # ten new rows x two series
+
+
+def test_seasonal_naive_unfitted_predict_leaves_it_unfitted() -> None:
+    f = SeasonalNaiveForecaster(season_s=3000.0)
+    f.predict(_history(np.arange(100.0)), [300])
+    assert f._season_steps == 0

@@ -42,7 +42,7 @@ def test_lstm_uses_a_known_ahead_schedule() -> None:
     cfg = LSTMConfig(
         lookback=8, hidden=16, epochs=6, scale_rows=48, lr=1e-2, max_train_samples=2000
     )
-    model = LSTMForecaster(cfg, online=False)
+    model = LSTMForecaster(cfg)
     model.fit(_scheduled(n_rows=1000))
     assert model.state is not None and model.state.exog_names == ("sched",)
     hist = _scheduled(seed=1)
@@ -60,7 +60,7 @@ def test_lstm_uses_a_known_ahead_schedule() -> None:
 
 def test_future_exog_with_wrong_rows_is_rejected() -> None:
     cfg = LSTMConfig(lookback=8, hidden=4, epochs=1, scale_rows=48, max_train_samples=500)
-    model = LSTMForecaster(cfg, online=False)
+    model = LSTMForecaster(cfg)
     model.fit(_scheduled(n_rows=400))
     with pytest.raises(ValueError, match="one per horizon"):
         model.predict(_scheduled(n_rows=100), [300, 600], {"sched": np.zeros((5, 2))})

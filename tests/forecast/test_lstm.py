@@ -119,23 +119,27 @@ def test_interval_covers_known_gaussian_noise(trained: LSTMForecaster) -> None:
     assert 0.85 <= float(np.mean(hits)) <= 0.95
 
 
-def test_online_update_adds_residuals(trained: LSTMForecaster) -> None:
+def test_predict_never_changes_the_model(trained: LSTMForecaster) -> None:
+    """DESIGN §8: the same forecast however often, and in whatever order, it is asked for."""
     hist = _synthetic(n_rows=800, seed=12)
     model = LSTMForecaster(TINY)
     model.state, model.net = trained.state, trained.net
-    before = model.calibrator.count(1)
-    for origin in range(700, 705):
+    model.calibrator = trained.calibrator
+    before = {s: model.calibrator.count(s) for s in model.calibrator.steps}
+    late = model.predict(hist, [300, 900])
+    for origin in range(700, 720):
         model.predict(
             History(hist.timestamps_s[:origin], hist.series_ids, hist.values[:origin]), [300]
         )
-    assert model.calibrator.count(1) == before + 4 * 3
+    assert {s: model.calibrator.count(s) for s in model.calibrator.steps} == before
+    np.testing.assert_array_equal(model.predict(hist, [300, 900]).values, late.values)
 
 
 def test_state_round_trip_predicts_the_same(trained: LSTMForecaster) -> None:
     meta, weights, calib = trained.to_state()
-    clone = LSTMForecaster.from_state(meta, weights, calib, online=False)
+    clone = LSTMForecaster.from_state(meta, weights, calib)
     hist = _synthetic(seed=8)
-    frozen = LSTMForecaster.from_state(meta, weights, calib, online=False)
+    frozen = LSTMForecaster.from_state(meta, weights, calib)
     np.testing.assert_allclose(
         clone.predict(hist, [300, 900]).values, frozen.predict(hist, [300, 900]).values
     )
@@ -166,7 +170,7 @@ def test_ten_second_resolution_trains_and_predicts() -> None:
 
 def test_fine_tune_continues_training_and_recalibrates(trained: LSTMForecaster) -> None:
     meta, weights, calib = trained.to_state()
-    model = LSTMForecaster.from_state(meta, weights, calib, online=False)
+    model = LSTMForecaster.from_state(meta, weights, calib)
     before = {k: v.clone() for k, v in model.net.state_dict().items()}  # type: ignore[union-attr]
     model.fine_tune(_synthetic(n_rows=800, seed=21), epochs=1)
     after = model.net.state_dict()  # type: ignore[union-attr]
@@ -180,7 +184,7 @@ def test_finer_history_is_averaged_onto_the_model_grid(trained: LSTMForecaster) 
     fine_values = np.repeat(coarse.values, 30, axis=0)  # each 5-min value held for 30 x 10 s
     fine_ts = coarse.timestamps_s[0] + 10.0 * np.arange(fine_values.shape[0]) - 290.0
     fine = History(fine_ts, coarse.series_ids, fine_values)
-    model = LSTMForecaster(trained.config, online=False)
+    model = LSTMForecaster(trained.config)
     model.state, model.net = trained.state, trained.net
     via_fine = model.predict(fine, [300, 900])
     via_coarse = model.predict(coarse, [300, 900])
@@ -199,18 +203,3 @@ def test_coarsen_handles_gaps_and_short_histories() -> None:
     np.testing.assert_allclose(out.timestamps_s, [30.0, 60.0])
     short = coarsen(History(ts[:2], ("a",), vals[:2]), k=3, max_blocks=10)
     assert short.values.shape == (2, 1) and short.step_s == 30.0
-
-
-def test_online_calibration_scores_forecasts_against_fine_readings(
-    trained: LSTMForecaster,
-) -> None:
-    rng = np.random.default_rng(31)
-    fine_values = 2000.0 + np.cumsum(rng.normal(0, 2.0, (3000, 3)), axis=0)
-    fine = History(10.0 * np.arange(3000), ("a", "b", "c"), fine_values)
-    model = LSTMForecaster(trained.config, online=True)
-    model.state, model.net = trained.state, trained.net
-    before = model.calibrator.count(1)
-    for end in range(2000, 2100, 10):  # a forecast every 100 s for ~17 min
-        model.predict(History(fine.timestamps_s[:end], fine.series_ids, fine_values[:end]), [300])
-    # Forecasts issued at 2000..2060 rows have their 5-minute targets (30 rows later) in view.
-    assert model.calibrator.count(1) == before + 3 * 7

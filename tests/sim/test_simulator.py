@@ -233,3 +233,39 @@ def test_the_flywheel_never_exports(
     never negative (the bank supplies the load, it does not feed the utility)."""
     res = run(scenario(np.array(a), np.array(b), RAMP if ramp else NO_SHIFT), policy)
     assert res.series["grid_kw"].min() >= -1e-9
+
+
+class UpdatingSpy(SpyForecaster):
+    """A spy with an explicit calibration update: records each call in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, float]] = []
+
+    def predict(
+        self, history: History, horizons_s: Sequence[float], future_exog: Any = None
+    ) -> Forecast:
+        self.calls.append(("predict", history.end_s))
+        return super().predict(history, horizons_s, future_exog)
+
+    def update(self, history: History, horizons_s: Sequence[float]) -> None:
+        self.calls.append(("update", history.end_s))
+
+
+def test_calibration_is_updated_explicitly_after_each_forecast_from_the_past_only() -> None:
+    sc = wavy(20)
+    spy = UpdatingSpy()
+    simulate(sc, SpyPolicy(sc.site), forecaster=spy)
+    ends = [float(sc.timestamps_s[t]) for t in range(2, 20, 2)]
+    assert spy.calls == [(kind, e) for e in ends for kind in ("predict", "update")]
+
+
+def test_bench_results_do_not_depend_on_the_order_of_the_runs() -> None:
+    """A fresh forecaster per run: predictive's result is the same first or after seed."""
+    from wattwheel.sim.bench import run_bench
+
+    sc = wavy(96)
+    first = run_bench(sc, ["predictive", "seed"]).results["predictive"].site_metrics
+    after = run_bench(sc, ["seed", "predictive"]).results["predictive"].site_metrics
+    for key in ("cost_total", "kes_losses_kwh", "capped_energy_kwh", "shifted_energy_kwh"):
+        assert first[key] == after[key], key

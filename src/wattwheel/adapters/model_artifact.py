@@ -42,6 +42,7 @@ from wattwheel.forecast.baselines import (
     PersistenceForecaster,
     SeasonalNaiveForecaster,
 )
+from wattwheel.forecast.conformal import ConformalForecaster
 from wattwheel.forecast.lstm import LSTMForecaster
 
 FORMAT = "wattwheel-forecast-model"
@@ -159,7 +160,7 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return document
 
 
-def load_model(model_dir: Path, online: bool = True) -> LSTMForecaster:
+def load_model(model_dir: Path) -> LSTMForecaster:
     """Load an LSTM model directory, checking format, hashes and shapes."""
     model_dir = Path(model_dir)
     document = read_metadata(model_dir)
@@ -175,7 +176,7 @@ def load_model(model_dir: Path, online: bool = True) -> LSTMForecaster:
     except Exception as exc:  # zip / npy format errors
         raise ModelArtifactError(model_dir, f"{CALIBRATION} cannot be read: {exc}") from None
     try:
-        return LSTMForecaster.from_state(document["model"], weights, calibration, online=online)
+        return LSTMForecaster.from_state(document["model"], weights, calibration)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelArtifactError(model_dir, f"incompatible model: {exc}") from None
 
@@ -195,21 +196,56 @@ def _check_file(model_dir: Path, name: str, expected: object) -> None:
         )
 
 
+def shipped_models_root() -> Path:
+    """Directory holding the models shipped with wattwheel (one sub-directory each)."""
+    return Path(str(resources.files("wattwheel") / "data" / "models"))
+
+
 def shipped_model_dir() -> Path:
-    """Directory of the model shipped with wattwheel (trained on the Google PDUs)."""
-    return Path(str(resources.files("wattwheel") / "data" / "models" / SHIPPED_MODEL))
+    """Directory of the default shipped model (5-minute steps; see its metadata for its data)."""
+    return shipped_models_root() / SHIPPED_MODEL
+
+
+def shipped_model_for_step(step_s: float) -> Path | None:
+    """The shipped model trained at this time step (``step_s`` in its metadata), if any."""
+    root = shipped_models_root()
+    if not root.is_dir():
+        return None
+    for model_dir in sorted(p for p in root.iterdir() if (p / METADATA).is_file()):
+        try:
+            trained = float(read_metadata(model_dir)["step_s"])
+        except (ModelArtifactError, KeyError, TypeError, ValueError):
+            continue
+        if abs(trained - step_s) <= 1e-6 * max(1.0, step_s):
+            return model_dir
+    return None
+
+
+def training_summary(model_dir: Path) -> dict[str, Any]:
+    """What a model directory says about the data it was trained on (for bench.json)."""
+    document = read_metadata(Path(model_dir))
+    return {
+        "model": document.get("kind", "lstm"),
+        "model_dir": str(model_dir),
+        "step_s": document.get("step_s"),
+        "created_utc": document.get("created_utc"),
+        "training_data": document.get("training_data") or {},
+        "command": document.get("command"),
+    }
 
 
 def load_forecaster(model: str | Path | None = None, online: bool = True) -> Forecaster:
-    """The forecaster to use: a model directory, a baseline name, or (None) the shipped model.
+    """A fresh forecaster: a model directory, a baseline name, or (None) the shipped model.
 
     Args:
         model: a model directory; ``"persistence"``, ``"seasonal_naive"`` or ``"ar"`` for a
             baseline (AR must then be fitted before use); ``"lstm"`` or None for the shipped LSTM.
-        online: keep updating the conformal calibration as new data arrive.
+        online: wrap a model in a :class:`~wattwheel.forecast.conformal.ConformalForecaster`
+            whose calibration the caller updates explicitly (``update``) as data arrive
+            (baselines calibrate themselves through their own ``update``).
     """
-    if model is None or str(model) == "lstm":
-        return load_model(shipped_model_dir(), online=online)
     if isinstance(model, str) and model in BASELINES:
-        return BASELINES[model](online=online)
-    return load_model(Path(model), online=online)
+        return BASELINES[model]()
+    path = shipped_model_dir() if model is None or str(model) == "lstm" else Path(model)
+    lstm = load_model(path)
+    return ConformalForecaster(lstm) if online else lstm

@@ -96,10 +96,10 @@ def _file_sha256(path: Path) -> str:
 
 def _model_id(model: Path | None, forecaster: Forecaster | None, scenario: Scenario) -> str:
     if forecaster is None:
-        return "persistence (calibrated on the first 20 % of each candidate's trace)"
-    from wattwheel.cli.sim_cmds import _shipped_model
+        return "persistence (calibrated online from each candidate's past)"
+    from wattwheel.adapters.model_artifact import shipped_model_for_step
 
-    folder = model or _shipped_model(scenario.dt_s)
+    folder = model or shipped_model_for_step(scenario.dt_s)
     digest = hashlib.sha256()
     if folder is not None:
         for f in sorted(Path(folder).glob("*")):
@@ -245,7 +245,7 @@ def _capacity(
     growth: str,
     search: tuple[float, float, int | None],
 ) -> None:
-    from wattwheel.cli.sim_cmds import _model_forecaster
+    from wattwheel.cli.sim_cmds import _model_spec
 
     limits = parse_limits(limits_text)
     if serial and ray_address:
@@ -260,7 +260,8 @@ def _capacity(
     if spr < 1:
         raise ConfigError("--servers-per-rack", spr, "must be >= 1")
     needs_model = any(p in ("predictive", "seed") for p in policies)
-    forecaster = _model_forecaster(model, scenario) if needs_model else None
+    spec = _model_spec(model, scenario) if needs_model else None
+    forecaster = spec.build() if spec is not None else None
     inputs = make_inputs(scenario, fractions, forecaster, spr, method)
     base = baseline_servers(scenario, spr)
     step_pct, max_factor, res = search

@@ -6,9 +6,14 @@
   write a model directory (:mod:`wattwheel.adapters.model_artifact`).
 * ``backtest --model MODEL_DIR --trace T --out DIR``: rolling-origin evaluation of the model and
   of the persistence, seasonal-naive and AR baselines on a trace. The first ``--fit-fraction``
-  of the trace fits the baselines and calibrates every model's intervals (the LSTM's weights are
-  not retrained); forecasts are then made from every ``--stride``-th row of the rest, with online
-  calibration. Writes ``DIR/backtest.json`` and ``DIR/backtest.html`` (forecast bands vs actuals).
+  of the trace fits the baselines (their parameters and intervals); forecasts are then made from
+  every ``--stride``-th row of the rest. The model is never retrained, and by default
+  (``--calibration model``) keeps the intervals it was calibrated with on its own training data,
+  so nothing of the test trace reaches it; ``--calibration fit`` recalibrates it on the fit part,
+  ``--calibration online`` also updates every forecaster's calibration after each origin from
+  the rows up to it. The choice is printed and written in the report. Writes
+  ``DIR/backtest.json`` and ``DIR/backtest.html`` (forecast bands vs actuals at their target
+  time).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from wattwheel.forecast.baselines import (
     PersistenceForecaster,
     SeasonalNaiveForecaster,
 )
+from wattwheel.forecast.conformal import ConformalForecaster
 from wattwheel.forecast.exog import feed_to_exog
 from wattwheel.forecast.lstm import LSTMConfig, LSTMForecaster
 from wattwheel.forecast.statsforecast_adapter import (
@@ -228,15 +234,26 @@ def backtest(
             "--statsforecast", help="Also score statsforecast AutoETS and MSTL (if installed)."
         ),
     ] = False,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="model: keep the model's own intervals (nothing of the test trace reaches "
+            "it); fit: recalibrate them on the fit part; online: also update every "
+            "forecaster's calibration after each origin"
+        ),
+    ] = "model",
 ) -> None:
     """Rolling-origin backtest of a model and the baselines; writes backtest.json and plots."""
     try:
-        lstm = load_model(model, online=True)
+        lstm = load_model(model)
         history = with_feeds(History.from_trace(read_trace(trace)), list(exog or []))
         extra = _statsforecast_models(history.step_s, season_s) if statsforecast else None
-        report, runs = run_backtest(lstm, history, fit_fraction, stride, season_s, ar_lags, extra)
+        report, runs = run_backtest(
+            lstm, history, fit_fraction, stride, season_s, ar_lags, extra, calibration
+        )
     except (WattwheelError, ValueError) as exc:
         _fail(exc)
+    typer.echo(f"calibration: {report['calibration']}")
     report["model_dir"] = str(model)
     report["trace"] = str(trace)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,11 +271,16 @@ def run_backtest(
     season_s: float = 86_400.0,
     ar_lags: int = 24,
     extra: Mapping[str, Forecaster] | None = None,
+    calibration: str = "model",
 ) -> tuple[dict[str, Any], dict[str, BacktestRun]]:
-    """Fit/calibrate on the leading part, then score every model (and ``extra`` ones, e.g. the
-    statsforecast comparisons) on the rest."""
+    """Fit the baselines on the leading part, then score every model (and ``extra`` ones, e.g.
+    the statsforecast comparisons) on the rest; ``calibration`` as in ``backtest``."""
     if not 0 < fit_fraction < 1:
         raise ValueError(f"--fit-fraction must be in (0, 1), got {fit_fraction}")
+    if calibration not in CALIBRATION_MODES:
+        raise ValueError(
+            f"--calibration must be one of {', '.join(CALIBRATION_MODES)}, got {calibration!r}"
+        )
     horizons_min = list(lstm.config.horizons_min)
     horizons_s = [60.0 * h for h in horizons_min]
     start = int(history.values.shape[0] * fit_fraction)
@@ -268,8 +290,11 @@ def run_backtest(
         history.values[: start + 1],
         {k: v[: start + 1] for k, v in history.exog.items()},
     )
-    lstm.calibrate(past)
     models: dict[str, Forecaster] = {"lstm": lstm}
+    if calibration != "model":
+        lstm.calibrate(past)
+    if calibration == "online":
+        models["lstm"] = ConformalForecaster(lstm)
     baselines = {
         "persistence": PersistenceForecaster(horizons_s=horizons_s),
         "seasonal_naive": SeasonalNaiveForecaster(season_s=season_s, horizons_s=horizons_s),
@@ -291,8 +316,17 @@ def run_backtest(
                 if done % 200 == 0 or done == total:
                     progress.update(task, completed=done, total=total)
 
-            runs[name] = rolling_origin(forecaster, history, horizons_s, start, stride, on_origin)
+            runs[name] = rolling_origin(
+                forecaster,
+                history,
+                horizons_s,
+                start,
+                stride,
+                on_origin,
+                update=calibration == "online",
+            )
     report: dict[str, Any] = {
+        "calibration": CALIBRATION_MODES[calibration],
         "horizons_min": horizons_min,
         "models": {name: score(run, mase) for name, run in runs.items()},
         "units": "W",
@@ -302,6 +336,17 @@ def run_backtest(
         "series": list(history.series_ids),
     }
     return report, runs
+
+
+#: ``backtest --calibration`` choices, as the report states them.
+CALIBRATION_MODES = {
+    "model": "the model's intervals as calibrated on its own training data (nothing of this "
+    "trace reaches it); baselines fitted and calibrated on the fit part",
+    "fit": "the model's intervals recalibrated on the fit part of this trace (before the "
+    "first origin); baselines fitted and calibrated on the fit part",
+    "online": "recalibrated on the fit part, then every forecaster's calibration updated after "
+    "each origin from the rows up to it (uses this trace's past at each origin)",
+}
 
 
 # ----------------------------------------------------------------------------------- helpers

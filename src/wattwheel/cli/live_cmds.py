@@ -194,7 +194,11 @@ def serve(
         Path | None, typer.Option("--devices", help="device map written by `wattwheel emulate`")
     ] = None,
     model: Annotated[
-        Path | None, typer.Option(help="LSTM model directory (default: persistence forecaster)")
+        Path | None,
+        typer.Option(
+            help="LSTM model directory, 'auto' (the shipped model trained at --history-step, "
+            "else the 5-minute one) or 'persistence' (the default)"
+        ),
     ] = None,
     policy: Annotated[str, typer.Option(help="none, reactive, seed or predictive")] = "predictive",
     host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
@@ -341,10 +345,28 @@ def _election_options(
 
 def _model_step_s(forecaster: Any) -> float | None:
     """The grid a trained model was fitted on (the history must use it), if it says."""
+    inner = getattr(forecaster, "inner", forecaster)  # a conformal wrapper: its model's step
     try:
-        return float(forecaster._state().step_s)
+        return float(inner._state().step_s)
     except Exception:  # baselines and untrained models have no fixed step
         return None
+
+
+def _serve_model(model: Path | None, history_step: float | None) -> Path | str | None:
+    """``--model``: a directory, a baseline name, or 'auto' = the shipped model whose step
+    matches ``--history-step`` (the 5-minute model when no step is given)."""
+    from wattwheel.adapters.model_artifact import shipped_model_dir, shipped_model_for_step
+
+    if model is None or str(model) == "persistence":
+        return None
+    if str(model) != "auto":
+        return model
+    if history_step is None:
+        return shipped_model_dir()
+    found = shipped_model_for_step(history_step)
+    if found is None:
+        _fail(f"--model auto: no shipped model was trained at --history-step {history_step:g} s")
+    return found
 
 
 def _tokens(token_file: Path | None) -> dict[str, Any]:
@@ -475,8 +497,10 @@ async def _serve(
         raise
     horizons = tuple(getattr(policy, "horizons_s", ()))
     forecaster: Forecaster
-    if model is not None:
-        forecaster = load_forecaster(model)
+    chosen = _serve_model(model, history_step)
+    if chosen is not None:
+        forecaster = load_forecaster(chosen)
+        console.print(f"forecaster: {chosen}")
     else:
         forecaster = PersistenceForecaster(horizons_s=horizons or (300.0,))
     step = history_step or _model_step_s(forecaster) or 60.0

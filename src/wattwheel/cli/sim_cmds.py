@@ -17,11 +17,11 @@ from rich.table import Table
 from wattwheel.cli import app
 from wattwheel.domain.errors import ConfigError, WattwheelError
 from wattwheel.domain.profiles import PROFILES, CostProfile, parse_profiles
-from wattwheel.forecast.base import Forecaster
 from wattwheel.sim.bench import (
     ALL_POLICIES,
+    BASELINE,
     BenchRun,
-    baseline_forecaster,
+    ForecasterSpec,
     bench_payload,
     run_bench,
     run_policy,
@@ -89,34 +89,37 @@ def _progress() -> tuple[Progress, Callable[[str, int], Callable[[int], None]]]:
     return bar, factory
 
 
-def _model_forecaster(model: Path | None, scenario: Scenario) -> Forecaster | None:
+def _model_spec(model: Path | None, scenario: Scenario) -> ForecasterSpec | None:
+    """The forecaster ``predictive`` uses: a model directory, a baseline name, or (default)
+    the shipped model trained at the trace's step; None means the persistence baseline."""
     if model is not None and str(model) == "none":
         return None
-    from wattwheel.adapters.model_artifact import load_forecaster
+    from wattwheel.adapters.model_artifact import (
+        BASELINES,
+        load_forecaster,
+        shipped_model_for_step,
+        training_summary,
+    )
 
+    if model is not None and str(model) in BASELINES:
+        name = str(model)
+        if name == "ar":
+            raise WattwheelError("--model ar needs fitting: train a model directory instead")
+        return ForecasterSpec(
+            name, lambda: load_forecaster(name), {**BASELINE.trained_on, "model": name}
+        )
     if model is None:
-        found = _shipped_model(scenario.dt_s)
+        found = shipped_model_for_step(scenario.dt_s)
         if found is None:
             console.print(
-                "no shipped forecast model for this trace's step: predictive uses "
-                "the persistence baseline"
+                f"no shipped forecast model for this trace's {scenario.dt_s:g} s step: "
+                "predictive uses the persistence baseline"
             )
             return None
         model = found
-    return load_forecaster(model)
-
-
-def _shipped_model(step_s: float) -> Path | None:
-    """The shipped LSTM, if present and trained at this trace resolution."""
-    from wattwheel.adapters.model_artifact import shipped_model_dir
-
-    meta = shipped_model_dir() / "metadata.json"
-    if not meta.is_file():
-        return None
-    trained_step = json.loads(meta.read_text()).get("step_s")
-    if trained_step is None or abs(float(trained_step) - step_s) > 1e-6:
-        return None
-    return meta.parent
+    path = model
+    summary = training_summary(path)
+    return ForecasterSpec("lstm", lambda: load_forecaster(path), summary)
 
 
 def _table(run: BenchRun) -> Table:
@@ -148,9 +151,8 @@ def simulate(
     """Replay a trace through the site and one policy; write metrics.json and report.html."""
     with _errors():
         scenario = load_scenario(site, trace)
-        fc: Forecaster | None = None
-        if policy in ("predictive", "seed"):
-            fc = _model_forecaster(model, scenario) or baseline_forecaster(scenario)
+        spec = _model_spec(model, scenario) or BASELINE
+        fc = spec.build() if policy in ("predictive", "seed") else None
         bar, factory = _progress()
         with bar:
             result = run_policy(scenario, policy, fc, factory(policy, scenario.demand_kw.shape[0]))
@@ -166,6 +168,7 @@ def simulate(
             scenario.site,
             {policy: result},
             f"wattwheel — {scenario.site.name} — {policy}",
+            {policy: spec.trained_on} if fc is not None else None,
         )
         console.print(
             f"cost_total {result.site_metrics['cost_total']:,.2f}; "
@@ -216,10 +219,11 @@ def _bench_profiles(
     chosen: tuple[CostProfile, ...],
 ) -> None:
     scenario = load_scenario(site, trace)
+    forecaster = _model_spec(model, scenario)
     bar, factory = _progress()
 
     def one(sc: Scenario) -> BenchRun:
-        return run_bench(sc, policies, _model_forecaster(model, sc), factory)
+        return run_bench(sc, policies, forecaster, factory)
 
     with bar:
         runs = run_profiles(scenario, chosen, one)
@@ -234,6 +238,7 @@ def _bench_profiles(
         first.scenario.site,
         first.results,
         f"wattwheel bench — {scenario.site.name} — profile {chosen[0].name}",
+        first.forecaster_training,
     )
     wide = Console(width=max(Console().width, 150))
     for name, run in runs.items():
@@ -261,14 +266,22 @@ def _bench(
     site: Path, trace: Path | None, out: Path, model: Path | None, policies: list[str]
 ) -> BenchRun:
     scenario = load_scenario(site, trace)
-    fc = _model_forecaster(model, scenario)
+    spec = _model_spec(model, scenario)
+    if spec is not None:
+        data = spec.trained_on.get("training_data") or {}
+        names = ", ".join(f.get("name", "?") for f in data.get("files", [])) or "no data"
+        console.print(f"predictive forecaster: {spec.name}, its model trained on {names}")
     bar, factory = _progress()
     with bar:
-        run = run_bench(scenario, policies, fc, factory)
+        run = run_bench(scenario, policies, spec, factory)
     out.mkdir(parents=True, exist_ok=True)
     write_bench_json(out / "bench.json", run)
     write_report(
-        out / "report.html", scenario.site, run.results, f"wattwheel bench — {scenario.site.name}"
+        out / "report.html",
+        scenario.site,
+        run.results,
+        f"wattwheel bench — {scenario.site.name}",
+        run.forecaster_training,
     )
     Console(width=max(Console().width, 150)).print(_table(run))
     _timing_note(run)

@@ -2,8 +2,9 @@
 
 At each origin ``o`` (every ``stride`` rows from ``start``) the forecaster sees only rows
 ``0..o`` and forecasts ``horizons_s`` ahead; scores compare with the measured values at those
-rows (NaN actuals are skipped). Forecasters with online calibration update themselves as the
-origin advances, exactly as they would in operation.
+rows (NaN actuals are skipped). Forecasting never changes a forecaster; with ``update`` set, a
+forecaster with online calibration (:class:`~wattwheel.forecast.conformal.OnlineCalibrated`) is
+updated explicitly after each origin with the rows up to it, as it would be in operation.
 
 Scores per horizon, in the series' units (watts for power):
 ``mae``, ``rmse``, ``mase`` (MAE over the in-sample one-step naive MAE), ``pinball`` (mean over
@@ -21,6 +22,7 @@ from numpy.typing import NDArray
 
 from wattwheel.forecast.base import Forecaster, History
 from wattwheel.forecast.calibration import horizon_steps
+from wattwheel.forecast.conformal import OnlineCalibrated
 
 FloatArray = NDArray[np.float64]
 
@@ -54,6 +56,7 @@ def rolling_origin(
     start: int,
     stride: int = 1,
     on_origin: Callable[[int, int], None] | None = None,
+    update: bool = False,
 ) -> BacktestRun:
     """Forecast from every ``stride``-th row in ``[start, T - max_step)``."""
     steps = np.array(horizon_steps(horizons_s, history.step_s), dtype=np.int64)
@@ -76,6 +79,8 @@ def rolling_origin(
         # Exogenous columns are known ahead (schedules, forecasts): pass their target values.
         future = {k: v[o + steps] for k, v in history.exog.items()} if history.exog else None
         fc = forecaster.predict(past, horizons_s, future)
+        if update and isinstance(forecaster, OnlineCalibrated):
+            forecaster.update(past, horizons_s)
         values.append(fc.values)
         points.append(fc.point)
         if on_origin is not None:

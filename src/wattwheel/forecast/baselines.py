@@ -3,8 +3,10 @@
 Each baseline makes a point forecast per series and horizon; its quantiles come from
 :mod:`wattwheel.forecast.calibration` (empirical quantiles of its own past residuals at that
 horizon, normalised per series). ``predict`` reads only the tail of the history it is given, so it
-stays fast when called every simulated step with a growing history, and, when ``online`` is set,
-first folds the rows that arrived since the previous call into the residual pools.
+stays fast when called every simulated step with a growing history, and it is side-effect free
+(DESIGN §8): the residual pools change only at ``fit`` and at the explicit ``update`` call, which
+folds the rows that arrived since the previous update into them (online calibration). A horizon
+with no residual yet is calibrated for that one call from the recent history it was given.
 
 - :class:`PersistenceForecaster`: the last finite value (the controller's default).
 - :class:`SeasonalNaiveForecaster`: the value one season (default one day) before the target.
@@ -14,6 +16,7 @@ first folds the rows that arrived since the previous call into the residual pool
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,7 +46,7 @@ DEFAULT_HORIZONS_S: tuple[float, ...] = tuple(60.0 * m for m in DEFAULT_HORIZONS
 
 
 class CalibratedPointForecaster:
-    """Shared machinery: horizons to steps, residual calibration, online update, fast predict.
+    """Shared machinery: horizons to steps, residual calibration, explicit update, pure predict.
 
     Subclasses define :meth:`context_rows` (rows of history a point forecast reads),
     :meth:`_fit_point` (learn parameters, may be a no-op) and :meth:`_points`.
@@ -53,7 +56,6 @@ class CalibratedPointForecaster:
         horizons_s: horizons calibrated by ``fit`` (others are calibrated on first use).
         calibration_rows: how many recent rows a first-use calibration looks back over.
         calibration_window: residuals kept per horizon (older ones age out).
-        online: fold newly arrived rows into the residual pools at each ``predict``.
     """
 
     name = "point"
@@ -64,12 +66,10 @@ class CalibratedPointForecaster:
         horizons_s: Sequence[float] = DEFAULT_HORIZONS_S,
         calibration_rows: int = 4032,
         calibration_window: int = 20_000,
-        online: bool = True,
     ) -> None:
         self.quantiles = tuple(float(q) for q in quantiles)
         self.horizons_s = tuple(float(h) for h in horizons_s)
         self.calibration_rows = calibration_rows
-        self.online = online
         self.calibrator = ResidualCalibrator(self.quantiles, calibration_window)
         self._step_s: float | None = None
         self._seen_end_s: float | None = None
@@ -103,12 +103,13 @@ class CalibratedPointForecaster:
         self._add_residuals(raw, filled, steps, first_row=0)
         self._seen_end_s = history.end_s
 
-    def update(self, history: History, steps: Sequence[int] = ()) -> None:
-        """Online calibration: add residuals for rows newer than the last seen, and calibrate
-        any horizon step in ``steps`` that has no residuals yet over the recent history."""
+    def update(self, history: History, horizons_s: Sequence[float] = ()) -> None:
+        """Online calibration (explicit): add residuals for rows newer than the last update, and
+        calibrate any of ``horizons_s`` that has no residuals yet over the recent history."""
         _check_history(history)
         step_s = history.step_s
         self._check_step(step_s)
+        steps = horizon_steps(horizons_s, step_s) if len(horizons_s) else ()
         known = set(self.calibrator.steps)
         fresh = sorted(set(steps) - known)
         n_rows = history.values.shape[0]
@@ -131,20 +132,20 @@ class CalibratedPointForecaster:
         horizons_s: Sequence[float],
         future_exog: Mapping[str, FloatArray] | None = None,
     ) -> Forecast:
-        """Point forecasts plus calibrated quantiles, (S, H, Q) in the history's units."""
+        """Point forecasts plus calibrated quantiles, (S, H, Q) in the history's units.
+
+        Pure: a horizon with no residual in the pool is calibrated, for this call only, over the
+        last ``calibration_rows`` rows of ``history``."""
         _check_history(history)
         steps = horizon_steps(horizons_s, history.step_s)
         self._check_step(history.step_s)
-        if self.online:
-            self.update(history, steps)
-        elif any(self.calibrator.count(s) == 0 for s in steps):
-            self.update(history, [s for s in steps if self.calibrator.count(s) == 0])
+        offsets = self._offsets(history, steps)
         raw, filled = self._tail(history, max(self.context_rows(), SCALE_ROWS))
         origin = np.array([filled.shape[0] - 1], dtype=np.int64)
         point = np.stack([self._points(filled, origin, s)[0] for s in steps], axis=1)
         scale = series_scale(raw)
         q_points = np.repeat(point[:, :, None], len(self.quantiles), axis=2)
-        values = apply_offsets(q_points, scale, self.calibrator.offsets_for(steps))
+        values = apply_offsets(q_points, scale, offsets)
         return Forecast(
             issued_at_s=history.end_s,
             series_ids=history.series_ids,
@@ -155,6 +156,20 @@ class CalibratedPointForecaster:
         )
 
     # --- internals --------------------------------------------------------------------------
+    def _offsets(self, history: History, steps: Sequence[int]) -> FloatArray:
+        """(H, Q) offsets: from the pool, or from a throw-away pool over the recent history for
+        steps the pool does not hold."""
+        missing = sorted({s for s in steps if self.calibrator.count(s) == 0})
+        if not missing:
+            return self.calibrator.offsets_for(steps)
+        scratch = ResidualCalibrator(self.quantiles, self.calibrator.window)
+        rows = min(
+            history.values.shape[0], self.calibration_rows + max(missing) + self.context_rows()
+        )
+        raw, filled = self._tail(history, rows)
+        self._add_residuals(raw, filled, missing, first_row=0, into=scratch)
+        return np.stack([(scratch if s in missing else self.calibrator).offsets(s) for s in steps])
+
     def _check_step(self, step_s: float) -> None:
         if self._step_s is not None and not math.isclose(step_s, self._step_s, rel_tol=1e-6):
             raise ValueError(
@@ -167,9 +182,15 @@ class CalibratedPointForecaster:
         return raw, tail_filled(history.values, rows, history.series_ids)
 
     def _add_residuals(
-        self, raw: FloatArray, filled: FloatArray, steps: Sequence[int], first_row: int
+        self,
+        raw: FloatArray,
+        filled: FloatArray,
+        steps: Sequence[int],
+        first_row: int,
+        into: ResidualCalibrator | None = None,
     ) -> None:
         """Residuals of forecasts whose target rows are ``first_row..`` of ``raw``."""
+        pool = self.calibrator if into is None else into
         scale = series_scale(raw)
         n_rows = raw.shape[0]
         for step in steps:
@@ -178,7 +199,7 @@ class CalibratedPointForecaster:
                 continue
             targets = np.arange(start, n_rows, dtype=np.int64)
             points = self._points(filled, targets - step, step)
-            self.calibrator.add(step, ((raw[targets] - points) / scale).ravel())
+            pool.add(step, ((raw[targets] - points) / scale).ravel())
 
 
 class PersistenceForecaster(CalibratedPointForecaster):
@@ -222,11 +243,11 @@ class SeasonalNaiveForecaster(CalibratedPointForecaster):
         self._season_steps = max(1, round(self.season_s / history.step_s))
         super().fit(history)
 
-    def update(self, history: History, steps: Sequence[int] = ()) -> None:
+    def update(self, history: History, horizons_s: Sequence[float] = ()) -> None:
         _check_history(history)
         if self._season_steps == 0:
             self._season_steps = max(1, round(self.season_s / history.step_s))
-        super().update(history, steps)
+        super().update(history, horizons_s)
 
     def predict(
         self,
@@ -236,7 +257,10 @@ class SeasonalNaiveForecaster(CalibratedPointForecaster):
     ) -> Forecast:
         _check_history(history)
         if self._season_steps == 0:
-            self._season_steps = max(1, round(self.season_s / history.step_s))
+            # Never fitted: a throw-away copy knows the season at this step (predict is pure).
+            bound = copy.copy(self)
+            bound._season_steps = max(1, round(self.season_s / history.step_s))
+            return CalibratedPointForecaster.predict(bound, history, horizons_s, future_exog)
         return super().predict(history, horizons_s, future_exog)
 
     def _points(self, filled: FloatArray, origins: IntArray, step: int) -> FloatArray:

@@ -9,10 +9,12 @@ is trained with the pinball loss. A linear skip from the input window to the med
 term the LSTM corrects.
 
 After training, quantile offsets per horizon are calibrated on a held-out tail of the training
-data (split conformal, :class:`~wattwheel.forecast.calibration.ResidualCalibrator`); every
-forecast made by :meth:`LSTMForecaster.predict` is remembered until its targets are observed, and
-then its residuals join the calibration pool (online update). :meth:`LSTMForecaster.fine_tune`
-continues training on new data.
+data (split conformal, :class:`~wattwheel.forecast.calibration.ResidualCalibrator`), and
+:meth:`LSTMForecaster.calibrate` replaces that pool from another history.
+:meth:`LSTMForecaster.predict` is side-effect free (DESIGN §8): online calibration from new data
+is the job of :class:`~wattwheel.forecast.conformal.ConformalForecaster`, an explicit wrapper
+over any forecaster.
+:meth:`LSTMForecaster.fine_tune` continues training on new data.
 
 Pure: no file I/O (see ``wattwheel.adapters.model_artifact``), no clock.
 """
@@ -163,36 +165,20 @@ def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: torch.Tens
     return (loss * weight).sum() / (weight.sum() * pred.shape[2]).clamp(min=1.0)
 
 
-@dataclass
-class _Pending:
-    """A forecast waiting for its targets (online calibration)."""
-
-    issued_at_s: float
-    series_ids: tuple[str, ...]
-    last: FloatArray  # (S,)
-    scale: FloatArray  # (S,)
-    quantiles: FloatArray  # (S, H, Q) normalised, before calibration offsets
-    done: set[int] = field(default_factory=set)
-
-
 class LSTMForecaster:
     """The global LSTM behind the Forecaster protocol. See the module docstring."""
 
     name = "lstm"
 
-    def __init__(
-        self, config: LSTMConfig | None = None, online: bool = True, inference_threads: int = 1
-    ) -> None:
+    def __init__(self, config: LSTMConfig | None = None, inference_threads: int = 1) -> None:
         """``inference_threads``: torch threads for ``predict`` (one is fastest for a batch of
         racks on a busy 2-core host: the extra thread mostly waits); training uses
         ``config.num_threads``."""
         self.config = config or LSTMConfig()
-        self.online = online
         self.inference_threads = inference_threads
         self.calibrator = ResidualCalibrator(self.config.quantiles, self.config.calibration_window)
         self.state: TrainedState | None = None
         self.net: QuantileLSTM | None = None
-        self._pending: list[_Pending] = []
 
     # ------------------------------------------------------------------------------ training
     def fit(self, history: History, progress: ProgressFn | None = None) -> None:
@@ -366,8 +352,9 @@ class LSTMForecaster:
 
         A history on a finer grid than the model's (its step an integer fraction of the
         model's, e.g. 10 s telemetry for a 5-minute model) is averaged into blocks of the model's
-        step ending at the last row; online calibration then scores the forecasts against the
-        raw readings, so the intervals widen to the finer noise as residuals arrive.
+        step ending at the last row (wrap the model in a
+        :class:`~wattwheel.forecast.conformal.ConformalForecaster` fed the raw readings to widen
+        the intervals to the finer noise).
 
         Horizons between the trained ones are interpolated linearly in steps (a zero change at
         step 0). Beyond the longest trained horizon the model knows nothing better than its last
@@ -380,8 +367,6 @@ class LSTMForecaster:
         cfg = self.config
         rows = max(cfg.lookback, cfg.scale_rows) + 1
         coarse = self._at_model_step(history, rows)
-        if self.online:
-            self.update(history)
         steps = horizon_steps(horizons_s, state.step_s)
         rows = min(coarse.values.shape[0], rows)
         tail = coarse.tail(rows)
@@ -401,8 +386,6 @@ class LSTMForecaster:
             norm = net(_t(x), _t(fut)).double().numpy()  # (S, Htrained, Q)
         last = arrays.filled[-1]
         scale = arrays.scale[-1]
-        if self.online:
-            self._pending.append(_Pending(history.end_s, history.series_ids, last, scale, norm))
         calibrated = norm + self.calibrator.offsets_for(state.steps)[None, :, :]
         at_steps = _interpolate_steps(calibrated, state.steps, steps, _median_index(cfg.quantiles))
         values = np.maximum.accumulate(
@@ -417,38 +400,6 @@ class LSTMForecaster:
             values=values,
             point=point,
         )
-
-    def update(self, history: History) -> None:
-        """Online calibration: residuals of earlier forecasts whose targets are now observed."""
-        state = self._state()
-        end = history.end_s
-        kept: list[_Pending] = []
-        for p in self._pending:
-            if p.series_ids == history.series_ids:
-                self._score_pending(p, history, state.step_s, state.steps)
-            if len(p.done) < len(state.steps) and p.series_ids == history.series_ids:
-                kept.append(p)
-        # Bounded memory: a forecast older than the longest horizon has nothing left to score.
-        horizon_s = max(state.steps) * state.step_s
-        self._pending = [p for p in kept if end - p.issued_at_s <= horizon_s + 1e-6][-4096:]
-
-    def _score_pending(
-        self, p: _Pending, history: History, model_step_s: float, steps: tuple[int, ...]
-    ) -> None:
-        end, step_s = history.end_s, history.step_s
-        for h, step in enumerate(steps):
-            if h in p.done:
-                continue
-            target_s = p.issued_at_s + step * model_step_s
-            back = round((end - target_s) / step_s)
-            if back < 0:
-                continue
-            p.done.add(h)
-            if back >= history.values.shape[0]:
-                continue
-            actual = history.values[-1 - back]
-            z = (actual - p.last) / p.scale
-            self.calibrator.add(step, z[:, None] - p.quantiles[:, h, :])
 
     def calibrate(self, history: History) -> None:
         """Recalibrate (replace the residual pool) from a whole history, e.g. a new site's past."""
@@ -465,7 +416,6 @@ class LSTMForecaster:
         with _TorchThreads(self.config.num_threads):
             x, fut, y = self._tensors(arrays, raw, o, s)
             self._calibrate_on(net, x, fut, y)
-        self._pending = []
 
     # ------------------------------------------------------------------------------ plumbing
     def _arrays(self, history: History, last_scale_only: bool = False) -> SeriesArrays:
@@ -531,13 +481,12 @@ class LSTMForecaster:
         meta: Mapping[str, Any],
         weights: Mapping[str, torch.Tensor],
         calibration: dict[str, list[list[float]]],
-        online: bool = True,
     ) -> LSTMForecaster:
         """Rebuild a forecaster from :meth:`to_state` output. Raises ValueError if inconsistent."""
         cfg_data = dict(meta["config"])
         for key in ("horizons_min", "quantiles"):
             cfg_data[key] = tuple(float(v) for v in cfg_data[key])
-        model = cls(replace(LSTMConfig(), **cfg_data), online=online)
+        model = cls(replace(LSTMConfig(), **cfg_data))
         t = dict(meta["trained"])
         model.state = TrainedState(
             step_s=float(t["step_s"]),

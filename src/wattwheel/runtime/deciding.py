@@ -20,6 +20,7 @@ from wattwheel.control.base import Decision, Observation, Policy
 from wattwheel.control.simple import ReactivePolicy
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast, Forecaster
+from wattwheel.forecast.conformal import OnlineCalibrated
 from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.faults import FaultBook, guarded
 from wattwheel.runtime.history import DemandHistory
@@ -126,11 +127,19 @@ class Decider:
         if not np.isfinite(history.values).any(axis=0).all():
             return None  # a domain with no good reading yet: nothing to forecast from
         forecaster = self.forecaster
+
+        def forecast_and_learn() -> Forecast:
+            fc = forecaster.predict(history, horizons)
+            if isinstance(forecaster, OnlineCalibrated):
+                # predict is pure; calibration learns here, explicitly, from measured data only.
+                forecaster.update(history, horizons)
+            return fc
+
         fc = await guarded(
             self.faults,
             "forecast",
             forecaster.name,
-            lambda: asyncio.to_thread(forecaster.predict, history, horizons),
+            lambda: asyncio.to_thread(forecast_and_learn),
             self.forecast_timeout_s,
             None,
         )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +13,34 @@ from wattwheel.control.base import Policy
 from wattwheel.control.offline import MAX_CELLS, OfflineOptimumPolicy, solve_offline
 from wattwheel.control.registry import make_policy
 from wattwheel.domain.errors import WattwheelError
-from wattwheel.forecast.base import Forecaster, History
+from wattwheel.forecast.base import Forecaster
 from wattwheel.forecast.baselines import PersistenceForecaster
 from wattwheel.sim.scenario import Scenario
 from wattwheel.sim.simulator import SimResult, simulate
 
 ALL_POLICIES = ("none", "reactive", "seed", "predictive", "oracle", "optimum")
-#: Share of the trace the baseline forecaster calibrates its residual quantiles on.
-CALIBRATION_SHARE = 0.2
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+#: What the baseline forecaster was trained on (bench.json ``forecaster_training``).
+BASELINE_TRAINING: dict[str, Any] = {
+    "model": "persistence",
+    "training_data": None,
+    "note": "no parameters to train; its intervals are calibrated online from the benched "
+    "trace's past only (what a controller has measured so far)",
+}
+
+
+@dataclass(frozen=True)
+class ForecasterSpec:
+    """How to build a fresh forecaster for one policy run, and which data its model saw.
+
+    ``build`` is called once per run, so no run sees another run's calibration state.
+    """
+
+    name: str
+    build: Callable[[], Forecaster]
+    trained_on: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -30,18 +48,15 @@ class BenchRun:
     scenario: Scenario
     results: dict[str, SimResult]
     forecaster_names: dict[str, str]
+    forecaster_training: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-def baseline_forecaster(scenario: Scenario) -> Forecaster:
-    """Persistence with residual quantiles calibrated on the first part of the trace."""
-    n = max(int(scenario.demand_kw.shape[0] * CALIBRATION_SHARE), 50)
-    fc = PersistenceForecaster()
-    fc.fit(
-        History(
-            scenario.timestamps_s[:n], scenario.site.domain_names, scenario.demand_kw[:n] * 1000.0
-        )
-    )
-    return fc
+def baseline_forecaster() -> Forecaster:
+    """A fresh persistence forecaster; the simulator calibrates it online from the past."""
+    return PersistenceForecaster()
+
+
+BASELINE = ForecasterSpec("persistence", baseline_forecaster, BASELINE_TRAINING)
 
 
 def offline_policy(scenario: Scenario) -> OfflineOptimumPolicy | None:
@@ -82,31 +97,35 @@ def run_policy(
 def run_bench(
     scenario: Scenario,
     policies: Sequence[str] = ALL_POLICIES,
-    model_forecaster: Forecaster | None = None,
+    model: ForecasterSpec | None = None,
     progress: ProgressFactory | None = None,
 ) -> BenchRun:
-    """Every policy on the same trace. With a trained model, ``predictive`` uses it and
-    ``predictive+persistence`` shows the same controller on the baseline forecaster."""
-    baseline = baseline_forecaster(scenario)
-    plan: list[tuple[str, Forecaster | None, str]] = []
+    """Every policy on the same trace, each forecasting run with a forecaster built fresh for
+    it (results do not depend on the order of the runs). With a trained model, ``predictive``
+    uses it and ``predictive+persistence`` shows the same controller on the baseline."""
+    plan: list[tuple[str, ForecasterSpec | None, str]] = []
     for name in policies:
         if name in ("predictive", "seed"):
-            fc: Forecaster = model_forecaster or baseline
-            plan.append((name, fc, getattr(fc, "name", type(fc).__name__)))
-            if name == "predictive" and model_forecaster is not None:
-                plan.append(("predictive+persistence", baseline, "persistence"))
+            chosen = model or BASELINE
+            plan.append((name, chosen, chosen.name))
+            if name == "predictive" and model is not None:
+                plan.append(("predictive+persistence", BASELINE, BASELINE.name))
         elif name == "optimum" and scenario.demand_kw.size > MAX_CELLS:
             continue  # not tractable: skipped, and the report says so by its absence
         else:
             plan.append((name, None, "truth" if name in ("oracle", "optimum") else "-"))
     results: dict[str, SimResult] = {}
     names: dict[str, str] = {}
+    training: dict[str, Mapping[str, Any]] = {}
     steps = scenario.demand_kw.shape[0]
-    for name, forecaster, fc_name in plan:
+    for name, spec, fc_name in plan:
         cb = progress(name, steps) if progress else None
+        forecaster = spec.build() if spec is not None else None
         results[name] = run_policy(scenario, name, forecaster, cb)
         names[name] = fc_name
-    return BenchRun(scenario, results, names)
+        if spec is not None:
+            training[name] = dict(spec.trained_on)
+    return BenchRun(scenario, results, names, training)
 
 
 def bench_payload(run: BenchRun) -> dict[str, Any]:
@@ -124,6 +143,7 @@ def bench_payload(run: BenchRun) -> dict[str, Any]:
         "policies": {name: res.site_metrics for name, res in run.results.items()},
         "domains": {name: res.domain_metrics for name, res in run.results.items()},
         "forecasters": run.forecaster_names,
+        "forecaster_training": run.forecaster_training,
         "timing": timing,
         "site": {
             "name": sc.site.name,

@@ -147,7 +147,7 @@ def evaluate(inputs: CapacityInputs, cand: Candidate) -> dict[str, float]:
     forecaster: Forecaster | None = None
     if cand.policy in ("predictive", "seed"):
         # A private copy: a run never sees what another run did to its forecaster.
-        forecaster = copy.deepcopy(inputs.forecaster) or baseline_forecaster(scenario)
+        forecaster = copy.deepcopy(inputs.forecaster) or baseline_forecaster()
     with _single_thread():
         result = run_policy(scenario, cand.policy, forecaster)
     metrics = {k: float(v) for k, v in result.site_metrics.items() if k != "wall_seconds"}

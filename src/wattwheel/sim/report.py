@@ -4,7 +4,9 @@ reserve, caps and shifts over time, and the cost breakdown per policy (plotly, s
 from __future__ import annotations
 
 from collections.abc import Mapping
+from html import escape
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -20,13 +22,20 @@ WINDOW_STEPS = 2016
 
 
 def write_report(
-    path: Path, site: SiteParams, results: Mapping[str, SimResult], title: str
+    path: Path,
+    site: SiteParams,
+    results: Mapping[str, SimResult],
+    title: str,
+    forecaster_training: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
+    """``forecaster_training``: per policy, what its forecaster's model was trained on."""
     figures = [_cost_figure(site, results)]
     focus = next((results[p] for p in FOCUS if p in results), next(iter(results.values())))
     for d, name in enumerate(site.domain_names):
         figures.append(_domain_figure(site, focus, d, name))
     parts = [f"<h1>{title}</h1>", _summary_table(results)]
+    if forecaster_training:
+        parts.append(_training_table(forecaster_training))
     for i, fig in enumerate(figures):
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))
     html = (
@@ -37,6 +46,26 @@ def write_report(
         + "</body></html>"
     )
     path.write_text(html)
+
+
+def _training_table(training: Mapping[str, Mapping[str, Any]]) -> str:
+    """Which data each policy's forecaster saw (a model must not have seen the benched trace)."""
+    rows = []
+    for policy, info in training.items():
+        data = info.get("training_data") or {}
+        files = ", ".join(f.get("name", "?") for f in data.get("files", [])) or "none"
+        note = info.get("note") or info.get("command") or ""
+        cells = (policy, str(info.get("model", "")), files, str(note))
+        rows.append(
+            "<tr>"
+            + "".join(f"<td style='text-align:left'>{escape(c)}</td>" for c in cells)
+            + "</tr>"
+        )
+    head = "".join(f"<th>{c}</th>" for c in ("policy", "forecaster model", "trained on", "how"))
+    return (
+        "<h2>Forecasters and the data their models saw</h2>"
+        f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+    )
 
 
 def _summary_table(results: Mapping[str, SimResult]) -> str:
@@ -83,6 +112,18 @@ def _window(demand: np.ndarray, primary: float) -> slice:
     return slice(start, start + WINDOW_STEPS)
 
 
+def _forecast_band(
+    s: Mapping[str, np.ndarray], w: slice, d: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First-horizon band of the forecasts issued in window ``w``, placed at the time each is
+    for (issued_at + horizon, hours since the trace start), in time order."""
+    target = s["fc_target_s"][w, d]
+    issued = np.isfinite(target)
+    order = np.argsort(target[issued], kind="stable")
+    t_fc = ((target[issued] - s["timestamps_s"][0]) / 3600.0)[order]
+    return t_fc, s["fc_lo_kw"][w, d][issued][order], s["fc_hi_kw"][w, d][issued][order]
+
+
 def _domain_figure(site: SiteParams, res: SimResult, d: int, name: str) -> go.Figure:
     s = res.series
     primary = float(site.primary_kw[d])
@@ -100,13 +141,12 @@ def _domain_figure(site: SiteParams, res: SimResult, d: int, name: str) -> go.Fi
             "caps and shifts (kW)",
         ),
     )
+    t_fc, lo, hi = _forecast_band(s, w, d)
+    fig.add_scatter(x=t_fc, y=hi, name="forecast p95", line={"width": 0}, row=1, col=1)
     fig.add_scatter(
-        x=t, y=s["fc_hi_kw"][w, d], name="forecast p95", line={"width": 0}, row=1, col=1
-    )
-    fig.add_scatter(
-        x=t,
-        y=s["fc_lo_kw"][w, d],
-        name="forecast band",
+        x=t_fc,
+        y=lo,
+        name="forecast band (p05-p95, at its target time)",
         fill="tonexty",
         line={"width": 0},
         row=1,

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from wattwheel.control.base import Policy
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast, Forecaster, History
+from wattwheel.forecast.conformal import OnlineCalibrated
 from wattwheel.sim.plant import Plant
 from wattwheel.sim.scenario import Scenario
 
@@ -59,7 +60,6 @@ def simulate(
     )
     history = _domain_history(scenario)
     started = time.perf_counter()
-    forecast: Forecast | None = None
     for t in range(n_steps):
         demand, critical = scenario.demand_kw[t], scenario.critical_kw[t]
         obs = plant.observe(float(scenario.timestamps_s[t]), demand, critical)
@@ -68,8 +68,11 @@ def simulate(
             if oracle:
                 fresh = _oracle_forecast(scenario, t, horizons)
             elif forecaster is not None and t > 0:
-                fresh = forecaster.predict(_prefix(history, t + 1), horizons)
-            forecast = fresh
+                past = _prefix(history, t + 1)
+                fresh = forecaster.predict(past, horizons)
+                if isinstance(forecaster, OnlineCalibrated):
+                    # The one place calibration learns: explicitly, from the past only.
+                    forecaster.update(past, horizons)
         skipped = getattr(state, "skipped", None)
         t0 = time.perf_counter()
         decision, state = policy.decide(obs, state, fresh)
@@ -79,7 +82,7 @@ def simulate(
             fresh is not None and skipped is not None and state.skipped == skipped,
         )
         record = plant.step(demand, critical, decision)
-        rec.store(t, record, forecast, site.primary_kw, demand)
+        rec.store(t, record, fresh, site.primary_kw, demand)
         if progress is not None and (t % 500 == 0 or t == n_steps - 1):
             progress(t + 1)
     wall = time.perf_counter() - started
@@ -153,6 +156,7 @@ class _Recorder:
                 "fc_lo_kw",
                 "fc_mid_kw",
                 "fc_hi_kw",
+                "fc_target_s",
             )
         }
         self.solver_seconds: list[float] = []
@@ -180,12 +184,14 @@ class _Recorder:
         ):
             a[k][t] = getattr(rec, k if k != "soc" else "soc")
         if forecast is not None:
-            # First-horizon band, plotted at the time it is forecast for.
+            # The first-horizon band of a forecast issued at this step, and the time it is for
+            # (issued_at + horizon): the report plots the band there, against what happened.
             a["fc_lo_kw"][t] = forecast.values[:, 0, 0] / 1000.0
             a["fc_mid_kw"][t] = forecast.point[:, 0] / 1000.0
             a["fc_hi_kw"][t] = forecast.values[:, 0, -1] / 1000.0
+            a["fc_target_s"][t] = forecast.issued_at_s + forecast.horizons_s[0]
         else:
-            for k in ("fc_lo_kw", "fc_mid_kw", "fc_hi_kw"):
+            for k in ("fc_lo_kw", "fc_mid_kw", "fc_hi_kw", "fc_target_s"):
                 a[k][t] = np.nan
 
     def series(self, scenario: Scenario) -> dict[str, FloatArray]:
