@@ -1,7 +1,9 @@
 # Two entry points for a new user on a fresh machine:
-#   make demo  - create .venv, install wattwheel, run the demo bench on the bundled scenario
-#   make test  - create .venv, install wattwheel with live, dev and capacity (Ray) extras (and
-#                the system services the tests start themselves), run ruff, mypy and pytest
+#   make demo  - create .venv, install wattwheel (no torch: the shipped models run on ONNX
+#                Runtime), run the demo bench on the bundled scenario
+#   make test  - create .venv, install wattwheel with the live, dev, capacity (Ray) and train
+#                extras (torch, CPU build, pinned by constraints.txt) and the system services
+#                the tests start themselves, run ruff, mypy and pytest
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,12 +15,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 install: $(BIN)/python
-	$(PIP) torch==2.13.0
 	$(PIP) -e .
 
 install-dev: $(BIN)/python
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[live,dev,capacity]'
+	$(PIP) -e '.[live,dev,capacity,train]'
 
 system-deps:
 	bash scripts/system-deps.sh

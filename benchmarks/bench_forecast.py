@@ -1,22 +1,26 @@
-"""Forecaster speed: batched inference for 1,000 racks x 3 horizons, and training time.
+"""Forecaster speed and held-out accuracy.
 
-Targets (issue 3): inference under 20 ms for 1,000 racks x 3 horizons on 2 cores; training on
-the three bundled Google PDUs under 3 minutes.
-
-- inference: the shipped LSTM (``wattwheel/data/models/google-pdu-lstm``) predicting 5/10/15
-  minutes ahead for 1,000 racks from a 400-row history (random-walk power around 700 kW),
-  median of ``--runs`` calls after one warm-up; once the bare (pure) predict and once through the
-  conformal wrapper with its explicit online update after each forecast (what the simulator and
-  the runtime do); persistence and AR for reference;
+- inference: the shipped 5-minute LSTM (``wattwheel/data/models/dcutil-300s-lstm``) predicting
+  5/10/15 minutes ahead for 1,000 racks from a 400-row history (random-walk power around
+  700 kW), median of ``--runs`` calls after one warm-up, through ONNX Runtime (what a controller
+  host runs, no torch) and through torch; then through the conformal wrapper with its explicit
+  online update after each forecast (what the simulator and the runtime do); persistence and AR
+  for reference;
 - training: ``LSTMForecaster.fit`` with the shipped model's settings on the bundled
   cella-oversub trace (Google PDUs 6/7/8 at 1,000 kW), median of ``--train-runs`` runs.
 
     .venv/bin/python benchmarks/bench_forecast.py [--runs 20] [--train-runs 1] [--threads 2]
 
+``--heldout SHARED_DATA`` (e.g. ``../shared/data``) backtests every shipped model on a series it
+never saw, through the CLI, with the model's own calibration and with online conformal
+calibration: the 5-minute model on Google's three PDUs, the 10 s model on the alibaba-fast
+scenario's day, the 1 s model on the ai-training scenario; it prints one table.
+
 ``--loo DATA_DIR`` (e.g. ``../shared/data/google-power-2019``) instead runs the leave-one-PDU-out
 evaluation through the CLI, exactly as a user would: ``wattwheel import google-power`` each PDU
-at 1,000 kW, ``wattwheel train`` on two, ``wattwheel backtest`` on the third, for all three; it
-prints the MAE per horizon of lstm / persistence / ar and the LSTM's coverage_90.
+at 1,000 kW, ``wattwheel train`` on two, ``wattwheel backtest --calibration online`` on the
+third, for all three; it prints the MAE per horizon of lstm / persistence / ar and the LSTM's
+coverage_90.
 """
 
 from __future__ import annotations
@@ -70,9 +74,10 @@ def median_ms(call: Callable[[int], object], runs: int) -> float:
 
 def bench_inference(runs: int) -> None:
     histories = [racks_history(N_ROWS, i) for i in range(runs + 1)]
-    model = load_model(shipped_model_dir())
-    ms = median_ms(lambda i: model.predict(histories[i], HORIZONS_S), runs)
-    print(f"lstm inference, {N_RACKS} racks x 3 horizons (predict): {ms:.1f} ms median")
+    for backend in ("onnx", "torch"):
+        model = load_model(shipped_model_dir(), backend=backend)
+        ms = median_ms(lambda i, m=model: m.predict(histories[i], HORIZONS_S), runs)
+        print(f"lstm inference ({backend}), {N_RACKS} racks x 3 horizons: {ms:.1f} ms median")
     wrapped = ConformalForecaster(load_model(shipped_model_dir()))
 
     def predict_and_update(i: int) -> None:
@@ -81,10 +86,11 @@ def bench_inference(runs: int) -> None:
 
     ms = median_ms(predict_and_update, runs)
     print(
-        f"lstm inference, {N_RACKS} racks x 3 horizons (conformal wrapper: predict + explicit "
-        f"update): {ms:.1f} ms median"
+        f"lstm inference (onnx), {N_RACKS} racks x 3 horizons, conformal wrapper: predict + "
+        f"explicit update: {ms:.1f} ms median"
     )
     persistence = PersistenceForecaster()
+    persistence.fit(histories[0])
     ms = median_ms(lambda i: persistence.predict(histories[i], HORIZONS_S), runs)
     print(f"persistence inference, {N_RACKS} racks x 3 horizons: {ms:.1f} ms median")
     ar = ARForecaster()
@@ -158,6 +164,8 @@ def leave_one_out(data_dir: Path, epochs: int, seed: int) -> None:
                     str(work / f"{test}.csv"),
                     "--out",
                     str(bt),
+                    "--calibration",
+                    "online",
                 ]
             )
             rows.append((test, train_s, json.loads((bt / "backtest.json").read_text())))
@@ -184,6 +192,56 @@ def print_loo(rows: list[tuple[str, float, dict[str, object]]]) -> None:
     print("LSTM <= persistence and AR at every horizon, coverage in [0.87, 0.93]:", wins)
 
 
+#: (resolution label, shipped model directory name, held-out trace, backtest stride).
+HELDOUT = (
+    ("5 min", "dcutil-300s-lstm", "google-pdus", 1),
+    ("10 s", "alibaba-10s-lstm", "alibaba-fast", 4),
+    ("1 s", "ai-training-1s-lstm", "ai-training", 3),
+)
+
+
+def held_out(data_dir: Path) -> None:
+    """Backtest each shipped model on a series it never saw, through the CLI, with the model's
+    own calibration and with online conformal calibration; print one table."""
+    cli = str(Path(sys.executable).with_name("wattwheel"))
+    scenarios = Path(str(resources.files("wattwheel") / "scenarios"))
+    models = Path(str(resources.files("wattwheel") / "data" / "models"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        pdus = [str(data_dir / "google-power-2019" / f"cella_pdu{i}.csv") for i in (6, 7, 8)]
+        google = str(work / "google-pdus.csv")
+        run([cli, "import", "google-power", *pdus, "--rating-kw", "1000", "--out", google])
+        for label, model, trace_name, stride in HELDOUT:
+            trace = (
+                google if trace_name == "google-pdus" else str(scenarios / trace_name / "trace.csv")
+            )
+            for calibration in ("model", "online"):
+                out = work / f"bt-{model}-{calibration}"
+                args = [cli, "backtest", "--model", str(models / model), "--trace", trace]
+                args += ["--out", str(out), "--stride", str(stride), "--calibration", calibration]
+                run(args)
+                report = json.loads((out / "backtest.json").read_text())
+                rows.append((label, trace_name, calibration, report))
+    print("\nheld-out backtests (fit part = first half; MAE in kW per horizon)")
+    print(
+        "| step | held-out trace | horizons | calibration | lstm | persistence | ar | lstm cov_90 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for label, trace_name, calibration, report in rows:
+        m = report["models"]
+        hz = "/".join(_fmt_min(h) for h in report["horizons_min"])
+        cells = [
+            " / ".join(f"{v / 1e3:.3f}" for v in m[n]["mae"]) for n in ("lstm", "persistence", "ar")
+        ]
+        cov = " / ".join(f"{v:.3f}" for v in m["lstm"]["coverage_90"])
+        print(f"| {label} | {trace_name} | {hz} | {calibration} | {' | '.join(cells)} | {cov} |")
+
+
+def _fmt_min(minutes: float) -> str:
+    return f"{minutes:g} min" if minutes >= 1 else f"{minutes * 60:g} s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="inference calls (median)")
@@ -192,9 +250,15 @@ def main() -> None:
     parser.add_argument("--loo", type=Path, help="Google power-2019 folder: leave-one-out run")
     parser.add_argument("--epochs", type=int, default=30, help="epochs for --loo")
     parser.add_argument("--seed", type=int, default=0, help="seed for --loo")
+    parser.add_argument(
+        "--heldout", type=Path, help="shared data folder: backtest every shipped model"
+    )
     args = parser.parse_args()
     if args.loo is not None:
         leave_one_out(args.loo, args.epochs, args.seed)
+        return
+    if args.heldout is not None:
+        held_out(args.heldout)
         return
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")

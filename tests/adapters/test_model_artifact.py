@@ -11,6 +11,7 @@ import pytest
 
 from wattwheel.adapters.model_artifact import (
     METADATA,
+    ONNX,
     WEIGHTS,
     ModelArtifactError,
     describe_training_data,
@@ -48,9 +49,12 @@ def model_dir(tmp_path: Path, model: LSTMForecaster) -> Path:
     return tmp_path / "m"
 
 
-def test_round_trip_predicts_identically(model: LSTMForecaster, model_dir: Path) -> None:
-    loaded = load_model(model_dir)
+@pytest.mark.parametrize("backend", ["torch", "onnx", "auto"])
+def test_round_trip_predicts_the_same(model: LSTMForecaster, model_dir: Path, backend: str) -> None:
+    loaded = load_model(model_dir, backend=backend)
+    assert (loaded.onnx is not None) == (backend != "torch")
     hist = _history(300)
+    # Watts around 500; the saved calibration pools are float32, the graph runs in float32.
     np.testing.assert_allclose(
         loaded.predict(hist, [300, 900]).values, model.predict(hist, [300, 900]).values, rtol=1e-6
     )
@@ -79,7 +83,16 @@ def test_unreadable_weights_with_matching_hash_rejected(model_dir: Path) -> None
     meta["files"][WEIGHTS] = hashlib.sha256(b"garbage").hexdigest()
     (model_dir / METADATA).write_text(json.dumps(meta))
     with pytest.raises(ModelArtifactError, match="cannot be read"):
-        load_model(model_dir)
+        load_model(model_dir, backend="torch")
+
+
+def test_unreadable_onnx_graph_with_matching_hash_rejected(model_dir: Path) -> None:
+    (model_dir / ONNX).write_bytes(b"garbage")
+    meta = json.loads((model_dir / METADATA).read_text())
+    meta["files"][ONNX] = hashlib.sha256(b"garbage").hexdigest()
+    (model_dir / METADATA).write_text(json.dumps(meta))
+    with pytest.raises(ModelArtifactError, match=r"model\.onnx cannot be read"):
+        load_model(model_dir, backend="onnx")
 
 
 def test_incompatible_configuration_rejected(model_dir: Path) -> None:
@@ -87,7 +100,11 @@ def test_incompatible_configuration_rejected(model_dir: Path) -> None:
     meta["model"]["config"]["hidden"] = 64  # weights were trained with 6 units
     (model_dir / METADATA).write_text(json.dumps(meta))
     with pytest.raises(ModelArtifactError, match="incompatible"):
-        load_model(model_dir)
+        load_model(model_dir, backend="torch")
+    meta["model"]["config"]["lookback"] = 9  # the graph was exported with 8 steps
+    (model_dir / METADATA).write_text(json.dumps(meta))
+    with pytest.raises(ModelArtifactError, match="incompatible"):
+        load_model(model_dir, backend="onnx")
 
 
 @pytest.mark.parametrize(

@@ -166,12 +166,20 @@ def test_default_bench_with_the_shipped_lstm(tmp_path: Path) -> None:
     p = json.loads((out / "bench.json").read_text())
     cost = {k: v["cost_total"] for k, v in p["policies"].items()}
     assert p["forecasters"]["predictive"] == "lstm"
+    # The model never saw the benched trace: bench.json says what it was trained on.
+    seen = p["forecaster_training"]["predictive"]
+    files = {f["name"] for f in seen["training_data"]["files"]}
+    assert files and not files & {"trace.csv", "cella_pdu6.csv", "cella_pdu7.csv", "cella_pdu8.csv"}
+    assert seen["step_s"] == 300.0 and seen["command"].startswith("wattwheel train")
+    assert p["forecaster_training"]["predictive+persistence"]["training_data"] is None
     for name in ("reactive", "predictive", "oracle"):
         assert p["policies"][name]["breaker_trips"] == 0
         assert p["policies"][name]["critical_capped_energy_kwh"] == 0
     assert cost["oracle"] <= cost["predictive"] <= cost["reactive"] < cost["none"], cost
     assert cost["predictive"] <= cost["seed"], cost
-    assert cost["predictive"] <= cost["predictive+persistence"], cost
+    # Not asserted: predictive on the LSTM <= on persistence. The shipped model never saw these
+    # PDUs and forecasts them slightly worse than persistence (README "Forecasting").
+    assert "predictive+persistence" in cost
 
 
 @needs_data

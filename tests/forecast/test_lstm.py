@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wattwheel.forecast.base import Forecaster, History
-from wattwheel.forecast.lstm import LSTMConfig, LSTMForecaster, QuantileLSTM
+from wattwheel.forecast.lstm import LSTMConfig, LSTMForecaster
+from wattwheel.forecast.lstm_torch import QuantileLSTM
 
 TINY = LSTMConfig(lookback=12, hidden=8, epochs=2, scale_rows=48, max_train_samples=3000)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from wattwheel.control.registry import make_policy
 from wattwheel.domain.site import SiteParams, parse_site, resolve_site
+from wattwheel.forecast.base import History
 from wattwheel.forecast.baselines import PersistenceForecaster
 from wattwheel.runtime.clock import FakeClock
 from wattwheel.runtime.fakes import (
@@ -641,3 +643,31 @@ async def test_a_background_task_that_crashes_is_restarted_and_shown() -> None:
 
     shown = jsonable(status_route(Ctx)()["tasks"])  # type: ignore[arg-type]
     assert any(t["name"] == "poller:broken" and t["restarts"] >= 1 for t in shown)
+
+
+class _RecordingPersistence(PersistenceForecaster):
+    """Persistence that records its explicit calibration updates."""
+
+    def __init__(self) -> None:
+        super().__init__(horizons_s=(60.0, 120.0, 180.0))
+        self.updates: list[float] = []
+
+    def update(self, history: History, horizons_s: Sequence[float] = ()) -> None:
+        self.updates.append(history.end_s)
+        super().update(history, horizons_s)
+
+
+async def test_the_planning_loop_updates_calibration_explicitly_after_forecasting() -> None:
+    fc_model = _RecordingPersistence()
+    rt, clock, bmc, _, _ = build(
+        policy="predictive",
+        forecaster=fc_model,
+        config=RuntimeConfig(device_timeout_s=0.2, history_step_s=1.0),
+    )
+    for _ in range(5):
+        await rt.tick()
+        clock.advance(1.0)
+        bmc.now_s = clock.now_s()
+    fc = await rt.plan_once()
+    assert fc is not None
+    assert fc_model.updates == [fc.issued_at_s]  # once per forecast, with the same history

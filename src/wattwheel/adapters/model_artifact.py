@@ -8,7 +8,9 @@ A model directory holds:
   file and of all of them), library versions (torch, numpy, wattwheel, python), validation
   metrics, seed, epochs, the command that reproduces it, and the sha256 of the other two files;
 - ``weights.pt``: the network's ``state_dict`` (loaded with ``weights_only=True``: a model
-  directory cannot run code);
+  directory cannot run code), for training and fine-tuning (torch);
+- ``model.onnx``: the same network exported to ONNX, for inference with ONNX Runtime (no torch;
+  a directory written before this file existed is run with torch);
 - ``calibration.npz``: the conformal residual pools per horizon step (float32).
 
 Anything missing, corrupt (hash mismatch, unreadable) or incompatible (another format, a newer
@@ -31,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import wattwheel
 from wattwheel.domain.errors import WattwheelError
@@ -48,9 +49,12 @@ from wattwheel.forecast.lstm import LSTMForecaster
 FORMAT = "wattwheel-forecast-model"
 FORMAT_VERSION = 1
 METADATA, WEIGHTS, CALIBRATION = "metadata.json", "weights.pt", "calibration.npz"
+ONNX = "model.onnx"
+#: ``load_model`` backends: ONNX Runtime when the directory has the graph (else torch), or one.
+BACKENDS = ("auto", "onnx", "torch")
 #: Residuals per horizon kept in a saved model (keeps the directory small).
 SAVED_RESIDUALS = 4000
-SHIPPED_MODEL = "google-pdu-lstm"
+SHIPPED_MODEL = "dcutil-300s-lstm"
 #: Names accepted by :func:`load_forecaster` instead of a directory.
 BASELINES: dict[str, type[CalibratedPointForecaster]] = {
     "persistence": PersistenceForecaster,
@@ -90,9 +94,14 @@ def save_model(
     command: str | None = None,
 ) -> Path:
     """Write ``model`` into ``model_dir`` (created if needed). Returns the metadata path."""
+    import torch
+
+    from wattwheel.forecast import lstm_torch
+
     model_dir.mkdir(parents=True, exist_ok=True)
     meta, weights, calibration = model.to_state()
     torch.save(weights, model_dir / WEIGHTS)
+    lstm_torch.export_onnx(model, str(model_dir / ONNX))
     pools = {
         f"step_{k}": np.asarray(v, dtype=np.float32)[-SAVED_RESIDUALS:]
         for k, v in calibration.items()
@@ -118,11 +127,13 @@ def save_model(
         "versions": {
             "wattwheel": wattwheel.__version__,
             "torch": torch.__version__,
+            "onnx_opset": _opset(model_dir / ONNX),
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
         "files": {
             WEIGHTS: file_sha256(model_dir / WEIGHTS),
+            ONNX: file_sha256(model_dir / ONNX),
             CALIBRATION: file_sha256(model_dir / CALIBRATION),
         },
         "model": meta,
@@ -130,6 +141,14 @@ def save_model(
     path = model_dir / METADATA
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def _opset(path: Path) -> int | None:
+    try:
+        import onnx
+    except ImportError:
+        return None
+    return int(max(o.version for o in onnx.load(str(path)).opset_import))
 
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:
@@ -160,25 +179,75 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return document
 
 
-def load_model(model_dir: Path) -> LSTMForecaster:
-    """Load an LSTM model directory, checking format, hashes and shapes."""
+def load_model(model_dir: Path, backend: str = "auto") -> LSTMForecaster:
+    """Load an LSTM model directory, checking format, hashes and shapes.
+
+    ``backend``: ``"onnx"`` runs the exported graph with ONNX Runtime (no torch needed),
+    ``"torch"`` the weights with torch (needed to fine-tune or re-save), ``"auto"`` ONNX when the
+    directory has ``model.onnx`` and ONNX Runtime is installed, else torch.
+    """
+    from wattwheel.forecast.lstm_onnx import onnx_available
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     model_dir = Path(model_dir)
     document = read_metadata(model_dir)
-    for name in (WEIGHTS, CALIBRATION):
+    has_onnx = ONNX in document["files"]
+    if backend == "auto":
+        backend = "onnx" if has_onnx and onnx_available() else "torch"
+    if backend == "onnx" and not has_onnx:
+        raise ModelArtifactError(model_dir, f"has no {ONNX} (re-train it, or load it with torch)")
+    for name in {WEIGHTS, CALIBRATION, *document["files"]}:
         _check_file(model_dir, name, document["files"].get(name))
-    try:
-        weights = torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad pickle/zip
-        raise ModelArtifactError(model_dir, f"{WEIGHTS} cannot be read: {exc}") from None
     try:
         with np.load(model_dir / CALIBRATION) as npz:
             calibration = {k.removeprefix("step_"): npz[k].astype(np.float64).tolist() for k in npz}
     except Exception as exc:  # zip / npy format errors
         raise ModelArtifactError(model_dir, f"{CALIBRATION} cannot be read: {exc}") from None
     try:
-        return LSTMForecaster.from_state(document["model"], weights, calibration)
+        if backend == "onnx":
+            return _load_onnx(model_dir, document, calibration)
+        return _load_torch(model_dir, document, calibration)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelArtifactError(model_dir, f"incompatible model: {exc}") from None
+
+
+def _load_onnx(
+    model_dir: Path, document: Mapping[str, Any], calibration: dict[str, list[list[float]]]
+) -> LSTMForecaster:
+    from wattwheel.forecast.lstm_onnx import OnnxRunner
+
+    try:
+        runner = OnnxRunner((model_dir / ONNX).read_bytes())
+    except ValueError as exc:
+        raise ModelArtifactError(model_dir, f"{ONNX} cannot be read: {exc}") from None
+    model = LSTMForecaster.from_onnx(document["model"], runner, calibration)
+    expected = model.net_shapes()
+    if runner.shapes() != expected:
+        raise ModelArtifactError(
+            model_dir,
+            f"incompatible model: {ONNX} has input/output shapes {runner.shapes()}, the "
+            f"configuration says {expected}",
+        )
+    return model
+
+
+def _load_torch(
+    model_dir: Path, document: Mapping[str, Any], calibration: dict[str, list[list[float]]]
+) -> LSTMForecaster:
+    try:
+        import torch
+    except ImportError:
+        raise ModelArtifactError(
+            model_dir,
+            f"torch is not installed and the directory has no {ONNX}: install "
+            "'wattwheel[train]' or re-train the model with this wattwheel",
+        ) from None
+    try:
+        weights = torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad pickle/zip
+        raise ModelArtifactError(model_dir, f"{WEIGHTS} cannot be read: {exc}") from None
+    return LSTMForecaster.from_state(document["model"], weights, calibration)
 
 
 def _check_file(model_dir: Path, name: str, expected: object) -> None:

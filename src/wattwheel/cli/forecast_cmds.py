@@ -89,8 +89,13 @@ def train(
     hidden: Annotated[int, typer.Option(help="LSTM hidden units.")] = 32,
     threads: Annotated[int, typer.Option(help="Torch threads for training.")] = 1,
     exog: ExogOption = None,
+    data_note: Annotated[
+        str | None,
+        typer.Option(help="How the training traces were made (kept in the metadata)."),
+    ] = None,
 ) -> None:
-    """Train the global LSTM forecaster on one or more traces and save a model directory."""
+    """Train the global LSTM forecaster on one or more traces and save a model directory
+    (torch weights for training, and the ONNX graph that inference runs)."""
     paths = [*trace, *(more_traces or [])]
     feeds = list(exog or [])
     try:
@@ -117,7 +122,10 @@ def train(
             progress.update(task, completed=epochs)
         command = _train_command(paths, out, horizons, epochs, seed, lookback, hidden, threads)
         command += "".join(f" --exog {shlex.quote(str(f))}" for f in feeds)
-        save_model(model, out, describe_training_data([*paths, *feeds]), command=command)
+        data = describe_training_data([*paths, *feeds])
+        if data_note:
+            data["note"] = data_note
+        save_model(model, out, data, command=command)
     except (WattwheelError, ValueError) as exc:
         _fail(exc)
     state = model.state

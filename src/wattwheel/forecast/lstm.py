@@ -1,4 +1,5 @@
-"""A global LSTM quantile forecaster (PyTorch, CPU) with split-conformal calibration.
+"""A global LSTM quantile forecaster (trained with PyTorch, run with ONNX Runtime or PyTorch on
+CPU) with split-conformal calibration.
 
 One model for every series: inputs are normalised per series by a rolling volatility scale
 (:mod:`wattwheel.forecast.features`), so it transfers to racks it never saw, of any size. It
@@ -16,6 +17,10 @@ is the job of :class:`~wattwheel.forecast.conformal.ConformalForecaster`, an exp
 over any forecaster.
 :meth:`LSTMForecaster.fine_tune` continues training on new data.
 
+This module is numpy only: training and torch inference live in :mod:`wattwheel.forecast.lstm_torch`
+(imported only when needed, so a controller host runs the exported model through ONNX Runtime,
+:mod:`wattwheel.forecast.lstm_onnx`, without torch installed).
+
 Pure: no file I/O (see ``wattwheel.adapters.model_artifact``), no clock.
 """
 
@@ -24,12 +29,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
-from torch import nn
 
 from wattwheel.forecast.base import DEFAULT_HORIZONS_MIN, DEFAULT_QUANTILES, Forecast, History
 from wattwheel.forecast.calibration import ResidualCalibrator, horizon_steps
@@ -116,53 +119,12 @@ class TrainedState:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class QuantileLSTM(nn.Module):
-    """LSTM encoder + head giving non-crossing quantiles of the normalised change."""
+class NetRunner(Protocol):
+    """Runs the trained network: (B, L, C) windows and (B, F) future exog, float32, to (B, H, Q)
+    normalised quantile changes (increasing along Q). Torch (``lstm_torch``) or ONNX Runtime
+    (``lstm_onnx``)."""
 
-    def __init__(
-        self,
-        n_channels: int,
-        lookback: int,
-        hidden: int,
-        n_horizons: int,
-        quantiles: Sequence[float],
-        n_future: int = 0,
-    ) -> None:
-        super().__init__()
-        self.n_h, self.n_q = n_horizons, len(quantiles)
-        # The level closest to 0.5 anchors the others: increments above and below it are >= 0.
-        self.anchor = int(np.argmin(np.abs(np.asarray(quantiles) - 0.5)))
-        self.lstm = nn.LSTM(n_channels, hidden, batch_first=True)
-        self.head = nn.Sequential(
-            nn.Linear(hidden + n_future, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, n_horizons * self.n_q),
-        )
-        self.skip = nn.Linear(lookback, n_horizons)
-        nn.init.zeros_(self.skip.weight)
-        nn.init.zeros_(self.skip.bias)
-
-    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
-        """(B, L, C) windows and (B, F) future exog -> (B, H, Q) increasing along Q."""
-        out, _ = self.lstm(x)
-        h_last = out[:, -1]
-        if future.shape[1]:
-            h_last = torch.cat([h_last, future], dim=1)
-        raw = self.head(h_last).view(-1, self.n_h, self.n_q)
-        median = raw[:, :, self.anchor] + self.skip(x[:, :, 0])
-        up = torch.cumsum(nn.functional.softplus(raw[:, :, self.anchor + 1 :]), dim=2)
-        down = torch.cumsum(nn.functional.softplus(raw[:, :, : self.anchor].flip(2)), dim=2)
-        parts = [(median[:, :, None] - down).flip(2), median[:, :, None], median[:, :, None] + up]
-        return torch.cat(parts, dim=2)
-
-
-def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
-    """Mean pinball loss of (B, H, Q) quantiles against (B, H) targets; NaN targets ignored."""
-    valid = torch.isfinite(target)
-    diff = torch.where(valid, target, torch.zeros_like(target))[:, :, None] - pred
-    loss = torch.maximum(quantiles * diff, (quantiles - 1) * diff)
-    weight = valid[:, :, None].to(loss.dtype)
-    return (loss * weight).sum() / (weight.sum() * pred.shape[2]).clamp(min=1.0)
+    def __call__(self, x: NDArray[np.float32], future: NDArray[np.float32]) -> FloatArray: ...
 
 
 class LSTMForecaster:
@@ -178,11 +140,15 @@ class LSTMForecaster:
         self.inference_threads = inference_threads
         self.calibrator = ResidualCalibrator(self.config.quantiles, self.config.calibration_window)
         self.state: TrainedState | None = None
-        self.net: QuantileLSTM | None = None
+        #: The torch module (training, or inference where no ONNX graph is loaded).
+        self.net: Any = None
+        #: The exported graph under ONNX Runtime: inference without torch.
+        self.onnx: NetRunner | None = None
 
     # ------------------------------------------------------------------------------ training
     def fit(self, history: History, progress: ProgressFn | None = None) -> None:
-        """Train from scratch on every series of ``history`` and calibrate on its held-out tail."""
+        """Train from scratch on every series of ``history`` and calibrate on its held-out tail
+        (needs torch: ``pip install 'wattwheel[train]'``)."""
         _check(history)
         cfg = self.config
         steps = horizon_steps(cfg.horizons_s, history.step_s)
@@ -191,10 +157,8 @@ class LSTMForecaster:
         self.state = TrainedState(
             step_s=history.step_s, steps=steps, exog_names=names, exog_stats=stats
         )
-        with _TorchThreads(cfg.num_threads):
-            torch.manual_seed(cfg.seed)
-            self.net = self._new_net()
-            self._train(history, cfg.epochs, cfg.lr, progress)
+        self.onnx = None
+        _torch().fit(self, history, progress)
 
     def fine_tune(
         self,
@@ -203,60 +167,14 @@ class LSTMForecaster:
         lr_factor: float = 0.3,
         progress: ProgressFn | None = None,
     ) -> None:
-        """Continue training on new data at a lower learning rate, then recalibrate."""
-        state, _ = self._ready()
+        """Continue training on new data at a lower learning rate, then recalibrate (torch)."""
+        self._state()
         _check(history)
         self._check_step(history.step_s)
-        with _TorchThreads(self.config.num_threads):
-            torch.manual_seed(self.config.seed + 1 + state.epochs_run)
-            self._train(history, epochs, self.config.lr * lr_factor, progress)
+        _torch().fine_tune(self, history, epochs, lr_factor, progress)
+        self.onnx = None  # the exported graph holds the old weights
 
-    def _new_net(self) -> QuantileLSTM:
-        state, cfg = self._state(), self.config
-        n_exog = len(state.exog_names)
-        return QuantileLSTM(
-            N_BASE_CHANNELS + n_exog,
-            cfg.lookback,
-            cfg.hidden,
-            len(state.steps),
-            cfg.quantiles,
-            n_future=n_exog * len(state.steps),
-        )
-
-    def _train(self, history: History, epochs: int, lr: float, progress: ProgressFn | None) -> None:
-        state, net = self._ready()
-        cfg = self.config
-        arrays = self._arrays(history)
-        raw = np.asarray(history.values, dtype=np.float64)
-        train_idx, val_idx = self._split(raw.shape[0], raw.shape[1])
-        if train_idx[0].size == 0 or val_idx[0].size == 0:
-            raise ValueError(
-                f"history too short to train: {raw.shape[0]} rows, need more than "
-                f"{cfg.lookback + max(state.steps)} rows in each of the train and validation parts"
-            )
-        rng = np.random.default_rng(cfg.seed + state.epochs_run)
-        x_val, f_val, y_val = self._tensors(arrays, raw, *val_idx)
-        qs = torch.tensor(cfg.quantiles, dtype=torch.float32)
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=cfg.weight_decay)
-        best = (self._loss(net, x_val, f_val, y_val, qs), _copy_state(net))
-        stale = 0
-        for epoch in range(epochs):
-            train_loss = self._epoch(net, opt, arrays, raw, train_idx, rng, qs)
-            val_loss = self._loss(net, x_val, f_val, y_val, qs)
-            state.epochs_run += 1
-            if progress is not None:
-                progress(epoch + 1, epochs, train_loss, val_loss)
-            if val_loss < best[0] - 1e-6:
-                best, stale = (val_loss, _copy_state(net)), 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-        net.load_state_dict(best[1])
-        self._calibrate_on(net, x_val, f_val, y_val)
-        state.metrics = self._validation_metrics(net, x_val, f_val, y_val, best[0])
-
-    def _split(
+    def split(
         self, n_rows: int, n_series: int
     ) -> tuple[tuple[IntArray, IntArray], tuple[IntArray, IntArray]]:
         """(origins, series) pairs for training and for the held-out time tail."""
@@ -268,77 +186,31 @@ class LSTMForecaster:
         val_o = np.arange(max(split, first), n_rows - max_step, dtype=np.int64)
         return _pairs(train_o, n_series), _pairs(val_o, n_series)
 
-    def _epoch(
-        self,
-        net: QuantileLSTM,
-        opt: torch.optim.Optimizer,
-        arrays: SeriesArrays,
-        raw: FloatArray,
-        idx: tuple[IntArray, IntArray],
-        rng: np.random.Generator,
-        qs: torch.Tensor,
-    ) -> float:
-        cfg = self.config
-        order = rng.permutation(idx[0].size)[: cfg.max_train_samples]
-        net.train()
-        total, batches = 0.0, 0
-        for start in range(0, order.size, cfg.batch_size):
-            take = order[start : start + cfg.batch_size]
-            x, fut, y = self._tensors(arrays, raw, idx[0][take], idx[1][take])
-            opt.zero_grad()
-            loss = pinball_loss(net(x, fut), y, qs)
-            loss.backward()  # type: ignore[no-untyped-call]
-            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            total += float(loss.detach())
-            batches += 1
-        return total / max(batches, 1)
-
-    def _tensors(
+    def batch(
         self, arrays: SeriesArrays, raw: FloatArray, origins: IntArray, series: IntArray
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(x, future exog, targets) for (origin, series) pairs, normalised units."""
         steps = self._state().steps
         x = windows(arrays, origins, series, self.config.lookback)
         fut = future_exog_at(arrays, origins, series, steps)
         y = targets(arrays, raw, origins, series, steps)
-        return _t(x), _t(fut), _t(y)
+        return x, fut, y
 
-    @staticmethod
-    def _loss(
-        net: QuantileLSTM, x: torch.Tensor, fut: torch.Tensor, y: torch.Tensor, qs: torch.Tensor
-    ) -> float:
-        net.eval()
-        with torch.no_grad():
-            return float(pinball_loss(net(x, fut), y, qs))
-
-    def _calibrate_on(
-        self, net: QuantileLSTM, x: torch.Tensor, fut: torch.Tensor, y: torch.Tensor
-    ) -> None:
-        """Split conformal: residuals of the held-out tail become the calibration pool."""
-        net.eval()
-        with torch.no_grad():
-            pred = net(x, fut).double().numpy()
-        target = y.double().numpy()
+    def calibrate_on(self, pred: FloatArray, y: FloatArray) -> None:
+        """Split conformal: residuals of held-out (B, H, Q) predictions vs (B, H) targets become
+        the calibration pool."""
         self.calibrator = ResidualCalibrator(self.config.quantiles, self.config.calibration_window)
         for h, step in enumerate(self._state().steps):
-            self.calibrator.add(step, target[:, h, None] - pred[:, h, :])
+            self.calibrator.add(step, y[:, h, None] - pred[:, h, :])
 
-    def _validation_metrics(
-        self, net: QuantileLSTM, x: torch.Tensor, fut: torch.Tensor, y: torch.Tensor, loss: float
-    ) -> dict[str, Any]:
+    def validation_metrics(self, pred: FloatArray, y: FloatArray, loss: float) -> dict[str, Any]:
         """Normalised-unit MAE of the median vs persistence (a zero change), per horizon."""
-        net.eval()
-        with torch.no_grad():
-            pred = net(x, fut).double().numpy()
-        target = y.double().numpy()
-        anchor = net.anchor
+        anchor = _median_index(self.config.quantiles)
         return {
             "val_pinball_norm": loss,
-            "val_mae_norm": np.nanmean(np.abs(target - pred[:, :, anchor]), axis=0)
-            .round(5)
-            .tolist(),
-            "val_persistence_mae_norm": np.nanmean(np.abs(target), axis=0).round(5).tolist(),
-            "val_samples": int(target.shape[0]),
+            "val_mae_norm": np.nanmean(np.abs(y - pred[:, :, anchor]), axis=0).round(5).tolist(),
+            "val_persistence_mae_norm": np.nanmean(np.abs(y), axis=0).round(5).tolist(),
+            "val_samples": int(y.shape[0]),
         }
 
     # ---------------------------------------------------------------------------- prediction
@@ -362,7 +234,7 @@ class LSTMForecaster:
         (sqrt of the step ratio), so a planner with a longer horizon still gets an honest, wider
         band rather than an exception.
         """
-        state, net = self._ready()
+        state = self._state()
         _check(history)
         cfg = self.config
         rows = max(cfg.lookback, cfg.scale_rows) + 1
@@ -381,9 +253,7 @@ class LSTMForecaster:
             )
         x = windows(arrays, origins, series, cfg.lookback)
         fut = _future_block(arrays, future_exog, state, steps, origins, series)
-        with _TorchThreads(self.inference_threads), torch.no_grad():
-            net.eval()
-            norm = net(_t(x), _t(fut)).double().numpy()  # (S, Htrained, Q)
+        norm = self.run_net(x, fut)  # (S, Htrained, Q)
         last = arrays.filled[-1]
         scale = arrays.scale[-1]
         calibrated = norm + self.calibrator.offsets_for(state.steps)[None, :, :]
@@ -403,7 +273,7 @@ class LSTMForecaster:
 
     def calibrate(self, history: History) -> None:
         """Recalibrate (replace the residual pool) from a whole history, e.g. a new site's past."""
-        state, net = self._ready()
+        state = self._state()
         _check(history)
         self._check_step(history.step_s)
         arrays = self._arrays(history)
@@ -413,9 +283,8 @@ class LSTMForecaster:
         if origins.size == 0:
             raise ValueError(f"history too short to calibrate: {raw.shape[0]} rows")
         o, s = _pairs(origins, raw.shape[1])
-        with _TorchThreads(self.config.num_threads):
-            x, fut, y = self._tensors(arrays, raw, o, s)
-            self._calibrate_on(net, x, fut, y)
+        x, fut, y = self.batch(arrays, raw, o, s)
+        self.calibrate_on(self.run_net(x, fut), y)
 
     # ------------------------------------------------------------------------------ plumbing
     def _arrays(self, history: History, last_scale_only: bool = False) -> SeriesArrays:
@@ -437,11 +306,23 @@ class LSTMForecaster:
             )
         return self.state
 
-    def _ready(self) -> tuple[TrainedState, QuantileLSTM]:
-        state = self._state()
+    def net_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(window shape (L, C), output shape (H, Q)) the configuration implies."""
+        state, cfg = self._state(), self.config
+        channels = N_BASE_CHANNELS + len(state.exog_names)
+        return (cfg.lookback, channels), (len(state.steps), len(cfg.quantiles))
+
+    def run_net(self, x: FloatArray, future: FloatArray) -> FloatArray:
+        """(B, H, Q) network output for (B, L, C) windows, through ONNX Runtime when the model
+        was loaded from its exported graph, else through torch (built untrained if absent)."""
+        xf = np.ascontiguousarray(x, dtype=np.float32)
+        ff = np.ascontiguousarray(future, dtype=np.float32)
+        if self.onnx is not None:
+            return self.onnx(xf, ff)
+        lstm_torch = _torch()
         if self.net is None:
-            self.net = self._new_net()
-        return state, self.net
+            self.net = lstm_torch.new_net(self)
+        return np.asarray(lstm_torch.run(self.net, xf, ff, self.inference_threads))
 
     def _at_model_step(self, history: History, rows: int) -> History:
         """``history`` itself on the model's grid, or its last ``rows`` blocks averaged onto it
@@ -463,26 +344,22 @@ class LSTMForecaster:
             )
 
     # Plain-data round trip (the adapter writes it to disk).
-    def to_state(
-        self,
-    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, list[list[float]]]]:
-        """(config + trained state as plain data, weights, calibration pools)."""
-        state, net = self._ready()
+    def to_state(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[list[float]]]]:
+        """(config + trained state as plain data, torch weights, calibration pools)."""
+        state = self._state()
+        if self.net is None:
+            raise ValueError(
+                "this model has no torch weights (loaded from ONNX only): it cannot be saved "
+                "or fine-tuned; load it with torch installed"
+            )
         meta = {"config": asdict(self.config), "trained": asdict(state)}
-        return (
-            meta,
-            {k: v.detach().clone() for k, v in net.state_dict().items()},
-            self.calibrator.state(),
-        )
+        return meta, _torch().weights_of(self.net), self.calibrator.state()
 
     @classmethod
-    def from_state(
-        cls,
-        meta: Mapping[str, Any],
-        weights: Mapping[str, torch.Tensor],
-        calibration: dict[str, list[list[float]]],
+    def from_meta(
+        cls, meta: Mapping[str, Any], calibration: dict[str, list[list[float]]]
     ) -> LSTMForecaster:
-        """Rebuild a forecaster from :meth:`to_state` output. Raises ValueError if inconsistent."""
+        """A forecaster with configuration, trained state and calibration, but no network yet."""
         cfg_data = dict(meta["config"])
         for key in ("horizons_min", "quantiles"):
             cfg_data[key] = tuple(float(v) for v in cfg_data[key])
@@ -496,13 +373,32 @@ class LSTMForecaster:
             epochs_run=int(t.get("epochs_run", 0)),
             metrics=dict(t.get("metrics", {})),
         )
-        net = model._new_net()
-        try:
-            net.load_state_dict(dict(weights))
-        except RuntimeError as exc:
-            raise ValueError(f"weights do not match the model configuration: {exc}") from exc
-        model.net = net
         model.calibrator.load_state(calibration)
+        return model
+
+    @classmethod
+    def from_state(
+        cls,
+        meta: Mapping[str, Any],
+        weights: Mapping[str, Any],
+        calibration: dict[str, list[list[float]]],
+    ) -> LSTMForecaster:
+        """Rebuild a forecaster from :meth:`to_state` output (torch). Raises ValueError if
+        inconsistent."""
+        model = cls.from_meta(meta, calibration)
+        model.net = _torch().load_net(model, weights)
+        return model
+
+    @classmethod
+    def from_onnx(
+        cls,
+        meta: Mapping[str, Any],
+        runner: NetRunner,
+        calibration: dict[str, list[list[float]]],
+    ) -> LSTMForecaster:
+        """A forecaster whose network runs through ``runner`` (ONNX Runtime: no torch)."""
+        model = cls.from_meta(meta, calibration)
+        model.onnx = runner
         return model
 
 
@@ -619,34 +515,18 @@ def _standardise_stats(values: FloatArray) -> tuple[float, float]:
     return float(finite.mean()), std if std > 0 else 1.0
 
 
-def _copy_state(net: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
-def _t(a: FloatArray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-
-
 def _check(history: History) -> None:
     if history.values.ndim != 2 or history.values.shape[0] < 2:
         raise ValueError(f"history values must be (T >= 2, S), got {history.values.shape}")
 
 
-class _TorchThreads:
-    """Cap torch's intra-op threads for a block (2 cores are shared), then restore them."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.before = 0
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        if self.n > 0 and self.n != self.before:
-            torch.set_num_threads(self.n)
-        # Denormal floats in the recurrent state can slow a CPU LSTM several-fold.
-        torch.set_flush_denormal(True)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_flush_denormal(False)
-        if torch.get_num_threads() != self.before:
-            torch.set_num_threads(self.before)
+def _torch() -> Any:
+    """The torch half of this module (training, torch inference); torch is optional."""
+    try:
+        from wattwheel.forecast import lstm_torch
+    except ImportError as exc:  # torch is not installed (the lean live install)
+        raise ValueError(
+            f"this needs PyTorch ({exc}): install the training extra, pip install "
+            "'wattwheel[train]', or load a model directory that has model.onnx"
+        ) from None
+    return lstm_torch
