@@ -269,3 +269,20 @@ def test_bench_results_do_not_depend_on_the_order_of_the_runs() -> None:
     after = run_bench(sc, ["seed", "predictive"]).results["predictive"].site_metrics
     for key in ("cost_total", "kes_losses_kwh", "capped_energy_kwh", "shifted_energy_kwh"):
         assert first[key] == after[key], key
+
+
+def test_the_report_places_each_forecast_band_at_its_target_time() -> None:
+    from wattwheel.sim.report import _forecast_band
+
+    sc = wavy(20)
+    res = simulate(sc, make_policy("predictive", sc.site), forecaster=PersistenceForecaster())
+    s = res.series
+    issued = np.isfinite(s["fc_target_s"][:, 0])
+    rows = np.flatnonzero(issued)
+    assert rows.size > 0
+    horizon_s = make_policy("predictive", sc.site).horizons_s[0]
+    np.testing.assert_allclose(s["fc_target_s"][rows, 0], s["timestamps_s"][rows] + horizon_s)
+    t_fc, lo, hi = _forecast_band(s, slice(0, 20), 0)
+    t0 = s["timestamps_s"][0]
+    np.testing.assert_allclose(t_fc, (s["timestamps_s"][rows] + horizon_s - t0) / 3600.0)
+    assert np.all(lo <= hi)
