@@ -229,6 +229,7 @@ class Actuator:
         ledger: Ledger,
         view: TelemetryView,
         event: Callable[[str, str], None],
+        now_s: Callable[[], float],
         *,
         caps: ServerCapActuator | None,
         outlets: OutletActuator | None,
@@ -247,6 +248,7 @@ class Actuator:
         self.ledger = ledger
         self.view = view
         self.event = event
+        self.now_s = now_s
         self.caps = caps
         self.outlets = outlets
         self.flywheels = flywheels
@@ -338,7 +340,9 @@ class Actuator:
             self._maybe_schedule(obs.now_s, dec)
         await asyncio.gather(*jobs)
         written: Mapping[str, bool] = cap_job.result() if cap_job is not None else {}
-        self._commit_caps(changes, written, obs.now_s)
+        # In force from when the BMCs acknowledged them (not from the tick's start): a rack
+        # meter read while the writes were in flight still shows the load uncapped.
+        self._commit_caps(changes, written, self.now_s())
         return Acted(len(changes), [k for k, on in shed.items() if not on])
 
     def _reserve_jobs(

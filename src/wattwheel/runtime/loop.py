@@ -236,6 +236,7 @@ class Runtime:
             self.ledger,
             self.view,
             self.event,
+            clock.now_s,
             caps=devices.caps,
             outlets=devices.outlets,
             flywheels=devices.flywheels,
