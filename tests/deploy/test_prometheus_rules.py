@@ -248,6 +248,8 @@ def test_a_real_prometheus_evaluates_the_rules_on_a_real_serve(
     leaders = _query(prom, "wattwheel_leader")
     assert leaders and all(float(r["value"][1]) == 1.0 for r in leaders)
     assert float(_query(prom, "wattwheel_store_healthy")[0]["value"][1]) == 1.0
+    sources = {r["metric"]["source"] for r in _query(prom, "wattwheel_source_disagreements_total")}
+    assert sources == {"bmc", "outlets", "mqtt"}
     spill_max = float(_query(prom, "wattwheel_store_spill_max_bytes")[0]["value"][1])
     assert spill_max == 512 * 1024 * 1024
 

@@ -671,3 +671,23 @@ async def test_the_planning_loop_updates_calibration_explicitly_after_forecastin
     fc = await rt.plan_once()
     assert fc is not None
     assert fc_model.updates == [fc.issued_at_s]  # once per forecast, with the same history
+
+
+async def test_samples_their_source_stored_are_used_but_not_stored_again() -> None:
+    from wattwheel.adapters.store import MemoryStore
+
+    store = MemoryStore()
+    rt, clock, bmc, _, _ = build()
+    rt.sink = store
+    await rt.tick()
+    await rt.flush()
+    per_tick = store.counts()["telemetry"]
+    assert per_tick == 8
+    bmc.stores_samples = True  # e.g. MQTT behind a durable store: stored before its PUBACK
+    clock.advance(1.0)
+    bmc.now_s = clock.now_s()
+    report = await rt.tick()
+    await rt.flush()
+    assert store.counts()["telemetry"] == per_tick  # not stored a second time...
+    assert rt.state.telemetry_ingested == 2 * per_tick  # ...but used
+    assert report.observation.demand_kw[0] > 0

@@ -146,8 +146,9 @@ class HookScheduler:
 
 @dataclass
 class MqttTelemetry:
-    """Samples arriving over MQTT, buffered between ticks (the ingester runs in the background
-    and acknowledges a message once its samples are in this buffer)."""
+    """Samples arriving over MQTT, buffered between ticks (the ingester runs in the background;
+    with a durable store it acknowledges a message once its samples are stored, else once they
+    are in this buffer)."""
 
     max_samples: int = 200_000
     _buffer: deque[PowerSample] = field(default_factory=deque)
@@ -156,6 +157,9 @@ class MqttTelemetry:
     quarantine: Quarantine | None = None
     #: whatever else dropped samples on their way here (the plausibility gate)
     gates: list[ReportsRejections] = field(default_factory=list)
+    #: True when the ingester's sink already stored these samples durably (the loop must not
+    #: store them again; see :class:`~wattwheel.runtime.reading.StoresOwnSamples`)
+    stores_samples: bool = False
 
     def take_rejections(self) -> list[MessageRejection]:
         taken = [] if self.quarantine is None else self.quarantine.take_new()

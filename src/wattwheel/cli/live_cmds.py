@@ -465,6 +465,9 @@ async def _serve(
     # Redundant controllers: a flywheel no leader renews goes back to hold (2 ticks, >= 2 s).
     revert_s = max(2, math.ceil(2 * control_period)) if election.etcd_urls else 0
 
+    # Opened first: the MQTT ingester acknowledges a batch only once the store has it durably.
+    store = open_serve_store(db, store_opts.spill_dir, store_opts.spill_max_mb)
+
     async def build_clients() -> tuple[Leadership, Wiring]:
         """On the control loop: some clients bind to the loop they are built on."""
         leadership, lead_closers = build_leadership(
@@ -483,6 +486,7 @@ async def _serve(
             write_timeout_s,
             flywheel_revert_s=revert_s,
             instance_id=election.session_id,
+            telemetry_store=store,
         )
         wiring.closers.extend(lead_closers)
         return leadership, wiring
@@ -514,7 +518,6 @@ async def _serve(
         # Sources polled every 5 s must still count as fresh between two polls.
         telemetry_max_age_s=max([5.0, *(2 * p for p in wiring.poll_period_s.values())]),
     )
-    store = open_serve_store(db, store_opts.spill_dir, store_opts.spill_max_mb)
     tokens = _tokens(token_file)
     if not tokens:
         console.print(
@@ -570,8 +573,8 @@ async def _serve(
     elector = leadership.elector
     if elector is None:  # build_leadership always makes one
         raise RuntimeError("no elector built")
-    # The cross-checks' counters (TelemetryView.disagreements: {} until a view counts them).
-    state.source_disagreements = lambda: dict(getattr(runtime.view, "disagreements", {}))
+    # The cross-checks' counters, per source (wattwheel_source_disagreements_total).
+    state.source_disagreements = lambda: dict(runtime.view.disagreements)
     state.leadership = lambda: [
         dataclasses.asdict(role) for role in elector.status(clock.monotonic_s())
     ]

@@ -42,9 +42,10 @@ from wattwheel.adapters.redfish.client import RedfishClient
 from wattwheel.adapters.scheduler.mqtt import MqttSchedulerHook
 from wattwheel.adapters.scheduler.webhook import WebhookSchedulerHook
 from wattwheel.adapters.snmp.client import ApcPduClient, PduTarget
+from wattwheel.adapters.store.sink import DurableTelemetrySink, DurableTelemetryStore
 from wattwheel.domain.errors import ConfigError
 from wattwheel.domain.site import SiteParams
-from wattwheel.domain.telemetry import TelemetrySource
+from wattwheel.domain.telemetry import PowerSample, TelemetrySource
 from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.inventory import Inventory
 from wattwheel.runtime.leader import (
@@ -127,6 +128,7 @@ def build_wiring(
     write_timeout_s: float | None = None,
     flywheel_revert_s: int = 0,
     instance_id: str | None = None,
+    telemetry_store: DurableTelemetryStore | None = None,
 ) -> Wiring:
     """Clients for every device the map names (absent sections are simply not wired).
 
@@ -137,7 +139,10 @@ def build_wiring(
     ``flywheel_revert_s``: the SunSpec setpoint revert timer written with every setpoint (the
     flywheel goes back to hold when no controller renews it); the map's ``modbus.revert_s``
     wins; 0: no timer. ``instance_id``: this controller's name when several run (its MQTT
-    session is its own, see :func:`~wattwheel.adapters.mqtt.config.ingest_client_id`)."""
+    session is its own, see :func:`~wattwheel.adapters.mqtt.config.ingest_client_id`).
+    ``telemetry_store``: a durable store (``BufferedStore`` with a spill) the MQTT ingester
+    writes each batch to before acknowledging it (None: acknowledged once buffered for the loop,
+    which a crash can lose)."""
 
     def wt(default_s: float) -> float:
         return default_s if write_timeout_s is None else min(default_s, write_timeout_s)
@@ -195,10 +200,17 @@ def build_wiring(
         wiring.closers.append(control_engine.close_dispatcher)
     if mq := device_map.get("mqtt"):
         buffer = MqttTelemetry()
+        # With a durable store, a batch is acknowledged to the broker only once it is committed
+        # or fsync'ed to the spill journal (DurableTelemetrySink), and the loop does not store
+        # these samples again (stores_samples).
+        to_loop: Callable[[list[PowerSample]], Awaitable[None]] = buffer.sink
+        if telemetry_store is not None:
+            to_loop = DurableTelemetrySink(telemetry_store, then=buffer.sink)
+            buffer.stores_samples = True
         # Only samples the runtime could believe go on (and, with a durable sink, are stored):
         # anyone on the broker can publish (DESIGN §8).
         rating_w = None if site.rack_rating_kw is None else site.rack_rating_kw * 1000.0
-        gate = PlausibleSamples(inv, buffer.sink, time.time, rack_rating_w=rating_w)
+        gate = PlausibleSamples(inv, to_loop, time.time, rack_rating_w=rating_w)
         ingester = MqttIngester(
             broker_from_map(mq),
             telemetry_filter(mq["site"]),

@@ -15,6 +15,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,13 +39,27 @@ STARTUP_GRACE_S = 5.0
 POLL_BUFFER = 1_000_000
 
 
+@runtime_checkable
+class StoresOwnSamples(Protocol):
+    """A telemetry source whose samples its own sink already stored durably (MQTT behind a
+    durable store): the tick uses them but does not store them a second time."""
+
+    stores_samples: bool
+
+
+def _stores_own(source: object) -> bool:
+    return isinstance(source, StoresOwnSamples) and bool(source.stores_samples)
+
+
 @dataclass(frozen=True)
 class Reading:
-    """What one tick read: telemetry samples, flywheel status per domain, reserve status."""
+    """What one tick read: telemetry samples, flywheel status per domain, reserve status.
+    ``stored``: ids of the samples their source already stored (see StoresOwnSamples)."""
 
     samples: list[PowerSample]
     flywheels: dict[str, FlywheelStatusW | None]
     reserve: dict[str, ReserveStatus] | None
+    stored: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,8 @@ class Observed:
     kes_power_kw: FloatArray
     reserve_kw: FloatArray
     view: DemandView
-    #: The samples the view believed (only these are stored as readings, DESIGN §8).
+    #: The samples the view believed and the tick stores (only believed samples are stored as
+    #: readings, DESIGN §8; those their source stored already are left out).
     valid_samples: list[PowerSample]
 
 
@@ -117,23 +133,24 @@ class Reader:
     async def read(self) -> Reading:
         t = self.device_timeout_s
         empty: list[PowerSample] = []
-        polled = self._drain_polled()
+        stored: list[PowerSample] = []
+        polled = self._drain_polled(stored)
+        inline = [(n, src) for n, src in self.telemetry.items() if n not in self.polling]
         tele = asyncio.gather(
             *(
                 guarded(self.faults, "device", f"telemetry:{name}", src.read, t, empty)
-                for name, src in self.telemetry.items()
-                if name not in self.polling
+                for name, src in inline
             )
         )
         none_status: FlywheelStatusW | None = None
         max_age = 3 * self.control_period_s
         cached = {d: w.status(max_age) for d, w in self.fly_workers.items()}
-        inline = [d for d in self.flywheels if d not in self.fly_workers]
+        inline_fly = [d for d in self.flywheels if d not in self.fly_workers]
         fly = asyncio.gather(
             *(
                 guarded(self.faults, "device", f"flywheel:{d}", port.read, t, none_status)
                 for d, port in self.flywheels.items()
-                if d in inline
+                if d in inline_fly
             )
         )
         no_reserve: dict[str, ReserveStatus] | None = None
@@ -143,8 +160,16 @@ class Reader:
             else self.modelled_reserve.read()
         )
         batches, statuses, reserve = await asyncio.gather(tele, fly, res)
+        for (_, src), batch in zip(inline, batches, strict=True):
+            if _stores_own(src):
+                stored.extend(batch)
         samples = polled + [s for batch in batches for s in batch]
-        return Reading(samples, {**cached, **dict(zip(inline, statuses, strict=True))}, reserve)
+        return Reading(
+            samples,
+            {**cached, **dict(zip(inline_fly, statuses, strict=True))},
+            reserve,
+            frozenset(id(s) for s in stored),
+        )
 
     def _count_rejected_messages(self) -> None:
         """What a transport rejected on arrival (quarantined MQTT messages, samples its
@@ -164,12 +189,17 @@ class Reader:
                         f"counted in errors 'input'): {rejection.detail}",
                     )
 
-    def _drain_polled(self) -> list[PowerSample]:
+    def _drain_polled(self, stored: list[PowerSample]) -> list[PowerSample]:
+        """Everything the background pollers read; those of self-storing sources also go to
+        ``stored``."""
         # popleft is atomic: a poller thread may append while we drain.
         out: list[PowerSample] = []
-        for buffer in self.polled.values():
+        for name, buffer in self.polled.items():
+            start = len(out)
             for _ in range(len(buffer)):
                 out.append(buffer.popleft())
+            if _stores_own(self.telemetry.get(name)):
+                stored.extend(out[start:])
         return out
 
     def buffer_for(self, name: str) -> deque[PowerSample]:
@@ -229,7 +259,8 @@ class Reader:
             reserve_override=self.overrides.reserve_override(self.domain_ids, now_s),
             stale=view.stale,
         )
-        return Observed(obs, kes_power, res_kw, view, valid)
+        to_store = [s for s in valid if id(s) not in reading.stored] if reading.stored else valid
+        return Observed(obs, kes_power, res_kw, view, to_store)
 
     def _kes(
         self, fly: dict[str, FlywheelStatusW | None]
