@@ -147,7 +147,7 @@ def _settings(policies: tuple[str, ...]) -> CapacitySettings:
 
 
 def test_driver_shares_flywheel_free_searches_and_resumes_from_cache(
-    scenario: Scenario, tmp_path: Path
+    scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inputs = make_inputs(scenario, (0.0, 0.1), None, 40, "traces")
     sets = _settings(("none", "reactive"))
@@ -172,9 +172,12 @@ def test_driver_shares_flywheel_free_searches_and_resumes_from_cache(
     third = CountingExecutor({"none": 110, "reactive": 130})
     assert run_capacity(inputs, sets, third, Cache(tmp_path / "cache", cache.digest)) == res
     assert len(third.ran) == 1
-    # Different inputs (another growth method) never reuse these results.
+    # Different inputs (another growth method, model or simulator code) never reuse them.
     other = make_inputs(scenario, (0.0, 0.1), None, 40, "naive")
     assert inputs_digest(other, "-") != cache.digest
+    assert inputs_digest(inputs, "lstm abc") != cache.digest
+    monkeypatch.setattr("wattwheel.sim.capacity.code_fingerprint", lambda: "edited")
+    assert inputs_digest(inputs, "-") != cache.digest
 
 
 def test_payload_shape(scenario: Scenario, tmp_path: Path) -> None:

@@ -349,8 +349,22 @@ class Cache:
         tmp.replace(path)
 
 
+#: The packages whose code decides a simulation's metrics (hashed into the cache key).
+SIMULATION_CODE = ("domain", "forecast", "control", "sim")
+
+
+def code_fingerprint() -> str:
+    """A hash of the simulator's own source: a cached result never outlives a code change."""
+    root = Path(wattwheel.__file__).parent
+    h = hashlib.sha256()
+    for pkg in SIMULATION_CODE:
+        for path in sorted((root / pkg).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
 def inputs_digest(inputs: CapacityInputs, model_id: str) -> str:
-    """A hash of what decides a candidate's metrics: trace, site, growth, model, code version."""
+    """A hash of what decides a candidate's metrics: trace, site, growth, model, code."""
     h = hashlib.sha256()
     base = inputs.base
     for arr in (base.timestamps_s, base.demand_kw, base.critical_kw, base.trace.power_w):
@@ -358,7 +372,8 @@ def inputs_digest(inputs: CapacityInputs, model_id: str) -> str:
     if base.trace.critical_w is not None:
         h.update(np.ascontiguousarray(base.trace.critical_w).tobytes())
     h.update(base.config.model_dump_json().encode())
-    meta = [wattwheel.__version__, model_id, inputs.servers_per_rack, inputs.growth]
+    meta: list[str | int] = [wattwheel.__version__, code_fingerprint(), model_id]
+    meta += [inputs.servers_per_rack, inputs.growth]
     h.update(json.dumps(meta).encode())
     for f in sorted(inputs.kes_sites):
         h.update(repr((f, inputs.kes_sites[f])).encode())
