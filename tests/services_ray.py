@@ -25,6 +25,9 @@ NODE_ARGS = ("--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-
 
 
 READY = "will now block forever"
+#: Hermetic: no token authentication (else Ray 2.5x+ may pick up ~/.ray/auth_token left by an
+#: earlier local run on one side and not the other); the driver must use the same settings.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 @dataclass
@@ -34,7 +37,7 @@ class RayCluster:
 
 
 def _node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **RAY_ENV}
     env.pop("RAY_ADDRESS", None)
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -53,7 +56,11 @@ def _alive_nodes(address: str) -> int:
     )
     try:
         res = subprocess.run(
-            [sys.executable, "-c", code, address], capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", code, address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **RAY_ENV},
         )
     except subprocess.TimeoutExpired:
         return 0

@@ -17,7 +17,7 @@ from wattwheel.sim.scenario import bundled_site
 
 ray = pytest.importorskip("ray", reason="needs the capacity extra (make install-dev)")
 
-from services_ray import RayCluster, start_cluster  # noqa: E402
+from services_ray import RAY_ENV, RayCluster, start_cluster  # noqa: E402
 
 runner = CliRunner()
 _register()
@@ -58,7 +58,11 @@ def _cached(out: Path) -> dict[str, object]:
     return {p.name: json.loads(p.read_text()) for p in (out / "cache").glob("*.json")}
 
 
-def test_two_node_cluster_equals_serial(cluster: RayCluster, tmp_path: Path) -> None:
+def test_two_node_cluster_equals_serial(
+    cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in RAY_ENV.items():
+        monkeypatch.setenv(key, value)
     on_ray = _run(tmp_path / "ray", "--ray-address", cluster.address)
     serial = _run(tmp_path / "serial", "--serial")
     executor = on_ray["executor"]
