@@ -79,6 +79,7 @@ def _exposed_series() -> set[str]:
         {"role": "coordinator", "leading": False, "command_left_s": None},
     ]
     state.source_disagreements = lambda: {"mqtt": 3}
+    state.tasks = lambda: [{"name": "poller:snmp", "state": "running", "restarts": 2}]
     health = {"healthy": 0, "pending_items": 1, "spill_bytes": 10, "spill_max_bytes": 100}
     collector = StateCollector(state, Overrides(), lambda: health)
     text = render(make_registry(collector)).decode()
