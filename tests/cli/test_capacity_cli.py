@@ -43,6 +43,7 @@ def test_serial_run_writes_json_and_report_and_resumes(tmp_path: Path) -> None:
     assert payload["baseline_servers"] == 120
     assert point["max_servers"] >= 1 and point["binding"]
     assert payload["trace"]["steps"] == 288 and payload["trace"]["sha256"]
+    assert payload["forecaster_trained_on"] is None  # no policy here forecasts
     assert payload["limits"]["user"] == {
         "noncritical_capped_pct": 1.0,
         "reserve_hours_per_year": 50,

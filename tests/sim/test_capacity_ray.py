@@ -74,5 +74,6 @@ def test_two_node_cluster_equals_serial(
     assert _cached(tmp_path / "ray") == _cached(tmp_path / "serial")
     # The predictive policy ran with the shipped model shared through the object store.
     assert str(on_ray["forecaster"]).startswith("lstm")
+    assert on_ray["forecaster_trained_on"] == serial["forecaster_trained_on"] is not None
     policies = on_ray["policies"]
     assert isinstance(policies, dict) and set(policies) == {"none", "reactive", "predictive"}

@@ -19,6 +19,7 @@ from wattwheel.cli import app
 from wattwheel.cli.sim_cmds import ModelOpt, OutOpt, SiteOpt, TraceOpt, _errors, console
 from wattwheel.domain.errors import ConfigError
 from wattwheel.forecast.base import Forecaster
+from wattwheel.sim.bench import BASELINE, ForecasterSpec
 from wattwheel.sim.capacity import (
     CAPACITY_POLICIES,
     BracketSearch,
@@ -106,6 +107,12 @@ def _model_id(model: Path | None, forecaster: Forecaster | None, scenario: Scena
             if f.is_file():
                 digest.update(f.name.encode() + _file_sha256(f).encode())
     return f"{getattr(forecaster, 'name', type(forecaster).__name__)} {digest.hexdigest()[:16]}"
+
+
+def _trained_on(spec: ForecasterSpec | None, needs_model: bool) -> dict[str, Any] | None:
+    if not needs_model:
+        return None
+    return dict((spec or BASELINE).trained_on)
 
 
 class _Bars:
@@ -297,6 +304,8 @@ def _capacity(
             "racks": list(scenario.trace.rack_ids),
         },
         "forecaster": model_id,
+        # Which data the forecast model saw (DESIGN §8): out of sample, or not.
+        "forecaster_trained_on": _trained_on(spec, needs_model),
         "executor": exec_info,
         "cache": {"hits": cache.hits, "dir": str(out / "cache")},
         "wall_seconds": round(wall, 3),
