@@ -148,6 +148,7 @@ def test_spill_partial_replay_keeps_the_rest(tmp_path: Path) -> None:
 
     inner = FailsAfter(ok=0)
     store = BufferedStore(inner, spill_dir=tmp_path, retry_initial_s=0.0)
+    store.replay_group_items = 10  # one batch per replayed write
     for k in range(4):
         assert store.write_telemetry(_batch(10 * k, 10))
     inner.ok = 2  # the database takes two batches, then fails again
@@ -222,6 +223,7 @@ def test_a_crash_during_replay_repeats_at_most_one_write(tmp_path: Path) -> None
 
     inner = DiesAfter()
     first = BufferedStore(inner, spill_dir=tmp_path, retry_initial_s=0.0)
+    first.replay_group_items = 10  # one batch per replayed write
     for k in range(5):
         assert first.write_telemetry(_batch(10 * k, 10))
     inner.ok = 3  # three batches reach the database, then it fails again mid-replay
@@ -307,3 +309,31 @@ def test_one_process_per_spill_directory(tmp_path: Path) -> None:
         BufferedStore(MemoryStore(), spill_dir=tmp_path)
     first.close()
     BufferedStore(MemoryStore(), spill_dir=tmp_path).close()  # released
+
+
+def test_replay_merges_small_batches_into_few_writes(tmp_path: Path) -> None:
+    class Counting(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def write_telemetry(self, samples: Sequence[PowerSample]) -> None:
+            self.calls += 1
+            super().write_telemetry(samples)
+
+    inner = Counting()
+    inner.available = False
+    store = BufferedStore(inner, spill_dir=tmp_path, retry_initial_s=1e9)
+    for k in range(250):
+        assert store.write_telemetry(_batch(k, 1))  # 250 one-sample batches spilled
+    assert store.write_event(EventRecord(1.0, "mode", "x"))  # an event between them
+    for k in range(250, 300):
+        assert store.write_telemetry(_batch(k, 1))
+    inner.available = True
+    inner.calls = 0
+    store.replay_group_items = 100
+    assert store.flush()
+    assert inner.calls == 3 + 1  # 250 -> 100 + 100 + 50, then 50 after the event
+    stamps = [s.timestamp_s for _, s in inner.telemetry(limit=1000)][::-1]
+    assert stamps == [float(i) for i in range(300)]  # in order
+    assert inner.counts()["events"] == 1

@@ -82,6 +82,8 @@ class BufferedStore:
         self._next_try = 0.0
         self._warned_full = False
         self._spill_warned = 0.0
+        #: most items per database write when the spill is replayed (small batches merged)
+        self.replay_group_items = 10_000
         self.spill = SpillFile(spill_dir, max_spill_bytes) if spill_dir is not None else None
         if self.spill is not None and self.spill.items:
             log.warning(
@@ -209,7 +211,7 @@ class BufferedStore:
                     self._apply(self._pending[0])
                     self.pending_items -= self._pending.popleft().n_items
                 if self.spill is not None:
-                    self.spill.replay(self._apply)
+                    self.spill.replay(self._apply, self.replay_group_items)
             except StoreUnavailable as exc:
                 self._failed(exc)
                 return False

@@ -2,9 +2,10 @@
 
 The spill is a journal: one JSON line per write (a telemetry batch, a forecast, a batch of
 decision rows, an event), appended and fsync'ed before the write is acknowledged. Replay streams
-the lines in order from a committed offset; after each line reached the database the offset is
-saved (temp file + fsync + rename), so a crash in the middle of a replay repeats at most the line
-being written (at-least-once) and never loses one. When everything is replayed both files go.
+the lines in order from a committed offset, merging consecutive small telemetry (or decision)
+batches into one database write of up to 10,000 items; after each write the offset is saved
+(temp file + fsync + rename), so a crash in the middle of a replay repeats at most that one
+write (at-least-once) and never loses one. When everything is replayed both files go.
 A line cut short by a crash during an append was never acknowledged: it is logged and skipped.
 
 Line format (version 1): ``{"t": TABLE, "rows": ...}`` where TABLE is one of ``telemetry``,
@@ -254,13 +255,29 @@ class SpillFile:
                 f.flush()
                 os.fsync(f.fileno())
 
-    def replay(self, write: Any) -> None:
-        """Call ``write(entry)`` for each pending entry, oldest first, saving the offset after
-        each; an exception from ``write`` stops the replay (the entry stays pending)."""
+    def replay(self, write: Any, max_group_items: int = 10_000) -> None:
+        """Call ``write(entry)`` for the pending entries, oldest first, and save the offset after
+        each call; an exception from ``write`` stops the replay (that call's entries stay
+        pending). Consecutive telemetry batches (or decision batches) are merged into one write
+        of at most ``max_group_items`` items: one transaction and one offset save for many
+        small ingester batches, so a crash during a replay repeats at most that one write."""
+        group: list[Entry] = []
+        group_end = self.offset
+
+        def commit() -> None:
+            merged = _merge(group)
+            write(merged)
+            self.items -= merged.n_items
+            self._save_offset(group_end)
+            group.clear()
+
         for end, entry in self._entries():
-            write(entry)
-            self.items -= entry.n_items
-            self._save_offset(end)
+            if group and not _mergeable(group, entry, max_group_items):
+                commit()
+            group.append(entry)
+            group_end = end
+        if group:
+            commit()
         self._clear()
 
     def _clear(self) -> None:
@@ -292,6 +309,24 @@ def _lock(path: Path) -> Any:
             "controller instance its own (wattwheel serve --spill-dir)"
         ) from None
     return f
+
+
+_MERGEABLE = ("write_telemetry", "write_decisions")
+
+
+def _mergeable(group: list[Entry], entry: Entry, max_items: int) -> bool:
+    return (
+        entry.method == group[0].method
+        and entry.method in _MERGEABLE
+        and sum(e.n_items for e in group) + entry.n_items <= max_items
+    )
+
+
+def _merge(group: list[Entry]) -> Entry:
+    if len(group) == 1:
+        return group[0]
+    rows = [row for e in group for row in e.payload]
+    return Entry(group[0].method, rows, len(rows))
 
 
 def _fsync_dir(directory: Path) -> None:
