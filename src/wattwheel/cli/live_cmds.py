@@ -106,6 +106,12 @@ def emulate(
         str, typer.Option(help="MQTT broker the telemetry is published to")
     ] = "localhost:1883",
     no_mqtt: Annotated[bool, typer.Option("--no-mqtt", help="do not publish over MQTT")] = False,
+    write_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="record every Modbus write (wall time, unit, client address) as JSON lines"
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve a virtual site driven by a trace over Redfish, SNMP, Modbus/SunSpec and MQTT."""
@@ -138,6 +144,7 @@ def emulate(
         mqtt_port=mqtt_port,
         speed=speed,
         start_step=start_step,
+        modbus_write_log=None if write_log is None else str(write_log),
     )
     trace_file = str(trace.resolve()) if trace else ""
     asyncio.run(_emulate(scenario, options, site_path.resolve(), trace_file, devices))

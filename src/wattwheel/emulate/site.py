@@ -50,6 +50,7 @@ from wattwheel.adapters.scheduler.requests import (
 from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, RESERVE_STARTING
 from wattwheel.domain import breaker
 from wattwheel.emulate.modbus import FlywheelBankConfig, start_flywheel_emulator
+from wattwheel.emulate.modbus.server import JsonLinesWriteLog
 from wattwheel.emulate.mqtt import start_mqtt_emulator
 from wattwheel.emulate.redfish import LimitRange, build_redfish_app, serve_in_thread
 from wattwheel.emulate.redfish.state import SiteState
@@ -438,6 +439,8 @@ class EmulatorOptions:
     username: str = "admin"
     password: str = "wattwheel"
     physics_period_s: float = 1.0
+    #: a JSON-lines file recording every Modbus write (time, unit, client address), or None
+    modbus_write_log: str | None = None
 
 
 def cap_range_w(scenario: Scenario, servers_per_rack: int) -> tuple[float, float]:
@@ -501,7 +504,13 @@ async def start_emulated_site(
             d + 1: FlywheelBankConfig.from_physics(site.kes, d, float(site.kes_initial_soc[d]))
             for d in range(site.n_domains)
         }
-        modbus = await start_flywheel_emulator(banks, host=options.host, port=options.modbus_port)
+        write_log = None
+        if options.modbus_write_log is not None:
+            write_log = JsonLinesWriteLog(options.modbus_write_log)
+            handle._stops.append(write_log.close)
+        modbus = await start_flywheel_emulator(
+            banks, host=options.host, port=options.modbus_port, write_log=write_log
+        )
         handle._stops.append(modbus.stop)
         vsite.kes_power_w = lambda d: float(modbus.controllers[d + 1].bank.power_w)
         control = serve_in_thread(control_app(vsite), options.host, options.control_port)

@@ -7,18 +7,27 @@ refreshes the read-only registers; the writable ones keep what the client wrote.
 read-only registers are refused with ILLEGAL_ADDRESS, as a real controller does. A setpoint not
 renewed within ``InOutWRte_RvrtTms`` seconds (when non-zero) reverts to hold: the fail-safe KES
 float when the controller that commanded it has gone.
+
+With a ``write_log``, every accepted write is recorded at the moment the emulated controller
+applies it: wall time, unit, address, whether it is a setpoint (model 124), and the client's
+TCP address (``host:port``), so a benchmark can tell which controller process commanded a bank
+and when (``wattwheel emulate --write-log``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from wattwheel.adapters.modbus.codec import (
@@ -41,6 +50,42 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 _WRITE_CODES = {6, 16, 23}
+#: The client (``host:port``) whose request is being handled (set per request task).
+_PEER: contextvars.ContextVar[str] = contextvars.ContextVar("modbus_peer", default="?")
+
+WriteLog = Callable[[dict[str, object]], None]
+"""Called with one record per accepted write (see :class:`JsonLinesWriteLog`)."""
+
+
+class JsonLinesWriteLog:
+    """Appends each write record as one JSON line to ``path`` (flushed per line, so a reader
+    sees it at once and nothing is lost when the emulator is killed)."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+
+    def __call__(self, record: dict[str, object]) -> None:
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _PeerHandler(ServerRequestHandler):  # type: ignore[misc]
+    """pymodbus' per-connection handler, telling the request's action who the client is."""
+
+    async def handle_request(self) -> None:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        token = _PEER.set(f"{peer[0]}:{peer[1]}" if peer else "?")
+        try:
+            await super().handle_request()
+        finally:
+            _PEER.reset(token)
+
+
+class _PeerTcpServer(ModbusTcpServer):  # type: ignore[misc]
+    def callback_new_connection(self) -> ServerRequestHandler:
+        return _PeerHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
 class FlywheelController:
@@ -52,8 +97,12 @@ class FlywheelController:
         clock: Clock,
         base_address: int = SUNSPEC_BASE_ADDRESS,
         control_period_s: float = 1.0,
+        unit_id: int = 1,
+        write_log: WriteLog | None = None,
     ) -> None:
         self.bank = FlywheelBank(config, control_period_s)
+        self.unit_id = unit_id
+        self.write_log = write_log
         self.base_address = base_address
         self._clock = clock
         self._last_tick_s = clock()
@@ -105,8 +154,20 @@ class FlywheelController:
             return False
         start = address - self.base_address
         self.image[start : start + len(values)] = values
-        if self._control.address <= address < self._control.address + self._control.length + 2:
+        control = self._control.address
+        setpoint = control <= address < control + self._control.length + 2
+        if setpoint:
             self._last_setpoint_write_s = self._clock()
+        if self.write_log is not None:
+            self.write_log(
+                {
+                    "t_s": time.time(),
+                    "unit": self.unit_id,
+                    "address": address,
+                    "setpoint": setpoint,
+                    "peer": _PEER.get(),
+                }
+            )
         return True
 
 
@@ -217,13 +278,15 @@ async def start_flywheel_emulator(
     tick_s: float | None = 1.0,
     clock: Clock | None = None,
     base_address: int = SUNSPEC_BASE_ADDRESS,
+    write_log: WriteLog | None = None,
 ) -> FlywheelEmulatorHandle:
     """Serve emulated SunSpec flywheel banks on ``host:port`` (``port=0`` picks a free one).
 
     ``config`` is one bank (served as ``unit_id``) or a mapping unit id -> bank, e.g. one bank per
     power domain behind one gateway. ``tick_s`` is the wall-clock period of the physics tick
     (None: the caller ticks ``handle.controllers`` itself, e.g. with a manual clock in tests).
-    ``clock`` returns seconds (the event loop's monotonic clock by default).
+    ``clock`` returns seconds (the event loop's monotonic clock by default). ``write_log`` gets
+    one record per accepted write, with the client's address.
     """
     banks = (
         dict(config) if isinstance(config, Mapping) else {unit_id: config or FlywheelBankConfig()}
@@ -232,12 +295,13 @@ async def start_flywheel_emulator(
         raise ValueError(f"flywheel emulator unit ids {sorted(banks)}: need 1..247, at least one")
     time_source = clock or asyncio.get_running_loop().time
     controllers = {
-        unit: FlywheelController(bank, time_source, base_address) for unit, bank in banks.items()
+        unit: FlywheelController(bank, time_source, base_address, unit_id=unit, write_log=write_log)
+        for unit, bank in banks.items()
     }
     answering = asyncio.Event()
     answering.set()
     devices = [_device(unit, ctrl, answering) for unit, ctrl in sorted(controllers.items())]
-    server = ModbusTcpServer(devices, address=(host, port))
+    server = _PeerTcpServer(devices, address=(host, port))
     await server.serve_forever(background=True)
     ticker = (
         asyncio.create_task(_tick_forever(list(controllers.values()), tick_s)) if tick_s else None
