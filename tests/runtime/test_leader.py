@@ -109,6 +109,9 @@ class Cuttable:
     async def create_if_absent(self, key: str, holder: str, lease_id: int) -> KeyOwner | None:
         return None if self.cut else await self.store.create_if_absent(key, holder, lease_id)
 
+    async def delete_if_owned(self, key: str, lease_id: int) -> bool:
+        return False if self.cut else await self.store.delete_if_owned(key, lease_id)
+
 
 class Recorder:
     """Promotions and demotions with the fake clock's time."""
@@ -272,6 +275,40 @@ async def test_cancel_resigns_and_hands_over_without_waiting_for_the_ttl(
     assert rec_b.times("promote", "a") == [3.25]
     task_b.cancel()
     await asyncio.gather(task_b, return_exceptions=True)
+
+
+async def test_resign_demotes_at_once_hands_over_after_the_margin_and_holds_off(
+    clock: FakeClock,
+) -> None:
+    store = MemoryLeaseStore(clock)
+    rec_a, rec_b = Recorder(clock), Recorder(clock)
+    a = _elector(store, clock, "A", rec_a)
+    b = _elector(store, clock, "B", rec_b)
+    tasks = [asyncio.create_task(a.run())]
+    await advance_to(clock, 0.25)
+    tasks.append(asyncio.create_task(b.run()))
+    await advance_to(clock, 3.0)
+    assert a.is_leader("a")
+    resign = asyncio.create_task(a.resign("a", hold_off_s=10.0, reason="devices do not answer"))
+    await advance_to(clock, 3.0)
+    assert rec_a.times("demote", "a") == [3.0] and not a.may_command("a", 3.0)
+    assert store.holder(leader_key("s", "a")) == "A", "kept for the margin: writes in flight"
+    await advance_to(clock, 4.5)
+    assert resign.done() and resign.result() is True
+    # deleted at 3 + margin 1 = 4; B campaigns every 0.5 s from 0.25: leads at 4.25
+    assert rec_b.times("promote", "a") == [4.25]
+    assert a.is_leader(COORDINATOR), "only the shard was resigned"
+    [st_a, _] = a.status(4.5)
+    assert (st_a.resignations, st_a.holding_off_s) == (1, 8.5)
+    # B goes at 6 (revokes): A does not campaign for the shard before its hold-off ends at 13
+    tasks[1].cancel()
+    await asyncio.gather(tasks[1], return_exceptions=True)
+    await advance_to(clock, 14.0)
+    again = [t for t in rec_a.times("promote", "a") if t > 3.0]
+    assert len(again) == 1 and 13.0 <= again[0] <= 13.5, rec_a.events
+    assert not await b.resign("a", 1.0, "not leading"), "B does not lead: nothing to resign"
+    tasks[0].cancel()
+    await asyncio.gather(tasks[0], return_exceptions=True)
 
 
 async def test_a_failing_callback_does_not_stop_the_elector(clock: FakeClock) -> None:

@@ -5,6 +5,8 @@ audit row with its role and fencing token."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from wattwheel.runtime.fakes import (
     FakeServerTelemetry,
 )
 from wattwheel.runtime.inventory import default_inventory
-from wattwheel.runtime.leader import COORDINATOR, FakeElector
+from wattwheel.runtime.leader import COORDINATOR, Elector, FakeElector
 from wattwheel.runtime.loop import Devices, Runtime, RuntimeConfig
 from wattwheel.runtime.ports import ReserveStatus
 from wattwheel.runtime.state import LiveState, Overrides
@@ -192,6 +194,43 @@ async def test_audit_rows_name_the_role_and_fencing_token() -> None:
     token = rig.elector.fencing_token("A")
     assert rows["A"].endswith(f"[leader A token {token}]")
     assert rows["B"].endswith("[follower of B]")
+
+
+async def test_a_single_instance_says_when_it_cannot_command_a_shard() -> None:
+    rig = Rig()
+    rig.fly["A"].dead = True  # its link is wedged: every setpoint write fails
+    for _ in range(Leadership.resign_after_failures + 1):
+        await rig.tick()
+    said = [e for e in rig.rt.state.recent_events() if e.kind == "leader.cannot_command"]
+    assert len(said) == 1, "once per streak, not every tick"
+    assert "shard A" in said[0].message and "failed" in said[0].message
+    assert rig.elector.is_leader("A"), "nobody to hand over to: it keeps leading"
+
+
+def test_command_failures_of_a_shard_make_its_leader_resign() -> None:
+    lead = Leadership({"A": "row", "B": "row", "C": "other"}, FakeClock(0.0))
+    resigned: list[tuple[str, float, str]] = []
+
+    class Stub(Elector):
+        def __init__(self) -> None:  # no store: only resign() is used here
+            pass
+
+        async def resign(self, role: str, hold_off_s: float, reason: str) -> bool:
+            resigned.append((role, hold_off_s, reason))
+            return True
+
+    async def go() -> None:
+        lead.elector = Stub()
+        for ok in (False, False, True, False, False):  # a success resets the count
+            lead.command_result("A", ok)
+        lead.command_result("C", False)
+        assert resigned == []
+        lead.command_result("B", False)  # the third in a row for shard "row"
+        await asyncio.sleep(0)
+        assert [(r, h) for r, h, _ in resigned] == [("row", Leadership.resign_hold_off_s)]
+        assert "3 command writes in a row to B failed" in resigned[0][2]
+
+    asyncio.run(go())
 
 
 def test_shard_map_default_and_explicit() -> None:

@@ -49,6 +49,8 @@ METRIC_HELP: dict[str, str] = {
     "wattwheel_leader": "1 when this instance leads the role (shard or coordinator), else 0.",
     "wattwheel_leader_command_left_seconds": "How long this instance's lease still lets it "
     "command the role (s; absent when it does not lead).",
+    "wattwheel_leader_resignations": "Times this instance resigned a role because its command "
+    "writes to the role's devices kept failing (leadership follows the ability to command).",
     "wattwheel_source_disagreements": "Rack-ticks a cross-checked telemetry source disagreed "
     "with the feed meter, per source.",
     "wattwheel_mode": "Controller mode (1 for the current one).",
@@ -204,12 +206,19 @@ class StateCollector(Collector):
         roles = self.state.leadership() if self.state.leadership else []
         leader = self._gauge("wattwheel_leader", ["role"])
         left = self._gauge("wattwheel_leader_command_left_seconds", ["role"])
+        resigned = CounterMetricFamily(
+            "wattwheel_leader_resignations",
+            METRIC_HELP["wattwheel_leader_resignations"],
+            labels=["role"],
+        )
         for r in roles:
             leader.add_metric([str(r["role"])], 1.0 if r.get("leading") else 0.0)
             if r.get("leading") and r.get("command_left_s") is not None:
                 left.add_metric([str(r["role"])], float(r["command_left_s"]))
+            resigned.add_metric([str(r["role"])], float(r.get("resignations", 0)))
         yield leader
         yield left
+        yield resigned
 
     def _telemetry_trust_metrics(self) -> Iterator[Metric]:
         counts = self.state.source_disagreements() if self.state.source_disagreements else {}

@@ -241,7 +241,7 @@ def serve(
     ] = None,
     lease_ttl_s: Annotated[
         int, typer.Option(help="etcd lease TTL (s); a leader stops commanding TTL/3 before it")
-    ] = 3,
+    ] = 2,
     insecure_read: Annotated[
         bool,
         typer.Option(

@@ -291,11 +291,18 @@ class Leadership:
     each write), whether it is the site coordinator, and what a promotion resets. A demotion
     writes nothing (the devices' own fallbacks are the safe state, ``docs/redundancy.md``)."""
 
+    #: consecutive failed command writes to a shard's devices after which its leader resigns
+    resign_after_failures = 3
+    #: after resigning, how long (s) the instance does not campaign for the shard (hysteresis)
+    resign_hold_off_s = 30.0
+
     def __init__(self, shard_of: Mapping[str, str], clock: Clock) -> None:
         self.shard_of = dict(shard_of)
         self.clock = clock
         self.elector: LeaderElector | None = None
         self.runtime: Runtime | None = None
+        self._failures: dict[str, int] = {}
+        self._resigning: set[asyncio.Task[bool]] = set()
 
     @property
     def shards(self) -> list[str]:
@@ -318,10 +325,42 @@ class Leadership:
         if role == COORDINATOR:
             rt.forget_schedule()
             rt.event("leader.promote", f"site coordinator (fencing token {token})")
+        else:
+            domains = [d for d, s in self.shard_of.items() if s == role]
+            rt.forget_applied(domains)
+            rt.event("leader.promote", f"leader of shard {role} {domains} (fencing token {token})")
+        rt.tick_now()  # command at once, not at the next period
+
+    def command_result(self, domain_id: str, ok: bool) -> None:
+        """A command write to ``domain_id`` went through or failed. After
+        :attr:`resign_after_failures` failures in a row of a shard's writes (its devices stopped
+        answering this instance) the instance resigns the shard so a follower that can reach
+        them leads, and holds off campaigning for :attr:`resign_hold_off_s`. A single instance
+        (no election) has nobody to hand over to: it says so with an event."""
+        shard = self.shard_of.get(domain_id)
+        if shard is None:
             return
-        domains = [d for d, s in self.shard_of.items() if s == role]
-        rt.forget_applied(domains)
-        rt.event("leader.promote", f"leader of shard {role} {domains} (fencing token {token})")
+        n = 0 if ok else self._failures.get(shard, 0) + 1
+        self._failures[shard] = n
+        if n != self.resign_after_failures:
+            return
+        reason = f"{n} command writes in a row to {domain_id} failed"
+        elector, rt = self.elector, self.runtime
+        if not isinstance(elector, Elector):
+            if rt is not None:
+                rt.event("leader.cannot_command", f"shard {shard}: {reason}", domain_id)
+            return
+        self._failures[shard] = 0
+        if rt is not None:
+            rt.event(
+                "leader.resign",
+                f"resigning shard {shard}: {reason}; not campaigning for it for "
+                f"{self.resign_hold_off_s:g} s",
+                domain_id,
+            )
+        task = asyncio.ensure_future(elector.resign(shard, self.resign_hold_off_s, reason))
+        self._resigning.add(task)
+        task.add_done_callback(self._resigning.discard)
 
     def on_demote(self, role: str, reason: str) -> None:
         if self.runtime is not None:
@@ -344,6 +383,7 @@ class Leadership:
         runtime.commandable = self.commandable
         runtime.coordinator = self.coordinating
         runtime.audit_tag = self.audit_tag
+        runtime.writer.on_result = self.command_result
 
 
 def build_leadership(
@@ -353,7 +393,7 @@ def build_leadership(
     *,
     etcd_urls: Sequence[str] = (),
     instance_id: str,
-    ttl_s: int = 3,
+    ttl_s: int = 2,
     campaign_every_s: float | None = None,
     etcd_transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[Leadership, list[Callable[[], Any]]]:
@@ -378,8 +418,9 @@ def build_leadership(
         timeout_s=min(0.5, timing.keepalive_period / 2),
         transport=etcd_transport,
     )
+    store = EtcdLeaseStore(client)
     lead.elector = Elector(
-        EtcdLeaseStore(client),
+        store,
         clock,
         site=site_name,
         shards=lead.shards,
@@ -388,5 +429,6 @@ def build_leadership(
         campaign_every_s=campaign_every_s,
         on_promote=lead.on_promote,
         on_demote=lead.on_demote,
+        watcher=store,
     )
     return lead, [client.aclose]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,9 @@ class FencedWriter:
 
     ``commandable``: the domains this instance may command now (None: all of them);
     ``coordinator``: may it command what the domains share (reserve, scheduler) now (None:
-    only when it may command every domain).
+    only when it may command every domain). ``on_result`` (set by the leadership wiring) hears
+    ``(domain_id, ok)`` after each flywheel setpoint or cap write of a domain: leadership
+    follows the ability to command.
     """
 
     def __init__(
@@ -65,6 +67,15 @@ class FencedWriter:
         self.timeout_s = timeout_s
         self.commandable = commandable
         self.coordinator = coordinator
+        self.on_result: Callable[[str, bool], None] | None = None
+
+    def report(self, domain_id: str, ok: bool) -> None:
+        """A command write to ``domain_id`` went through (``ok``) or failed."""
+        if self.on_result is not None:
+            try:
+                self.on_result(domain_id, ok)
+            except Exception:
+                log.exception("command result hook failed")
 
     # ------------------------------------------------------------------ fencing
     def allowed(self) -> BoolArray:
@@ -109,13 +120,13 @@ class FencedWriter:
     # ------------------------------------------------------------------ writes
     def flywheel(self, domain_id: str, port: FlywheelPort) -> FlywheelPort:
         """``port`` with its setpoint writes fenced (for a worker that writes later)."""
-        return _FencedFlywheel(port, domain_id, self.may_command)
+        return _FencedFlywheel(port, domain_id, self.may_command, self.report)
 
     async def setpoint(self, domain_id: str, port: FlywheelPort, power_w: float) -> bool:
         async def write() -> bool:
             if not self.may_command(domain_id):
                 return False
-            if not await port.write_setpoint(power_w):
+            if not await _reported(port.write_setpoint(power_w), domain_id, self.report):
                 raise ConnectionError(f"setpoint {power_w:.0f} W not accepted")
             return True
 
@@ -145,6 +156,8 @@ class FencedWriter:
             if mine
             else {}
         )
+        for dom in {domain_of[sid] for sid in mine}:
+            self.report(dom, any(written.get(sid) for sid in mine if domain_of[sid] == dom))
         return {sid: bool(written.get(sid)) for sid in changes}
 
     async def outlets(
@@ -198,6 +211,7 @@ class _FencedFlywheel:
     port: FlywheelPort
     domain_id: str
     may_command: Callable[[str], bool]
+    report: Callable[[str, bool], None]
 
     async def read(self) -> FlywheelStatusW | None:
         return await self.port.read()
@@ -206,7 +220,20 @@ class _FencedFlywheel:
         if not self.may_command(self.domain_id):
             log.debug("flywheel %s: setpoint dropped, not leader any more", self.domain_id)
             return True
-        return await self.port.write_setpoint(power_w)
+        return await _reported(self.port.write_setpoint(power_w), self.domain_id, self.report)
+
+
+async def _reported(
+    write: Coroutine[Any, Any, bool], domain_id: str, report: Callable[[str, bool], None]
+) -> bool:
+    """Await a command write and report whether it went through (an exception or a
+    cancellation by a timeout is a failure too)."""
+    ok = False
+    try:
+        ok = bool(await write)
+    finally:
+        report(domain_id, ok)
+    return ok
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from wattwheel.runtime.clock import Clock
 
@@ -150,6 +150,10 @@ class RoleStatus:
     holder: str | None
     fencing_token: int | None
     command_left_s: float | None
+    #: how often this instance resigned the role because it could not command its devices
+    resignations: int = 0
+    #: until when (s from now) it does not campaign for the role after resigning
+    holding_off_s: float | None = None
 
 
 class LeaseStore(Protocol):
@@ -171,6 +175,21 @@ class LeaseStore(Protocol):
     async def create_if_absent(self, key: str, holder: str, lease_id: int) -> KeyOwner | None:
         """Atomically: create ``key`` = ``holder`` bound to the lease if it does not exist; in
         either case report who holds it now."""
+        ...
+
+    async def delete_if_owned(self, key: str, lease_id: int) -> bool:
+        """Atomically: delete ``key`` if it is bound to the lease (a resignation). False if the
+        store did not answer."""
+        ...
+
+
+class KeyWatcher(Protocol):
+    """Tells an elector at once when an election key goes (etcd watch), so a follower campaigns
+    when the key is free instead of at its next poll."""
+
+    def deletions(self, prefix: str, retry_s: float) -> AsyncIterator[str]:
+        """Each key under ``prefix`` as it is deleted or expires, for ever (a broken watch is
+        re-opened after ``retry_s``)."""
         ...
 
 
@@ -229,7 +248,9 @@ class Elector:
     :class:`LeaseStore`, with one lease per instance covering all its keys.
 
     Three loops run concurrently in :meth:`run`: renewals, campaigns, and a watchdog that demotes
-    at the command deadline even while a renewal request hangs.
+    at the command deadline even while a renewal request hangs. With a ``watcher``, a fourth
+    campaigns for every role at once when an election key of the site is deleted (the lease of
+    its holder expired or was revoked): the hand-over waits for the store, not for a poll.
     """
 
     def __init__(
@@ -245,8 +266,11 @@ class Elector:
         campaign_every_s: float | None = None,
         on_promote: PromoteCallback = _ignore_promote,
         on_demote: DemoteCallback = _ignore_demote,
+        watcher: KeyWatcher | None = None,
     ) -> None:
         self._store, self._clock = store, clock
+        self._watcher = watcher
+        self._prefix = f"/wattwheel/{_checked_name('site', site)}/"
         self.timing = timing or LeaseTiming()
         self.campaign_every_s = (
             self.timing.keepalive_period / 2 if campaign_every_s is None else campaign_every_s
@@ -263,6 +287,8 @@ class Elector:
         self._held: dict[str, int] = {}
         self._holders: dict[str, str] = {}
         self._wake = asyncio.Event()
+        self._hold_off_until: dict[str, float] = {}
+        self.resignations: dict[str, int] = {}
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -297,9 +323,30 @@ class Elector:
                 holder=self.holder(role),
                 fencing_token=self.fencing_token(role),
                 command_left_s=_left_s(self.command_deadline_s(role), now_s),
+                resignations=self.resignations.get(role, 0),
+                holding_off_s=_left_s(self._hold_off_until.get(role), now_s) or None,
             )
             for role, key in self._keys.items()
         ]
+
+    async def resign(self, role: str, hold_off_s: float, reason: str) -> bool:
+        """Stop leading ``role`` and hand it over: demote now (nothing more is written), wait
+        the fencing margin (a write that passed its check lands or times out first), then
+        delete the key so another instance can take it at once; do not campaign for the role
+        for ``hold_off_s`` (hysteresis: no ping-pong between instances that both fail).
+        False if this instance did not lead ``role``."""
+        if role not in self._held:
+            return False
+        key, lease_id = self._keys[role], self._lease_id
+        self._hold_off_until[role] = self._clock.monotonic_s() + hold_off_s
+        self.resignations[role] = self.resignations.get(role, 0) + 1
+        self._demote(role, f"resigned: {reason}")
+        await self._clock.sleep(self.timing.margin)
+        if lease_id is None or lease_id != self._lease_id:
+            return True  # the lease went meanwhile: the key went with it
+        if not await self._store.delete_if_owned(key, lease_id):
+            log.warning("%s: could not delete %s; it goes with the lease", self.instance_id, key)
+        return True
 
     async def run(self) -> None:
         try:
@@ -307,6 +354,8 @@ class Elector:
                 tasks.create_task(self._lease_loop())
                 tasks.create_task(self._campaign_loop())
                 tasks.create_task(self._watchdog())
+                if self._watcher is not None:
+                    tasks.create_task(self._watch_loop(self._watcher))
         finally:
             self._demote_all("elector stopped")
             await self._resign()
@@ -356,10 +405,29 @@ class Elector:
 
     async def _campaign_loop(self) -> None:
         while True:
-            for role, key in self._keys.items():
-                if self.timing.may_command(self._renewed_sent_s, self._clock.monotonic_s()):
-                    await self._campaign(role, key)
+            await self._campaign_round(concurrently=False)
             await self._clock.sleep(self.campaign_every_s)
+
+    async def _campaign_round(self, concurrently: bool) -> None:
+        now_s = self._clock.monotonic_s()
+        if not self.timing.may_command(self._renewed_sent_s, now_s):
+            return
+        roles = [r for r in self._keys if self._hold_off_until.get(r, -1.0) <= now_s]
+        if concurrently:  # a follower takes every free key in one round trip's time
+            await asyncio.gather(*(self._campaign(r, self._keys[r]) for r in roles))
+            return
+        for role in roles:
+            if self.timing.may_command(self._renewed_sent_s, self._clock.monotonic_s()):
+                await self._campaign(role, self._keys[role])
+
+    async def _watch_loop(self, watcher: KeyWatcher) -> None:
+        # Campaigns here run beside the polling ones; both are safe to overlap: a key is created
+        # once, and a promotion happens once per create revision.
+        mine = set(self._keys.values())
+        async for key in watcher.deletions(self._prefix, self.timing.keepalive_period):
+            if key in mine:
+                log.info("%s: election key %s is free: campaigning now", self.instance_id, key)
+                await self._campaign_round(concurrently=True)
 
     async def _campaign(self, role: str, key: str) -> None:
         lease_id = self._lease_id
@@ -407,19 +475,24 @@ class Elector:
         # A promotion wakes the watchdog so it sleeps until the new deadline, whatever the
         # timing settings, instead of finishing a sleep computed while nothing was held.
         self._wake.clear()
-        sleep = asyncio.ensure_future(self._clock.sleep(wait_s))
-        wake = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleep, wake}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleep.cancel()
-            wake.cancel()
+        await _sleep_or(self._clock.sleep(wait_s), self._wake)
 
     def _watchdog_wait_s(self, now_s: float) -> float:
         wait_s = self.timing.keepalive_period
         if self._held and self._renewed_sent_s is not None:
             wait_s = min(wait_s, self.timing.command_deadline_s(self._renewed_sent_s) - now_s)
         return max(wait_s, 0.001)
+
+
+async def _sleep_or(sleeping: Coroutine[Any, Any, None], wake: asyncio.Event) -> None:
+    """Until ``sleeping`` is done or ``wake`` is set, whichever comes first."""
+    sleep = asyncio.ensure_future(sleeping)
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleep.cancel()
+        woken.cancel()
 
 
 def _left_s(deadline_s: float | None, now_s: float) -> float | None:
@@ -580,6 +653,16 @@ class MemoryLeaseStore:
         self._revision += 1
         self._keys[key] = KeyOwner(True, self._revision, lease_id, holder)
         return self._keys[key]
+
+    async def delete_if_owned(self, key: str, lease_id: int) -> bool:
+        if not self.reachable:
+            return False
+        self._expire()
+        owner = self._keys.get(key)
+        if owner is not None and owner.lease_id == lease_id:
+            del self._keys[key]
+            self._revision += 1
+        return True
 
     def holder(self, key: str) -> str | None:
         """Who holds ``key`` now (None: nobody)."""

@@ -252,6 +252,7 @@ class Runtime:
         self.state.tasks = self.supervisor.snapshot
         self._mode: Mode = "normal"
         self._ticks = 0
+        self._tick_now = asyncio.Event()
         #: Recent tick durations (s), for benchmarks and diagnostics.
         self.latencies_s: deque[float] = deque(maxlen=100_000)
         self.started_s = clock.now_s()
@@ -325,6 +326,11 @@ class Runtime:
     def forget_schedule(self) -> None:
         """This instance just became site coordinator: resend the scheduler levels."""
         self.actuator.forget_schedule()
+
+    def tick_now(self) -> None:
+        """Run the next tick now instead of at the end of the period (a promotion: command at
+        once). Call it on the runtime's event loop."""
+        self._tick_now.set()
 
     # ------------------------------------------------------------------ one tick
     async def tick(self) -> TickReport:
@@ -491,7 +497,20 @@ class Runtime:
             delay = next_at - self.clock.monotonic_s()
             if delay < -period:  # overran by more than a period: skip, do not burst
                 next_at = self.clock.monotonic_s()
-            await self.clock.sleep(delay)
+            if not self._tick_now.is_set():
+                await self._sleep_or_tick_now(delay)
+            if self._tick_now.is_set():  # woken early: this tick starts a new period
+                self._tick_now.clear()
+                next_at = self.clock.monotonic_s()
+
+    async def _sleep_or_tick_now(self, delay_s: float) -> None:
+        sleep = asyncio.ensure_future(self.clock.sleep(delay_s))
+        woken = asyncio.ensure_future(self._tick_now.wait())
+        try:
+            await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            woken.cancel()
 
     async def _plan_loop(self) -> None:
         while True:

@@ -8,8 +8,10 @@ shorter than the elector's renewal period, so a hung member costs one renewal, n
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -86,6 +88,11 @@ class EtcdClient:
         msg = await self.txn(codec.create_if_absent_txn(key, value, lease_id))
         return codec.parse_create_if_absent(msg, value, lease_id)
 
+    async def delete_if_owned(self, key: str, lease_id: int) -> bool:
+        """Delete ``key`` if it is bound to the lease; whether it was."""
+        msg = await self.txn(codec.delete_if_owned_txn(key, lease_id))
+        return bool(msg.get("succeeded", False))
+
     async def txn(self, request: Json) -> Json:
         """A raw transaction (``compare`` / ``success`` / ``failure`` in gateway JSON)."""
         return await self._post("/v3/kv/txn", request)
@@ -99,6 +106,27 @@ class EtcdClient:
         """Delete the key (or every key under the prefix); how many were deleted."""
         msg = await self._post("/v3/kv/deleterange", codec.delete_range_request(key, prefix))
         return codec.parse_deleted(msg)
+
+    async def watch_deletions(self, prefix: str) -> AsyncIterator[str]:
+        """Each key under ``prefix`` deleted (or expired with its lease) from now on, as it
+        happens (a streamed ``/v3/watch``). Ends with :class:`EtcdUnavailable` when the
+        stream breaks; the caller watches again."""
+        body = {"create_request": {**codec.range_request(prefix, prefix=True)}}
+        url = self.endpoint + "/v3/watch"
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        try:
+            async with self._http.stream("POST", url, json=body, timeout=timeout) as reply:
+                async for line in reply.aiter_lines():
+                    if not line.strip():
+                        continue
+                    for key in codec.parse_watch_deletions(json.loads(line)):
+                        yield key
+        except httpx.HTTPError as exc:
+            self._current = (self._current + 1) % len(self.endpoints)
+            raise EtcdUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:
+            raise EtcdUnavailable(f"{url}: malformed watch message: {exc}") from exc
+        raise EtcdUnavailable(f"{url}: the watch stream ended")
 
     async def _post(self, path: str, body: Json) -> Json:
         url = self.endpoint + path
@@ -162,6 +190,25 @@ class EtcdLeaseStore:
             self._failed(f"campaign for {key}", exc)
             return None
         return self._ok(owner)
+
+    async def deletions(self, prefix: str, retry_s: float) -> AsyncIterator[str]:
+        """Keys under ``prefix`` as they are deleted, for ever: a broken watch is opened again
+        after ``retry_s`` (an event missed meanwhile is caught by the elector's polling)."""
+        while True:
+            try:
+                async for key in self.client.watch_deletions(prefix):
+                    yield key
+            except (EtcdUnavailable, EtcdError) as exc:
+                self._failed(f"watch of {prefix}", exc)
+            await asyncio.sleep(retry_s)
+
+    async def delete_if_owned(self, key: str, lease_id: int) -> bool:
+        try:
+            await self.client.delete_if_owned(key, lease_id)
+        except (EtcdUnavailable, EtcdError) as exc:
+            self._failed(f"resignation of {key}", exc)
+            return False
+        return self._ok(True)
 
     def _failed(self, what: str, exc: Exception) -> None:
         level = logging.DEBUG if self._down else logging.WARNING

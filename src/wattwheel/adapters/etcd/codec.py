@@ -99,6 +99,15 @@ def create_if_absent_txn(key: str, value: str, lease_id: int) -> Json:
     }
 
 
+def delete_if_owned_txn(key: str, lease_id: int) -> Json:
+    """A transaction: delete ``key`` if it is bound to the lease (a resignation)."""
+    k = b64(key)
+    return {
+        "compare": [{"key": k, "target": "LEASE", "result": "EQUAL", "lease": str(lease_id)}],
+        "success": [{"request_delete_range": {"key": k}}],
+    }
+
+
 def parse_create_if_absent(msg: Json, value: str, lease_id: int) -> KeyOwner:
     """Who holds the key after :func:`create_if_absent_txn` (``value``/``lease_id``: what the
     transaction tried to put). On success the put's revision is the key's create revision."""
@@ -152,3 +161,19 @@ def _prefix_end(prefix: bytes) -> bytes:
         return b"\0"
     raw[-1] += 1
     return bytes(raw)
+
+
+def parse_watch_deletions(msg: Json) -> list[str]:
+    """The keys a streamed watch message reports deleted (none for the "created" message and
+    for puts); an error message raises :class:`EtcdError`."""
+    if "result" in msg and isinstance(msg["result"], dict):
+        msg = msg["result"]
+    error = msg.get("error")
+    if error is not None:
+        detail = error if isinstance(error, dict) else msg
+        raise EtcdError(int(detail.get("code", 2)), str(detail.get("message", error)))
+    return [
+        unb64(ev["kv"]["key"])
+        for ev in msg.get("events", [])
+        if ev.get("type") == "DELETE" and "kv" in ev
+    ]

@@ -71,21 +71,31 @@ class JsonLinesWriteLog:
         self._file.close()
 
 
-class _PeerHandler(ServerRequestHandler):  # type: ignore[misc]
-    """pymodbus' per-connection handler, telling the request's action who the client is."""
+class _PeerHandler(ServerRequestHandler):
+    """pymodbus' per-connection handler, telling the request's action who the client is (noted
+    when the request arrives: a request handled after its connection closed still has it)."""
+
+    peer = "?"
+
+    def callback_data(self, data: bytes, addr: tuple[str, int] | None = None) -> int:
+        if self.peer == "?" and self.transport is not None:
+            name = self.transport.get_extra_info("peername")
+            self.peer = f"{name[0]}:{name[1]}" if name else "?"
+        return int(super().callback_data(data, addr))
 
     async def handle_request(self) -> None:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        token = _PEER.set(f"{peer[0]}:{peer[1]}" if peer else "?")
+        token = _PEER.set(self.peer)
         try:
-            await super().handle_request()
+            await super().handle_request()  # type: ignore[no-untyped-call]
         finally:
             _PEER.reset(token)
 
 
-class _PeerTcpServer(ModbusTcpServer):  # type: ignore[misc]
+class _PeerTcpServer(ModbusTcpServer):
     def callback_new_connection(self) -> ServerRequestHandler:
-        return _PeerHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+        return _PeerHandler(  # type: ignore[no-untyped-call]
+            self, self.trace_packet, self.trace_pdu, self.trace_connect
+        )
 
 
 class FlywheelController:
