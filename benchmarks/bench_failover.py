@@ -332,7 +332,10 @@ def analyse(events: list[Event], writes: list[dict[str, Any]]) -> dict[str, Any]
                 default=None,
             )
             if new_first is None:
-                raise RuntimeError(f"{ev.kind}: {ev.new} never commanded unit {unit}")
+                seen = sorted({str(w["by"]) for w in mine if ev.at_s < w["t_s"] < end_s})
+                raise RuntimeError(
+                    f"{ev.kind}: {ev.new} never commanded unit {unit} (writers then: {seen})"
+                )
             firsts.append(new_first - ev.at_s)
             if old_last is not None:
                 gaps.append(new_first - old_last)

@@ -88,3 +88,32 @@ def test_bad_endpoints_are_refused() -> None:
         EtcdClient([])
     with pytest.raises(ValueError, match=r"'127\.0\.0\.1:2379'"):
         EtcdClient("127.0.0.1:2379")
+
+
+async def test_watch_reports_expiry_and_resignation_and_delete_is_owner_only(
+    etcd: EtcdServer,
+) -> None:
+    async with EtcdClient(etcd.url) as client, EtcdClient(etcd.url) as watching:
+        store = EtcdLeaseStore(watching)
+        seen: list[tuple[float, str]] = []
+
+        async def watch() -> None:
+            async for key in store.deletions("/wattwheel/dc1/", retry_s=0.2):
+                seen.append((asyncio.get_running_loop().time(), key))
+
+        task = asyncio.create_task(watch())
+        await asyncio.sleep(0.5)  # the watch is open
+        mine, other = await client.grant(1), await client.grant(5)
+        await client.create_if_absent(KEY, "ctl-1", mine)
+        await client.create_if_absent("/wattwheel/dc1/coordinator", "ctl-2", other)
+        assert not await client.delete_if_owned(KEY, other), "not bound to that lease"
+        assert [kv.value for kv in await client.range(KEY)] == ["ctl-1"]
+        put_s = asyncio.get_running_loop().time()
+        await asyncio.sleep(2.5)  # TTL 1 s plus etcd's expiry-check lag
+        assert [k for _, k in seen] == [KEY], "the expiry, as it happened"
+        assert seen[0][0] - put_s < 2.0
+        assert await client.delete_if_owned("/wattwheel/dc1/coordinator", other)
+        await asyncio.sleep(0.3)
+        assert [k for _, k in seen] == [KEY, "/wattwheel/dc1/coordinator"]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
