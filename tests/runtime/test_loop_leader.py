@@ -198,8 +198,9 @@ async def test_audit_rows_name_the_role_and_fencing_token() -> None:
 
 async def test_a_single_instance_says_when_it_cannot_command_a_shard() -> None:
     rig = Rig()
+    rig.lead.resign_after_s = 0.0  # the rig's monotonic clock is real: count writes only
     rig.fly["A"].dead = True  # its link is wedged: every setpoint write fails
-    for _ in range(Leadership.resign_after_failures + 1):
+    for _ in range(Leadership.resign_after_failures + 2):
         await rig.tick()
     said = [e for e in rig.rt.state.recent_events() if e.kind == "leader.cannot_command"]
     assert len(said) == 1, "once per streak, not every tick"
@@ -208,7 +209,8 @@ async def test_a_single_instance_says_when_it_cannot_command_a_shard() -> None:
 
 
 def test_command_failures_of_a_shard_make_its_leader_resign() -> None:
-    lead = Leadership({"A": "row", "B": "row", "C": "other"}, FakeClock(0.0))
+    clock = FakeClock(0.0)
+    lead = Leadership({"A": "row", "B": "row", "C": "other"}, clock)
     resigned: list[tuple[str, float, str]] = []
 
     class Stub(Elector):
@@ -221,14 +223,20 @@ def test_command_failures_of_a_shard_make_its_leader_resign() -> None:
 
     async def go() -> None:
         lead.elector = Stub()
-        for ok in (False, False, True, False, False):  # a success resets the count
+        for ok in (False, False, False, True):  # a success resets the streak
             lead.command_result("A", ok)
+            clock.advance(2.0)
+        for _ in range(10):  # a burst of failures within a second: a slow moment, no more
+            lead.command_result("A", False)
+        clock.advance(3.0)
         lead.command_result("C", False)
         assert resigned == []
-        lead.command_result("B", False)  # the third in a row for shard "row"
+        clock.advance(2.0)
+        lead.command_result("B", False)  # shard "row" has failed for 5 s, 11 writes
+        lead.command_result("B", False)  # reported once per streak
         await asyncio.sleep(0)
         assert [(r, h) for r, h, _ in resigned] == [("row", Leadership.resign_hold_off_s)]
-        assert "3 command writes in a row to B failed" in resigned[0][2]
+        assert "11 command writes to B failed in a row over 5.0 s" in resigned[0][2]
 
     asyncio.run(go())
 

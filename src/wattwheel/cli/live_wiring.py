@@ -291,7 +291,10 @@ class Leadership:
     each write), whether it is the site coordinator, and what a promotion resets. A demotion
     writes nothing (the devices' own fallbacks are the safe state, ``docs/redundancy.md``)."""
 
-    #: consecutive failed command writes to a shard's devices after which its leader resigns
+    #: a shard's leader resigns once its command writes to the shard's devices have all failed
+    #: for this long (s), at least :attr:`resign_after_failures` of them (a CPU-starved moment
+    #: or one slow tick does not hand a shard over)
+    resign_after_s = 5.0
     resign_after_failures = 3
     #: after resigning, how long (s) the instance does not campaign for the shard (hysteresis)
     resign_hold_off_s = 30.0
@@ -301,7 +304,7 @@ class Leadership:
         self.clock = clock
         self.elector: LeaderElector | None = None
         self.runtime: Runtime | None = None
-        self._failures: dict[str, int] = {}
+        self._failures: dict[str, tuple[int, float]] = {}  # shard -> (count, first at s)
         self._resigning: set[asyncio.Task[bool]] = set()
 
     @property
@@ -332,25 +335,31 @@ class Leadership:
         rt.tick_now()  # command at once, not at the next period
 
     def command_result(self, domain_id: str, ok: bool) -> None:
-        """A command write to ``domain_id`` went through or failed. After
-        :attr:`resign_after_failures` failures in a row of a shard's writes (its devices stopped
-        answering this instance) the instance resigns the shard so a follower that can reach
-        them leads, and holds off campaigning for :attr:`resign_hold_off_s`. A single instance
-        (no election) has nobody to hand over to: it says so with an event."""
+        """A command write to ``domain_id`` went through or failed. Once a shard's writes have
+        all failed for :attr:`resign_after_s` (its devices stopped answering this instance) the
+        instance resigns the shard so a follower that can reach them leads, and holds off
+        campaigning for :attr:`resign_hold_off_s`. A single instance (no election) has nobody
+        to hand over to: it says so with an event. One report per streak."""
         shard = self.shard_of.get(domain_id)
         if shard is None:
             return
-        n = 0 if ok else self._failures.get(shard, 0) + 1
-        self._failures[shard] = n
-        if n != self.resign_after_failures:
+        now_s = self.clock.monotonic_s()
+        if ok:
+            self._failures.pop(shard, None)
             return
-        reason = f"{n} command writes in a row to {domain_id} failed"
+        n, since_s = self._failures.get(shard, (0, now_s))
+        n += 1
+        self._failures[shard] = (n, since_s)
+        failing_s = now_s - since_s
+        if n < self.resign_after_failures or failing_s < self.resign_after_s:
+            return
+        self._failures[shard] = (-(10**9), since_s)  # reported: not again in this streak
+        reason = f"{n} command writes to {domain_id} failed in a row over {failing_s:.1f} s"
         elector, rt = self.elector, self.runtime
         if not isinstance(elector, Elector):
             if rt is not None:
                 rt.event("leader.cannot_command", f"shard {shard}: {reason}", domain_id)
             return
-        self._failures[shard] = 0
         if rt is not None:
             rt.event(
                 "leader.resign",
