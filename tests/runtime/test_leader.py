@@ -307,6 +307,10 @@ async def test_resign_demotes_at_once_hands_over_after_the_margin_and_holds_off(
     again = [t for t in rec_a.times("promote", "a") if t > 3.0]
     assert len(again) == 1 and 13.0 <= again[0] <= 13.5, rec_a.events
     assert not await b.resign("a", 1.0, "not leading"), "B does not lead: nothing to resign"
+    # A campaign answered after the resignation (it was in flight) does not lead again.
+    a._hold_off_until["a"] = clock.monotonic_s() + 5.0
+    a._promote("a", 999)
+    assert a.fencing_token("a") != 999
     tasks[0].cancel()
     await asyncio.gather(tasks[0], return_exceptions=True)
 

@@ -446,8 +446,11 @@ class Elector:
             self._promote(role, owner.create_revision)
 
     def _promote(self, role: str, token: int) -> None:
-        if not self.timing.may_command(self._renewed_sent_s, self._clock.monotonic_s()):
+        now_s = self._clock.monotonic_s()
+        if not self.timing.may_command(self._renewed_sent_s, now_s):
             return  # the lease ran out while the request was in flight
+        if self._hold_off_until.get(role, -1.0) > now_s:
+            return  # resigned while this campaign was in flight: the key is being handed over
         self._held[role] = token
         self._wake.set()
         log.info("%s: leader of %s (fencing token %d)", self.instance_id, role, token)
