@@ -3,7 +3,8 @@
 * ``import google-power FILE... --rating-kw R --out trace.csv``
 * ``import utilization FILE --step-s S --idle-w W --max-w W --servers N --out trace.csv``
 * ``import ai-training --nodes N --racks R --duration-s D --seed S --out trace.csv``
-  (synthetic: there is no public AI-training power log to import, so this one generates it)
+  (synthetic: there is no public AI-training power log to import, so this one generates it;
+  ``--realistic --step-s 0.1``: several jobs with real job events)
 
 The rules (units, time bases, rack ids, normalisation) are documented in
 :mod:`wattwheel.sim.importers` and :mod:`wattwheel.sim.synthetic`.
@@ -27,6 +28,7 @@ from wattwheel.sim.importers import (
     import_utilization,
 )
 from wattwheel.sim.synthetic import AiTrainingLayout, GpuNodeProfile, synthesize_ai_training
+from wattwheel.sim.synthetic_jobs import JobsLayout, default_jobs, synthesize_jobs
 from wattwheel.sim.trace_io import write_trace
 
 import_app = typer.Typer(
@@ -154,14 +156,34 @@ def ai_training(
         float, typer.Option(help="Shift of rack k's schedule: k x this, s (0 = one job).")
     ] = 0.0,
     rack_prefix: Annotated[str, typer.Option(help="Rack ids are PREFIX01, PREFIX02...")] = "gpu",
+    realistic: Annotated[
+        bool,
+        typer.Option(
+            "--realistic",
+            help="Several concurrent jobs with jitter, rack skew, start/stop, checkpoint "
+            "stalls, a failure and restart (wattwheel.sim.synthetic_jobs; ~10 kW H100 nodes; "
+            "--period-s/--dip-w/--period-jitter-s/--rack-offset-s do not apply).",
+        ),
+    ] = False,
 ) -> None:
     """Synthesise an AI-training trace (8-GPU nodes: ~6-7.5 kW, ~1 s dips to ~1.6 kW every ~8 s).
 
     Parameters from Elsayed, Al-Obaidi & Farag, doi:10.21203/rs.3.rs-7943457/v1; the model is
-    documented in wattwheel.sim.synthetic.
+    documented in wattwheel.sim.synthetic. With ``--realistic``, the job mix of
+    wattwheel.sim.synthetic_jobs (Choukse et al., arXiv 2508.14318).
     """
 
     def build() -> Trace:
+        if realistic:
+            jobs_layout = JobsLayout(
+                racks=racks,
+                nodes_per_rack=nodes,
+                duration_s=duration_s,
+                step_s=step_s,
+                seed=seed,
+                rack_prefix=rack_prefix,
+            )
+            return synthesize_jobs(jobs_layout, default_jobs(racks, nodes, duration_s))
         layout = AiTrainingLayout(
             nodes_per_rack=nodes,
             racks=racks,

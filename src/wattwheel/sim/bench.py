@@ -12,6 +12,7 @@ from typing import Any
 from wattwheel.control.base import Policy
 from wattwheel.control.offline import MAX_CELLS, OfflineOptimumPolicy, solve_offline
 from wattwheel.control.registry import make_policy
+from wattwheel.domain import grid_signal
 from wattwheel.domain.errors import WattwheelError
 from wattwheel.forecast.base import Forecaster
 from wattwheel.forecast.baselines import PersistenceForecaster
@@ -125,7 +126,52 @@ def run_bench(
         names[name] = fc_name
         if spec is not None:
             training[name] = dict(spec.trained_on)
+    add_grid_signal_metrics(scenario, results)
     return BenchRun(scenario, results, names, training)
+
+
+def add_grid_signal_metrics(scenario: Scenario, results: Mapping[str, SimResult]) -> None:
+    """Ramp statistics and the 0.1-20 Hz band power of each run's recorded grid signal
+    (:mod:`wattwheel.domain.grid_signal`), into its site metrics. The band figure is relative to
+    the ``none`` run's and absent without one or where the step is too coarse."""
+    dt = scenario.dt_s
+    limit = scenario.site.max_grid_ramp_kw_per_s
+    bands: dict[str, float | None] = {}
+    for name, res in results.items():
+        grid = res.series["grid_kw"]
+        for key, value in grid_signal.ramp_metrics(grid, dt, limit).items():
+            res.site_metrics.setdefault(key, value)  # the plant's own max ramp stands
+        bands[name] = grid_signal.band_power(grid.sum(axis=1), dt)
+    reference = bands.get("none")
+    if reference is None:
+        return
+    for name, res in results.items():
+        power = bands[name]
+        if power is not None:
+            res.site_metrics["grid_band_power_reduction_db"] = grid_signal.band_power_reduction_db(
+                power, reference
+            )
+
+
+def grid_signal_note(scenario: Scenario, policies: Sequence[str]) -> dict[str, Any]:
+    """How the grid-signal metrics were computed (``bench.json`` ``grid_signal``)."""
+    edges = grid_signal.band_edges_hz(scenario.dt_s)
+    if edges is None:
+        note = (
+            f"no grid_band_power_reduction_db: a {scenario.dt_s:g} s step resolves only up to "
+            f"{0.5 / scenario.dt_s:g} Hz (needs a step <= {grid_signal.MAX_BAND_STEP_S} s)"
+        )
+    elif "none" not in policies:
+        note = "no grid_band_power_reduction_db: it is relative to the none policy, not run"
+    else:
+        note = "site grid signal's Welch band power vs the none policy's, 10 log10(none / policy)"
+    return {
+        "band_hz": list(edges) if edges else None,
+        "ramp_limit_kw_per_s": scenario.site.max_grid_ramp_kw_per_s,
+        "ramps": "per feed (domain) between consecutive steps; p99 and share over steps of the "
+        "worst feed's ramp",
+        "note": note,
+    }
 
 
 def bench_payload(run: BenchRun) -> dict[str, Any]:
@@ -143,6 +189,7 @@ def bench_payload(run: BenchRun) -> dict[str, Any]:
         "policies": {name: res.site_metrics for name, res in run.results.items()},
         "domains": {name: res.domain_metrics for name, res in run.results.items()},
         "forecasters": run.forecaster_names,
+        "grid_signal": grid_signal_note(sc, list(run.results)),
         "forecaster_training": run.forecaster_training,
         "timing": timing,
         "site": {
