@@ -91,3 +91,17 @@ def test_import_ai_training_bad_period(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args, "--period-s", "2", "--out", str(tmp_path / "x.csv")])
     assert result.exit_code == 2
     assert "period_s = 2.0: must exceed" in result.output
+
+
+def test_import_ai_training_realistic(tmp_path: Path) -> None:
+    out = tmp_path / "jobs.csv"
+    args = ["import", "ai-training", "--realistic", "--nodes", "4", "--racks", "3"]
+    more = ["--duration-s", "60", "--step-s", "0.1", "--seed", "1", "--out", str(out)]
+    result = runner.invoke(app, [*args, *more])
+    assert result.exit_code == 0, result.output
+    trace = read_trace(out)
+    assert trace.rack_ids == ("gpu01", "gpu02", "gpu03") and trace.n_steps == 600
+    assert trace.power_w.max() <= 3 * 4 * 10_000.0  # never above every node at peak
+    bad = runner.invoke(app, [*args[:-1], "1", *more])
+    assert bad.exit_code == 2
+    assert "racks = 1" in bad.output
