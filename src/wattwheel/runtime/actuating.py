@@ -256,7 +256,6 @@ class Actuator:
         ledger: Ledger,
         view: TelemetryView,
         event: Callable[[str, str], None],
-        now_s: Callable[[], float],
         *,
         caps: ServerCapActuator | None,
         outlets: OutletActuator | None,
@@ -275,7 +274,6 @@ class Actuator:
         self.ledger = ledger
         self.view = view
         self.event = event
-        self.now_s = now_s
         self.caps = caps
         self.outlets = outlets
         self.flywheels = flywheels
@@ -367,9 +365,10 @@ class Actuator:
             self._maybe_schedule(obs.now_s, dec)
         await asyncio.gather(*jobs)
         written: Mapping[str, bool] = cap_job.result() if cap_job is not None else {}
-        # In force from when the BMCs acknowledged them (not from the tick's start): a rack
-        # meter read while the writes were in flight still shows the load uncapped.
-        self._commit_caps(changes, written, self.now_s())
+        # In force from the tick's start: a rack meter read while the writes were in flight
+        # (still uncapped) then overstates demand - the safe side; the other stamp (the
+        # acknowledgement) understated it for meters that had already seen the caps.
+        self._commit_caps(changes, written, obs.now_s)
         return Acted(len(changes), [k for k, on in shed.items() if not on])
 
     def _reserve_jobs(

@@ -236,7 +236,6 @@ class Runtime:
             self.ledger,
             self.view,
             self.event,
-            clock.now_s,
             caps=devices.caps,
             outlets=devices.outlets,
             flywheels=devices.flywheels,
