@@ -13,6 +13,8 @@ DESIGN_NAMES = {
     "shifted_energy_kwh", "deferred_energy_kwh", "kes_losses_kwh", "kes_throughput_kwh",
     "kes_equivalent_cycles", "peak_grid_kw", "max_grid_ramp_kw_per_s", "cost_total", "steps",
     "wall_seconds",
+    # DESIGN §8: the shared reserve metered as one machine (and its pre-warmed time).
+    "reserve_machine_starts", "reserve_warm_seconds",
 }  # fmt: skip
 
 

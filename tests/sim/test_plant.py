@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, RESERVE_STARTING, Decision
+from wattwheel.control.base import (
+    RESERVE_OFF,
+    RESERVE_ON,
+    RESERVE_STARTING,
+    RESERVE_WARM,
+    Decision,
+)
 from wattwheel.control.simple import NonePolicy
 from wattwheel.domain.site import SiteParams, parse_site, resolve_site
 from wattwheel.sim.plant import Plant
@@ -67,11 +73,12 @@ def test_reserve_start_delay_and_minimum_on_time() -> None:
     # (delay 120 s, min on 300 s) starts at t = 60 and delivers from t = 180: steps 1 and 2 are
     # overloaded by 20 kW (2 · 20/60 = 0.6667 kWh, 120 s), step 3 is covered (20/60 = 0.3333
     # kWh of reserve energy). It stays on (delivering nothing) until 300 s after its start:
-    # steps 1..5 = 300 s, one activation.
+    # steps 1..5 = 300 s, one activation. Modes are read at the end of each step: ready at the
+    # end of step 2 (t = 180 s).
     plant = Plant(without_kes(site()), DT_S)
     modes = run_none(plant, [90, 120, 120, 120, 90, 90, 90, 90, 90, 90])
     off, starting, on = RESERVE_OFF, RESERVE_STARTING, RESERVE_ON
-    assert modes == [off, starting, starting, on, on, on, off, off, off, off]
+    assert modes == [off, starting, on, on, on, on, off, off, off, off]
     assert totals(plant, "reserve_activations")[0] == 1
     assert totals(plant, "reserve_seconds")[0] == pytest.approx(300.0)
     assert totals(plant, "reserve_energy_kwh")[0] == pytest.approx(20 * KWH)
@@ -336,7 +343,27 @@ def test_over_assigned_reserve_is_scaled_to_the_shared_capacity() -> None:
     np.testing.assert_allclose(rec.reserve_kw, [20.0, 30.0])
     np.testing.assert_allclose(rec.grid_kw, [120.0, 130.0])
     np.testing.assert_allclose(totals(plant, "overload_energy_kwh"), [20 * KWH, 30 * KWH])
-    np.testing.assert_allclose(totals(plant, "reserve_activations"), [1, 1])
+    # One machine, one start: each domain's share is half of it.
+    np.testing.assert_allclose(totals(plant, "reserve_activations"), [0.5, 0.5])
+    assert plant.reserve.starts == 1
+
+
+def test_one_shared_reserve_is_metered_once() -> None:
+    # A is over from step 1, B from step 2 while the machine already runs: one start (shared
+    # by A, which started it), not one per domain; the running time is the machine's.
+    plant = Plant(without_kes(site()), DT_S)
+    policy = NonePolicy(plant.site)
+    for t, (d_a, d_b) in enumerate([(90, 50), (120, 50), (120, 130), (90, 130), (90, 50)]):
+        demand = np.array([float(d_a), float(d_b)])
+        obs = plant.observe(t * DT_S, demand, 0.7 * demand)
+        dec, _ = policy.decide(obs, None, None)
+        plant.step(demand, 0.7 * demand, dec)
+    assert plant.reserve.starts == 1
+    np.testing.assert_allclose(totals(plant, "reserve_machine_starts"), [1.0, 0.0])
+    np.testing.assert_allclose(totals(plant, "reserve_activations"), [1.0, 0.0])
+    # Running since t = 60 s: 4 steps so far; the domains' shares add up to the machine's.
+    assert plant.reserve.running_s == pytest.approx(240.0)
+    assert totals(plant, "reserve_seconds").sum() == pytest.approx(240.0)
 
 
 def test_observed_shifts_are_the_shifts_applied() -> None:
@@ -351,3 +378,25 @@ def test_observed_shifts_are_the_shifts_applied() -> None:
         rec = plant.step(demand, crit, dec)
     np.testing.assert_allclose(obs.shift_out_kw, rec.shift_out_kw)
     np.testing.assert_allclose(obs.shift_in_kw, rec.shift_in_kw)
+
+
+def test_a_pre_warmed_reserve_starts_faster_and_its_warm_time_is_metered() -> None:
+    # Warm start delay 30 s (cold 120 s): pre-warmed for step 0, started at step 1 (t = 60 s),
+    # it delivers from t = 90 s, half of step 1. Warm time is metered, and is not a start.
+    plant = Plant(
+        without_kes(site(("min_on_s = 300", "min_on_s = 300\nwarm_start_delay_s = 30"))), DT_S
+    )
+    idle = Decision.idle(2)
+    demand = np.array([120.0, 50.0])
+    warm = dataclasses.replace(idle, reserve_warm=np.array([True, False]))
+    plant.observe(0.0, demand, 0.7 * demand)
+    plant.step(demand, 0.7 * demand, warm)
+    assert plant.reserve.starts == 0 and plant.reserve_mode[0] == RESERVE_WARM
+    start = dataclasses.replace(
+        warm, reserve_on=np.array([True, False]), reserve_kw=np.array([20.0, 0.0])
+    )
+    plant.observe(DT_S, demand, 0.7 * demand)
+    rec = plant.step(demand, 0.7 * demand, start)
+    assert rec.reserve_kw[0] == pytest.approx(10.0)  # 20 kW for half the step
+    assert totals(plant, "reserve_warm_seconds")[0] == pytest.approx(60.0)
+    assert totals(plant, "reserve_machine_starts").sum() == 1

@@ -29,7 +29,7 @@ DESIGN_NAMES = {
     "overload_seconds", "breaker_trips", "capped_energy_kwh", "critical_capped_energy_kwh",
     "shifted_energy_kwh", "deferred_energy_kwh", "kes_losses_kwh", "kes_throughput_kwh",
     "kes_equivalent_cycles", "peak_grid_kw", "max_grid_ramp_kw_per_s", "cost_total", "steps",
-    "wall_seconds",
+    "wall_seconds", "reserve_machine_starts", "reserve_warm_seconds",
 }  # fmt: skip
 
 

@@ -14,13 +14,22 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from wattwheel.domain.reserve import RESERVE_OFF, RESERVE_ON, RESERVE_STARTING, RESERVE_WARM
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
-RESERVE_OFF, RESERVE_STARTING, RESERVE_ON = 0, 1, 2
+__all__ = [
+    "RESERVE_OFF",
+    "RESERVE_ON",
+    "RESERVE_STARTING",
+    "RESERVE_WARM",
+    "Decision",
+    "Observation",
+    "Policy",
+]
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,8 @@ class Observation:
         debt_kwh: deferred work still owed.
         kes_soc: usable state of charge per bank, [0, 1].
         kes_max_discharge_kw / kes_max_charge_kw: what each bank can do for a whole period.
-        reserve_mode: RESERVE_OFF / RESERVE_STARTING / RESERVE_ON per domain.
+        reserve_mode: RESERVE_OFF / RESERVE_WARM / RESERVE_STARTING / RESERVE_ON per domain
+            (the one shared machine's state, as every domain sees it).
         reserve_ready_in_s: seconds until a starting reserve delivers (0 when on).
         reserve_min_on_left_s: seconds before an on reserve may be released.
         breaker_heat: thermal state of each primary breaker, trips at 1.
@@ -87,6 +97,7 @@ class Decision:
         repay_kw: deferred work to run now (beyond what is due).
         soc_target: the SoC the planner wants (reporting and recharge target).
         reasons: one line per domain explaining the decision (audit log).
+        reserve_warm: ask for the reserve to be pre-warmed (None: no); never a start.
     """
 
     kes_kw: FloatArray
@@ -99,6 +110,7 @@ class Decision:
     repay_kw: FloatArray
     soc_target: FloatArray
     reasons: tuple[str, ...] = field(default=())
+    reserve_warm: BoolArray | None = None
 
     @staticmethod
     def idle(n_domains: int) -> Decision:

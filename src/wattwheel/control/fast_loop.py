@@ -5,6 +5,12 @@ use the reserve if it is already delivering, then cap non-critical load (never b
 never critical load), and ask for the reserve for whatever is left. Below capacity, recharge
 the flywheel toward the planner's SoC target within the headroom, and repay deferred work.
 It needs no forecast: with none (or a stale one) this *is* the reactive policy.
+
+The reserve (the seed's rule, DESIGN §8): a plan that expects to need it (``reserve_arm``) only
+*pre-warms* it. It is *started* when the plan expects it **and** measured demand exceeds
+primary + flywheel + shifted capacity (what is left after the flywheel with the shifts in
+force), or - safety wins - when load is left uncovered even after capping to the floor
+(the breaker would heat), whatever the plan says.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, Decision, Observation
+from wattwheel.control.base import RESERVE_ON, Decision, Observation
 from wattwheel.domain import flywheel
+from wattwheel.domain.reserve import is_running
 from wattwheel.domain.site import SiteParams
 
 FloatArray = NDArray[np.float64]
@@ -42,11 +49,14 @@ class Targets:
     """What the planning loop asks of the fast loop for this period (arrays (D,))."""
 
     soc_target: FloatArray
+    #: The plan expects the reserve: pre-warm it; start it only on a measured excess too.
     reserve_arm: BoolArray
     shift_out_kw: FloatArray
     shift_in_kw: FloatArray
     defer_kw: FloatArray
     repay_kw: FloatArray
+    #: The plan expects the reserve soon (e.g. next block): pre-warm it only.
+    reserve_prewarm: BoolArray | None = None
 
     @staticmethod
     def reactive(n_domains: int, soc_target: float = 1.0) -> Targets:
@@ -101,10 +111,16 @@ def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decisio
     kes_kw = np.where(over, dis, dis_down - chg)
     kes_kw = _ramp_limit(site, obs, net_kw + repay - delivering - cap, kes_kw, targets.soc_target)
 
-    running = obs.reserve_mode != RESERVE_OFF
-    want_reserve = targets.reserve_arm | (left > 1e-9) | (live & (rem > 1e-9)) | (bad & running)
+    running = is_running(obs.reserve_mode)
+    # Predicted (armed by the plan) and actual excess beyond flywheel and shifts; or safety.
+    planned = targets.reserve_arm & (rem > 1e-9)
+    want_reserve = planned | (left > 1e-9) | (live & (rem > 1e-9)) | (bad & running)
     reserve_on = _reserve_overrides(obs, want_reserve)
     res_kw = np.where(reserve_on, res_kw, 0.0)
+    expected = targets.reserve_arm
+    if targets.reserve_prewarm is not None:
+        expected = expected | targets.reserve_prewarm
+    warm = expected & allowed & ~bad
     kes_kw = np.where(bad, 0.0, kes_kw)
     return Decision(
         kes_kw=kes_kw,
@@ -117,6 +133,7 @@ def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decisio
         repay_kw=repay,
         soc_target=targets.soc_target.copy(),
         reasons=_reasons(n, excess, dis, res_kw, cap, left, chg, targets, bad),
+        reserve_warm=warm,
     )
 
 
@@ -273,6 +290,6 @@ def _reasons(
             text = f"headroom {-excess[d]:.1f} kW: charge KES {chg[d]:.1f} toward SoC "
             text += f"{targets.soc_target[d]:.2f}"
         if targets.reserve_arm[d]:
-            text += "; reserve armed by plan"
+            text += "; reserve pre-warmed by plan"
         out.append(text)
     return tuple(out)

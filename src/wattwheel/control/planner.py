@@ -59,6 +59,8 @@ class Plan:
     defer_kw: FloatArray
     repay_kw: FloatArray
     expected_cost: float
+    #: The reserve is planned now or in the next block: pre-warm it (never a start).
+    reserve_prewarm: NDArray[np.bool_] | None = None
 
 
 def soc_floor(site: SiteParams) -> FloatArray:
@@ -280,4 +282,5 @@ class _Builder:
             defer_kw=x[self.defer[first]],
             repay_kw=x[self.repay[first]],
             expected_cost=objective,
+            reserve_prewarm=(x[self.on[first]] > 0.5) | (x[self.on[first + min(1, K - 1)]] > 0.5),
         )

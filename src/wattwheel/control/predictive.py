@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.base import RESERVE_OFF, Decision, Observation
+from wattwheel.control.base import Decision, Observation
 from wattwheel.control.fast_loop import Targets, default_soc_target, safety_loop
 from wattwheel.control.planner import Plan, PlanInputs, soc_floor, solve_plan
+from wattwheel.domain.reserve import is_running
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
 
@@ -89,6 +90,7 @@ class PredictivePolicy:
             shift_in_kw=plan.shift_in_kw,
             defer_kw=plan.defer_kw,
             repay_kw=plan.repay_kw,
+            reserve_prewarm=plan.reserve_prewarm,
         )
 
     def _plan(self, obs: Observation, state: PredictiveState, forecast: Forecast) -> Plan | None:
@@ -116,7 +118,7 @@ class PredictivePolicy:
             noncritical_kw=noncrit,
             energy_kwh=obs.kes_soc * site.kes.capacity_kwh,
             debt_kwh=obs.debt_kwh,
-            reserve_on=obs.reserve_mode != RESERVE_OFF,
+            reserve_on=is_running(obs.reserve_mode),
             reserve_min_on_left_s=obs.reserve_min_on_left_s,
             reserve_allowed=allowed,
             reserve_blocks=self.risk_blocks + 1,
@@ -135,7 +137,7 @@ class PredictivePolicy:
         safety floor."""
         return bool(
             np.all(demand_kw < self.site.primary_kw[:, None])
-            and np.all(obs.reserve_mode == RESERVE_OFF)
+            and not np.any(is_running(obs.reserve_mode))
             and np.all(obs.debt_kwh <= 1e-9)
             and not np.any(fixed_out)
             and not np.any(fixed_in)

@@ -14,11 +14,16 @@ from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
 
-#: Metrics summed over domains for the site figure.
+#: Metrics summed over domains for the site figure. The reserve is one machine: a domain's
+#: ``reserve_activations``, ``reserve_machine_starts``, ``reserve_seconds`` and
+#: ``reserve_warm_seconds`` are its *share* of the machine's starts and running / pre-warmed
+#: time (see :mod:`wattwheel.domain.reserve`), so they add up to the machine's figures.
 EXTENSIVE = (
     "reserve_energy_kwh",
     "reserve_activations",
+    "reserve_machine_starts",
     "reserve_seconds",
+    "reserve_warm_seconds",
     "overload_energy_kwh",
     "overload_seconds",
     "breaker_trips",

@@ -70,11 +70,19 @@ class ReserveSection(_Strict):
     )
     start_delay_s: float = Field(60.0, ge=0, description="time from start to delivery (s)")
     min_on_s: float = Field(900.0, ge=0, description="minimum on-time once started (s)")
+    warm_start_delay_s: float | None = Field(
+        None,
+        ge=0,
+        description="time from start to delivery when pre-warmed (s; <= start_delay_s); "
+        "none: the reserve cannot be pre-warmed",
+    )
 
     @model_validator(mode="after")
     def _one_capacity(self) -> ReserveSection:
         if (self.capacity_kw is None) == (self.capacity_fraction_of_excess is None):
             raise ValueError("give exactly one of capacity_kw, capacity_fraction_of_excess")
+        if self.warm_start_delay_s is not None and self.warm_start_delay_s > self.start_delay_s:
+            raise ValueError("warm_start_delay_s must not exceed start_delay_s")
         return self
 
 
@@ -288,6 +296,8 @@ class ReserveParams:
     capacity_kw: float
     start_delay_s: float
     min_on_s: float
+    #: Start delay from the pre-warmed state (None: no pre-warming).
+    warm_start_delay_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -420,7 +430,7 @@ def _reserve(sec: ReserveSection, peak_kw: FloatArray, primary_kw: FloatArray) -
     else:
         assert sec.capacity_fraction_of_excess is not None
         cap = sec.capacity_fraction_of_excess * float(np.sum(np.maximum(peak_kw - primary_kw, 0.0)))
-    return ReserveParams(float(cap), sec.start_delay_s, sec.min_on_s)
+    return ReserveParams(float(cap), sec.start_delay_s, sec.min_on_s, sec.warm_start_delay_s)
 
 
 def _breaker(sec: BreakerSection) -> BreakerParams:

@@ -1,9 +1,12 @@
 """The physical site in simulation: applies a Decision to one step of true demand.
 
-Per domain, in order: shifts scheduled ``lead`` ago take effect (truncated to the non-critical
-load present), caps and deferrals come off the non-critical load, deferred work due now is
-forced back on, the flywheel bank exchanges power, the shared reserve delivers once its start
-delay has passed, and the rest is drawn from the primary feed. Overload above primary capacity
+Per domain, in order: shift orders in force take effect (truncated to the non-critical load
+present), caps and deferrals come off the non-critical load, deferred work due now is forced
+back on, the flywheel bank exchanges power, the shared reserve delivers once its start delay has
+passed, and the rest is drawn from the primary feed. The reserve machine, the shift orders and
+the deferral debt are the pure world model of :mod:`wattwheel.domain` (``reserve``, ``shifts``,
+``debt``), the same the live runtime's ledger and the emulator keep, on the plant's own clock
+(seconds since the first step). Overload above primary capacity
 heats the breaker (inverse-time curve) and may trip it. Every quantity is metered into
 :class:`~wattwheel.domain.metrics.MetricsAccumulator`.
 
@@ -18,15 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.base import (
-    RESERVE_OFF,
-    RESERVE_ON,
-    RESERVE_STARTING,
-    Decision,
-    Observation,
-)
+from wattwheel.control.base import Decision, Observation
 from wattwheel.domain import breaker, flywheel
+from wattwheel.domain.debt import DebtBook
 from wattwheel.domain.metrics import MetricsAccumulator
+from wattwheel.domain.reserve import ReserveMachine
+from wattwheel.domain.shifts import ShiftBook, pair_levels
 from wattwheel.domain.site import SiteParams
 
 FloatArray = NDArray[np.float64]
@@ -57,20 +57,26 @@ class Plant:
         d = site.n_domains
         self.site = site
         self.dt_s = dt_s
-        self.lead_steps = int(np.ceil(float(site.flex.shift_lead_s.max(initial=0.0)) / dt_s - 1e-9))
-        self.deadline_steps = np.maximum(np.ceil(site.flex.defer_deadline_s / dt_s), 1).astype(int)
-        depth = max(self.lead_steps, 0) + 1
-        self._shift_out = np.zeros((depth, d))
-        self._shift_in = np.zeros((depth, d))
-        self._debt = np.zeros((int(self.deadline_steps.max(initial=1)) + 1, d))
+        lead_steps = int(np.ceil(float(site.flex.shift_lead_s.max(initial=0.0)) / dt_s - 1e-9))
+        #: Shifts take effect after the site's longest lead time, on a step boundary.
+        self.lead_s = max(lead_steps, 0) * dt_s
+        self.shifts = ShiftBook(d)
+        self.debt = DebtBook(site.flex.defer_deadline_s.astype(float))
+        self.reserve = reserve_machine(site)
         self.step_index = 0
         self.soc = site.kes_initial_soc.astype(float).copy()
-        self.reserve_mode = np.full(d, RESERVE_OFF, dtype=np.int64)
-        self.reserve_ready_in_s = np.zeros(d)
-        self.reserve_on_for_s = np.zeros(d)
         self.heat = np.zeros(d)
         self.last_grid_kw = np.zeros(d)
         self.metrics = MetricsAccumulator(d)
+
+    @property
+    def now_s(self) -> float:
+        """The plant's own clock: seconds since the first step."""
+        return self.step_index * self.dt_s
+
+    @property
+    def reserve_mode(self) -> NDArray[np.int64]:
+        return self.reserve.view(self.now_s).mode
 
     # -- what the controller can see -------------------------------------------------------
     def observe(self, now_s: float, demand_kw: FloatArray, critical_kw: FloatArray) -> Observation:
@@ -78,8 +84,10 @@ class Plant:
             # Before the first step the feed was carrying the load as it stood.
             self.last_grid_kw = demand_kw.astype(float).copy()
         kes = self.site.kes
+        now = self.now_s
         # What will really move this step (the controller must not plan on more).
-        shift_out, shift_in = self._moved_shifts(np.maximum(demand_kw - critical_kw, 0.0))
+        shift_out, shift_in = self.shifts.moved(now, np.maximum(demand_kw - critical_kw, 0.0))
+        res = self.reserve.view(now)
         return Observation(
             now_s=now_s,
             dt_s=self.dt_s,
@@ -87,65 +95,48 @@ class Plant:
             critical_kw=critical_kw,
             shift_out_kw=shift_out,
             shift_in_kw=shift_in,
-            due_repay_kw=self._due_debt_kwh() * S_PER_H / self.dt_s,
-            debt_kwh=self._debt.sum(axis=0),
+            due_repay_kw=self.debt.due_kw(now, self.dt_s),
+            debt_kwh=self.debt.owed_kwh(),
             kes_soc=self.soc.copy(),
             kes_max_discharge_kw=flywheel.max_discharge_kw(kes, self.soc, self.dt_s),
             kes_max_charge_kw=flywheel.max_charge_kw(kes, self.soc, self.dt_s),
-            reserve_mode=self.reserve_mode.copy(),
-            reserve_ready_in_s=self.reserve_ready_in_s.copy(),
-            reserve_min_on_left_s=np.maximum(
-                self.site.reserve.min_on_s - self.reserve_on_for_s, 0.0
-            )
-            * (self.reserve_mode != RESERVE_OFF),
+            reserve_mode=res.mode,
+            reserve_ready_in_s=res.ready_in_s,
+            reserve_min_on_left_s=res.min_on_left_s,
             breaker_heat=self.heat.copy(),
             last_grid_kw=self.last_grid_kw.copy(),
         )
 
-    def _due_debt_kwh(self) -> FloatArray:
-        # Row 0 of the debt ring is the bucket that falls due this step.
-        due: FloatArray = self._debt[self.step_index % self._debt.shape[0]].copy()
-        return due
-
     # -- one step ----------------------------------------------------------------------------
     def step(self, demand_kw: FloatArray, critical_kw: FloatArray, dec: Decision) -> PlantRecord:
-        dt = self.dt_s
+        dt, now = self.dt_s, self.now_s
         site = self.site
         noncrit = np.maximum(demand_kw - critical_kw, 0.0)
-        out_kw, in_kw = self._apply_shifts(noncrit)
-        self._schedule_shifts(dec)
+        out_kw, in_kw = self.shifts.moved(now, noncrit)
+        self._schedule_shifts(now, dec)
         movable = np.maximum(noncrit - out_kw, 0.0)
         cap_kw = np.clip(dec.cap_kw, 0.0, demand_kw - out_kw)
         critical_capped = np.maximum(cap_kw - movable, 0.0)
         defer_kw = np.clip(dec.defer_kw, 0.0, np.maximum(movable - cap_kw, 0.0))
-        repay_kw = self._repay(dec.repay_kw)
+        repay_kw = self.debt.settle(now, dt, defer_kw, dec.repay_kw)
         net_kw = demand_kw - out_kw + in_kw - cap_kw - defer_kw + repay_kw
-        self._add_debt(defer_kw * dt / S_PER_H)
 
         fw = flywheel.step(site.kes, self.soc, dec.kes_kw, dt)
         self.soc = fw.soc
-        started = self._reserve_transitions(dec.reserve_on)
-        on_frac = self._reserve_fraction()
-        reserve_kw = self._reserve_delivery(dec.reserve_kw, net_kw - fw.power_kw)
+        machine = self.reserve
+        before_meter = _reserve_meter(machine)
+        machine.command_all(now, dec.reserve_on, dec.reserve_kw, dec.reserve_warm)
+        on_frac = np.full(site.n_domains, machine.on_fraction(now, dt))
+        reserve_kw = machine.delivery_kw(net_kw - fw.power_kw)
+        mode = machine.view(now).mode
+        machine.advance(now + dt)
 
         before = net_kw - fw.power_kw
         after = before - reserve_kw
         grid_kw = before - reserve_kw * on_frac
         trips = self._breaker(before, after, on_frac)
-        self._meter(
-            grid_kw,
-            before,
-            after,
-            on_frac,
-            reserve_kw,
-            started,
-            cap_kw,
-            critical_capped,
-            out_kw,
-            defer_kw,
-            fw,
-            trips,
-        )
+        self._meter(grid_kw, before, after, on_frac, reserve_kw, cap_kw, critical_capped)
+        self._meter_rest(out_kw, defer_kw, fw, trips, _reserve_meter(machine) - before_meter)
         self.last_grid_kw = grid_kw
         self.step_index += 1
         return PlantRecord(
@@ -158,105 +149,21 @@ class Plant:
             defer_kw,
             repay_kw,
             self.soc.copy(),
-            self.reserve_mode.copy(),
+            mode,
             trips,
         )
 
-    def _moved_shifts(self, noncrit: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Shifts due now. Work moves only where it can leave *and* be received: the moved total
-        is the smaller of what the sources can release (their non-critical load) and what the
-        destinations were scheduled to take, so work is never lost nor created."""
-        slot = self.step_index % self._shift_out.shape[0]
-        want_out = self._shift_out[slot]
-        want_in = self._shift_in[slot]
-        can_out = np.minimum(want_out, noncrit)
-        moved = min(float(can_out.sum()), float(want_in.sum()))
-        if moved <= 0:
-            return np.zeros_like(want_out), np.zeros_like(want_in)
-        return can_out * (moved / float(can_out.sum())), want_in * (moved / float(want_in.sum()))
-
-    def _apply_shifts(self, noncrit: FloatArray) -> tuple[FloatArray, FloatArray]:
-        out_kw, in_kw = self._moved_shifts(noncrit)
-        slot = self.step_index % self._shift_out.shape[0]
-        self._shift_out[slot] = 0.0
-        self._shift_in[slot] = 0.0
-        return out_kw, in_kw
-
-    def _schedule_shifts(self, dec: Decision) -> None:
-        """A shift takes effect after the longest lead time of the site's domains, for the
-        source and the destination alike (the work leaves when it can arrive)."""
-        depth = self._shift_out.shape[0]
-        out = np.clip(dec.shift_out_kw, 0.0, self.site.flex.shift_max_kw)
-        inn = np.clip(dec.shift_in_kw, 0.0, self.site.flex.shift_max_kw)
-        slot = (self.step_index + self.lead_steps) % depth
-        self._shift_out[slot] += out
-        self._shift_in[slot] += inn
-
-    def _add_debt(self, energy_kwh: FloatArray) -> None:
-        depth = self._debt.shape[0]
-        for d, steps in enumerate(self.deadline_steps):
-            self._debt[(self.step_index + int(steps)) % depth, d] += energy_kwh[d]
-
-    def _repay(self, requested_kw: FloatArray) -> FloatArray:
-        """Forced repayment of what is due, then voluntary repayment, oldest first."""
-        dt_h = self.dt_s / S_PER_H
-        depth = self._debt.shape[0]
-        due_slot = self.step_index % depth
-        forced = self._debt[due_slot].copy()
-        self._debt[due_slot] = 0.0
-        want = np.maximum(requested_kw, 0.0) * dt_h
-        paid = forced.copy()
-        for k in range(1, depth):
-            if not np.any(want > 1e-12):
-                break
-            slot = (self.step_index + k) % depth
-            take = np.minimum(want, self._debt[slot])
-            self._debt[slot] -= take
-            want -= take
-            paid += take
-        repaid_kw: FloatArray = paid / dt_h
-        return repaid_kw
-
-    def _reserve_transitions(self, request: NDArray[np.bool_]) -> NDArray[np.bool_]:
-        res = self.site.reserve
-        start: NDArray[np.bool_] = (self.reserve_mode == RESERVE_OFF) & request
-        self.reserve_mode[start] = RESERVE_STARTING
-        self.reserve_ready_in_s[start] = res.start_delay_s
-        self.reserve_on_for_s[start] = 0.0
-        release = (
-            (self.reserve_mode == RESERVE_ON) & ~request & (self.reserve_on_for_s >= res.min_on_s)
+    def _schedule_shifts(self, now_s: float, dec: Decision) -> None:
+        """The decided levels become shift orders (one per source/destination pair, each
+        replacing the pair's previous one), in force after the lead time for a plan period."""
+        cap = self.site.flex.shift_max_kw
+        levels = pair_levels(
+            np.clip(dec.shift_out_kw, 0.0, cap), np.clip(dec.shift_in_kw, 0.0, cap)
         )
-        self.reserve_mode[release] = RESERVE_OFF
-        self.reserve_on_for_s[release] = 0.0
-        return start
-
-    def _reserve_fraction(self) -> FloatArray:
-        """Fraction of this step during which the reserve delivers; advances its timers."""
-        dt = self.dt_s
-        frac = np.zeros(self.site.n_domains)
-        on = self.reserve_mode == RESERVE_ON
-        frac[on] = 1.0
-        starting = self.reserve_mode == RESERVE_STARTING
-        ready = starting & (self.reserve_ready_in_s < dt)
-        frac[ready] = (dt - self.reserve_ready_in_s[ready]) / dt
-        self.reserve_ready_in_s[starting] = np.maximum(self.reserve_ready_in_s[starting] - dt, 0.0)
-        self.reserve_mode[ready] = RESERVE_ON
-        running = self.reserve_mode != RESERVE_OFF
-        self.reserve_on_for_s[running] += dt
-        return frac
-
-    def _reserve_delivery(self, assigned_kw: FloatArray, need_kw: FloatArray) -> FloatArray:
-        """Reserve power per domain: what was assigned, no more than needed, within the
-        shared capacity (scaled down in proportion if the coordinator over-assigned)."""
-        live = self.reserve_mode != RESERVE_OFF
-        kw = np.where(live, np.clip(assigned_kw, 0.0, np.maximum(need_kw, 0.0)), 0.0)
-        total = float(kw.sum())
-        cap = self.site.reserve.capacity_kw
-        if total > cap > 0:
-            kw = kw * (cap / total)
-        elif cap <= 0:
-            kw = np.zeros_like(kw)
-        return kw
+        self.shifts.prune(now_s)
+        period = max(self.site.plan_period_s, self.dt_s)
+        for order in self.shifts.orders_due(now_s, levels, self.lead_s, period):
+            self.shifts.place(order)
 
     def _breaker(self, before: FloatArray, after: FloatArray, on_frac: FloatArray) -> FloatArray:
         primary, params, dt = self.site.primary_kw, self.site.breaker, self.dt_s
@@ -273,13 +180,8 @@ class Plant:
         after: FloatArray,
         on_frac: FloatArray,
         reserve_kw: FloatArray,
-        started: NDArray[np.bool_],
         cap_kw: FloatArray,
         critical_capped: FloatArray,
-        out_kw: FloatArray,
-        defer_kw: FloatArray,
-        fw: flywheel.FlywheelStep,
-        trips: FloatArray,
     ) -> None:
         dt, dt_h, m = self.dt_s, self.dt_s / S_PER_H, self.metrics
         primary = self.site.primary_kw
@@ -289,13 +191,40 @@ class Plant:
         busy = (over_before > 1e-9) * (1 - on_frac) + (over_after > 1e-9) * on_frac
         m.add("overload_seconds", busy * dt)
         m.add("reserve_energy_kwh", reserve_kw * on_frac * dt_h)
-        m.add("reserve_activations", started.astype(float))
-        m.add("reserve_seconds", (self.reserve_mode != RESERVE_OFF) * dt)
-        m.add("breaker_trips", trips)
         m.add("capped_energy_kwh", cap_kw * dt_h)
         m.add("critical_capped_energy_kwh", critical_capped * dt_h)
+        m.observe_grid(grid_kw, dt)
+
+    def _meter_rest(
+        self,
+        out_kw: FloatArray,
+        defer_kw: FloatArray,
+        fw: flywheel.FlywheelStep,
+        trips: FloatArray,
+        reserve_delta: FloatArray,
+    ) -> None:
+        """Shifts, deferrals, the flywheel, trips, and this step's shares of the one reserve
+        machine's starts, running and warm seconds (rows of ``reserve_delta``)."""
+        dt_h, m = self.dt_s / S_PER_H, self.metrics
+        m.add("breaker_trips", trips)
         m.add("shifted_energy_kwh", out_kw * dt_h)
         m.add("deferred_energy_kwh", defer_kw * dt_h)
         m.add("kes_losses_kwh", fw.loss_kwh)
         m.add("kes_throughput_kwh", fw.throughput_kwh)
-        m.observe_grid(grid_kw, dt)
+        m.add("reserve_activations", reserve_delta[0])
+        m.add("reserve_machine_starts", reserve_delta[0])
+        m.add("reserve_seconds", reserve_delta[1])
+        m.add("reserve_warm_seconds", reserve_delta[2])
+
+
+def reserve_machine(site: SiteParams) -> ReserveMachine:
+    """The site's one shared reserve, from its parameters."""
+    res = site.reserve
+    return ReserveMachine(
+        site.n_domains, res.capacity_kw, res.start_delay_s, res.min_on_s, res.warm_start_delay_s
+    )
+
+
+def _reserve_meter(machine: ReserveMachine) -> FloatArray:
+    """Per-domain shares of starts, running seconds and warm seconds so far, rows (3, D)."""
+    return np.vstack([machine.domain_starts, machine.domain_running_s, machine.domain_warm_s])
