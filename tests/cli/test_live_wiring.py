@@ -4,6 +4,7 @@ controller (in-process ASGI, no sockets)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from wattwheel.adapters.scheduler.webhook import WebhookSchedulerHook
 from wattwheel.cli.live_wiring import inventory_for, load_device_map
 from wattwheel.control.base import RESERVE_STARTING
 from wattwheel.domain.errors import ConfigError
+from wattwheel.domain.shifts import ShiftBook, pair_levels
 from wattwheel.domain.site import parse_site
 from wattwheel.domain.trace import Trace
 from wattwheel.emulate.site import VirtualSite, control_app
@@ -84,11 +86,17 @@ async def test_reserve_and_scheduler_ports_drive_the_emulated_site() -> None:
         hook = WebhookSchedulerHook("http://emu/scheduler", transport=transport, retries=0)
         sched = HookScheduler(hook, sc.site)
         before = site.rack_consumed_w("b1")
-        ok = await sched.request_levels(
-            site.clock(), {"A": 10.0, "B": 0.0}, {"A": 0.0, "B": 10.0}, {"A": 0.0, "B": 0.0}
-        )
-        assert ok and len(site.scheduler_requests) == 1
+        now = site.clock()
+        book = ShiftBook(2)
+        levels = pair_levels(np.array([10.0, 0.0]), np.array([0.0, 10.0]))
+        orders = book.orders_due(now, levels, lead_s=0.0, period_s=60.0)
+        assert await sched.request(now, orders, {})
+        assert len(site.scheduler_requests) == 1
         assert site.rack_consumed_w("b1") == pytest.approx(before + 10_000.0, abs=1.0)
+        # A newer request for the same pair replaces the last one: 4 kW in force, not 14.
+        later = [replace(o, kw=4.0, revision=o.revision + 1) for o in orders]
+        assert await sched.request(now + 0.001, later, {})
+        assert site.rack_consumed_w("b1") == pytest.approx(before + 4_000.0, abs=1.0)
         await hook.close()
 
 

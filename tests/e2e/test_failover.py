@@ -143,7 +143,7 @@ class RecordingReserve:
     async def read(self) -> dict[str, ReserveStatus]:
         return {d: ReserveStatus(0, 0.0, 0.0, 0.0) for d in ("A", "B")}
 
-    async def command(self, domain_id: str, on: bool, power_kw: float) -> bool:
+    async def command(self, domain_id: str, on: bool, power_kw: float, warm: bool = False) -> bool:
         self.log.record(self.instance, "reserve", time.monotonic())
         return True
 

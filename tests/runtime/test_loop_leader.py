@@ -68,7 +68,7 @@ class RecordingReserve:
     async def read(self) -> dict[str, ReserveStatus]:
         return {d: ReserveStatus(0, 0.0, 0.0, 0.0) for d in ("A", "B")}
 
-    async def command(self, domain_id: str, on: bool, power_kw: float) -> bool:
+    async def command(self, domain_id: str, on: bool, power_kw: float, warm: bool = False) -> bool:
         self.commands.append((domain_id, on, power_kw))
         return True
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -23,6 +23,7 @@ from wattwheel.adapters.redfish.client import RedfishClient
 from wattwheel.adapters.scheduler.hook import SchedulerHook
 from wattwheel.adapters.scheduler.plan import plan_requests
 from wattwheel.adapters.snmp.client import ApcPduClient
+from wattwheel.domain.shifts import ShiftOrder
 from wattwheel.domain.site import SiteParams
 from wattwheel.domain.telemetry import MessageRejection, PowerSample, ReportsRejections
 from wattwheel.runtime.ports import FlywheelStatusW, ReserveStatus
@@ -105,39 +106,34 @@ class HttpReserve:
             for d, v in response.json()["domains"].items()
         }
 
-    async def command(self, domain_id: str, on: bool, power_kw: float) -> bool:
+    async def command(self, domain_id: str, on: bool, power_kw: float, warm: bool = False) -> bool:
         response = await self.http.post(
-            f"{self.url}/{domain_id}", json={"on": on, "power_kw": power_kw}
+            f"{self.url}/{domain_id}", json={"on": on, "power_kw": power_kw, "warm": warm}
         )
         return response.status_code == 200
 
 
 @dataclass
 class HookScheduler:
-    """Shift/defer levels -> named requests (``plan_requests``) -> a scheduler hook (the
-    webhook or the MQTT topic)."""
+    """Shift orders and deferral levels -> named requests (``plan_requests``) -> a scheduler
+    hook (the webhook or the MQTT topic)."""
 
     hook: SchedulerHook
     site: SiteParams
+    plan_period_s: float | None = None
 
-    async def request_levels(
-        self,
-        now_s: float,
-        shift_out_kw: Mapping[str, float],
-        shift_in_kw: Mapping[str, float],
-        defer_kw: Mapping[str, float],
+    async def request(
+        self, now_s: float, shifts: Sequence[ShiftOrder], defer_kw: Mapping[str, float]
     ) -> bool:
         ids = self.site.domain_names
         requests = plan_requests(
             self.site.name,
             ids,
-            shift_out_kw=[shift_out_kw[d] for d in ids],
-            shift_in_kw=[shift_in_kw[d] for d in ids],
-            defer_kw=[defer_kw[d] for d in ids],
+            shifts=shifts,
+            defer_kw=[defer_kw.get(d, 0.0) for d in ids],
             defer_deadline_s=list(self.site.flex.defer_deadline_s),
             now_s=now_s,
-            shift_lead_s=float(self.site.flex.shift_lead_s.max(initial=0.0)),
-            period_s=self.site.plan_period_s,
+            period_s=self.plan_period_s or self.site.plan_period_s,
             reason="wattwheel plan",
         )
         acks = await asyncio.gather(*(self.hook.request(r) for r in requests))

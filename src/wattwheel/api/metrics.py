@@ -28,7 +28,7 @@ from wattwheel.runtime.state import (
     Overrides,
 )
 
-RESERVE_STATE_CODE = {"off": 0, "starting": 1, "on": 2}
+RESERVE_STATE_CODE = {"off": 0, "starting": 1, "on": 2, "warm": 3}
 
 #: name -> help; tests check every one is exported.
 METRIC_HELP: dict[str, str] = {
@@ -39,7 +39,7 @@ METRIC_HELP: dict[str, str] = {
     "wattwheel_kes_soc_target": "State of charge the planner wants per domain (0..1).",
     "wattwheel_kes_power_kw": "Flywheel setpoint per domain (kW, >0 discharge, <0 charge).",
     "wattwheel_kes_available_kw": "Flywheel discharge power available per domain (kW).",
-    "wattwheel_reserve_state": "Reserve state per domain: 0 off, 1 starting, 2 on.",
+    "wattwheel_reserve_state": "Reserve (one machine): 0 off, 1 starting, 2 on, 3 warm.",
     "wattwheel_reserve_kw": "Reserve power assigned per domain (kW).",
     "wattwheel_cap_kw": "Non-critical load capped per domain (kW).",
     "wattwheel_rack_power_kw": "Measured power per rack (kW).",

@@ -4,8 +4,10 @@ served over the real protocols so ``wattwheel serve`` can run against it on one 
 - **Demand**: each rack's trace power (held per trace step, looping at the end), time
   accelerated by ``speed`` (``speed=60`` replays a 5-minute step every 5 s), split over the
   rack's servers with fixed uneven shares. Shift requests received on the scheduler endpoint
-  move non-critical demand between domains while they last; deferrals remove it and bring it
-  back after their duration.
+  move non-critical demand between domains while they are in force, kept in the world model's
+  :class:`~wattwheel.domain.shifts.ShiftBook`: one request per (source, target) pair in force,
+  a newer one replacing the previous from its start (never added up); deferrals remove demand
+  and bring it back after their duration.
 - **Redfish** (one service, a chassis per server, a PDU per rack): a server draws
   min(demand, its power limit), nothing when an outlet feeding it is off.
 - **SNMP** (one agent, one APC PDU per rack, community = rack id, an outlet per server):
@@ -14,7 +16,8 @@ served over the real protocols so ``wattwheel serve`` can run against it on one 
   following the domain flywheel physics in wall-clock time.
 - **MQTT**: each rack's draw published every second (needs a broker).
 - **Site controller** (HTTP): ``GET /reserve``, ``POST /reserve/{domain}`` for the shared
-  reserve (start delay, minimum on-time, shared capacity, in wall-clock time), ``POST
+  reserve - one machine (:class:`~wattwheel.domain.reserve.ReserveMachine`: pre-warm, start
+  delay, minimum on-time, shared capacity, in wall-clock time), ``POST
   /scheduler`` (the scheduler webhook) and ``GET /site`` (grid, breaker heat, trips).
 
 Only demand is accelerated: the flywheel, the reserve's timers and the breaker run in wall-clock
@@ -45,10 +48,13 @@ from wattwheel.adapters.scheduler.requests import (
     DeferRequest,
     SchedulerRequest,
     SchedulerRequestError,
+    ShiftRequest,
     decode_request,
+    revision_of,
 )
-from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, RESERVE_STARTING
 from wattwheel.domain import breaker
+from wattwheel.domain.reserve import RESERVE_ON, ReserveMachine
+from wattwheel.domain.shifts import ShiftBook, ShiftOrder
 from wattwheel.emulate.modbus import FlywheelBankConfig, start_flywheel_emulator
 from wattwheel.emulate.modbus.server import JsonLinesWriteLog
 from wattwheel.emulate.mqtt import start_mqtt_emulator
@@ -95,26 +101,18 @@ class TraceReplay:
         self.clock = clock
         self.t0 = clock()
 
-    def step_index(self) -> int:
-        elapsed = (self.clock() - self.t0) * self.speed
+    def step_index(self, at_s: float | None = None) -> int:
+        """The trace step replayed at wall-clock ``at_s`` (default: now)."""
+        elapsed = ((self.clock() if at_s is None else at_s) - self.t0) * self.speed
         return int((self.start_step + int(elapsed // self.step_s)) % self.power_w.shape[0])
 
-    def rack_w(self, rack_id: str) -> float:
-        return float(self.power_w[self.step_index(), self.rack_index[rack_id]])
-
-
-@dataclass
-class _Reserve:
-    mode: int = RESERVE_OFF
-    ready_at_s: float = 0.0
-    on_since_s: float = 0.0
-    assigned_kw: float = 0.0
-    requested: bool = False
+    def rack_w(self, rack_id: str, at_s: float | None = None) -> float:
+        return float(self.power_w[self.step_index(at_s), self.rack_index[rack_id]])
 
 
 @dataclass
 class _Flex:
-    """An active shift or deferral: ``kw`` added to ``domain`` (negative: removed)."""
+    """An active deferral: ``kw`` added to ``domain`` (negative: removed)."""
 
     domain: str
     kw: float
@@ -166,8 +164,17 @@ class VirtualSite:
             for i, r in enumerate(inventory.rack_ids)
         }
         self._flex: list[_Flex] = []
+        self.shifts = ShiftBook(self.site.n_domains)
         self.scheduler_requests: list[SchedulerRequest] = []
-        self.reserve = {d: _Reserve() for d in self.site.domain_names}
+        res = self.site.reserve
+        self.machine = ReserveMachine(
+            self.site.n_domains,
+            res.capacity_kw,
+            res.start_delay_s,
+            res.min_on_s,
+            res.warm_start_delay_s,
+        )
+        self.machine.advance(clock())
         n = self.site.n_domains
         z = np.zeros(n)
         self.physics = DomainPhysics(z, z.copy(), z.copy(), z.copy(), z.copy(), z.copy())
@@ -176,31 +183,68 @@ class VirtualSite:
         self._last_step_s = clock()
 
     # ---- demand (the Redfish PowerSource) ----
-    def power_w(self, server_id: str) -> float:
-        """A server's demand now (W): its share of the rack's trace power, adjusted by active
-        shifts/deferrals for non-critical servers, 0 while its outlet is switched off."""
+    def power_w(self, server_id: str, at_s: float | None = None) -> float:
+        """A server's demand at ``at_s`` (default now, W): its share of the rack's trace power,
+        adjusted by the shifts in force and deferrals for non-critical servers, 0 while its
+        outlet is switched off."""
+        now = self.clock() if at_s is None else at_s
         i = self.inv.server_index[server_id]
         info = self.inv.servers[i]
         if not self._outlet_on(info.rack_id, info.outlet):
             return 0.0
-        watts = self.replay.rack_w(info.rack_id) * float(self._share[i])
+        watts = self.replay.rack_w(info.rack_id, now) * float(self._share[i])
         if not info.critical:
-            watts *= self._flex_factor(int(self.inv.server_domain[i]))
+            watts *= self._flex_factor(int(self.inv.server_domain[i]), now)
         return max(watts, 0.0)
 
-    def _flex_factor(self, d: int) -> float:
-        now = self.clock()
-        with self._lock:
-            delta_kw = sum(
-                f.kw
-                for f in self._flex
-                if f.domain == self.site.domain_names[d] and f.start_s <= now < f.end_s
-            )
+    def _flex_factor(self, d: int, now: float) -> float:
+        delta_kw = float(self._flex_kw(now)[d])
         if delta_kw == 0.0:
             return 1.0
-        racks = self.site.domain_racks[d]
-        noncrit_kw = sum(self.replay.rack_w(r) * self._noncrit_share[r] for r in racks) / 1000.0
+        noncrit_kw = self._noncrit_kw(d, now)
         return max(1.0 + delta_kw / noncrit_kw, 0.0) if noncrit_kw > 0 else 1.0
+
+    def _noncrit_kw(self, d: int, now: float) -> float:
+        racks = self.site.domain_racks[d]
+        return sum(self.replay.rack_w(r, now) * self._noncrit_share[r] for r in racks) / 1000.0
+
+    def _flex_kw(self, now: float) -> FloatArray:
+        """Demand added per domain at ``now`` by the shifts in force and deferrals (kW)."""
+        out, inn = self.shifts_in_force_kw(now)
+        delta = inn - out
+        with self._lock:
+            for f in self._flex:
+                if f.start_s <= now < f.end_s:
+                    delta[self.site.domain_names.index(f.domain)] += f.kw
+        return delta
+
+    def shifts_in_force_kw(self, now: float) -> tuple[FloatArray, FloatArray]:
+        """(out_kw, in_kw) per domain of the shift requests in force at ``now`` (as moved)."""
+        noncrit = np.array([self._noncrit_kw(d, now) for d in range(self.site.n_domains)])
+        with self._lock:
+            return self.shifts.moved(now, noncrit)
+
+    def domain_demand_kw(self, now: float) -> FloatArray:
+        """What each domain's servers demand at ``now`` (kW, before caps)."""
+        return np.array(
+            [
+                sum(
+                    self.power_w(self.inv.servers[i].server_id, now)
+                    for i in np.flatnonzero(self.inv.server_domain == d)
+                )
+                / 1000.0
+                for d in range(self.site.n_domains)
+            ]
+        )
+
+    def trace_kw(self, now: float) -> FloatArray:
+        """Each domain's demand as the trace has it at ``now``, before any shift (kW)."""
+        return np.array(
+            [
+                sum(self.replay.rack_w(r, now) for r in racks) / 1000.0
+                for racks in self.site.domain_racks
+            ]
+        )
 
     def consumed_w(self, server_id: str) -> float:
         """What a server draws now: min(demand, power limit) (W)."""
@@ -241,57 +285,59 @@ class VirtualSite:
         ]
 
     # ---- reserve ----
-    def command_reserve(self, domain: str, on: bool, power_kw: float) -> None:
-        if domain not in self.reserve:
+    def command_reserve(self, domain: str, on: bool, power_kw: float, warm: bool = False) -> None:
+        if domain not in self.site.domain_names:
             raise KeyError(domain)
         if not (math.isfinite(power_kw) and power_kw >= 0):
             raise ValueError(f"power_kw must be a finite number >= 0, got {power_kw!r}")
-        res, params, now = self.reserve[domain], self.site.reserve, self.clock()
+        i = self.site.domain_names.index(domain)
         with self._lock:
-            res.requested = on
-            res.assigned_kw = power_kw if on else 0.0
-            if on and res.mode == RESERVE_OFF:
-                res.mode = RESERVE_STARTING if params.start_delay_s > 0 else RESERVE_ON
-                res.ready_at_s = now + params.start_delay_s
-                res.on_since_s = now
-            elif not on and res.mode != RESERVE_OFF and now - res.on_since_s >= params.min_on_s:
-                res.mode = RESERVE_OFF
+            self.machine.command(self.clock(), i, on, power_kw, warm)
 
     def reserve_status(self) -> dict[str, dict[str, float]]:
-        now, params = self.clock(), self.site.reserve
+        now = self.clock()
         out = {}
         with self._lock:
-            for i, (d, res) in enumerate(self.reserve.items()):
-                on_for = now - res.on_since_s if res.mode != RESERVE_OFF else 0.0
+            self.machine.advance(now)
+            view = self.machine.view(now)
+            for i, d in enumerate(self.site.domain_names):
                 out[d] = {
-                    "mode": res.mode,
-                    "ready_in_s": max(res.ready_at_s - now, 0.0)
-                    if res.mode == RESERVE_STARTING
-                    else 0.0,
-                    "min_on_left_s": max(params.min_on_s - on_for, 0.0)
-                    if res.mode != RESERVE_OFF
-                    else 0.0,
+                    "mode": int(view.mode[i]),
+                    "ready_in_s": float(view.ready_in_s[i]),
+                    "min_on_left_s": float(view.min_on_left_s[i]),
                     "delivered_kw": float(self.physics.reserve_kw[i]),
                 }
         return out
 
     # ---- scheduler webhook ----
-    def accept_request(self, request: SchedulerRequest) -> None:
-        """Apply a shift (out of one domain, into another if named) or a deferral."""
+    def accept_request(self, request: SchedulerRequest) -> str:
+        """Apply a shift (it replaces its (source, target) pair's previous request from its
+        start on) or a deferral; returns what was done."""
         offset = self.clock() - request.issued_at_s  # wall-clock vs. the controller's epoch
         start = request.start_at_s + offset
         end = start + request.duration_s
         kw = request.power_w / 1000.0
+        names = self.site.domain_names
+        if request.domain not in names:
+            return f"unknown domain {request.domain!r}: ignored"
         with self._lock:
             self.scheduler_requests.append(request)
-            if request.domain in self.reserve:
-                self._flex.append(_Flex(request.domain, -kw, start, end))
             if isinstance(request, DeferRequest):
+                self._flex.append(_Flex(request.domain, -kw, start, end))
                 # Postponed work comes back right after the deferral window.
                 self._flex.append(_Flex(request.domain, kw, end, end + request.duration_s))
-            elif request.to_domain in self.reserve:
-                self._flex.append(_Flex(request.to_domain, kw, start, end))
-            self._flex = [f for f in self._flex if f.end_s > self.clock()]
+                self._flex = [f for f in self._flex if f.end_s > self.clock()]
+                return "deferral applied"
+            target = names.index(request.to_domain) if request.to_domain in names else None
+            order = ShiftOrder(
+                names.index(request.domain), target, kw, start, end, revision_of(request)
+            )
+            self.shifts.prune(self.clock())
+            if not self.shifts.place(order):
+                return "not newer than the last request of its pair: ignored"
+        if target is None:
+            return "shift without a known destination: nothing moves"
+        return "shift applied (replaces its pair's previous request)"
 
     # ---- physics ----
     def step(self) -> DomainPhysics:
@@ -319,19 +365,21 @@ class VirtualSite:
         return self.physics
 
     def _reserve_step(self, now: float, need_kw: FloatArray) -> FloatArray:
-        out = np.zeros(self.site.n_domains)
         with self._lock:
-            for i, res in enumerate(self.reserve.values()):
-                if res.mode == RESERVE_STARTING and res.ready_at_s <= now:
-                    res.mode = RESERVE_ON
-                if res.mode == RESERVE_ON:
-                    out[i] = min(res.assigned_kw, max(float(need_kw[i]), 0.0))
-        cap = self.site.reserve.capacity_kw
-        total = float(out.sum())
-        return out * (cap / total) if total > cap > 0 else (out if cap > 0 else out * 0.0)
+            self.machine.advance(now)
+            if self.machine.mode != RESERVE_ON:
+                return np.zeros(self.site.n_domains)
+            return self.machine.delivery_kw(need_kw)
 
     def status(self) -> dict[str, Any]:
         p = self.physics
+        now = self.clock()  # one instant for the trace, the demand and the shifts in force
+        trace, demand = self.trace_kw(now), self.domain_demand_kw(now)
+        out, inn = self.shifts_in_force_kw(now)
+        m = self.machine
+        with self._lock:
+            in_force = self.shifts.in_force(now)
+            requests = list(self.scheduler_requests)
         return {
             "trace_step": self.replay.step_index(),
             "speed": self.replay.speed,
@@ -344,12 +392,42 @@ class VirtualSite:
                     "primary_kw": float(self.site.primary_kw[i]),
                     "breaker_heat": float(p.heat[i]),
                     "trips": int(p.trips[i]),
+                    "trace_kw": float(trace[i]),
+                    "demand_kw": float(demand[i]),
+                    "shift_out_kw": float(out[i]),
+                    "shift_in_kw": float(inn[i]),
                 }
                 for i, d in enumerate(self.site.domain_names)
             },
+            "reserve": {
+                "mode": m.mode,
+                "machine_starts": m.starts,
+                "running_s": m.running_s,
+                "warm_s": m.warm_s,
+            },
+            "shifts_in_force": [
+                {
+                    "from": self.site.domain_names[o.source],
+                    "to": None if o.target is None else self.site.domain_names[o.target],
+                    "kw": o.kw,
+                    "revision": o.revision,
+                }
+                for o in in_force
+            ],
             "outlets_off": self.outlets_off(),
-            "scheduler_requests": len(self.scheduler_requests),
+            "scheduler_requests": len(requests),
+            "largest_request_w": _largest_requests(requests),
         }
+
+
+def _largest_requests(requests: list[SchedulerRequest]) -> dict[str, float]:
+    """The largest power (W) ever requested per shift pair ``"<from>-><to|*>"``."""
+    out: dict[str, float] = {}
+    for r in requests:
+        if isinstance(r, ShiftRequest):
+            key = f"{r.domain}->{r.to_domain or '*'}"
+            out[key] = max(out.get(key, 0.0), r.power_w)
+    return out
 
 
 class SnmpRackSource:
@@ -386,7 +464,12 @@ def control_app(site: VirtualSite) -> Starlette:
         domain = request.path_params["domain"]
         try:
             body = await request.json()
-            site.command_reserve(domain, bool(body["on"]), float(body.get("power_kw", 0.0)))
+            site.command_reserve(
+                domain,
+                bool(body["on"]),
+                float(body.get("power_kw", 0.0)),
+                bool(body.get("warm", False)),
+            )
         except KeyError as exc:
             return JSONResponse({"error": f"unknown domain or missing field {exc}"}, 404)
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
@@ -398,8 +481,7 @@ def control_app(site: VirtualSite) -> Starlette:
             req = decode_request(await request.body())
         except SchedulerRequestError as exc:
             return JSONResponse({"accepted": False, "detail": str(exc)}, 400)
-        site.accept_request(req)
-        return JSONResponse({"accepted": True, "detail": f"{type(req).__name__} applied"})
+        return JSONResponse({"accepted": True, "detail": site.accept_request(req)})
 
     async def get_site(_request: Request) -> Response:
         return JSONResponse(site.status())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wattwheel.control.base import RESERVE_OFF, Decision, Observation
+from wattwheel.domain.reserve import is_running
+from wattwheel.domain.shifts import ShiftBook, ShiftOrder
 from wattwheel.domain.site import SiteParams
 from wattwheel.runtime import actuate
 from wattwheel.runtime.faults import FaultBook, guarded
@@ -176,13 +178,19 @@ class FencedWriter:
         )
 
     async def reserve(
-        self, port: ReservePort, domain_id: str, on: bool, power_kw: float, shared: bool
+        self,
+        port: ReservePort,
+        domain_id: str,
+        on: bool,
+        power_kw: float,
+        shared: bool,
+        warm: bool = False,
     ) -> bool:
         """A reserve command: by the coordinator (``shared``) or by the domain's leader."""
 
         async def write() -> bool:
             ok = self._may_share() if shared else self.may_command(domain_id)
-            return await port.command(domain_id, on, power_kw) if ok else False
+            return await port.command(domain_id, on, power_kw, warm=warm) if ok else False
 
         return await guarded(self.faults, "device", "reserve", write, self.timeout_s, False)
 
@@ -190,14 +198,13 @@ class FencedWriter:
         self,
         scheduler: SchedulerPort,
         now_s: float,
-        shift_out_kw: Mapping[str, float],
-        shift_in_kw: Mapping[str, float],
+        shifts: Sequence[ShiftOrder],
         defer_kw: Mapping[str, float],
     ) -> bool:
         async def write() -> bool:
             if not self._may_share():
                 return False
-            return await scheduler.request_levels(now_s, shift_out_kw, shift_in_kw, defer_kw)
+            return await scheduler.request(now_s, shifts, defer_kw)
 
         return await guarded(self.faults, "device", "scheduler", write, self.timeout_s * 4, False)
 
@@ -293,6 +300,7 @@ class Actuator:
         self.unknown_caps = np.zeros(n, dtype=bool)
         self.reassert: set[str] = set()
         self.last_sched: tuple[float, ...] | None = None
+        self.sched_busy = False
         self.background: set[asyncio.Task[Any]] = set()
         self._server_domain = {
             s.server_id: self.domain_ids[int(inv.server_domain[i])]
@@ -317,8 +325,10 @@ class Actuator:
                 self.reassert.add(key)
 
     def forget_schedule(self) -> None:
-        """This instance just became site coordinator: resend the scheduler levels."""
+        """This instance just became site coordinator: resend the scheduler levels (shift
+        orders replace the predecessor's per pair: a later revision wins)."""
         self.last_sched = None
+        self.ledger.shifts = ShiftBook(self.site.n_domains)
 
     # ------------------------------------------------------------------ one tick
     async def act(self, obs: Observation, dec: Decision, mode: Mode, safe: bool = False) -> Acted:
@@ -377,9 +387,10 @@ class Actuator:
         jobs = []
         for i, dom in enumerate(self.domain_ids):
             on, kw = bool(dec.reserve_on[i]), float(dec.reserve_kw[i])
-            if not allowed[i] or (not on and obs.reserve_mode[i] == RESERVE_OFF):
-                continue  # nothing to start or release
-            jobs.append(self.writer.reserve(self.reserve_port, dom, on, kw, shared))
+            warm = bool(dec.reserve_warm[i]) if dec.reserve_warm is not None else False
+            if not allowed[i] or (not on and not warm and obs.reserve_mode[i] == RESERVE_OFF):
+                continue  # nothing to start, pre-warm or release
+            jobs.append(self.writer.reserve(self.reserve_port, dom, on, kw, shared, warm))
         return jobs
 
     def _safe_cap_changes(
@@ -445,7 +456,7 @@ class Actuator:
             obs.demand_kw
             - dec.kes_kw
             - dec.cap_kw
-            - np.where(obs.reserve_mode != RESERVE_OFF, dec.reserve_kw, 0.0)
+            - np.where(is_running(obs.reserve_mode), dec.reserve_kw, 0.0)
         )
         uncovered = np.maximum(grid - self.site.primary_kw, 0.0)
         hot = self.ledger.heat >= self.shed_heat
@@ -469,27 +480,33 @@ class Actuator:
         return states
 
     def _maybe_schedule(self, now_s: float, dec: Decision) -> None:
-        if self.scheduler is None:
+        """Send the shift orders these levels need (a changed, renewed or ended pair: each
+        replaces its pair's previous order) and changed deferral levels. The ledger books an
+        order once the scheduler has it; one send at a time (an undelivered order is due again
+        next tick)."""
+        if self.scheduler is None or self.sched_busy:
             return
-        levels = tuple(
-            np.round(np.concatenate([dec.shift_out_kw, dec.shift_in_kw, dec.defer_kw]), 1)
-        )
-        if levels == self.last_sched or (self.last_sched is None and not any(levels)):
+        orders = self.ledger.shift_orders(now_s, dec.shift_out_kw, dec.shift_in_kw)
+        defer = tuple(np.round(dec.defer_kw, 1))
+        new_defer = defer != self.last_sched and (self.last_sched is not None or any(defer))
+        if not orders and not new_defer:
             return
-        self.last_sched = levels
-        ids = self.domain_ids
+        defer_kw = {d: float(v) for d, v in zip(self.domain_ids, dec.defer_kw, strict=True)}
+        scheduler, self.sched_busy = self.scheduler, True
 
-        def per_domain(arr: FloatArray) -> dict[str, float]:
-            return {d: float(v) for d, v in zip(ids, arr, strict=True)}
+        async def send() -> bool:
+            try:
+                ok = await self.writer.schedule(
+                    scheduler, now_s, orders, defer_kw if new_defer else {}
+                )
+            finally:
+                self.sched_busy = False
+            if ok:
+                self.ledger.place(orders)
+                if new_defer:
+                    self.last_sched = defer
+            return ok
 
-        task = asyncio.ensure_future(
-            self.writer.schedule(
-                self.scheduler,
-                now_s,
-                per_domain(dec.shift_out_kw),
-                per_domain(dec.shift_in_kw),
-                per_domain(dec.defer_kw),
-            )
-        )
+        task = asyncio.ensure_future(send())
         self.background.add(task)
         task.add_done_callback(self.background.discard)

@@ -4,9 +4,10 @@ be made slow or dead, so every fallback of the loop can be exercised without a n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from wattwheel.domain.shifts import ShiftOrder
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.runtime.ports import FlywheelStatusW
 
@@ -114,18 +115,15 @@ class FakeFlywheel:
 
 @dataclass
 class FakeScheduler:
-    """Records the levels it was asked for."""
+    """Records the shift orders and deferral levels it was sent (``down``: not delivered)."""
 
-    requests: list[tuple[float, dict[str, float], dict[str, float], dict[str, float]]] = field(
-        default_factory=list
-    )
+    requests: list[tuple[float, list[ShiftOrder], dict[str, float]]] = field(default_factory=list)
+    down: bool = False
 
-    async def request_levels(
-        self,
-        now_s: float,
-        shift_out_kw: Mapping[str, float],
-        shift_in_kw: Mapping[str, float],
-        defer_kw: Mapping[str, float],
+    async def request(
+        self, now_s: float, shifts: Sequence[ShiftOrder], defer_kw: Mapping[str, float]
     ) -> bool:
-        self.requests.append((now_s, dict(shift_out_kw), dict(shift_in_kw), dict(defer_kw)))
+        if self.down:
+            return False
+        self.requests.append((now_s, list(shifts), dict(defer_kw)))
         return True

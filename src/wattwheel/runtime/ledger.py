@@ -1,98 +1,78 @@
 """What the live controller must remember between ticks because no device reports it:
-shifts it asked for (taking effect after their lead time), deferred work it owes, its own
-estimate of each primary breaker's heat, and — when no reserve controller is connected — a
-model of the reserve's start delay and minimum on-time. The live counterpart of the
-simulator's plant bookkeeping, keyed by time instead of step index."""
+shifts it asked for (in force after their lead time, one order per source/destination pair),
+deferred work it owes, its own estimate of each primary breaker's heat, and - when no reserve
+controller is connected - a model of the one shared reserve machine. The bookkeeping is the
+pure world model of :mod:`wattwheel.domain` (:class:`~wattwheel.domain.shifts.ShiftBook`,
+:class:`~wattwheel.domain.debt.DebtBook`, :class:`~wattwheel.domain.reserve.ReserveMachine`),
+the same the simulator's plant and the emulator use, keyed by wall-clock time."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, RESERVE_STARTING
 from wattwheel.domain import breaker
+from wattwheel.domain.debt import DebtBook
+from wattwheel.domain.reserve import RESERVE_ON, ReserveMachine
+from wattwheel.domain.shifts import ShiftBook, ShiftOrder, pair_levels
 from wattwheel.domain.site import SiteParams
 from wattwheel.runtime.ports import ReserveStatus
 
 FloatArray = NDArray[np.float64]
-S_PER_H = 3600.0
-
-
-@dataclass
-class _Debt:
-    due_s: float
-    energy_kwh: FloatArray
 
 
 @dataclass
 class Ledger:
-    """Shift schedule, deferred-work debt and breaker heat, per domain (arrays (D,))."""
+    """Shift orders, deferred-work debt and breaker heat, per domain (arrays (D,)).
+
+    ``plan_period_s``: the plan period in force, the length of every shift order."""
 
     site: SiteParams
     dt_s: float
+    plan_period_s: float | None = None
     heat: FloatArray = field(init=False)
     last_grid_kw: FloatArray = field(init=False)
-    _shifts: dict[int, tuple[FloatArray, FloatArray]] = field(init=False, default_factory=dict)
-    _debts: list[_Debt] = field(init=False, default_factory=list)
+    shifts: ShiftBook = field(init=False)
+    debt: DebtBook = field(init=False)
 
     def __post_init__(self) -> None:
         d = self.site.n_domains
         self.heat = np.zeros(d)
         self.last_grid_kw = np.zeros(d)
-
-    def _slot(self, t_s: float) -> int:
-        return int(math.floor(t_s / self.dt_s + 1e-9))
+        self.shifts = ShiftBook(d)
+        self.debt = DebtBook(self.site.flex.defer_deadline_s.astype(float))
 
     # ---- shifts ----
     def shifts_now(self, now_s: float) -> tuple[FloatArray, FloatArray]:
-        z = np.zeros(self.site.n_domains)
-        out, inn = self._shifts.get(self._slot(now_s), (z, z))
-        return out.copy(), inn.copy()
+        """(out_kw, in_kw) of the shift orders in force now."""
+        return self.shifts.levels(now_s)
 
-    def schedule_shifts(self, now_s: float, out_kw: FloatArray, in_kw: FloatArray) -> None:
-        lead = float(self.site.flex.shift_lead_s.max(initial=0.0))
+    def shift_orders(self, now_s: float, out_kw: FloatArray, in_kw: FloatArray) -> list[ShiftOrder]:
+        """The orders these levels need now (changed, renewed or ended pairs); not placed:
+        :meth:`place` them once the scheduler has them."""
         cap = self.site.flex.shift_max_kw
-        self._shifts[self._slot(now_s + lead)] = (
-            np.clip(out_kw, 0.0, cap),
-            np.clip(in_kw, 0.0, cap),
-        )
-        old = self._slot(now_s) - 1
-        for key in [k for k in self._shifts if k < old]:
-            del self._shifts[key]
+        levels = pair_levels(np.clip(out_kw, 0.0, cap), np.clip(in_kw, 0.0, cap))
+        lead = float(self.site.flex.shift_lead_s.max(initial=0.0))
+        period = self.plan_period_s or self.site.plan_period_s
+        self.shifts.prune(now_s)
+        return self.shifts.orders_due(now_s, levels, lead, period)
+
+    def place(self, orders: list[ShiftOrder]) -> None:
+        for order in orders:
+            self.shifts.place(order)
 
     # ---- deferred work ----
     def debt_kwh(self) -> FloatArray:
-        total = np.zeros(self.site.n_domains)
-        for debt in self._debts:
-            total += debt.energy_kwh
-        return total
+        return self.debt.owed_kwh()
 
     def due_repay_kw(self, now_s: float) -> FloatArray:
-        due = np.zeros(self.site.n_domains)
-        for debt in self._debts:
-            if debt.due_s <= now_s + 1e-9:
-                due += debt.energy_kwh
-        return due * S_PER_H / self.dt_s
+        return self.debt.due_kw(now_s, self.dt_s)
 
     def settle(self, now_s: float, defer_kw: FloatArray, repay_kw: FloatArray) -> None:
-        """Book this period's deferral and repayment (due work is repaid first, oldest first)."""
-        dt_h = self.dt_s / S_PER_H
-        self._debts.sort(key=lambda x: x.due_s)
-        want = np.maximum(repay_kw, 0.0) * dt_h
-        for debt in self._debts:
-            if debt.due_s <= now_s + 1e-9:
-                debt.energy_kwh = np.zeros_like(debt.energy_kwh)
-                continue
-            take = np.minimum(want, debt.energy_kwh)
-            debt.energy_kwh = debt.energy_kwh - take
-            want = want - take
-        self._debts = [x for x in self._debts if float(x.energy_kwh.sum()) > 1e-12]
-        add = np.maximum(defer_kw, 0.0) * dt_h
-        if float(add.sum()) > 0:
-            self._debts.append(_Debt(now_s + float(self.site.flex.defer_deadline_s.min()), add))
+        """Book this period's deferral and repayment (due work first, then oldest first)."""
+        self.debt.settle(now_s, self.dt_s, defer_kw, repay_kw)
 
     # ---- breaker ----
     def observe_grid(self, grid_kw: FloatArray, dt_s: float) -> None:
@@ -104,55 +84,39 @@ class Ledger:
 
 
 class ModelledReserve:
-    """A reserve without a controller to ask: its state follows our own commands through the
-    site's start delay and minimum on-time (also the in-package fake of a reserve port)."""
+    """A reserve without a controller to ask: the one shared machine of the world model,
+    following our own commands (also the in-package fake of a reserve port)."""
 
     def __init__(self, site: SiteParams, domain_ids: tuple[str, ...]) -> None:
         self.site = site
         self.domain_ids = domain_ids
-        d = site.n_domains
-        self.mode = np.full(d, RESERVE_OFF, dtype=np.int64)
-        self.ready_at_s = np.zeros(d)
-        self.on_since_s = np.zeros(d)
-        self.assigned_kw = np.zeros(d)
+        res = site.reserve
+        self.machine = ReserveMachine(
+            site.n_domains, res.capacity_kw, res.start_delay_s, res.min_on_s, res.warm_start_delay_s
+        )
         self.now_s = 0.0
         self.commands: list[tuple[str, bool, float]] = []
 
     def advance(self, now_s: float) -> None:
         self.now_s = now_s
-        ready = (self.mode == RESERVE_STARTING) & (self.ready_at_s <= now_s)
-        self.mode[ready] = RESERVE_ON
+        self.machine.advance(now_s)
 
     async def read(self) -> dict[str, ReserveStatus]:
-        res = self.site.reserve
-        out = {}
-        for i, d in enumerate(self.domain_ids):
-            on_for = self.now_s - self.on_since_s[i] if self.mode[i] != RESERVE_OFF else 0.0
-            out[d] = ReserveStatus(
-                mode=int(self.mode[i]),
-                ready_in_s=max(float(self.ready_at_s[i] - self.now_s), 0.0)
-                if self.mode[i] == RESERVE_STARTING
-                else 0.0,
-                min_on_left_s=max(res.min_on_s - on_for, 0.0)
-                if self.mode[i] != RESERVE_OFF
-                else 0.0,
-                delivered_kw=float(self.assigned_kw[i]) if self.mode[i] == RESERVE_ON else 0.0,
+        view = self.machine.view(self.now_s)
+        m = self.machine
+        delivering = m.mode == RESERVE_ON
+        return {
+            d: ReserveStatus(
+                mode=int(view.mode[i]),
+                ready_in_s=float(view.ready_in_s[i]),
+                min_on_left_s=float(view.min_on_left_s[i]),
+                delivered_kw=float(m.assigned_kw[i]) if delivering and m.requested[i] else 0.0,
             )
-        return out
+            for i, d in enumerate(self.domain_ids)
+        }
 
-    async def command(self, domain_id: str, on: bool, power_kw: float) -> bool:
+    async def command(self, domain_id: str, on: bool, power_kw: float, warm: bool = False) -> bool:
         i = self.domain_ids.index(domain_id)
-        res = self.site.reserve
         self.commands.append((domain_id, on, power_kw))
-        if on and self.mode[i] == RESERVE_OFF:
-            self.mode[i] = RESERVE_STARTING if res.start_delay_s > 0 else RESERVE_ON
-            self.ready_at_s[i] = self.now_s + res.start_delay_s
-            self.on_since_s[i] = self.now_s
-        elif (
-            not on
-            and self.mode[i] != RESERVE_OFF
-            and self.now_s - self.on_since_s[i] >= res.min_on_s
-        ):
-            self.mode[i] = RESERVE_OFF
-        self.assigned_kw[i] = power_kw if on else 0.0
+        self.machine.command(self.now_s, i, on, power_kw, warm)
         return True

@@ -177,7 +177,7 @@ class Runtime:
         self.domain_ids = site.domain_names
         self.state = state or LiveState(self.domain_ids)
         self.overrides = overrides or Overrides()
-        self.ledger = Ledger(site, cfg.control_period_s)
+        self.ledger = Ledger(site, cfg.control_period_s, cfg.plan_period_s or site.plan_period_s)
         self.modelled_reserve = ModelledReserve(site, self.domain_ids)
         self.history = DemandHistory(self.domain_ids, cfg.history_step_s)
         self.recorder = Recorder(

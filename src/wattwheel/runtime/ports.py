@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from wattwheel.domain.shifts import ShiftOrder
 from wattwheel.domain.telemetry import PowerSample, TelemetrySource
 from wattwheel.forecast.base import Forecast
 from wattwheel.runtime.state import DecisionRecord, EventRecord
@@ -88,22 +89,21 @@ class ReservePort(Protocol):
         """Status per domain id (domains it does not report are treated as unknown)."""
         ...
 
-    async def command(self, domain_id: str, on: bool, power_kw: float) -> bool:
-        """Request (or release) the reserve for a domain with an assigned power (kW)."""
+    async def command(self, domain_id: str, on: bool, power_kw: float, warm: bool = False) -> bool:
+        """Request (or release) the reserve for a domain with an assigned power (kW);
+        ``warm``: the domain's plan wants it pre-warmed (never a start)."""
         ...
 
 
 class SchedulerPort(Protocol):
     """Shift/defer requests to the workload scheduler (webhook or MQTT topic)."""
 
-    async def request_levels(
-        self,
-        now_s: float,
-        shift_out_kw: Mapping[str, float],
-        shift_in_kw: Mapping[str, float],
-        defer_kw: Mapping[str, float],
+    async def request(
+        self, now_s: float, shifts: Sequence[ShiftOrder], defer_kw: Mapping[str, float]
     ) -> bool:
-        """Ask for these per-domain levels (kW). False if the scheduler was not reached."""
+        """Send these shift orders (each replaces its (source, target) pair's previous one;
+        domains by index in the site) and, if any, deferral levels per domain (kW). False if
+        the scheduler did not get them all."""
         ...
 
 

@@ -89,8 +89,8 @@ class Recorder:
 
     # ------------------------------------------------------------------ bookkeeping
     def book(self, obs: Observation, dec: Decision, kes_kw: FloatArray, res_kw: FloatArray) -> None:
-        """The ledger (shifts, deferral debt, breaker heat) and the demand history."""
-        self.ledger.schedule_shifts(obs.now_s, dec.shift_out_kw, dec.shift_in_kw)
+        """The ledger (deferral debt, breaker heat) and the demand history. Shift orders are
+        booked by the actuator once the scheduler has them."""
         self.ledger.settle(obs.now_s, dec.defer_kw, dec.repay_kw)
         # Measured demand already reflects caps; the bank's own reading is its real exchange.
         grid = obs.demand_kw - kes_kw - res_kw

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from wattwheel.control.base import RESERVE_ON, RESERVE_STARTING, Decision
+from wattwheel.control.base import RESERVE_ON, RESERVE_STARTING, RESERVE_WARM, Decision
 
 #: ``tick-fallback``: the last tick raised; it acted on the reactive safety loop instead.
 #: ``degraded``: the controller runs but its wiring is in doubt (see ``LiveState.set_degraded``).
@@ -32,7 +32,7 @@ MODES: tuple[Mode, ...] = (
     "maintenance",
     "degraded",
 )
-ReserveMode = Literal["off", "starting", "on"]
+ReserveMode = Literal["off", "starting", "on", "warm"]
 
 #: Upper bounds (s) of the loop-latency histogram buckets (Prometheus ``le``), +Inf implied.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -51,10 +51,13 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 
 
 def reserve_mode_name(code: int) -> ReserveMode:
-    """Map ``control.base`` reserve codes (0, 1, 2) to their names."""
-    if code == RESERVE_ON:
-        return "on"
-    return "starting" if code == RESERVE_STARTING else "off"
+    """Map ``control.base`` reserve codes (0 off, 1 starting, 2 on, 3 warm) to their names."""
+    names: dict[int, ReserveMode] = {
+        RESERVE_ON: "on",
+        RESERVE_STARTING: "starting",
+        RESERVE_WARM: "warm",
+    }
+    return names.get(code, "off")
 
 
 @dataclass(frozen=True)

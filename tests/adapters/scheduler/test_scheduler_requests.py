@@ -58,6 +58,7 @@ def test_shift_body_is_the_documented_json() -> None:
         "duration_s": 600.0,
         "issued_at": "2026-01-01T00:00:00Z",
         "reason": "p95 forecast exceeds primary capacity at 00:07",
+        "revision": round(NEW_YEAR_2026 * 1000),
     }
 
 
@@ -67,7 +68,27 @@ def test_defer_body_round_trips_with_a_content_key() -> None:
     assert body["request_id"].startswith("ww-") and len(body["request_id"]) == 35
     decoded = decode_request(encode_request(DEFER))
     assert decoded == replace(DEFER, request_id=body["request_id"])
-    assert decode_request(encode_request(SHIFT)) == SHIFT
+    assert decode_request(encode_request(SHIFT)) == replace(
+        SHIFT, revision=round(NEW_YEAR_2026 * 1000)
+    )
+
+
+def test_shift_ids_name_the_pair_and_keys_the_revision() -> None:
+    # Every request of a (source, target) pair has the same id (a new one replaces the last);
+    # the key a scheduler drops duplicates by adds the revision.
+    bare = replace(SHIFT, request_id=None)
+    later = replace(bare, issued_at_s=NEW_YEAR_2026 + 60, power_w=0.0)
+    assert json.loads(encode_request(bare))["request_id"] == "shift:row-a->row-b"
+    assert json.loads(encode_request(later))["request_id"] == "shift:row-a->row-b"
+    assert idempotency_key(bare) == f"shift:row-a->row-b@{round(NEW_YEAR_2026 * 1000)}"
+    assert idempotency_key(later) != idempotency_key(bare)
+    anywhere = replace(bare, to_domain=None)
+    assert json.loads(encode_request(anywhere))["request_id"] == "shift:row-a->*"
+    # 0 W is a valid shift (it ends the pair's shift); a revision must be an integer.
+    assert decode_request(encode_request(later)).power_w == 0.0
+    with pytest.raises(SchedulerRequestError, match="revision"):
+        body = json.loads(encode_request(bare))
+        decode_request(json.dumps({**body, "revision": "7"}).encode())
 
 
 def test_content_key_is_stable_and_content_sensitive() -> None:

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -74,17 +74,19 @@ async def test_posts_the_json_body_with_an_idempotency_key(scheduler: Scheduler)
         ack = await hook.request(REQUEST)
     finally:
         await hook.close()
+    # A shift's key is its pair id at its revision (the issue time in ms by default).
+    key = f"r-42@{round(REQUEST.issued_at_s * 1000)}"
     assert (ack.request_id, ack.delivered, ack.accepted, ack.detail) == (
-        "r-42",
+        key,
         True,
         True,
         "moved to row-b",
     )
     headers, body = scheduler.received[0]
-    assert headers["Idempotency-Key"] == "r-42"
+    assert headers["Idempotency-Key"] == key
     assert headers["Content-Type"] == "application/json"
     assert headers["Authorization"] == "Bearer s3cret"
-    assert decode_request(body) == REQUEST
+    assert decode_request(body) == replace(REQUEST, revision=round(REQUEST.issued_at_s * 1000))
 
 
 async def test_retries_a_5xx_with_the_same_key(scheduler: Scheduler) -> None:
@@ -96,7 +98,7 @@ async def test_retries_a_5xx_with_the_same_key(scheduler: Scheduler) -> None:
         await hook.close()
     assert ack.delivered and ack.accepted
     keys = [headers["Idempotency-Key"] for headers, _ in scheduler.received]
-    assert keys == ["r-42"] * 3
+    assert keys == [f"r-42@{round(REQUEST.issued_at_s * 1000)}"] * 3
 
 
 async def test_a_refusal_is_not_retried(scheduler: Scheduler) -> None:

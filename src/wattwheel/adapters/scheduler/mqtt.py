@@ -3,7 +3,7 @@
 
 The Ack is "delivered" once the broker has acknowledged the publish (PUBACK); whether the
 scheduler accepts the request is not reported on this transport (``accepted`` is None). QoS 1 may
-deliver a message twice, which is why every body carries its ``request_id`` idempotency key.
+deliver a message twice: a scheduler drops the duplicate by ``request_id`` and ``revision``.
 Each request opens its own short connection: requests are rare (one per plan period at most),
 and a broker restart between two requests then costs nothing. An unreachable broker is logged
 once at WARNING (then DEBUG until it recovers) and yields an undelivered Ack.

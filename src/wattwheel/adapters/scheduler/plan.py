@@ -1,9 +1,9 @@
-"""Turn a controller decision's per-domain shift/defer levels into scheduler requests. Pure.
+"""Turn the controller's shift orders and deferral levels into scheduler requests. Pure.
 
-The policies decide in kW per power domain (``Decision.shift_out_kw``, ``shift_in_kw``,
-``defer_kw``); the scheduler wants named requests. A shift out of a domain is split over the
-domains taking load in, in proportion to what each takes (``to_domain`` None when no domain is
-named as taking it: the scheduler then chooses).
+Shifts: the world model (:mod:`wattwheel.domain.shifts`) turns per-domain levels into one order
+per (source, destination) pair, each replacing the pair's previous one; here each order becomes
+a :class:`ShiftRequest` whose ``request_id`` names its pair and whose ``revision`` is the order's.
+Deferrals: one request per domain deferring work now (``Decision.defer_kw``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from wattwheel.adapters.scheduler.requests import DeferRequest, SchedulerRequest, ShiftRequest
+from wattwheel.adapters.scheduler.requests import (
+    DeferRequest,
+    SchedulerRequest,
+    ShiftRequest,
+    pair_request_id,
+)
+from wattwheel.domain.shifts import ShiftOrder
 
 _W_PER_KW = 1000.0
 
@@ -25,43 +31,30 @@ def _check_lengths(domains: Sequence[str], **arrays: Sequence[float]) -> None:
 def shift_requests(
     site: str,
     domains: Sequence[str],
-    shift_out_kw: Sequence[float],
-    shift_in_kw: Sequence[float],
+    orders: Sequence[ShiftOrder],
     *,
     now_s: float,
-    lead_s: float,
-    duration_s: float,
-    min_power_w: float = 1.0,
     reason: str = "",
 ) -> list[ShiftRequest]:
-    """One request per (source, destination) pair, effective after ``lead_s``."""
-    _check_lengths(domains, shift_out_kw=shift_out_kw, shift_in_kw=shift_in_kw)
-    taking = [(d, kw) for d, kw in zip(domains, shift_in_kw, strict=True) if kw > 0]
-    total_in_kw = sum(kw for _, kw in taking)
-    requests: list[ShiftRequest] = []
-    for source, out_kw in zip(domains, shift_out_kw, strict=True):
-        if not math.isfinite(out_kw) or out_kw * _W_PER_KW < min_power_w:
-            continue
-        targets: list[tuple[str | None, float]] = [
-            (d, kw / total_in_kw) for d, kw in taking if d != source
-        ]
-        targets = targets or [(None, 1.0)]
-        share_sum = sum(share for _, share in targets)
-        for target, share in targets:
-            power_w = out_kw * _W_PER_KW * share / share_sum
-            if power_w >= min_power_w:
-                requests.append(
-                    ShiftRequest(
-                        site,
-                        source,
-                        power_w,
-                        now_s + lead_s,
-                        duration_s,
-                        now_s,
-                        to_domain=target,
-                        reason=reason,
-                    )
-                )
+    """One request per order (domains by index in ``domains``); 0 W ends a pair's shift."""
+    requests = []
+    for order in orders:
+        source = domains[order.source]
+        target = None if order.target is None else domains[order.target]
+        requests.append(
+            ShiftRequest(
+                site,
+                source,
+                max(order.kw, 0.0) * _W_PER_KW,
+                order.start_s,
+                order.end_s - order.start_s,
+                now_s,
+                to_domain=target,
+                reason=reason,
+                request_id=pair_request_id(source, target),
+                revision=order.revision,
+            )
+        )
     return requests
 
 
@@ -98,29 +91,18 @@ def plan_requests(
     site: str,
     domains: Sequence[str],
     *,
-    shift_out_kw: Sequence[float],
-    shift_in_kw: Sequence[float],
+    shifts: Sequence[ShiftOrder],
     defer_kw: Sequence[float],
     defer_deadline_s: Sequence[float],
     now_s: float,
-    shift_lead_s: float,
     period_s: float,
     reason: str = "",
 ) -> list[SchedulerRequest]:
-    """All shift and defer requests of one plan period."""
-    shifts: list[SchedulerRequest] = list(
-        shift_requests(
-            site,
-            domains,
-            shift_out_kw,
-            shift_in_kw,
-            now_s=now_s,
-            lead_s=shift_lead_s,
-            duration_s=period_s,
-            reason=reason,
-        )
+    """All shift and defer requests of one send (deferrals last one plan period)."""
+    out: list[SchedulerRequest] = list(
+        shift_requests(site, domains, shifts, now_s=now_s, reason=reason)
     )
     defers = defer_requests(
         site, domains, defer_kw, defer_deadline_s, now_s=now_s, duration_s=period_s, reason=reason
     )
-    return shifts + list(defers)
+    return out + list(defers)

@@ -26,7 +26,11 @@ class ShiftRequest:
     """Move non-critical work of ``power_w`` watts out of ``domain``.
 
     ``to_domain`` is a domain with headroom (None: the scheduler picks one); the shift should take
-    effect at ``start_at_s`` (epoch s, after the shift lead time) and last ``duration_s``.
+    effect at ``start_at_s`` (epoch s, after the shift lead time) and last ``duration_s`` (the
+    plan period in force). Its ``request_id`` names the (domain, to_domain) pair: a request
+    **replaces** the previous one with the same id from its ``start_at_s`` on (shifts never add
+    up); ``revision`` orders them (default: ``issued_at_s`` in ms) and ``power_w`` 0 ends the
+    pair's shift.
     """
 
     site: str
@@ -38,6 +42,7 @@ class ShiftRequest:
     to_domain: str | None = None
     reason: str = ""
     request_id: str | None = None
+    revision: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +96,26 @@ def _epoch(text: object, field: str) -> float:
     return moment.timestamp()
 
 
+def pair_request_id(domain: str, to_domain: str | None) -> str:
+    """The request id of every shift of one (source, target) pair: ``shift:<from>-><to|*>``."""
+    return f"shift:{domain}->{'*' if to_domain is None else to_domain}"
+
+
+def revision_of(request: ShiftRequest) -> int:
+    """A shift request's revision: its own, or its issue time in ms."""
+    if request.revision is not None:
+        return request.revision
+    return int(round(request.issued_at_s * 1000.0))
+
+
 def validate(request: SchedulerRequest) -> None:
     """Raise :class:`SchedulerRequestError` naming the first invalid field."""
+    # A shift of 0 W ends its pair's shift; a deferral of nothing is no request.
+    least_w = 0.0 if isinstance(request, ShiftRequest) else math.nextafter(0.0, 1.0)
     checks: list[tuple[str, bool]] = [
         ("site", bool(request.site)),
         ("domain", bool(request.domain)),
-        ("power_w", math.isfinite(request.power_w) and request.power_w > 0),
+        ("power_w", math.isfinite(request.power_w) and request.power_w >= least_w),
         ("duration_s", math.isfinite(request.duration_s) and request.duration_s > 0),
         ("start_at_s", math.isfinite(request.start_at_s)),
         ("issued_at_s", math.isfinite(request.issued_at_s)),
@@ -127,24 +146,36 @@ def _fields(request: SchedulerRequest) -> dict[str, Any]:
     }
     if isinstance(request, ShiftRequest):
         body["to_domain"] = request.to_domain
+        body["revision"] = revision_of(request)
     else:
         body["deadline"] = _iso(request.deadline_s)
     return body
 
 
-def idempotency_key(request: SchedulerRequest) -> str:
-    """The request's id, or a digest of its content: resending the same request (a retry, a
-    restarted controller) reuses the same key, so the scheduler can drop duplicates."""
+def request_id(request: SchedulerRequest) -> str:
+    """The id in the body: a shift's (source, target) pair id, a deferral's own id or a
+    digest of its content (a deferral is a debt of its own: deferrals add up)."""
     if request.request_id:
         return request.request_id
+    if isinstance(request, ShiftRequest):
+        return pair_request_id(request.domain, request.to_domain)
     canonical = json.dumps(_fields(request), sort_keys=True, separators=(",", ":"))
     return "ww-" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def idempotency_key(request: SchedulerRequest) -> str:
+    """What the scheduler may drop duplicates by: resending the same request (a retry, QoS 1
+    redelivery, a restarted controller) reuses it. A shift's is ``<request_id>@<revision>``
+    (its id is shared by every request of its pair); a deferral's is its ``request_id``."""
+    if isinstance(request, ShiftRequest):
+        return f"{request_id(request)}@{revision_of(request)}"
+    return request_id(request)
 
 
 def encode_request(request: SchedulerRequest) -> bytes:
     """The JSON body (UTF-8) of a request; validates it first."""
     validate(request)
-    body = {"request_id": idempotency_key(request), **_fields(request)}
+    body = {"request_id": request_id(request), **_fields(request)}
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -179,7 +210,10 @@ def decode_request(payload: bytes) -> SchedulerRequest:
         to_domain = body.get("to_domain")
         if to_domain is not None and not isinstance(to_domain, str):
             raise SchedulerRequestError(f"to_domain: expected a string or null, got {to_domain!r}")
-        request = ShiftRequest(**common, to_domain=to_domain)
+        revision = body.get("revision")
+        if revision is not None and (not isinstance(revision, int) or isinstance(revision, bool)):
+            raise SchedulerRequestError(f"revision: expected an integer, got {revision!r}")
+        request = ShiftRequest(**common, to_domain=to_domain, revision=revision)
     elif kind == "defer":
         request = DeferRequest(**common, deadline_s=_epoch(body.get("deadline"), "deadline"))
     else:

@@ -1,6 +1,7 @@
 """Scheduler hook over HTTP: POST the JSON request to a configured URL (httpx).
 
-Each request carries an ``Idempotency-Key`` header equal to its ``request_id``, so retries (on a
+Each request carries an ``Idempotency-Key`` header (``idempotency_key``: a shift's pair id and
+revision, a deferral's ``request_id``), so retries (on a
 timeout, a connection error or a 5xx / 429) cannot make the scheduler act twice. A 4xx other than
 409/429 is a refusal and is not retried. A scheduler that cannot be reached is logged once at
 WARNING (then DEBUG until it answers again) and yields an undelivered :class:`Ack`.
