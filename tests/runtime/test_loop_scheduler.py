@@ -45,7 +45,7 @@ class ShiftingPolicy:
 
 async def tick(rt: Runtime) -> None:
     await rt.tick()
-    await asyncio.gather(*list(rt._background))
+    await asyncio.gather(*list(rt.actuator.background))
 
 
 async def test_shift_orders_replace_per_pair_and_are_booked_once_delivered() -> None:
@@ -53,7 +53,7 @@ async def test_shift_orders_replace_per_pair_and_are_booked_once_delivered() -> 
     policy = ShiftingPolicy(rt.site)
     rt.policy = policy
     sched = FakeScheduler()
-    rt.devices.scheduler = sched
+    rt.actuator.scheduler = sched
     period = rt.plan_period_s
 
     # The test site allows shifts of up to 5 kW (5 % of a 100 kW peak).

@@ -323,7 +323,8 @@ class Runtime:
         self.actuator.forget_applied(domains)
 
     def forget_schedule(self) -> None:
-        """This instance just became site coordinator: resend the scheduler levels."""
+        """This instance just became site coordinator: resend the scheduler levels (every
+        wanted shift pair; each replaces the predecessor's request for its pair)."""
         self.actuator.forget_schedule()
 
     def tick_now(self) -> None:
