@@ -163,3 +163,42 @@ async def test_one_bank_per_unit_id() -> None:
         client.close()
         await handle.stop()
     assert socs == [800, 300]
+
+
+async def test_two_requests_in_one_segment_are_both_answered_and_writes_logged() -> None:
+    """A client that timed out asks again: its two requests can reach the server in one TCP
+    segment. Both are answered, in order (pymodbus alone left the second one unanswered until
+    more data came); each accepted write is logged with the client's address."""
+    log: list[dict[str, object]] = []
+    handle = await start_flywheel_emulator(
+        CONFIG, port=0, tick_s=None, clock=ManualClock(), write_log=log.append
+    )
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", handle.port)
+
+        def read_holding(tid: int, address: int, count: int) -> bytes:
+            pdu = bytes([3]) + address.to_bytes(2, "big") + count.to_bytes(2, "big")
+            return (
+                tid.to_bytes(2, "big") + b"\0\0" + (len(pdu) + 1).to_bytes(2, "big") + b"\1" + pdu
+            )
+
+        writer.write(read_holding(1, 40000, 2) + read_holding(2, 40002, 2))
+        await writer.drain()
+        tids = []
+        for _ in range(2):
+            head = await asyncio.wait_for(reader.readexactly(6), 5.0)
+            await reader.readexactly(int.from_bytes(head[4:6], "big"))
+            tids.append(int.from_bytes(head[:2], "big"))
+        assert tids == [1, 2]
+        local_port = writer.get_extra_info("sockname")[1]
+        writer.close()
+        client = AsyncModbusTcpClient("127.0.0.1", port=handle.port)
+        await client.connect()
+        storage = next(loc for loc in handle.controller.locations if loc.model_id == 124)
+        await client.write_registers(storage.address + 2, [0], device_id=1)
+        client.close()
+        assert len(log) == 1 and log[0]["setpoint"] is True and log[0]["unit"] == 1
+        assert str(log[0]["peer"]).startswith("127.0.0.1:")
+        assert str(log[0]["peer"]) != f"127.0.0.1:{local_port}"
+    finally:
+        await handle.stop()

@@ -24,11 +24,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.transaction import TransactionManager
 
 from wattwheel.adapters.modbus.codec import (
     SUNSPEC_BASE_ADDRESS,
@@ -72,23 +75,52 @@ class JsonLinesWriteLog:
 
 
 class _PeerHandler(ServerRequestHandler):
-    """pymodbus' per-connection handler, telling the request's action who the client is (noted
-    when the request arrives: a request handled after its connection closed still has it)."""
+    """pymodbus' per-connection handler, with two changes: the request's action is told who
+    the client is (noted when data arrives: a request handled after its connection closed still
+    has it), and every complete request in the receive buffer is answered, in order. (pymodbus
+    3.16 decodes one frame per arrival and leaves a second one, sent by a client that timed out
+    and asked again, in the buffer until more data comes: the answers then lag one behind.)"""
 
     peer = "?"
+    _queue: asyncio.Queue[tuple[Any, Any]] | None = None
+    _worker: asyncio.Task[None] | None = None
 
     def callback_data(self, data: bytes, addr: tuple[str, int] | None = None) -> int:
         if self.peer == "?" and self.transport is not None:
             name = self.transport.get_extra_info("peername")
             self.peer = f"{name[0]}:{name[1]}" if name else "?"
-        return int(super().callback_data(data, addr))
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.ensure_future(self._answer_in_order(self._queue))
+        used = 0
+        while used < len(data):
+            try:
+                n = int(TransactionManager.callback_data(self, data[used:], addr))
+            except ModbusIOException:
+                return int(super().callback_data(data[used:], addr)) + used
+            if n <= 0:
+                break
+            used += n
+            if self.last_pdu:
+                self._queue.put_nowait((self.last_pdu, self.last_addr))
+        return used
 
-    async def handle_request(self) -> None:
-        token = _PEER.set(self.peer)
-        try:
-            await super().handle_request()  # type: ignore[no-untyped-call]
-        finally:
-            _PEER.reset(token)
+    async def _answer_in_order(self, queue: asyncio.Queue[tuple[Any, Any]]) -> None:
+        while True:
+            pdu, addr = await queue.get()
+            self.last_pdu, self.last_addr = pdu, addr
+            token = _PEER.set(self.peer)
+            try:
+                await self.handle_request()  # type: ignore[no-untyped-call]
+            except Exception:
+                log.exception("flywheel emulator: request failed")
+            finally:
+                _PEER.reset(token)
+
+    def callback_disconnected(self, exc: Exception | None) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        super().callback_disconnected(exc)
 
 
 class _PeerTcpServer(ModbusTcpServer):
