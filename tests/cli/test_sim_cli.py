@@ -147,6 +147,7 @@ def test_an_unknown_policy_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # whole-month runs: CPU-bound, slow on a busy 2-core machine
 def test_default_bench_with_the_shipped_lstm(tmp_path: Path) -> None:
     """Issue #2 and #3 must-show on the default scenario with the default forecaster."""
     out = tmp_path / "b"
@@ -184,6 +185,7 @@ def test_default_bench_with_the_shipped_lstm(tmp_path: Path) -> None:
 
 @needs_data
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # whole-month runs: CPU-bound, slow on a busy 2-core machine
 def test_ordering_holds_on_a_single_pdu_trace(tmp_path: Path) -> None:
     """The bundled site replayed on a trace of one PDU (one domain: nothing to shift to)."""
     trace = tmp_path / "one.csv"
