@@ -40,3 +40,15 @@ def test_coarse_step_gives_no_band_figure_and_says_why() -> None:
 def _head(sc: Scenario, n: int) -> Scenario:
     t = sc.trace
     return build_scenario(sc.config, Trace(t.timestamps_s[:n], t.rack_ids, t.power_w[:n]))
+
+
+def test_power_floor_variant_reports_its_energy_and_smooths_the_raw_draw(tmp_path: Path) -> None:
+    trace = synthesize_jobs(JobsLayout(3, 4, 60.0, seed=2), default_jobs(3, 4, 60.0))
+    sc = load_scenario(
+        bundled_site("ai-training-realistic"), write_trace(trace, tmp_path / "t.csv")
+    )
+    run = run_bench(sc, ["none", "none+floor"])
+    plain, floored = run.results["none"].site_metrics, run.results["none+floor"].site_metrics
+    assert floored["floor_energy_kwh"] > 0.0 and "floor_energy_kwh" not in plain
+    assert floored["p99_grid_ramp_kw_per_s"] < plain["p99_grid_ramp_kw_per_s"]
+    assert floored["grid_band_power_reduction_db"] > 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -12,8 +13,9 @@ from typing import Any
 from wattwheel.control.base import Policy
 from wattwheel.control.offline import MAX_CELLS, OfflineOptimumPolicy, solve_offline
 from wattwheel.control.registry import make_policy
-from wattwheel.domain import grid_signal
+from wattwheel.domain import grid_signal, power_floor
 from wattwheel.domain.errors import WattwheelError
+from wattwheel.domain.power_floor import PowerFloor
 from wattwheel.forecast.base import Forecaster
 from wattwheel.forecast.baselines import PersistenceForecaster
 from wattwheel.sim.scenario import Scenario
@@ -77,7 +79,10 @@ def run_policy(
     forecaster: Forecaster | None,
     progress: Callable[[int], None] | None = None,
 ) -> SimResult:
-    base = name.split("+")[0]
+    base, *options = name.split("+")
+    floor_kwh = None
+    if "floor" in options:
+        scenario, floor_kwh = with_power_floor(scenario, PowerFloor())
     policy: Policy
     if base == "optimum":
         offline = offline_policy(scenario)
@@ -92,7 +97,19 @@ def run_policy(
     )
     if isinstance(policy, OfflineOptimumPolicy):
         result.site_metrics["lp_lower_bound"] = policy.schedule.lower_bound
+    if floor_kwh is not None:
+        result.site_metrics["floor_energy_kwh"] = floor_kwh
     return result
+
+
+def with_power_floor(scenario: Scenario, floor: PowerFloor) -> tuple[Scenario, float]:
+    """The scenario as the meters see it with the GPUs' power floor on ramp-down (policy
+    suffix ``+floor``: a workload-side lever local to each rack, see
+    :mod:`wattwheel.domain.power_floor`) and the energy the floor burns (kWh). The critical
+    part is the work's, unchanged."""
+    floored = power_floor.apply_floor(scenario.demand_kw, scenario.dt_s, floor)
+    burned = power_floor.floor_energy_kwh(scenario.demand_kw, floored, scenario.dt_s)
+    return dataclasses.replace(scenario, demand_kw=floored), burned
 
 
 def run_bench(
@@ -106,15 +123,16 @@ def run_bench(
     uses it and ``predictive+persistence`` shows the same controller on the baseline."""
     plan: list[tuple[str, ForecasterSpec | None, str]] = []
     for name in policies:
-        if name in ("predictive", "seed"):
+        base = name.split("+")[0]  # a suffix (``+floor``) keeps the base policy's forecaster
+        if base in ("predictive", "seed"):
             chosen = model or BASELINE
             plan.append((name, chosen, chosen.name))
             if name == "predictive" and model is not None:
                 plan.append(("predictive+persistence", BASELINE, BASELINE.name))
-        elif name == "optimum" and scenario.demand_kw.size > MAX_CELLS:
+        elif base == "optimum" and scenario.demand_kw.size > MAX_CELLS:
             continue  # not tractable: skipped, and the report says so by its absence
         else:
-            plan.append((name, None, "truth" if name in ("oracle", "optimum") else "-"))
+            plan.append((name, None, "truth" if base in ("oracle", "optimum") else "-"))
     results: dict[str, SimResult] = {}
     names: dict[str, str] = {}
     training: dict[str, Mapping[str, Any]] = {}
