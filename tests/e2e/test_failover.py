@@ -10,7 +10,9 @@ Timing: TTL 2 s (margin and renewals 2/3 s), campaigns every 0.25 s, a tick ever
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import numpy as np
@@ -391,3 +394,37 @@ def test_serve_refuses_a_device_timeout_above_the_lease_margin() -> None:
     text = " ".join(result.output.split())
     assert "--device-timeout 1.5 s must be below the lease margin" in text
     assert "--lease-ttl-s 3" in text
+
+
+def _bench_failover() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_failover.py"
+    spec = importlib.util.spec_from_file_location("bench_failover", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_two_serve_processes_hand_over_on_stop_and_kill_and_never_overlap(tmp_path: Path) -> None:
+    """The bounded ``benchmarks/bench_failover.py``: two real ``serve --etcd`` processes on
+    their own etcd against ``wattwheel emulate``; the leader is paused (-STOP, then resumed: it
+    follows), then the new leader is killed (-9). Every Modbus setpoint is stamped by the
+    emulated controller and attributed to the process that sent it. Safety (no bank commanded
+    by both) and a hand-over bound are checked here; the < 3 s figure is the benchmark's."""
+    if not Path(ETCD).exists():
+        pytest.skip(f"etcd binary not found at {ETCD} (apt-get install etcd-server)")
+    out = _bench_failover().run(2, 6.0, [], tmp_path, restart_last=False)
+    print(json.dumps(out))
+    assert [e["kind"] for e in out["per_event"]] == ["kill -STOP", "kill -9"]
+    assert out["overlapping_writes"] == 0 and out["unattributed_writes"] == 0
+    # Each hand-over went to the other process (the paused one came back as a follower).
+    assert [(e["old"], e["new"]) for e in out["per_event"]] in (
+        [("ctl-a", "ctl-b"), ("ctl-b", "ctl-a")],
+        [("ctl-b", "ctl-a"), ("ctl-a", "ctl-b")],
+    )
+    # TTL 2 s + etcd's expiry check (<= 0.5 s) + watch, campaign, the promoted tick; slack for
+    # a CPU-starved box (measured 2.0-2.7 s at load 17-23 on 2 cores).
+    assert out["first_command_after_crash_s_max"] < TTL_S + EXPIRY_LAG_S + 2.0, out
