@@ -27,6 +27,8 @@ from wattwheel.sim.simulator import SimResult, simulate
 SiteFactory = ObsFactory = ScenarioFactory = Callable[..., Any]
 
 SPIKE = slice(20, 24)
+#: The default measurement latency: the only part of a step the fast loop has not yet seen.
+LAG_BOUND_S = 1.0
 LOW_SOC = ("module_energy_kwh = 1", "module_energy_kwh = 1\ninitial_soc = 0.3")
 
 
@@ -49,13 +51,21 @@ def test_oracle_precharges_before_the_spike(make_scenario: ScenarioFactory) -> N
     res = run(sc, "oracle")
     soc = res.series["soc"][:, 0]
     floor = float(soc_floor(sc.site)[0])
-    # Quiet time: the planner holds A's bank near its safety floor (lower standby loss)...
-    np.testing.assert_allclose(soc[2:12], floor, atol=0.02)
+    # Quiet time: from its first plan on (step 2: the first plan period with a measurement
+    # behind it), the planner holds A's bank where it is, above its safety floor but well
+    # below full (lower standby loss), where reactive refills to full...
+    assert soc[2] >= floor - 1e-9
+    np.testing.assert_allclose(soc[2:12], soc[2], atol=0.01)
+    assert soc[11] < 0.5
     # ...and charges in the flat steps just before the spike, which only the forecast announces.
     assert soc[SPIKE.start - 1] > floor + 0.15
     assert np.any(res.series["kes_kw"][12 : SPIKE.start, 0] < -1.0)
-    # The spike is then covered without capping or overload.
-    assert res.site_metrics["overload_energy_kwh"] == 0.0
+    # The spike is then covered without capping, and without overload but in the measurement
+    # lag: the first second of a spike step, before the fast loop has seen it (at most
+    # 118 + 5 kW of charging − 100 = 23 kW over for 1 s).
+    lag_s = sc.site.measurement_latency_s
+    assert res.site_metrics["overload_seconds"] <= lag_s * 4 + 1e-9
+    assert res.site_metrics["overload_energy_kwh"] <= 23.0 * lag_s * 4 / 3600 + 1e-9
     assert res.site_metrics["capped_energy_kwh"] == pytest.approx(0.0, abs=1e-9)
     assert res.site_metrics["critical_capped_energy_kwh"] == 0.0
 
@@ -64,9 +74,10 @@ def test_reactive_cannot_anticipate_and_caps_the_spike(make_scenario: ScenarioFa
     sc = spike_scenario(make_scenario)
     reactive, oracle = run(sc, "reactive"), run(sc, "oracle")
     # Reactive simply refills to full (its SoC does not depend on what is coming) and, with no
-    # shift in flight, caps the 8 kW its 10 kW flywheel leaves during the spike.
+    # shift in flight, caps the 8 kW its 10 kW flywheel leaves during the spike - from the
+    # moment it measures it, 1 s into the first spike step (a 60 s step: 59/60 of 8 kW).
     assert np.all(np.diff(reactive.series["soc"][:18, 0]) >= -1e-9)
-    np.testing.assert_allclose(reactive.series["cap_kw"][SPIKE, 0], 8.0)
+    np.testing.assert_allclose(reactive.series["cap_kw"][SPIKE, 0], [8.0 * 59 / 60, 8, 8, 8])
     assert reactive.site_metrics["shifted_energy_kwh"] == 0.0
     assert oracle.site_metrics["cost_total"] < reactive.site_metrics["cost_total"]
 
@@ -122,8 +133,15 @@ def test_predictive_decision_without_forecast_equals_reactive(
     assert state.fallbacks == 0
 
 
-def flat_forecast(values_kw: tuple[float, float], horizons_s: tuple[float, ...]) -> Forecast:
+def flat_forecast(
+    values_kw: tuple[float, float],
+    horizons_s: tuple[float, ...],
+    first_kw: tuple[float, float] | None = None,
+) -> Forecast:
+    """The same forecast at every horizon, or ``first_kw`` for the block starting now."""
     point = np.repeat(np.array(values_kw)[:, None], len(horizons_s), axis=1) * 1000.0
+    if first_kw is not None:
+        point[:, 0] = np.array(first_kw) * 1000.0
     return Forecast(0.0, ("A", "B"), horizons_s, (0.05, 0.5, 0.95),
                     np.repeat(point[:, :, None], 3, axis=2), point)  # fmt: skip
 
@@ -171,13 +189,14 @@ def test_nan_forecast_is_refused_not_planned(make_site: SiteFactory, make_obs: O
 def test_a_plan_sees_a_forecast_spike_and_raises_the_soc_target(
     make_site: SiteFactory, make_obs: ObsFactory
 ) -> None:
-    # A at 95 kW now, SoC 0.3; the forecast says 118 kW in every future block. The plan wants
-    # more energy in the bank at the end of the first block than it has now.
+    # A at 95 kW now, SoC 0.3; the forecast says 95 kW for the block starting now and 118 kW
+    # in every later block. The plan wants more energy in the bank at the end of the first
+    # block than it has now.
     site = make_site()
     policy = PredictivePolicy(site)
     obs = make_obs(site, (95.0, 50.0), soc=(0.3, 0.3))
-    dec, state = policy.decide(obs, policy.initial_state(site),
-                               flat_forecast((118.0, 50.0), policy.horizons_s))  # fmt: skip
+    fc = flat_forecast((118.0, 50.0), policy.horizons_s, first_kw=(95.0, 50.0))
+    dec, state = policy.decide(obs, policy.initial_state(site), fc)
     assert state.plan is not None
     assert state.plan.soc_target[0] > 0.3 + 0.05
     assert dec.kes_kw[0] < 0.0  # charging now, within A's 5 kW headroom
@@ -219,17 +238,23 @@ def test_active_policies_never_cap_critical_nor_trip(
         m = res.site_metrics
         assert m["critical_capped_energy_kwh"] == 0.0, name
         assert m["breaker_trips"] == 0.0, name
-        # Flywheel + capping cover every excess at once: no overload at all.
-        assert m["overload_energy_kwh"] == pytest.approx(0.0, abs=1e-9), name
+        # Flywheel + capping cover every excess as soon as it is measured: overload only in
+        # the measurement lag at the start of a step (1 s of each 60 s step at most).
+        assert m["overload_seconds"] <= LAG_BOUND_S * sc.demand_kw.size + 1e-9, name
 
 
 # --- forecasts that do not match the site ---------------------------------------------------------
 
 
 def forecast_for(
-    ids: tuple[str, ...], values_kw: tuple[float, ...], horizons_s: tuple[float, ...]
+    ids: tuple[str, ...],
+    values_kw: tuple[float, ...],
+    horizons_s: tuple[float, ...],
+    first_kw: tuple[float, ...] | None = None,
 ) -> Forecast:
     point = np.repeat(np.array(values_kw)[:, None], len(horizons_s), axis=1) * 1000.0
+    if first_kw is not None:
+        point[:, 0] = np.array(first_kw) * 1000.0
     return Forecast(0.0, ids, horizons_s, (0.05, 0.5, 0.95),
                     np.repeat(point[:, :, None], 3, axis=2), point)  # fmt: skip
 
@@ -240,7 +265,7 @@ def test_forecast_rows_are_matched_to_domains_by_name(
     site = make_site()
     policy = PredictivePolicy(site)
     obs = make_obs(site, (95.0, 50.0), soc=(0.3, 0.3))
-    fc = forecast_for(("B", "A"), (50.0, 118.0), policy.horizons_s)
+    fc = forecast_for(("B", "A"), (50.0, 118.0), policy.horizons_s, first_kw=(50.0, 95.0))
     _, state = policy.decide(obs, policy.initial_state(site), fc)
     # Same as test_a_plan_sees_a_forecast_spike_and_raises_the_soc_target, rows swapped.
     assert state.plan is not None
@@ -320,5 +345,5 @@ def test_flywheel_plus_capping_ride_through_spikes(
         m = run(sc, name, forecaster=forecaster).site_metrics
         assert m["critical_capped_energy_kwh"] == 0.0, name
         assert m["breaker_trips"] == 0.0, name
-        assert m["overload_energy_kwh"] == pytest.approx(0.0, abs=1e-9), name
+        assert m["overload_seconds"] <= LAG_BOUND_S * sc.demand_kw.size + 1e-9, name
         assert m["kes_throughput_kwh"] > 0.0, name

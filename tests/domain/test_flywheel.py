@@ -28,6 +28,7 @@ def bank(
     eta_c: float = 0.9,
     eta_d: float = 0.8,
     loss_fraction: float = 0.01,
+    fixed_share: float = 0.0,
 ) -> fw.FlywheelParams:
     """2 modules x 10 kW / 2 kWh -> a 20 kW, 4 kWh bank; ω_min = ½ω_max; base speed 0.7ω_max;
     η_c = 0.9 and η_d = 0.8 (deliberately different so a swap shows); standby loss 1 % of rated
@@ -35,6 +36,7 @@ def bank(
     return fw.FlywheelParams(
         one(modules), one(faulted), one(module_power_kw), one(module_energy_kwh),
         one(speed_min_ratio), one(base_speed_ratio), one(eta_c), one(eta_d), one(loss_fraction),
+        one(fixed_share),
     )  # fmt: skip
 
 
@@ -59,8 +61,24 @@ def test_standby_loss_grows_with_speed_squared() -> None:
     # Full speed: 0.01 · 20 kW · 1² = 0.2 kW. At ω = 0.8 (SoC 0.52): 0.2 · 0.64 = 0.128 kW.
     assert fw.standby_loss_kw(p, one(1.0))[0] == pytest.approx(0.2)
     assert fw.standby_loss_kw(p, one(0.52))[0] == pytest.approx(0.128)
-    # Empty: the rotor coasts below the usable range and is no longer tracked.
-    assert fw.standby_loss_kw(p, one(0.0))[0] == 0.0
+    # Empty: the rotor still turns at ω_min = ½ω_max and loses 0.2 · 0.25 = 0.05 kW.
+    assert fw.standby_loss_kw(p, one(0.0))[0] == pytest.approx(0.05)
+
+
+def test_standby_loss_has_a_fixed_part() -> None:
+    # 40 % of the 0.2 kW full-speed loss is fixed: at ω_min 0.2 · (0.4 + 0.6 · 0.25) = 0.11 kW;
+    # at ω = 0.8 (SoC 0.52) 0.2 · (0.4 + 0.6 · 0.64) = 0.1568 kW.
+    p = bank(fixed_share=0.4)
+    assert fw.standby_loss_kw(p, one(0.0))[0] == pytest.approx(0.11)
+    assert fw.standby_loss_kw(p, one(0.52))[0] == pytest.approx(0.1568)
+    # Affine in stored energy: a = 0.2 · 0.6 · 0.75 / 4 kWh = 0.0225 /h, b = 0.11 kW.
+    a, b = fw.standby_loss_coefficients(p)
+    assert a[0] == pytest.approx(0.0225) and b[0] == pytest.approx(0.11)
+    for soc in (0.0, 0.3, 0.52, 1.0):
+        expected = a[0] * soc * 4.0 + b[0]
+        assert fw.standby_loss_kw(p, one(soc))[0] == pytest.approx(expected)
+    # A faulted bank loses nothing.
+    assert fw.standby_loss_kw(p.with_faults(one(2.0)), one(0.0))[0] == 0.0
 
 
 def test_power_derates_below_base_speed() -> None:
@@ -114,11 +132,23 @@ def test_faulted_module_reduces_power_and_energy() -> None:
     assert s.power_kw[0] == 0.0 and s.soc[0] == 0.0
 
 
-def test_empty_bank_delivers_nothing() -> None:
+def test_empty_bank_delivers_nothing_and_holds_min_speed_from_the_feed() -> None:
+    # SoC 0: ω_min loss 0.05 kW. Asked for 10 kW it gives none, and its motor draws the loss
+    # through the charge path: 0.05 / 0.9 = 0.0555556 kW. Loss: standby 0.05/60 kWh plus
+    # conversion 0.0555556 · 0.1 / 60 kWh. The rotor stays at ω_min (SoC 0); it never parks.
     s = fw.step(bank(), one(0.0), one(10.0), DT_S)
-    assert s.power_kw[0] == 0.0
-    assert s.soc[0] == 0.0
-    assert s.loss_kwh[0] == 0.0
+    assert s.power_kw[0] == pytest.approx(-0.05 / 0.9)
+    assert s.soc[0] == pytest.approx(0.0, abs=1e-12)
+    assert s.standby_loss_kwh[0] == pytest.approx(0.05 / 60)
+    assert s.loss_kwh[0] == pytest.approx(0.05 / 60 + 0.05 / 0.9 * 0.1 / 60)
+    np.testing.assert_allclose(fw.hold_kw(bank(), np.array([0.0, 0.5]), DT_S), [0.05 / 0.9, 0.0])
+
+
+def test_a_fixed_standby_rate_is_used_as_given() -> None:
+    # A step split in parts keeps its start-of-step loss rate: 1 kW for 60 s = 1/60 kWh.
+    s = fw.step(bank(), one(1.0), one(0.0), DT_S, standby_kw=one(1.0))
+    assert s.standby_loss_kwh[0] == pytest.approx(1 / 60)
+    assert s.soc[0] == pytest.approx(1 - 1 / 60 / 4)
 
 
 def test_nearly_empty_bank_delivers_only_what_is_left() -> None:
@@ -153,7 +183,8 @@ def banks(draw: st.DrawFn) -> fw.FlywheelParams:
         base_speed_ratio=draw(st.floats(speed_min + 0.01, 1.0)),
         eta_c=draw(st.floats(0.5, 1.0)),
         eta_d=draw(st.floats(0.5, 1.0)),
-        loss_fraction=draw(st.floats(0.0, 0.2)),
+        loss_fraction=draw(st.floats(0.0, 0.05)),
+        fixed_share=draw(st.floats(0.0, 1.0)),
     )
 
 
@@ -186,10 +217,13 @@ def test_energy_balance_and_soc_bounds(
         assert 0.0 <= float(s.soc[0]) <= 1.0
         # The loss taken is never more than the ω² model gives at the start of the step.
         assert float(s.standby_loss_kwh[0]) <= float(fw.standby_loss_kw(p, soc)[0]) * dt_h + 1e-12
-        # Never more than asked, never more than the (derated) power limit.
+        # Never more than asked (plus the hold power of an empty rotor), never more than the
+        # (derated) power limit.
         limit = float(fw.power_limit_kw(p, soc)[0])
-        assert abs(float(s.power_kw[0])) <= abs(sp) + 1e-9
-        assert abs(float(s.power_kw[0])) <= limit + 1e-9
+        hold = float(fw.standby_loss_kw(p, soc)[0] / p.charge_efficiency[0])
+        assert float(s.power_kw[0]) <= max(sp, 0.0) + 1e-9
+        assert -float(s.power_kw[0]) <= max(-sp, 0.0) + hold + 1e-9
+        assert abs(float(s.power_kw[0])) <= limit + hold + 1e-9
         # Grid-side bookkeeping: energy in − energy out − stored = the losses reported.
         grid_net_kwh = (chg - dis) * dt_h
         assert grid_net_kwh - (after_kwh - before_kwh) == pytest.approx(

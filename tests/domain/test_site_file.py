@@ -237,3 +237,55 @@ def test_faulted_modules_in_the_site_file_reduce_the_bank() -> None:
     # A: 2 modules, 1 faulted → 5 kW / 1 kWh; B untouched → 10 kW / 2 kWh.
     np.testing.assert_allclose(site.kes.rated_power_kw, [5.0, 10.0])
     np.testing.assert_allclose(site.kes.capacity_kwh, [1.0, 2.0])
+
+
+PRESET_SITE = """
+[site]
+name = "presets"
+
+[reserve]
+capacity_kw = 50
+
+[domain_defaults.kes]
+preset = "energy-storage"
+module_power_kw = 10
+
+[[domains]]
+name = "A"
+racks = ["a1"]
+primary_capacity_kw = 100
+
+[[domains]]
+name = "B"
+racks = ["b1"]
+primary_capacity_kw = 100
+kes = { preset = "ups", standby_loss_fraction = 0.02 }
+
+[[domains]]
+name = "C"
+racks = ["c1"]
+primary_capacity_kw = 100
+kes = { preset = "ups", module_energy_kwh = 0.5 }
+"""
+
+
+def test_flywheel_presets_fill_what_the_file_does_not_write() -> None:
+    site = resolve_site(parse_site(PRESET_SITE), {n: np.array([90.0]) for n in "ABC"})
+    kes = site.kes
+    # A: energy-storage, 4 modules x 10 kW for 10 min -> 4 x 10/6 kWh; ω_min = ½ω_max.
+    assert kes.capacity_kwh[0] == pytest.approx(4 * 10 / 6)
+    assert kes.speed_min_ratio[0] == pytest.approx(0.5)
+    assert kes.standby_fixed_share[0] == pytest.approx(0.4)
+    # B: a UPS flywheel holds 20 s at rated power (4 x 10 kW x 20 s), VYCON's speed range;
+    # the loss the domain writes wins over the preset's.
+    assert kes.capacity_kwh[1] == pytest.approx(4 * 10 * 20 / 3600)
+    assert kes.speed_min_ratio[1] == pytest.approx(14000 / 36750)
+    assert kes.standby_loss_fraction[1] == pytest.approx(0.02)
+    # C: an energy written in the file replaces the preset's duration.
+    assert kes.capacity_kwh[2] == pytest.approx(4 * 0.5)
+
+
+def test_an_unknown_flywheel_preset_names_the_key() -> None:
+    text = PRESET_SITE.replace('preset = "ups", module', 'preset = "battery", module')
+    with pytest.raises(ConfigError, match=r"domains\[2\]\.kes\.preset"):
+        parse_site(text)

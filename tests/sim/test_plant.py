@@ -400,3 +400,82 @@ def test_a_pre_warmed_reserve_starts_faster_and_its_warm_time_is_metered() -> No
     assert rec.reserve_kw[0] == pytest.approx(10.0)  # 20 kW for half the step
     assert totals(plant, "reserve_warm_seconds")[0] == pytest.approx(60.0)
     assert totals(plant, "reserve_machine_starts").sum() == 1
+
+
+# --- the measurement lag at the start of each step ------------------------------------------
+
+
+def test_the_lag_part_holds_the_previous_outputs_on_the_new_demand() -> None:
+    # 1 s lag on 60 s steps. Step 0: A at 95 kW, the flywheel idle. Step 1: A jumps to 108 kW
+    # and the decision discharges 8 kW - but only from 1 s in: for 1 s the 8 kW reach the
+    # feed (8 kW · 1 s = 8/3600 kWh of overload) and heat its breaker; then none. The step's
+    # mean flywheel power is 8 · 59/60 kW.
+    plant = Plant(site(), DT_S, lag_s=1.0)
+    demand = np.array([95.0, 50.0])
+    plant.observe(0.0, demand, 0.7 * demand)
+    plant.step(demand, 0.7 * demand, decision())
+    demand = np.array([108.0, 50.0])
+    plant.observe(DT_S, demand, 0.7 * demand)
+    rec = plant.step(demand, 0.7 * demand, decision(kes_kw=[8, 0]))
+    assert totals(plant, "overload_energy_kwh")[0] == pytest.approx(8.0 / 3600)
+    assert totals(plant, "overload_seconds")[0] == pytest.approx(1.0)
+    assert plant.heat[0] > 0.0
+    assert rec.kes_kw[0] == pytest.approx(8.0 * 59 / 60)
+    assert rec.grid_kw[0] == pytest.approx(108.0 - 8.0 * 59 / 60)
+    # Step 2: A falls back to 95 kW and the decision idles the bank; for 1 s the held 8 kW
+    # discharge still supplies the load (no overload, no export), then nothing.
+    demand = np.array([95.0, 50.0])
+    plant.observe(2 * DT_S, demand, 0.7 * demand)
+    rec = plant.step(demand, 0.7 * demand, decision())
+    assert rec.kes_kw[0] == pytest.approx(8.0 / 60)
+    assert totals(plant, "overload_seconds")[0] == pytest.approx(1.0)
+
+
+def test_without_lag_the_decision_covers_the_whole_step() -> None:
+    plant = Plant(site(), DT_S, lag_s=0.0)
+    demand = np.array([95.0, 50.0])
+    plant.observe(0.0, demand, 0.7 * demand)
+    plant.step(demand, 0.7 * demand, decision())
+    demand = np.array([108.0, 50.0])
+    plant.observe(DT_S, demand, 0.7 * demand)
+    rec = plant.step(demand, 0.7 * demand, decision(kes_kw=[8, 0]))
+    assert totals(plant, "overload_energy_kwh")[0] == 0.0
+    assert rec.kes_kw[0] == pytest.approx(8.0)
+
+
+def test_a_held_discharge_never_exports() -> None:
+    # The bank was discharging 8 kW; A's demand drops to 3 kW: in the lag it gives 3 kW at
+    # most, so the feed never goes negative.
+    plant = Plant(site(), DT_S, lag_s=10.0)
+    demand = np.array([108.0, 50.0])
+    plant.observe(0.0, demand, 0.7 * demand)
+    plant.step(demand, 0.7 * demand, decision(kes_kw=[8, 0]))
+    demand = np.array([3.0, 50.0])
+    plant.observe(DT_S, demand, 0.7 * demand)
+    rec = plant.step(demand, 0.7 * demand, decision())
+    assert rec.grid_kw[0] >= 0.0
+    assert rec.kes_kw[0] == pytest.approx(3.0 * 10 / 60)
+
+
+def test_a_reserve_started_after_the_lag_delivers_a_lag_later() -> None:
+    # Delay 90 s, lag 1 s: started in step 1 once the excess is measured (1 s in), the
+    # reserve delivers from 91 s after step 1 began: the last 29 s of step 2, step 3, and the
+    # first second of step 4 (held: the fast loop has not yet seen the excess end).
+    plant = Plant(without_kes(site(("start_delay_s = 120", "start_delay_s = 90"))), DT_S, 1.0)
+    run_none(plant, [90, 120, 120, 120, 90, 90, 90, 90])
+    assert totals(plant, "reserve_energy_kwh")[0] == pytest.approx(20 * (29 + 60 + 1) / 3600)
+    assert totals(plant, "overload_seconds")[0] == pytest.approx(91.0)
+
+
+def test_an_empty_bank_holds_min_speed_from_the_feed() -> None:
+    # Both banks empty and idle: each draws its ω_min standby from the feed (never parks).
+    s = site(("module_energy_kwh = 1", "module_energy_kwh = 1\ninitial_soc = 0.0"))
+    plant = Plant(s, DT_S)
+    demand = np.array([60.0, 50.0])
+    plant.observe(0.0, demand, 0.7 * demand)
+    rec = plant.step(demand, 0.7 * demand, decision())
+    hold = 0.01 * 10.0 * (0.4 + 0.6 * 0.25) / 0.95  # 1 % of 10 kW, 40 % fixed, ω_min = ½
+    np.testing.assert_allclose(rec.kes_kw, -hold)
+    np.testing.assert_allclose(rec.grid_kw, demand + hold)
+    np.testing.assert_allclose(rec.soc, 0.0, atol=1e-12)
+    assert np.all(totals(plant, "kes_losses_kwh") > 0)

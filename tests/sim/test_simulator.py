@@ -20,7 +20,7 @@ from wattwheel.domain.trace import Trace
 from wattwheel.forecast.base import Forecast, History
 from wattwheel.forecast.baselines import PersistenceForecaster
 from wattwheel.sim.scenario import Scenario, build_scenario
-from wattwheel.sim.simulator import SimResult, simulate
+from wattwheel.sim.simulator import SimResult, Timing, simulate
 
 TINY = (Path(__file__).resolve().parents[1] / "data" / "sites" / "tiny.toml").read_text()
 DT_S = 60.0
@@ -195,11 +195,94 @@ def test_the_forecaster_never_sees_the_future() -> None:
     policy = SpyPolicy(sc.site)
     simulate(sc, policy, forecaster=spy)
     times = [t for t, fc in policy.got if fc is not None]
-    # Every plan period (2 steps) after the first step, with history up to now inclusive.
+    # Every plan period (2 steps) from the first with a measurement behind it, with the
+    # history measured 1 s before (the default latency): every step before now, not now's.
     assert times == [float(sc.timestamps_s[t]) for t in range(2, 20, 2)]
     for (end_s, rows), now_s in zip(spy.seen, times, strict=True):
-        assert end_s == now_s
-        assert rows == int((now_s - sc.timestamps_s[0]) / DT_S) + 1
+        assert end_s == now_s - DT_S
+        assert rows == int((now_s - sc.timestamps_s[0]) / DT_S)
+
+
+def test_a_latency_longer_than_a_step_hides_more_history() -> None:
+    # 90 s of latency on 60 s steps: at step t the newest step measured is t − 2; the fast
+    # loop acts on step t − 1's demand (for the first 30 s of the step, on t − 2's decision).
+    sc = wavy(12)
+    spy = SpyForecaster()
+    policy = SpyPolicy(sc.site)
+    simulate(sc, policy, forecaster=spy, measurement_latency_s=90.0)
+    planned = [now_s for now_s, fc in policy.got if fc is not None]
+    assert len(planned) == len(spy.seen) > 0
+    for (end_s, _), now_s in zip(spy.seen, planned, strict=True):
+        assert end_s == now_s - 2 * DT_S
+    timing = Timing.of(90.0, DT_S)
+    assert (timing.fast_lag_steps, timing.lag_s, timing.plan_lag_steps) == (1, 30.0, 2)
+    assert Timing.of(1.0, 300.0) == Timing(0, 1.0, 1)
+    assert Timing.of(1.0, 1.0) == Timing(1, 0.0, 1)
+    assert Timing.of(0.0, 60.0) == Timing(0, 0.0, 1)
+    with pytest.raises(ValueError, match="latency"):
+        Timing.of(-1.0, 60.0)
+
+
+def test_the_fast_loop_sees_demand_one_latency_late() -> None:
+    sc = wavy(10)
+    seen: list[float] = []
+
+    class Recorder(SpyPolicy):
+        def decide(
+            self, obs: Observation, state: Any, forecast: Forecast | None
+        ) -> tuple[Decision, Any]:
+            seen.append(float(obs.demand_kw[0]))
+            return super().decide(obs, state, forecast)
+
+    simulate(sc, Recorder(sc.site))
+    np.testing.assert_allclose(seen, sc.demand_kw[:, 0])  # 1 s < a step: this step's demand
+    seen.clear()
+    simulate(sc, Recorder(sc.site), measurement_latency_s=60.0)
+    np.testing.assert_allclose(seen, np.r_[sc.demand_kw[0, 0], sc.demand_kw[:-1, 0]])
+
+
+def plan_at(sc: Scenario, step: int) -> Any:
+    """The plan ``predictive`` (persistence forecasts) holds after deciding at ``step``."""
+    policy = make_policy("predictive", sc.site)
+    got: dict[str, Any] = {}
+    decide = policy.decide
+    when = float(sc.timestamps_s[step])
+
+    def spy(obs: Observation, state: Any, fc: Forecast | None) -> Any:
+        dec, new_state = decide(obs, state, fc)
+        if abs(obs.now_s - when) < 1e-6:
+            got["plan"] = new_state.plan
+        return dec, new_state
+
+    policy.decide = spy  # type: ignore[method-assign]
+    simulate(sc, policy, forecaster=PersistenceForecaster())
+    return got["plan"]
+
+
+def test_a_plan_never_depends_on_the_demand_it_will_meet() -> None:
+    """Issue 9 item 1: two traces equal up to step t − 1 and different from t on give the
+    same plan at t (shift levels, SoC target, reserve arming): what a plan decides at t is
+    made from measurements before t and forecasts, never from step t's demand. (The fast
+    loop's decision at t does see step t's demand, 1 s late.)"""
+    base = wavy(30)
+    t = 12  # a plan step (plan period 2 steps)
+    a, b = base.demand_kw[:, 0].copy(), base.demand_kw[:, 1].copy()
+    a2, b2 = a.copy(), b.copy()
+    a2[t:] += 40.0
+    b2[t:] -= 30.0
+    first, second = plan_at(scenario(a, b), t), plan_at(scenario(a2, b2), t)
+    assert first is not None and second is not None
+    np.testing.assert_allclose(first.soc_target, second.soc_target)
+    np.testing.assert_allclose(first.shift_out_kw, second.shift_out_kw)
+    np.testing.assert_allclose(first.shift_in_kw, second.shift_in_kw)
+    np.testing.assert_array_equal(first.reserve_arm, second.reserve_arm)
+    # ...while a change one step earlier (measured by then) does move the plan.
+    a3 = a.copy()
+    a3[t - 1 :] += 40.0
+    third = plan_at(scenario(a3, b), t)
+    assert not np.allclose(first.soc_target, third.soc_target) or not np.allclose(
+        first.shift_out_kw, third.shift_out_kw
+    )
 
 
 def test_the_oracle_forecast_is_the_worst_true_demand_of_each_block() -> None:
@@ -209,9 +292,11 @@ def test_the_oracle_forecast_is_the_worst_true_demand_of_each_block() -> None:
     now_s, fc = next((t, f) for t, f in policy.got if f is not None and t > sc.timestamps_s[0])
     assert fc is not None
     t = int((now_s - sc.timestamps_s[0]) / DT_S)
-    # Horizon 120 s covers steps t+1..t+2, horizon 240 s steps t+3..t+4 (in W).
-    np.testing.assert_allclose(fc.point[:, 0], sc.demand_kw[t + 1 : t + 3].max(axis=0) * 1000)
-    np.testing.assert_allclose(fc.point[:, 1], sc.demand_kw[t + 3 : t + 5].max(axis=0) * 1000)
+    # Issued from the newest measured step (t − 1), like a forecaster's: horizon 120 s covers
+    # steps t..t+1 (the plan's first block), horizon 240 s steps t+2..t+3 (in W).
+    assert fc.issued_at_s == float(sc.timestamps_s[t - 1])
+    np.testing.assert_allclose(fc.point[:, 0], sc.demand_kw[t : t + 2].max(axis=0) * 1000)
+    np.testing.assert_allclose(fc.point[:, 1], sc.demand_kw[t + 2 : t + 4].max(axis=0) * 1000)
     assert fc.series_ids == sc.site.domain_names
 
 

@@ -29,7 +29,7 @@ from wattwheel.sim.bench import (
 )
 from wattwheel.sim.profiles import profiles_payload, run_profiles
 from wattwheel.sim.report import write_report
-from wattwheel.sim.scenario import Scenario, bundled_site, load_scenario
+from wattwheel.sim.scenario import Scenario, bundled_site, load_scenario, with_latency
 
 console = Console(stderr=True)
 TABLE_METRICS = (
@@ -50,6 +50,15 @@ TraceOpt = Annotated[
     Path | None, typer.Option("--trace", help="trace (default: the one the site file names)")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+LatencyOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--latency-s",
+        help="measurement latency (s) the controller acts with (default: the site file's "
+        "measurement_latency_s, 1 s unless it says otherwise)",
+        min=0.0,
+    ),
+]
 ModelOpt = Annotated[
     Path | None,
     typer.Option(
@@ -147,10 +156,11 @@ def simulate(
         str, typer.Option("--policy", help=f"one of {', '.join(ALL_POLICIES)}")
     ] = "predictive",
     model: ModelOpt = None,
+    latency_s: LatencyOpt = None,
 ) -> None:
     """Replay a trace through the site and one policy; write metrics.json and report.html."""
     with _errors():
-        scenario = load_scenario(site, trace)
+        scenario = with_latency(load_scenario(site, trace), latency_s)
         spec = _model_spec(model, scenario) or BASELINE
         fc = spec.build() if policy in ("predictive", "seed") else None
         bar, factory = _progress()
@@ -193,6 +203,7 @@ def bench(
         str | None,
         typer.Option("--profiles", help="a sweep: comma-separated cost profiles, or 'all'"),
     ] = None,
+    latency_s: LatencyOpt = None,
 ) -> None:
     """Run every policy on the same trace; write bench.json and report.html.
 
@@ -205,9 +216,10 @@ def bench(
             raise ConfigError("--profile", profile, "give --profile or --profiles, not both")
         spec = profiles if profiles is not None else profile
         if spec is None:
-            _bench(site, trace, out, model, policies.split(","))
+            _bench(site, trace, out, model, policies.split(","), latency_s)
         else:
-            _bench_profiles(site, trace, out, model, policies.split(","), parse_profiles(spec))
+            chosen = parse_profiles(spec)
+            _bench_profiles(site, trace, out, model, policies.split(","), chosen, latency_s)
 
 
 def _bench_profiles(
@@ -217,8 +229,9 @@ def _bench_profiles(
     model: Path | None,
     policies: list[str],
     chosen: tuple[CostProfile, ...],
+    latency_s: float | None = None,
 ) -> None:
-    scenario = load_scenario(site, trace)
+    scenario = with_latency(load_scenario(site, trace), latency_s)
     forecaster = _model_spec(model, scenario)
     bar, factory = _progress()
 
@@ -263,9 +276,14 @@ def _check_text(value: object) -> str:
 
 
 def _bench(
-    site: Path, trace: Path | None, out: Path, model: Path | None, policies: list[str]
+    site: Path,
+    trace: Path | None,
+    out: Path,
+    model: Path | None,
+    policies: list[str],
+    latency_s: float | None = None,
 ) -> BenchRun:
-    scenario = load_scenario(site, trace)
+    scenario = with_latency(load_scenario(site, trace), latency_s)
     spec = _model_spec(model, scenario)
     if spec is not None:
         data = spec.trained_on.get("training_data") or {}

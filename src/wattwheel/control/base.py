@@ -56,6 +56,8 @@ class Observation:
             fast loop caps non-critical load to keep it, never critical load.
         reserve_override: +1 force on, -1 forbid, 0 none (operator override, per domain).
         stale: domains whose measurement is stale or missing (fast loop holds safe settings).
+        kes_hold_kw: what a (nearly) empty bank must draw this period to keep its rotors at
+            ω_min whatever the setpoint (None: nothing).
     """
 
     now_s: float
@@ -77,6 +79,7 @@ class Observation:
     pinned_cap_kw: FloatArray | None = None
     reserve_override: NDArray[np.int64] | None = None
     stale: BoolArray | None = None
+    kes_hold_kw: FloatArray | None = None
 
     @property
     def noncritical_kw(self) -> FloatArray:

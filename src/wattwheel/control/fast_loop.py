@@ -92,7 +92,9 @@ def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decisio
     excess = net_kw - site.primary_kw
     over = excess > 0
 
-    dis = np.where(over, np.minimum(excess, obs.kes_max_discharge_kw), 0.0)
+    # A nearly empty bank draws its hold power whatever it is told: count it in the excess.
+    hold = np.zeros(n) if obs.kes_hold_kw is None else np.where(bad, 0.0, obs.kes_hold_kw)
+    dis = np.where(over, np.minimum(excess, obs.kes_max_discharge_kw) - hold, 0.0)
     rem = np.where(over, excess - dis, 0.0)
     cap_max = cap_limit_kw(site, obs, defer_kw)
     # A reserve already delivering is paid for: use it before capping work. The shared room

@@ -1,18 +1,24 @@
 """The planning loop: a receding-horizon MILP over quantile forecasts (HiGHS).
 
-Blocks k = 0..K of length Δ = plan period; block 0 starts now and uses the measured demand,
-blocks 1..K the forecast demand at the planner's risk quantile. Per domain d and block k the
-decision variables are flywheel discharge/charge, capped load, reserve power with on/start
-binaries (start delay, minimum on-time, shared capacity), shifts out/in (only from the block the
-lead time reaches; earlier blocks carry what was already scheduled), deferral and repayment
-(a debt with a terminal cost), and an overload slack. The balance is
+Blocks k = 0..K−1 of length Δ = plan period; block 0 starts now. Every block's demand is a
+forecast at the planner's risk quantile, made from what was measured up to the decision time
+(less the measurement latency): the demand the plan will meet is never an input to it. The
+measured demand is the fast loop's, which acts on it every period within the plan's targets.
+Per domain d and block k the decision variables are flywheel discharge/charge, capped load,
+reserve power with on/start binaries (start delay, minimum on-time, shared capacity), shifts
+out/in (only from the block the lead time reaches; earlier blocks carry what was already
+scheduled), deferral and repayment (a debt with a terminal cost), and an overload slack.
+The balance is
 
     demand − out + in − cap − defer + repay − dis + chg − reserve − overload ≤ primary
 
-and the flywheel energy follows the same physics as the plant (standby loss affine in stored
-energy, i.e. ∝ ω²). The objective is the site file's cost weights applied to what the plan
-would meter, plus a penalty for dipping below a safety SoC floor that keeps enough energy to
-ride through an unforecast spike while the reserve starts.
+and the flywheel energy follows the same physics as the plant: standby loss affine in stored
+energy (:func:`wattwheel.domain.flywheel.standby_loss_coefficients`: the fixed auxiliaries plus
+the ω² drag, never zero - an empty bank still turns at ω_min, so keeping it there is a charge
+that covers the loss), taken at the block's starting energy. The objective is the site file's
+cost weights applied to what the plan would meter, plus a penalty for dipping below a safety
+SoC floor that keeps enough energy to ride through an unforecast spike while the reserve
+starts.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wattwheel.control.lp import LinearProgram
+from wattwheel.domain import flywheel
 from wattwheel.domain.site import SiteParams
 
 FloatArray = NDArray[np.float64]
@@ -33,7 +40,7 @@ SHORTFALL_SHARE_OF_CAP = 0.05
 
 @dataclass(frozen=True)
 class PlanInputs:
-    """Per-domain inputs; ``demand_kw``/``noncritical_kw`` are (D, K+1), block 0 measured."""
+    """Per-domain inputs; ``demand_kw``/``noncritical_kw`` are (D, K), forecast (block 0 too)."""
 
     demand_kw: FloatArray
     noncritical_kw: FloatArray
@@ -150,22 +157,23 @@ class _Builder:
         self.defer = lp.add_vars(D * K, 0.0, defer_hi, dt_h * self._cost("deferred_energy_kwh"))
         self.repay = lp.add_vars(D * K, 0.0, np.repeat(s.primary_kw, K), 0.0)
         self.debt = lp.add_vars(D * K, 0.0, np.inf, 0.0)
-        self.over = lp.add_vars(D * K, 0.0, np.inf, dt_h * self._cost("overload_energy_kwh") + 1.0)
+        # The planner adds 1 per kW-block so it never plans an overload it could avoid even
+        # where the site prices overload at 0; the relaxed (offline) model prices it exactly.
+        over_cost = dt_h * self._cost("overload_energy_kwh") + (0.0 if self.relaxed else 1.0)
+        self.over = lp.add_vars(D * K, 0.0, np.inf, over_cost)
         # Reserve power that does not arrive because the reserve is still starting.
         self.lost = lp.add_vars(D * K, 0.0, np.inf, 0.0)
-        # Standby loss, priced: the affine part in stored energy goes on the energy columns.
-        a, _ = self._loss_coefs()
+        # Standby loss, priced as the plant meters it: block k loses (a·E_{k−1} + b)·Δ, so
+        # a·Δ goes on the energy at the end of blocks 0..K−2 and the rest is a constant.
+        a, b = self._loss_coefs()
         for d in range(D):
-            for k in range(K):
+            for k in range(K - 1):
                 self.lp.cost[self.energy[d * K + k]] += loss * a[d] * dt_h
+        self.constant = float(loss * dt_h * np.sum(a * inp.energy_kwh + b * K))
 
     def _loss_coefs(self) -> tuple[FloatArray, FloatArray]:
-        """Standby loss ≈ a·E + b (kW) from P_loss = f·P·(r² + SoC·(1 − r²))."""
-        kes = self.site.kes
-        cap = np.where(kes.capacity_kwh > 0, kes.capacity_kwh, 1.0)
-        r2 = kes.speed_min_ratio**2
-        full = kes.standby_loss_fraction * kes.rated_power_kw
-        return full * (1 - r2) / cap, full * r2
+        """Standby loss = a·E + b (kW), the plant's model."""
+        return flywheel.standby_loss_coefficients(self.site.kes)
 
     def _rows(self) -> None:
         s, inp, lp = self.site, self.inp, self.lp
@@ -238,8 +246,10 @@ class _Builder:
                     cols.append(self.debt[i - 1])
                     coefs.append(-1.0)
                 lp.add_row(cols, coefs, lo=rhs, hi=rhs)
-            # Debt left at the end must be repaid later: price it like deferring it again.
-            self.lp.cost[self.debt[d * K + K - 1]] += self._cost("deferred_energy_kwh")
+            # Debt left at the end must be repaid later: price it like deferring it again (the
+            # plant does not charge it, so the relaxed whole-trace bound leaves it out).
+            if not self.relaxed:
+                self.lp.cost[self.debt[d * K + K - 1]] += self._cost("deferred_energy_kwh")
         for k in range(K):
             lp.add_row(
                 [int(self.res[d * K + k]) for d in range(D)], [1.0] * D, hi=s.reserve.capacity_kw
@@ -273,7 +283,7 @@ class _Builder:
         cap = np.where(self.site.kes.capacity_kwh > 0, self.site.kes.capacity_kwh, 1.0)
         first = np.arange(D) * K
         lead = min(self.lead, K - 1)
-        objective = float(np.dot(np.asarray(self.lp.cost), x))
+        objective = float(np.dot(np.asarray(self.lp.cost), x)) + self.constant
         return Plan(
             soc_target=np.clip(x[self.energy[first]] / cap, 0.0, 1.0),
             reserve_arm=x[self.on[first]] > 0.5,

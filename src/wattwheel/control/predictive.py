@@ -98,14 +98,12 @@ class PredictivePolicy:
         fc = forecast.rows_for(site.domain_names)
         if fc is None or len(fc.horizons_s) != len(self.horizons_s):
             return None  # a forecast that does not cover every domain: plan nothing, fall back
-        q = fc.quantile(site.risk_quantile) / 1000.0
-        if not np.all(np.isfinite(q)):
-            return None
-        demand = np.column_stack([obs.demand_kw, q])
+        # Every block, the one starting now included, is planned on the forecast: the plan
+        # never sees the demand it will meet (the fast loop acts on the measured one).
+        demand = fc.quantile(site.risk_quantile) / 1000.0
         if not np.all(np.isfinite(demand)) or (obs.stale is not None and obs.stale.any()):
-            return None  # a stale or invalid reading: no plan on garbage, the fast loop holds
-        nc_frac = site.flex.noncritical_fraction[:, None]
-        noncrit = np.column_stack([obs.noncritical_kw, q[:, :] * nc_frac])
+            return None  # an invalid forecast or a stale reading: no plan, the fast loop holds
+        noncrit = demand * site.flex.noncritical_fraction[:, None]
         fixed_out, fixed_in = self._fixed_shifts(obs, state)
         if self._quiet(obs, demand, fixed_out, fixed_in):
             state.skipped += 1
@@ -121,7 +119,7 @@ class PredictivePolicy:
             reserve_on=is_running(obs.reserve_mode),
             reserve_min_on_left_s=obs.reserve_min_on_left_s,
             reserve_allowed=allowed,
-            reserve_blocks=self.risk_blocks + 1,
+            reserve_blocks=self.risk_blocks,
             fixed_shift_out_kw=fixed_out,
             fixed_shift_in_kw=fixed_in,
         )

@@ -46,6 +46,13 @@ class SiteSection(_Strict):
         "forecast horizon the planner sees the median forecast and starts no reserve",
     )
     risk_quantile: float = Field(0.9, gt=0, lt=1, description="demand quantile planned against")
+    measurement_latency_s: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="age of a demand measurement when the controller acts on it (s); plans "
+        "see only what was measured this long before they are made",
+    )
     max_grid_ramp_kw_per_s: float | None = Field(
         None, gt=0, description="grid ramp-rate limit per domain the KES enforces (kW/s)"
     )
@@ -105,7 +112,43 @@ class BreakerSection(_Strict):
         return self
 
 
+#: Flywheel classes a site file can start from (``[domain_defaults.kes] preset = "..."``);
+#: keys written in the file win over the preset's. Figures and sources in the README's
+#: "Flywheel classes" section and in ``domain/flywheel.py``.
+KES_PRESETS: dict[str, dict[str, Any]] = {
+    # Energy-storage flywheel: minutes at rated power (Beacon Power's 100 kW / 25 kWh class
+    # holds 15 min), rotor usable from half speed, full power down to 70 % speed.
+    "energy-storage": {
+        "minutes_at_rated": 10.0,
+        "speed_min_rpm": 18375.0,
+        "speed_max_rpm": 36750.0,
+        "base_speed_rpm": 25725.0,
+        "charge_efficiency": 0.95,
+        "discharge_efficiency": 0.95,
+        "standby_loss_fraction": 0.01,
+        "standby_fixed_share": 0.4,
+    },
+    # UPS flywheel: seconds at rated power (Calnetix 100 kW for 15 s; Active Power CleanSource
+    # and VYCON VDC ride through 15-30 s at full load), VYCON's 14,000-36,750 rpm range, full
+    # power down to half speed (the converter is sized for ride-through at low speed).
+    "ups": {
+        "minutes_at_rated": 20.0 / 60.0,
+        "speed_min_rpm": 14000.0,
+        "speed_max_rpm": 36750.0,
+        "base_speed_rpm": 18375.0,
+        "charge_efficiency": 0.97,
+        "discharge_efficiency": 0.97,
+        "standby_loss_fraction": 0.005,
+        "standby_fixed_share": 0.5,
+    },
+}
+_KES_ENERGY_KEYS = ("module_energy_kwh", "minutes_at_rated")
+
+
 class KesSection(_Strict):
+    preset: Literal["energy-storage", "ups"] | None = Field(
+        None, description="flywheel class whose figures fill the keys not written"
+    )
     modules: int = Field(4, ge=0)
     faulted_modules: int = Field(0, ge=0)
     module_power_kw: float | None = Field(None, gt=0)
@@ -119,7 +162,16 @@ class KesSection(_Strict):
     base_speed_rpm: float = Field(25200.0, gt=0, description="below this, power derates")
     charge_efficiency: float = Field(0.95, gt=0, le=1)
     discharge_efficiency: float = Field(0.95, gt=0, le=1)
-    standby_loss_fraction: float = Field(0.01, ge=0, lt=1, description="at max speed, of rated")
+    standby_loss_fraction: float = Field(
+        0.01, ge=0, lt=1, description="whole standby loss at max speed, of rated power"
+    )
+    standby_fixed_share: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="share of the standby loss that does not depend on speed (vacuum pump, "
+        "bearing controller, cooling, electronics); the rest grows with speed squared",
+    )
     initial_soc: float = Field(1.0, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -274,10 +326,31 @@ def _merged(
 
 
 def _merged_kes(config: SiteConfig, i: int, dom: DomainSection) -> KesSection:
+    base = _with_preset(config.domain_defaults.kes, dom.kes, f"domains[{i}].kes")
     result: KesSection = _merged(
-        KesSection, f"domains[{i}].kes", "domain_defaults.kes", config.domain_defaults.kes, dom.kes
+        KesSection, f"domains[{i}].kes", "domain_defaults.kes", base, dom.kes
     )
     return result
+
+
+def _with_preset(base: Mapping[str, Any], own: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The defaults with the chosen preset's figures under them: a key the file writes (in
+    the defaults or the domain) wins, and an energy written either way replaces the preset's."""
+    name = own.get("preset", base.get("preset"))
+    if name is None:
+        return dict(base)
+    if name not in KES_PRESETS:
+        raise ConfigError(
+            f"{where}.preset", name, f"unknown flywheel preset; one of {sorted(KES_PRESETS)}"
+        )
+    given = {**base, **own}
+    energy_given = any(k in given for k in _KES_ENERGY_KEYS)
+    fill = {
+        k: v
+        for k, v in KES_PRESETS[name].items()
+        if k not in given and not (k in _KES_ENERGY_KEYS and energy_given)
+    }
+    return {**fill, **base}
 
 
 def _merged_flex(config: SiteConfig, i: int, dom: DomainSection) -> FlexSection:
@@ -333,6 +406,7 @@ class SiteParams:
     max_grid_ramp_kw_per_s: float | None
     servers_per_rack: int
     rack_rating_kw: float | None = None
+    measurement_latency_s: float = 1.0
 
     @property
     def n_domains(self) -> int:
@@ -371,6 +445,7 @@ def resolve_site(config: SiteConfig, domain_demand_kw: Mapping[str, FloatArray])
         max_grid_ramp_kw_per_s=config.site.max_grid_ramp_kw_per_s,
         servers_per_rack=config.site.servers_per_rack,
         rack_rating_kw=config.site.rack_rating_kw,
+        measurement_latency_s=config.site.measurement_latency_s,
     )
 
 
@@ -407,6 +482,7 @@ def _flywheel(secs: Sequence[KesSection], peak_kw: FloatArray) -> FlywheelParams
         charge_efficiency=arr(lambda k: k.charge_efficiency),
         discharge_efficiency=arr(lambda k: k.discharge_efficiency),
         standby_loss_fraction=arr(lambda k: k.standby_loss_fraction),
+        standby_fixed_share=arr(lambda k: k.standby_fixed_share),
     )
 
 

@@ -209,6 +209,11 @@ def bench_payload(run: BenchRun) -> dict[str, Any]:
         "forecasters": run.forecaster_names,
         "grid_signal": grid_signal_note(sc, list(run.results)),
         "forecaster_training": run.forecaster_training,
+        "settings": {
+            # The age of the measurements every policy acted on (DESIGN §8 "Information").
+            "measurement_latency_s": sc.site.measurement_latency_s,
+            "flywheel_presets": _presets(sc),
+        },
         "timing": timing,
         "site": {
             "name": sc.site.name,
@@ -222,6 +227,13 @@ def bench_payload(run: BenchRun) -> dict[str, Any]:
             "step_s": sc.dt_s,
         },
     }
+
+
+def _presets(sc: Scenario) -> list[str | None]:
+    """The flywheel class each domain's bank was built from (None: no preset named)."""
+    cfg = sc.config
+    base = cfg.domain_defaults.kes.get("preset")
+    return [d.kes.get("preset", base) for d in cfg.domains]
 
 
 def _solver_stats(seconds: Sequence[float]) -> dict[str, float]:

@@ -10,6 +10,18 @@ the deferral debt are the pure world model of :mod:`wattwheel.domain` (``reserve
 heats the breaker (inverse-time curve) and may trip it. Every quantity is metered into
 :class:`~wattwheel.domain.metrics.MetricsAccumulator`.
 
+Demand inside a step, and the measurement lag. The trace gives one mean per step; demand is
+taken as constant over the step and jumping at its start. The fast loop measures it ``lag_s``
+seconds late, so each step is split in two: during the first ``lag_s`` seconds (the *lag
+part*) the fast loop's outputs of the previous step stay in force on the new demand - the
+flywheel keeps its previous exchange (a discharge never more than the load draws), caps stay
+(never into critical load), a reserve that was delivering keeps its power - and whatever they
+no longer cover lands on the feed (overload and breaker heat); for the rest of the step the new
+decision applies. Shifts, deferral and repayment are plan actions set at the step boundary and
+apply to the whole step. The reserve is commanded at the end of the lag part. The flywheel's
+standby loss over the step is taken at the rate of the step's start (as the planner's block
+model does). With ``lag_s = 0`` the decision applies for the whole step.
+
 The step is coarse (the trace's resolution); a reserve start delay that ends inside a step is
 handled by splitting that step into a before and an after part for overload and breaker heat.
 """
@@ -21,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.base import Decision, Observation
+from wattwheel.control.base import RESERVE_ON, Decision, Observation
 from wattwheel.domain import breaker, flywheel
 from wattwheel.domain.debt import DebtBook
 from wattwheel.domain.metrics import MetricsAccumulator
@@ -50,13 +62,37 @@ class PlantRecord:
     trips: FloatArray
 
 
+@dataclass(frozen=True)
+class _Held:
+    """The fast loop's outputs at the end of a step (kW per domain)."""
+
+    kes_kw: FloatArray
+    cap_kw: FloatArray
+    reserve_kw: FloatArray
+
+
+@dataclass(frozen=True)
+class _Lagged:
+    """What the lag part of a step did (kW per domain)."""
+
+    grid_kw: FloatArray
+    fw: flywheel.FlywheelStep
+    cap_kw: FloatArray
+    reserve_kw: FloatArray
+
+
 class Plant:
     """Mutable plant state for one simulation run."""
 
-    def __init__(self, site: SiteParams, dt_s: float) -> None:
+    def __init__(self, site: SiteParams, dt_s: float, lag_s: float = 0.0) -> None:
         d = site.n_domains
+        if not 0.0 <= lag_s < dt_s:
+            raise ValueError(f"lag_s must be in [0, dt_s): {lag_s} vs {dt_s}")
         self.site = site
         self.dt_s = dt_s
+        self.lag_s = lag_s
+        # The fast loop's outputs in force at the end of the previous step (held in the lag).
+        self._held = _Held(np.zeros(d), np.zeros(d), np.zeros(d))
         lead_steps = int(np.ceil(float(site.flex.shift_lead_s.max(initial=0.0)) / dt_s - 1e-9))
         #: Shifts take effect after the site's longest lead time, on a step boundary.
         self.lead_s = max(lead_steps, 0) * dt_s
@@ -86,8 +122,20 @@ class Plant:
         kes = self.site.kes
         now = self.now_s
         # What will really move this step (the controller must not plan on more).
-        shift_out, shift_in = self.shifts.moved(now, np.maximum(demand_kw - critical_kw, 0.0))
+        noncrit = np.maximum(demand_kw - critical_kw, 0.0)
+        shift_out, shift_in = self.shifts.moved(now, noncrit)
         res = self.reserve.view(now)
+        due_kw = self.debt.due_kw(now, self.dt_s)
+        # The decision applies once the lag part is over: the bank's limits are for the rest
+        # of the step from where the held setpoint leaves it (the loss rate of the step start).
+        standby_kw = flywheel.standby_loss_kw(kes, self.soc)
+        soc = self.soc
+        if self.lag_s > 0:
+            base_kw = demand_kw - shift_out + shift_in + due_kw
+            cappable = np.maximum(noncrit - shift_out, 0.0)
+            was_on = self.reserve_mode == RESERVE_ON
+            soc = self._lag_exchange(base_kw, cappable, was_on, standby_kw)[0].soc
+        rest = self.dt_s - self.lag_s
         return Observation(
             now_s=now_s,
             dt_s=self.dt_s,
@@ -95,21 +143,22 @@ class Plant:
             critical_kw=critical_kw,
             shift_out_kw=shift_out,
             shift_in_kw=shift_in,
-            due_repay_kw=self.debt.due_kw(now, self.dt_s),
+            due_repay_kw=due_kw,
             debt_kwh=self.debt.owed_kwh(),
-            kes_soc=self.soc.copy(),
-            kes_max_discharge_kw=flywheel.max_discharge_kw(kes, self.soc, self.dt_s),
-            kes_max_charge_kw=flywheel.max_charge_kw(kes, self.soc, self.dt_s),
+            kes_soc=soc.copy(),
+            kes_max_discharge_kw=flywheel.max_discharge_kw(kes, soc, rest, standby_kw),
+            kes_max_charge_kw=flywheel.max_charge_kw(kes, soc, rest, standby_kw),
             reserve_mode=res.mode,
             reserve_ready_in_s=res.ready_in_s,
             reserve_min_on_left_s=res.min_on_left_s,
             breaker_heat=self.heat.copy(),
             last_grid_kw=self.last_grid_kw.copy(),
+            kes_hold_kw=flywheel.hold_kw(kes, soc, rest, standby_kw),
         )
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, demand_kw: FloatArray, critical_kw: FloatArray, dec: Decision) -> PlantRecord:
-        dt, now = self.dt_s, self.now_s
+        dt, now, lag = self.dt_s, self.now_s, self.lag_s
         site = self.site
         noncrit = np.maximum(demand_kw - critical_kw, 0.0)
         out_kw, in_kw = self.shifts.moved(now, noncrit)
@@ -119,31 +168,52 @@ class Plant:
         critical_capped = np.maximum(cap_kw - movable, 0.0)
         defer_kw = np.clip(dec.defer_kw, 0.0, np.maximum(movable - cap_kw, 0.0))
         repay_kw = self.debt.settle(now, dt, defer_kw, dec.repay_kw)
-        net_kw = demand_kw - out_kw + in_kw - cap_kw - defer_kw + repay_kw
+        base_kw = demand_kw - out_kw + in_kw - defer_kw + repay_kw
+        net_kw = base_kw - cap_kw
 
-        fw = flywheel.step(site.kes, self.soc, dec.kes_kw, dt)
+        standby_kw = flywheel.standby_loss_kw(site.kes, self.soc)
+        was_on = self.reserve_mode == RESERVE_ON
+        lagged = self._lag_part(base_kw, np.maximum(movable - defer_kw, 0.0), was_on, standby_kw)
+        rest = dt - lag
+        fw = flywheel.step(site.kes, self.soc, dec.kes_kw, rest, standby_kw)
         self.soc = fw.soc
         machine = self.reserve
         before_meter = _reserve_meter(machine)
-        machine.command_all(now, dec.reserve_on, dec.reserve_kw, dec.reserve_warm)
-        on_frac = np.full(site.n_domains, machine.on_fraction(now, dt))
+        # Commanded once the new demand is measured, at the end of the lag part.
+        machine.command_all(now + lag, dec.reserve_on, dec.reserve_kw, dec.reserve_warm)
+        on_frac = np.full(site.n_domains, machine.on_fraction(now + lag, rest))
         reserve_kw = machine.delivery_kw(net_kw - fw.power_kw)
-        mode = machine.view(now).mode
+        mode = machine.view(now + lag).mode
         machine.advance(now + dt)
 
         before = net_kw - fw.power_kw
         after = before - reserve_kw
         grid_kw = before - reserve_kw * on_frac
-        trips = self._breaker(before, after, on_frac)
-        self._meter(grid_kw, before, after, on_frac, reserve_kw, cap_kw, critical_capped)
+        if lagged is not None:
+            self.heat = breaker.step_heat(
+                site.breaker, self.heat, lagged.grid_kw / site.primary_kw, lag
+            )
+        trips = self._breaker(before, after, on_frac, rest)
+        self._meter(grid_kw, before, after, on_frac, reserve_kw, cap_kw, critical_capped, rest)
         self._meter_rest(out_kw, defer_kw, fw, trips, _reserve_meter(machine) - before_meter)
-        self.last_grid_kw = grid_kw
+        delivering = machine.view(now + dt).mode == RESERVE_ON  # at the end of the step
+        self._held = _Held(fw.power_kw, cap_kw, reserve_kw * delivering)
+        w = rest / dt
+        kes_kw, res_kw, cap_avg = fw.power_kw * w, reserve_kw * on_frac * w, cap_kw * w
+        if lagged is not None:
+            self._meter_lag(lagged)
+            kes_kw = kes_kw + lagged.fw.power_kw * (lag / dt)
+            res_kw = res_kw + lagged.reserve_kw * (lag / dt)
+            cap_avg = cap_avg + lagged.cap_kw * (lag / dt)
+        grid_avg = base_kw - cap_avg - kes_kw - res_kw
+        self.metrics.observe_grid(grid_avg, dt)
+        self.last_grid_kw = grid_avg
         self.step_index += 1
         return PlantRecord(
-            grid_kw,
-            fw.power_kw,
-            reserve_kw * on_frac,
-            cap_kw,
+            grid_avg,
+            kes_kw,
+            res_kw,
+            cap_avg,
             out_kw,
             in_kw,
             defer_kw,
@@ -152,6 +222,48 @@ class Plant:
             mode,
             trips,
         )
+
+    def _lag_part(
+        self,
+        base_kw: FloatArray,
+        cappable_kw: FloatArray,
+        was_on: NDArray[np.bool_],
+        standby_kw: FloatArray,
+    ) -> _Lagged | None:
+        """The first ``lag_s`` seconds: last step's flywheel exchange, caps and reserve power
+        held on this step's demand (the fast loop has not measured it yet)."""
+        if self.lag_s <= 0.0:
+            return None
+        fw, cap_kw, res_kw, load_kw = self._lag_exchange(base_kw, cappable_kw, was_on, standby_kw)
+        self.soc = fw.soc
+        return _Lagged(load_kw - res_kw - fw.power_kw, fw, cap_kw, res_kw)
+
+    def _lag_exchange(
+        self,
+        base_kw: FloatArray,
+        cappable_kw: FloatArray,
+        was_on: NDArray[np.bool_],
+        standby_kw: FloatArray,
+    ) -> tuple[flywheel.FlywheelStep, FloatArray, FloatArray, FloatArray]:
+        """What the held outputs do over the lag part (pure: the plant is not changed)."""
+        held = self._held
+        cap_kw = np.clip(held.cap_kw, 0.0, cappable_kw * (1.0 - self.site.flex.cap_floor_fraction))
+        load_kw = base_kw - cap_kw
+        res_kw = np.where(was_on, np.clip(held.reserve_kw, 0.0, np.maximum(load_kw, 0.0)), 0.0)
+        # A discharge never exceeds what the load still draws from the feed (no export).
+        setpoint = np.minimum(held.kes_kw, np.maximum(load_kw - res_kw, 0.0))
+        fw = flywheel.step(self.site.kes, self.soc, setpoint, self.lag_s, standby_kw)
+        return fw, cap_kw, res_kw, load_kw
+
+    def _meter_lag(self, lagged: _Lagged) -> None:
+        dt_h, m = self.lag_s / S_PER_H, self.metrics
+        over = np.maximum(lagged.grid_kw - self.site.primary_kw, 0.0)
+        m.add("overload_energy_kwh", over * dt_h)
+        m.add("overload_seconds", (over > 1e-9).astype(float) * self.lag_s)
+        m.add("reserve_energy_kwh", lagged.reserve_kw * dt_h)
+        m.add("capped_energy_kwh", lagged.cap_kw * dt_h)
+        m.add("kes_losses_kwh", lagged.fw.loss_kwh)
+        m.add("kes_throughput_kwh", lagged.fw.throughput_kwh)
 
     def _schedule_shifts(self, now_s: float, dec: Decision) -> None:
         """The decided levels become shift orders (one per source/destination pair, each
@@ -165,8 +277,10 @@ class Plant:
         for order in self.shifts.orders_due(now_s, levels, self.lead_s, period):
             self.shifts.place(order)
 
-    def _breaker(self, before: FloatArray, after: FloatArray, on_frac: FloatArray) -> FloatArray:
-        primary, params, dt = self.site.primary_kw, self.site.breaker, self.dt_s
+    def _breaker(
+        self, before: FloatArray, after: FloatArray, on_frac: FloatArray, dt: float
+    ) -> FloatArray:
+        primary, params = self.site.primary_kw, self.site.breaker
         heat = breaker.step_heat(params, self.heat, before / primary, dt * (1 - on_frac))
         heat = breaker.step_heat(params, heat, after / primary, dt * on_frac)
         trips = breaker.tripped(heat).astype(float)
@@ -182,8 +296,10 @@ class Plant:
         reserve_kw: FloatArray,
         cap_kw: FloatArray,
         critical_capped: FloatArray,
+        rest_s: float,
     ) -> None:
-        dt, dt_h, m = self.dt_s, self.dt_s / S_PER_H, self.metrics
+        """The fast loop's part of the step after the lag (``rest_s`` seconds)."""
+        dt, dt_h, m = rest_s, rest_s / S_PER_H, self.metrics
         primary = self.site.primary_kw
         over_before = np.maximum(before - primary, 0.0)
         over_after = np.maximum(after - primary, 0.0)
@@ -193,7 +309,6 @@ class Plant:
         m.add("reserve_energy_kwh", reserve_kw * on_frac * dt_h)
         m.add("capped_energy_kwh", cap_kw * dt_h)
         m.add("critical_capped_energy_kwh", critical_capped * dt_h)
-        m.observe_grid(grid_kw, dt)
 
     def _meter_rest(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,14 @@ def build_scenario(config: SiteConfig, trace: Trace) -> Scenario:
     else:
         critical = demand * (1.0 - site.flex.noncritical_fraction)
     return Scenario(config, site, trace, trace.timestamps_s, demand, critical)
+
+
+def with_latency(scenario: Scenario, latency_s: float | None) -> Scenario:
+    """The scenario with another measurement latency (None: keep the site file's)."""
+    if latency_s is None:
+        return scenario
+    site = dataclasses.replace(scenario.site, measurement_latency_s=float(latency_s))
+    return dataclasses.replace(scenario, site=site)
 
 
 def bundled_site(name: str = DEFAULT_SCENARIO) -> Path:

@@ -1,8 +1,22 @@
-"""The simulation loop: replay a trace through the plant and a policy, deterministically."""
+"""The simulation loop: replay a trace through the plant and a policy, deterministically.
+
+Information model (DESIGN §8 "Information"). Demand is measured with a latency of
+``measurement_latency_s`` (L, the site file's, 1 s by default) and taken as constant over each
+trace step. At the start of step t:
+
+* forecasts (and everything a plan decides: shifts, deferrals, reserve arming, SoC targets)
+  are made from the history measured up to ``ts[t] - L`` - for L <= one step, every step
+  before t, never step t itself;
+* the fast loop acts on the demand it measured L seconds earlier: step t's own demand when
+  L < one step (it then applies for the step after its first L seconds; the plant holds the
+  previous outputs during those - see :mod:`wattwheel.sim.plant`), an earlier step's when
+  L is one step or more.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,19 +52,49 @@ def without_kes(site: SiteParams) -> SiteParams:
     return dataclasses.replace(site, kes=site.kes.with_faults(site.kes.modules))
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Where a step's information comes from, for a measurement latency on a trace step.
+
+    Attributes:
+        fast_lag_steps: the fast loop at step t acts on step ``t - fast_lag_steps``'s demand.
+        lag_s: for how long at the start of each step the previous outputs stay in force.
+        plan_lag_steps: the newest step a plan at step t may see is ``t - plan_lag_steps``.
+    """
+
+    fast_lag_steps: int
+    lag_s: float
+    plan_lag_steps: int
+
+    @staticmethod
+    def of(latency_s: float, dt_s: float) -> Timing:
+        if not math.isfinite(latency_s) or latency_s < 0:
+            raise ValueError(f"measurement latency must be a finite number >= 0: {latency_s}")
+        ratio = latency_s / dt_s
+        whole = int(math.floor(ratio + 1e-9))
+        lag_s = max(latency_s - whole * dt_s, 0.0)
+        if lag_s < 1e-9 * dt_s:
+            lag_s = 0.0
+        return Timing(whole, lag_s, max(int(math.ceil(ratio - 1e-9)), 1))
+
+
 def simulate(
     scenario: Scenario,
     policy: Policy,
     forecaster: Forecaster | None = None,
     oracle: bool = False,
     progress: Progress | None = None,
+    measurement_latency_s: float | None = None,
 ) -> SimResult:
     """Run ``policy`` over the whole trace. ``oracle`` (or a policy whose ``oracle`` attribute
-    is true) feeds the policy the true future instead of the forecaster's output."""
+    is true) feeds the policy the true future instead of the forecaster's output (from the
+    same decision time as a forecaster's). ``measurement_latency_s`` overrides the site's."""
     oracle = oracle or bool(getattr(policy, "oracle", False))
     site = scenario.site if getattr(policy, "uses_kes", True) else without_kes(scenario.site)
     dt = scenario.dt_s
-    plant = Plant(site, dt)
+    latency = site.measurement_latency_s if measurement_latency_s is None else measurement_latency_s
+    timing = Timing.of(latency, dt)
+    plant = Plant(site, dt, timing.lag_s)
     state = policy.initial_state(site)
     n_steps, n_dom = scenario.demand_kw.shape
     rec = _Recorder(n_steps, n_dom)
@@ -62,17 +106,23 @@ def simulate(
     started = time.perf_counter()
     for t in range(n_steps):
         demand, critical = scenario.demand_kw[t], scenario.critical_kw[t]
-        obs = plant.observe(float(scenario.timestamps_s[t]), demand, critical)
+        seen = max(t - timing.fast_lag_steps, 0)
+        obs = plant.observe(
+            float(scenario.timestamps_s[t]), scenario.demand_kw[seen], scenario.critical_kw[seen]
+        )
         fresh = None
-        if period_steps and t % period_steps == 0 and horizons:
+        known = t - timing.plan_lag_steps  # the newest step a plan may see
+        if period_steps and t % period_steps == 0 and horizons and known >= 0:
+            # Horizons count from the newest measurement; a plan's blocks start at step t.
+            ahead = tuple(h + (t - known - 1) * dt for h in horizons)
             if oracle:
-                fresh = _oracle_forecast(scenario, t, horizons)
-            elif forecaster is not None and t > 0:
-                past = _prefix(history, t + 1)
-                fresh = forecaster.predict(past, horizons)
+                fresh = _oracle_forecast(scenario, known, ahead)
+            elif forecaster is not None and known >= 1:  # a history has two rows at least
+                past = _prefix(history, known + 1)
+                fresh = forecaster.predict(past, ahead)
                 if isinstance(forecaster, OnlineCalibrated):
                     # The one place calibration learns: explicitly, from the past only.
-                    forecaster.update(past, horizons)
+                    forecaster.update(past, ahead)
         skipped = getattr(state, "skipped", None)
         t0 = time.perf_counter()
         decision, state = policy.decide(obs, state, fresh)
@@ -112,8 +162,9 @@ def _prefix(history: History, n: int) -> History:
 
 
 def _oracle_forecast(scenario: Scenario, t: int, horizons_s: tuple[float, ...]) -> Forecast:
-    """The true future as a (degenerate) quantile forecast: at each horizon, the worst demand
-    over the block that ends there (watts, like a real forecaster's output)."""
+    """The true future as a (degenerate) quantile forecast issued at step ``t``: at each
+    horizon, the worst demand over the block that ends there (watts, like a real
+    forecaster's output)."""
     dt = scenario.dt_s
     demand = scenario.demand_kw
     n = demand.shape[0]

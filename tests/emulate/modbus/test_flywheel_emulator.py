@@ -78,11 +78,22 @@ def test_charge_stores_eta_c_times_the_energy() -> None:
 
 def test_standby_loss_grows_with_speed_squared() -> None:
     clock = ManualClock()
-    controller = FlywheelController(replace(CONFIG, standby_loss_fraction=0.01), clock)
+    config = replace(CONFIG, standby_loss_fraction=0.01, standby_fixed_share=0.0)
+    controller = FlywheelController(config, clock)
     clock.now_s = 1.0
     controller.tick()
     # Hold at SoC 0.8: (ω/ω_max)² = 0.25 + 0.8 x 0.75 = 0.85 -> loss 0.01 x 100 kW x 0.85 for 1 s.
     assert controller.bank.soc == pytest.approx(0.8 - 850.0 / 3600.0 / 1000.0, abs=1e-9)
+
+
+def test_standby_loss_has_a_fixed_part() -> None:
+    clock = ManualClock()
+    config = replace(CONFIG, standby_loss_fraction=0.01, standby_fixed_share=0.4)
+    controller = FlywheelController(config, clock)
+    clock.now_s = 1.0
+    controller.tick()
+    # 0.01 x 100 kW x (0.4 + 0.6 x 0.85) = 910 W for 1 s.
+    assert controller.bank.soc == pytest.approx(0.8 - 910.0 / 3600.0 / 1000.0, abs=1e-9)
 
 
 def test_power_limit_derates_below_base_speed() -> None:

@@ -1,7 +1,8 @@
 """One emulated flywheel bank: the domain flywheel physics behind a SunSpec-shaped status.
 
 The physics is :mod:`wattwheel.domain.flywheel` (E = ½Iω², speed-based usable SoC, standby loss
-∝ ω², charge/discharge efficiencies, power derated below base speed), run here for a single bank
+a fixed part plus a part ∝ ω², an empty rotor held at ω_min from the feed, charge/discharge
+efficiencies, power derated below base speed), run here for a single bank
 (arrays of shape (1,)). Long intervals are integrated in sub-steps of at most ``max_substep_s`` so
 the loss, which depends on speed, follows the falling speed.
 """
@@ -37,6 +38,7 @@ class FlywheelBankConfig:
     charge_efficiency: float = 0.95
     discharge_efficiency: float = 0.95
     standby_loss_fraction: float = 0.01
+    standby_fixed_share: float = 0.4
     dc_bus_v: float = 800.0
     initial_soc: float = 0.8
 
@@ -51,6 +53,7 @@ class FlywheelBankConfig:
             "charge_efficiency": 0 < self.charge_efficiency <= 1,
             "discharge_efficiency": 0 < self.discharge_efficiency <= 1,
             "standby_loss_fraction": 0 <= self.standby_loss_fraction < 1,
+            "standby_fixed_share": 0 <= self.standby_fixed_share <= 1,
             "dc_bus_v": self.dc_bus_v > 0,
             "initial_soc": 0 <= self.initial_soc <= 1,
         }
@@ -77,6 +80,9 @@ class FlywheelBankConfig:
             charge_efficiency=at(params.charge_efficiency),
             discharge_efficiency=at(params.discharge_efficiency),
             standby_loss_fraction=at(params.standby_loss_fraction),
+            standby_fixed_share=float(
+                np.broadcast_to(params.standby_fixed_share, params.modules.shape)[index]
+            ),
             dc_bus_v=dc_bus_v,
             initial_soc=initial_soc,
         )
@@ -97,6 +103,7 @@ class FlywheelBankConfig:
             charge_efficiency=arr(self.charge_efficiency),
             discharge_efficiency=arr(self.discharge_efficiency),
             standby_loss_fraction=arr(self.standby_loss_fraction),
+            standby_fixed_share=arr(self.standby_fixed_share),
         )
 
     def nameplate(self) -> FlywheelNameplate:
