@@ -89,12 +89,12 @@ def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decisio
     movable = np.maximum(obs.noncritical_kw - obs.shift_out_kw, 0.0)
     defer_kw = np.clip(targets.defer_kw, 0.0, movable)
     net_kw = obs.demand_kw - obs.shift_out_kw + obs.shift_in_kw + obs.due_repay_kw - defer_kw
-    excess = net_kw - site.primary_kw
+    # A nearly empty bank draws its hold power whatever it is told: it is load on the feed.
+    hold = np.zeros(n) if obs.kes_hold_kw is None else np.where(bad, 0.0, obs.kes_hold_kw)
+    excess = net_kw + hold - site.primary_kw
     over = excess > 0
 
-    # A nearly empty bank draws its hold power whatever it is told: count it in the excess.
-    hold = np.zeros(n) if obs.kes_hold_kw is None else np.where(bad, 0.0, obs.kes_hold_kw)
-    dis = np.where(over, np.minimum(excess, obs.kes_max_discharge_kw) - hold, 0.0)
+    dis = np.where(over, np.minimum(excess, obs.kes_max_discharge_kw), 0.0)
     rem = np.where(over, excess - dis, 0.0)
     cap_max = cap_limit_kw(site, obs, defer_kw)
     # A reserve already delivering is paid for: use it before capping work. The shared room

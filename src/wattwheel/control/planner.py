@@ -284,8 +284,15 @@ class _Builder:
         first = np.arange(D) * K
         lead = min(self.lead, K - 1)
         objective = float(np.dot(np.asarray(self.lp.cost), x)) + self.constant
+        # Block 0 is a forecast too: where it expects an excess, the discharge it plans for it
+        # is the fast loop's to make on the measured excess, not a target to drain toward
+        # beforehand. The target is the energy the plan keeps apart from that discharge.
+        kes = self.site.kes
+        over0 = self.inp.demand_kw[:, 0] > self.site.primary_kw
+        kept = x[self.dis[first]] * self.dt_h / kes.discharge_efficiency
+        energy = x[self.energy[first]] + np.where(over0, kept, 0.0)
         return Plan(
-            soc_target=np.clip(x[self.energy[first]] / cap, 0.0, 1.0),
+            soc_target=np.clip(energy / cap, 0.0, 1.0),
             reserve_arm=x[self.on[first]] > 0.5,
             shift_out_kw=x[self.out[first + lead]],
             shift_in_kw=x[self.inn[first + lead]],
