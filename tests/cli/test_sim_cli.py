@@ -54,10 +54,15 @@ def test_bench_writes_every_metric_for_every_policy(tmp_path: Path) -> None:
             str(out),
             "--model",
             "none",
+            "--latency-s",
+            "2",
         ],
     )
     assert res.exit_code == 0, res.output
     payload = json.loads((out / "bench.json").read_text())
+    # The information every policy acted with, and the flywheel class, are on record.
+    assert payload["settings"]["measurement_latency_s"] == 2.0
+    assert payload["settings"]["flywheel_presets"] == ["energy-storage"] * 3
     assert set(payload["policies"]) == {
         "none",
         "reactive",
