@@ -127,7 +127,9 @@ def test_a_trace_with_nan_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_bad_site_file_names_the_key(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
     site.write_text(
-        bundled_site().read_text().replace("minutes_at_rated = 10", "minutes_at_rated = -1")
+        bundled_site()
+        .read_text()
+        .replace('preset = "energy-storage"', 'preset = "energy-storage"\nminutes_at_rated = -1')
     )
     res = runner.invoke(app, ["simulate", "--site", str(site), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
