@@ -183,7 +183,11 @@ def test_default_bench_with_the_shipped_lstm(tmp_path: Path) -> None:
     for name in ("reactive", "predictive", "oracle"):
         assert p["policies"][name]["breaker_trips"] == 0
         assert p["policies"][name]["critical_capped_energy_kwh"] == 0
-    assert cost["oracle"] <= cost["predictive"] <= cost["reactive"] < cost["none"], cost
+    # Not asserted: predictive <= reactive. With plans made only from past measurements
+    # (issue 9 item 1) the two are within a fraction of a percent on this month (README);
+    # making predictive earn a lead that survives other data is issue 9 item 8.
+    assert cost["oracle"] <= cost["predictive"] < cost["none"], cost
+    assert cost["oracle"] <= cost["reactive"] < cost["none"], cost
     assert cost["predictive"] <= cost["seed"], cost
     # Not asserted: predictive on the LSTM <= on persistence. The shipped model never saw these
     # PDUs and forecasts them slightly worse than persistence (README "Forecasting").
@@ -212,7 +216,16 @@ def test_ordering_holds_on_a_single_pdu_trace(tmp_path: Path) -> None:
     p = json.loads((out / "bench.json").read_text())
     assert p["site"]["domains"] == ["pdu6"]
     cost = {k: v["cost_total"] for k, v in p["policies"].items()}
-    assert cost["oracle"] <= cost["predictive"] <= cost["reactive"] < cost["none"], cost
+    # With plans made only from past measurements (issue 9 item 1) a single domain has
+    # nothing to shift to and the flywheel's standby never vanishes (item 4): predictive is
+    # about reactive's cost here (67.3 vs 65.0 on the LSTM in the README), not below it -
+    # issue 9 item 8 is to make it earn that lead. What must hold: safety, the oracle's
+    # advantage, and the order against `none` and `seed`.
+    for name in ("reactive", "predictive", "oracle"):
+        assert p["policies"][name]["breaker_trips"] == 0, name
+        assert p["policies"][name]["critical_capped_energy_kwh"] == 0, name
+    assert cost["oracle"] <= cost["reactive"] < cost["none"], cost
+    assert cost["predictive"] < cost["none"], cost
     assert cost["predictive"] <= cost["seed"], cost
 
 
