@@ -341,7 +341,8 @@ def test_calibration_is_updated_explicitly_after_each_forecast_from_the_past_onl
     sc = wavy(20)
     spy = UpdatingSpy()
     simulate(sc, SpyPolicy(sc.site), forecaster=spy)
-    ends = [float(sc.timestamps_s[t]) for t in range(2, 20, 2)]
+    # Each plan step t sees the history measured up to the step before it (1 s latency).
+    ends = [float(sc.timestamps_s[t - 1]) for t in range(2, 20, 2)]
     assert spy.calls == [(kind, e) for e in ends for kind in ("predict", "update")]
 
 
