@@ -366,9 +366,12 @@ def test_the_report_places_each_forecast_band_at_its_target_time() -> None:
     issued = np.isfinite(s["fc_target_s"][:, 0])
     rows = np.flatnonzero(issued)
     assert rows.size > 0
+    # Issued at step t from the history up to step t - 1 (1 s latency): the first horizon
+    # counts from that step's time.
     horizon_s = make_policy("predictive", sc.site).horizons_s[0]
-    np.testing.assert_allclose(s["fc_target_s"][rows, 0], s["timestamps_s"][rows] + horizon_s)
+    issued_s = s["timestamps_s"][rows] - DT_S
+    np.testing.assert_allclose(s["fc_target_s"][rows, 0], issued_s + horizon_s)
     t_fc, lo, hi = _forecast_band(s, slice(0, 20), 0)
     t0 = s["timestamps_s"][0]
-    np.testing.assert_allclose(t_fc, (s["timestamps_s"][rows] + horizon_s - t0) / 3600.0)
+    np.testing.assert_allclose(t_fc, (issued_s + horizon_s - t0) / 3600.0)
     assert np.all(lo <= hi)
