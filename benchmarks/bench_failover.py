@@ -190,11 +190,19 @@ class System:
         self.ports = PortMap(self.modbus_port)
         self.ports.start()
         self.serve_args = serve_args
-        for name in INSTANCES:
-            self.serves[name] = Serve(name, free_port())
-            self.start_serve(name)
-        for serve in self.serves.values():
+        for serve in (Serve(name, free_port()) for name in INSTANCES):
+            self.serves[serve.name] = serve
+            self.start_serve(serve.name)
             _wait(f"{serve.name} answers", lambda s=serve: s.status() is not None, 120)
+            if len(self.serves) == 1:
+                # Started together, the instances may split the roles between them (a valid
+                # state, but not the one the events below start from): let the first one take
+                # every role before the second campaigns.
+                _wait(
+                    f"{serve.name} leading every role",
+                    lambda s=serve: len(s.leading()) == self.roles,
+                    120,
+                )
 
     def _start_etcd(self) -> None:
         if not Path(ETCD).exists():
