@@ -58,3 +58,25 @@ def test_a_pin_below_the_critical_load_never_caps_critical_servers() -> None:
     assert np.isnan(plan.cap_w[b1][inv.critical[b1]]).all()
     assert plan.cap_w[b1][~inv.critical[b1]] == pytest.approx([200.0] * 3)  # minimum caps
     assert plan.unmet_critical_w > 0  # the pin could not be met: said, not hidden
+
+
+def test_a_server_whose_demand_is_a_guess_is_served_first_and_left_uncapped() -> None:
+    """The stop-6 CI failure: a server capped before its BMC was ever read keeps reading at a
+    cap computed from a guess; served before the non-critical classes and left uncapped, it
+    is read, and the next plan caps on its reading."""
+    inv = inventory()
+    demand = np.full(16, 1500.0)
+    domain_a = np.flatnonzero(inv.server_domain == 0)
+    # The lowest non-critical class (priority 2) of domain A: two servers.
+    low = [i for i in domain_a if inv.priority[i] == 2]
+    cap_kw = np.array([2.5, 0.0])  # within what the low class can hold: 2 x (1500 - 200) W
+    plain = plan_caps(inv, demand, cap_kw)
+    assert plain.cap_w[low] == pytest.approx([250.0, 250.0])  # the low class holds 2.5 kW
+    guessed = np.zeros(16, dtype=bool)
+    guessed[low[0]] = True
+    plan = plan_caps(inv, demand, cap_kw, guessed=guessed)
+    assert np.isnan(plan.cap_w[low[0]])  # served first, fully: left free to be read
+    # The budget holds on the estimates all the same: its peers hold the 2.5 kW.
+    drawn = np.where(np.isnan(plan.cap_w[domain_a]), demand[domain_a], plan.cap_w[domain_a])
+    assert drawn.sum() == pytest.approx(demand[domain_a].sum() - 2500.0)
+    assert np.isnan(plan.cap_w[inv.critical]).all()

@@ -552,10 +552,10 @@ async def test_a_tick_that_raises_acts_on_the_reactive_loop_and_says_so(
 
     real_plan_caps = actuate.plan_caps
 
-    def broken(inv, demand_w, cap_kw, pins=None):  # type: ignore[no-untyped-def]
+    def broken(inv, demand_w, cap_kw, pins=None, guessed=None):  # type: ignore[no-untyped-def]
         if pins:
             raise ValueError("operands could not be broadcast together")
-        return real_plan_caps(inv, demand_w, cap_kw, pins)
+        return real_plan_caps(inv, demand_w, cap_kw, pins, guessed)
 
     monkeypatch.setattr(actuate, "plan_caps", broken)
     rt, clock, bmc, caps, fly_a = build()

@@ -160,3 +160,63 @@ def test_a_flapping_source_is_noted_once_per_episode() -> None:
         view.ingest([_meter(90_000.0, t), _mqtt(90_000.0, t)], t)
         view.demand(t)
     assert view.take_notices() == ["mqtt agrees with the rack meters again"]
+
+
+def _server(power_w: float, t: float, server: str = "a1-s01") -> PowerSample:
+    return PowerSample("redfish:a1-s01", "a1", server, t, power_w, "server")
+
+
+def test_a_late_reading_at_an_earlier_lower_cap_is_not_taken_for_demand() -> None:
+    """The CI failure of stop 6: a first wave of caps, then two raises a tick apart; a BMC
+    still at the first cap is read after the second raise. Taking that reading for the
+    server's demand would hold the estimate low for as long as the server stays capped."""
+    view = _view()
+    sid = view.inv.servers[0].server_id
+    i = view.inv.server_index[sid]
+    view.ingest([_server(50_000.0, NOW, sid)], NOW)
+    caps = np.full(len(view.inv.servers), np.nan)
+    for k, cap_w in enumerate((30_000.0, 40_000.0, 45_000.0)):
+        caps[i] = cap_w
+        view.set_caps(caps.copy(), NOW + 1 + k)
+    view.ingest([_server(30_000.0, NOW + 3.5, sid)], NOW + 3.5)
+    assert view.server_demand_w()[i] == 50_000.0
+    # Once the window has passed, a reading below every cap is demand again.
+    view.ingest([_server(20_000.0, NOW + 20, sid)], NOW + 20)
+    assert view.server_demand_w()[i] == 20_000.0
+
+
+def test_a_reading_above_the_cap_just_lifted_is_demand() -> None:
+    """A server held at 20 kW, then lifted: its next reading (40 kW) is above the earlier cap,
+    so that cap was no longer in force and the reading is its demand."""
+    view = _view()
+    sid = view.inv.servers[0].server_id
+    i = view.inv.server_index[sid]
+    caps = np.full(len(view.inv.servers), np.nan)
+    caps[i] = 20_000.0
+    view.set_caps(caps.copy(), NOW)
+    view.assume_uncapped(np.isfinite(caps), np.full(len(caps), 30_000.0))
+    view.ingest([_server(20_000.0, NOW + 1, sid)], NOW + 1)
+    assert view.demand_guessed()[i]  # at its cap: still only a guess
+    caps[i] = np.nan
+    view.set_caps(caps.copy(), NOW + 2)
+    view.ingest([_server(20_000.0, NOW + 2.5, sid)], NOW + 2.5)  # the lift not there yet
+    assert view.demand_guessed()[i]
+    view.ingest([_server(40_000.0, NOW + 3, sid)], NOW + 3)
+    assert not view.demand_guessed()[i]
+    assert view.server_demand_w()[i] == 40_000.0
+
+
+def test_a_reading_between_a_lowered_cap_and_the_earlier_one_is_demand() -> None:
+    view = _view()
+    sid = view.inv.servers[0].server_id
+    i = view.inv.server_index[sid]
+    view.ingest([_server(50_000.0, NOW, sid)], NOW)
+    caps = np.full(len(view.inv.servers), np.nan)
+    caps[i] = 40_000.0
+    view.set_caps(caps.copy(), NOW + 1)
+    caps[i] = 20_000.0
+    view.set_caps(caps.copy(), NOW + 2)
+    view.ingest([_server(39_500.0, NOW + 2.5, sid)], NOW + 2.5)  # still at the 40 kW cap
+    assert view.server_demand_w()[i] == 50_000.0
+    view.ingest([_server(30_000.0, NOW + 3, sid)], NOW + 3)  # below both: demand fell
+    assert view.server_demand_w()[i] == 30_000.0

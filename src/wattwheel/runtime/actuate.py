@@ -35,21 +35,31 @@ def plan_caps(
     server_demand_w: FloatArray,
     cap_kw: FloatArray,
     rack_pins_kw: Mapping[str, float] | None = None,
+    guessed: BoolArray | None = None,
 ) -> CapPlan:
     """Per domain with ``cap_kw > 0``: budget = its servers' demand - cap, water-filled
     (critical first, then by priority, never below a server's minimum cap). A rack pinned by an
     operator draws at most its pin, shared the same way, except that its critical servers are
     never capped: if they alone exceed the pin, the non-critical ones get their minimum caps and
-    the pin is not met (the API refuses such pins up front). Other servers stay uncapped."""
+    the pin is not met (the API refuses such pins up front). Other servers stay uncapped.
+
+    ``guessed`` marks servers whose demand was never read below a cap (a guess). Such a server
+    is served before the non-critical classes, and left uncapped when fully served, so that its
+    next reading shows its demand: a server held at a cap computed from a guess would read at
+    that cap for good, and the guess would stand for its demand. The price is one tick in which
+    the guess, not the demand, is budgeted (the next tick caps on the reading, by priority)."""
     caps = np.full(len(inv.servers), np.nan)
     racks: dict[str, float] = {}
     unmet = 0.0
+    unknown = np.zeros(len(inv.servers), dtype=bool) if guessed is None else guessed
     for d in np.flatnonzero(cap_kw > MIN_CAP_KW):
         members = np.flatnonzero(inv.server_domain == d)
         budget = max(float(server_demand_w[members].sum()) - float(cap_kw[d]) * 1000.0, 0.0)
-        alloc = allocate(_servers(inv, members, server_demand_w), budget)
+        alloc = allocate(_servers(inv, members, server_demand_w, unknown), budget)
+        served = alloc.unmet_demand_w <= 1e-6
         # Critical servers are served first and never limited: leave them uncapped.
-        caps[members] = np.where(inv.critical[members], np.nan, alloc.cap_w)
+        free = inv.critical[members] | (unknown[members] & served)
+        caps[members] = np.where(free, np.nan, alloc.cap_w)
         racks.update(alloc.rack_budget_w)
         unmet += alloc.unmet_critical_w
     for rack, pin_kw in (rack_pins_kw or {}).items():
@@ -70,14 +80,24 @@ def plan_caps(
     return CapPlan(caps, racks, unmet)
 
 
-def _servers(inv: Inventory, members: NDArray[np.int64], demand_w: FloatArray) -> Servers:
+def _servers(
+    inv: Inventory,
+    members: NDArray[np.int64],
+    demand_w: FloatArray,
+    guessed: BoolArray | None = None,
+) -> Servers:
+    priority = inv.priority[members]
+    if guessed is not None and priority.size:
+        # Above every class, in their own order among themselves.
+        lift = int(priority.max()) - int(priority.min()) + 1
+        priority = priority + lift * guessed[members].astype(priority.dtype)
     return Servers(
         server_ids=tuple(inv.servers[i].server_id for i in members),
         rack_ids=tuple(inv.servers[i].rack_id for i in members),
         demand_w=np.maximum(np.nan_to_num(demand_w[members]), 0.0),
         min_cap_w=inv.min_cap_w[members],
         max_cap_w=inv.max_cap_w[members],
-        priority=inv.priority[members],
+        priority=priority,
         critical=inv.critical[members],
     )
 

@@ -410,7 +410,9 @@ class Actuator:
     ) -> dict[str, float | None]:
         pins = self.overrides.rack_caps_kw(obs.now_s) if rack_pins else {}
         demand_w = self.view.server_demand_w()
-        plan = actuate.plan_caps(self.inv, demand_w, dec.cap_kw, pins)
+        plan = actuate.plan_caps(
+            self.inv, demand_w, dec.cap_kw, pins, guessed=self.view.demand_guessed()
+        )
         wanted = plan.cap_w
         stale_servers = obs.stale[self.inv.server_domain] if obs.stale is not None else None
         if stale_servers is not None and stale_servers.any():

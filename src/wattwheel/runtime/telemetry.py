@@ -49,6 +49,10 @@ QUIET_CHECKS = 10
 
 #: A server reading at or above this fraction of its cap is taken as held by the cap.
 AT_CAP_FRACTION = 0.97
+#: A reading above this multiple of a cap shows that the cap is not the one in force.
+ABOVE_CAP_FRACTION = 1.03
+#: Caps remembered per server, for readings taken while a change may not have reached the BMC.
+CAP_HISTORY = 4
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,8 @@ class TelemetryView:
         self.server_w = np.full(n, np.nan)
         self.server_t = np.full(n, -math.inf)
         self.uncapped_w = np.full(n, np.nan)
+        #: servers whose ``uncapped_w`` is a guess (capped before they were ever read free)
+        self.guessed = np.zeros(n, dtype=bool)
         self.pdu_w = np.full(r, np.nan)
         self.pdu_t = np.full(r, -math.inf)
         self.outlet_w = np.full(n, np.nan)
@@ -218,6 +224,9 @@ class TelemetryView:
         self.caps_w = np.full(n, np.nan)
         self.caps_prev_w = np.full(n, np.nan)
         self.caps_changed_s = np.full(n, -math.inf)
+        #: earlier caps, newest first (NaN: uncapped), and when each was replaced (-inf: none)
+        self.caps_hist_w = np.full((n, CAP_HISTORY), np.nan)
+        self.caps_replaced_s = np.full((n, CAP_HISTORY), -math.inf)
         self.ever_read = np.zeros(r, dtype=bool)
         self._outlet_server = outlet_servers(inventory)
         self.rejected: dict[str, int] = {}
@@ -267,14 +276,9 @@ class TelemetryView:
             idx = index[pick]
             values[idx], times[idx] = power[pick], ts[pick]
             if code == _SERVER:
-                # A reading shows demand only if it sits below every cap that may have been in
-                # force when it was taken (a cap just raised may not have reached the BMC).
-                recent = ts[pick] - self.caps_changed_s[idx] < self.max_age_s
-                cap = np.where(
-                    recent, np.fmin(self.caps_w[idx], self.caps_prev_w[idx]), self.caps_w[idx]
-                )
-                free = np.isnan(cap) | (power[pick] < AT_CAP_FRACTION * cap)
+                free = ~self._held(idx, ts[pick], power[pick])
                 self.uncapped_w[idx[free]] = power[pick][free]
+                self.guessed[idx[free]] = False
         if ok.any():
             self.ever_read |= np.isfinite(self.pdu_w) | np.isfinite(self.mqtt_rack_w)
             for per_server in (self.server_w, self.outlet_w, self.mqtt_server_w):
@@ -311,15 +315,47 @@ class TelemetryView:
         """For capped servers whose uncapped demand was never read, take ``demand_w``."""
         unknown = capped & np.isnan(self.uncapped_w)
         self.uncapped_w[unknown] = demand_w[unknown]
+        self.guessed |= unknown
+
+    def demand_guessed(self) -> BoolArray:
+        """Per server: is its demand estimate a guess, never read below a cap?"""
+        guessed: BoolArray = self.guessed | np.isnan(self.uncapped_w)
+        return guessed
 
     def set_caps(self, caps_w: FloatArray, now_s: float) -> None:
         """Caps applied per server from ``now_s`` (NaN: uncapped), for the demand-behind-the-
-        cap estimates; the previous caps are kept for readings taken around the change."""
+        cap estimates; earlier caps are remembered for readings taken around a change."""
         same = (caps_w == self.caps_w) | (np.isnan(caps_w) & np.isnan(self.caps_w))
         changed = ~same
         self.caps_prev_w = np.where(changed, self.caps_w, self.caps_prev_w)
         self.caps_changed_s = np.where(changed, now_s, self.caps_changed_s)
+        rows = np.flatnonzero(changed)
+        self.caps_hist_w[rows, 1:] = self.caps_hist_w[rows, :-1]
+        self.caps_replaced_s[rows, 1:] = self.caps_replaced_s[rows, :-1]
+        self.caps_hist_w[rows, 0] = self.caps_w[rows]
+        self.caps_replaced_s[rows, 0] = now_s
         self.caps_w = caps_w.copy()
+
+    def _held(self, idx: NDArray[np.int64], ts: FloatArray, power: FloatArray) -> BoolArray:
+        """Per server reading: was it held by a cap? A reading shows demand only if no cap that
+        may have been in force when it was taken holds it: the current cap, or one replaced
+        less than ``max_age_s`` before (changes in quick succession may reach a BMC late). A
+        reading well above an earlier cap shows that this cap was not the one in force, and
+        one well above the current cap while an earlier one may hold, that the current one
+        has not reached the BMC yet."""
+        recent = ts[:, None] - self.caps_replaced_s[idx] < self.max_age_s
+        earlier = self.caps_hist_w[idx]
+        held_earlier = (
+            recent
+            & np.isfinite(earlier)
+            & (power[:, None] >= AT_CAP_FRACTION * earlier)
+            & (power[:, None] <= ABOVE_CAP_FRACTION * earlier)
+        ).any(axis=1)
+        current = self.caps_w[idx]
+        not_yet = recent.any(axis=1) & (power > ABOVE_CAP_FRACTION * current)
+        held_current = np.isfinite(current) & (power >= AT_CAP_FRACTION * current) & ~not_yet
+        out: BoolArray = held_current | held_earlier
+        return out
 
     def _caps_at(self, t_s: FloatArray) -> FloatArray:
         """Per server, the cap in force at ``t_s`` (per server; NaN: none)."""
