@@ -1,0 +1,116 @@
+"""What the workload schedule is worth on the ``alibaba-batch`` scenario (issue 9 item 8, issue 13).
+
+Split: the first ``--fit-days`` (2) days fit the forecasters; everything after is the test part,
+which no forecaster was fitted on. On the test part:
+
+- **forecast**: rolling origins at every 5-minute row, MAE (kW, per domain and origin) and 90 %
+  interval coverage at 5, 10 and 15 minutes, for persistence and AR(24), each without and with
+  the schedule (``ScheduleAwareForecaster``: the inner model forecasts the load less the known
+  jobs, the known jobs' load is added at each target time). Only jobs submitted by the
+  forecast's last measured row are used (each job is submitted ``lead`` before it starts, 15 min
+  in ``schedule.csv``). Intervals are calibrated online from the test part's past only.
+- **controller**: ``predictive`` on the test part with each of those forecasters (built fresh and
+  fitted on the fit part per run), plus ``reactive`` and ``oracle`` for reference: site
+  ``cost_total`` and the reserve/capping figures.
+
+    .venv/bin/python benchmarks/bench_schedule.py [--json out/bench_schedule.json]
+
+The LSTM is not in this comparison: the shipped 5-minute model (``dcutil-300s-lstm``) was
+trained on this very Alibaba series, so any figure of it here would be in-sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wattwheel.forecast.base import Forecaster
+from wattwheel.forecast.baselines import ARForecaster, PersistenceForecaster
+from wattwheel.forecast.schedule import JobSchedule
+from wattwheel.forecast.scheduled import ScheduleAwareForecaster
+from wattwheel.sim.batch_schedule import scenario_schedule
+from wattwheel.sim.bench import run_policy
+from wattwheel.sim.scenario import bundled_site, load_scenario
+from wattwheel.sim.schedule_eval import domain_history, prefix, rolling_scores, tail_scenario
+
+HORIZONS_S = (300.0, 600.0, 900.0)
+METRICS = (
+    "cost_total",
+    "reserve_energy_kwh",
+    "reserve_activations",
+    "capped_energy_kwh",
+    "overload_energy_kwh",
+    "breaker_trips",
+    "critical_capped_energy_kwh",
+)
+
+
+def builders(schedule: JobSchedule) -> dict[str, Callable[[], Forecaster]]:
+    return {
+        "persistence": PersistenceForecaster,
+        "persistence+schedule": lambda: ScheduleAwareForecaster(PersistenceForecaster(), schedule),
+        "ar": ARForecaster,
+        "ar+schedule": lambda: ScheduleAwareForecaster(ARForecaster(), schedule),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scenario", default="alibaba-batch")
+    p.add_argument("--fit-days", type=float, default=2.0)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--skip-sim", action="store_true")
+    a = p.parse_args()
+    site_path = bundled_site(a.scenario)
+    scenario = load_scenario(site_path)
+    schedule = scenario_schedule(scenario, site_path.parent / "schedule.csv")
+    history = domain_history(scenario)
+    fit_rows = int(round(a.fit_days * 86_400 / scenario.dt_s))
+    fit_part = prefix(history, fit_rows)
+    out: dict[str, Any] = {
+        "scenario": a.scenario,
+        "fit_rows": fit_rows,
+        "test_rows": int(history.values.shape[0] - fit_rows),
+        "horizons_min": [h / 60 for h in HORIZONS_S],
+        "jobs": schedule.n_jobs,
+        "lead_min": float((schedule.start_s - schedule.submit_s).min() / 60),
+        "forecast": {},
+        "controller": {},
+    }
+    for name, build in builders(schedule).items():
+        fc = build()
+        fc.fit(fit_part)
+        s = rolling_scores(history, fc, fit_rows, HORIZONS_S)
+        out["forecast"][name] = {
+            "mae_kw": [round(x, 4) for x in s.mae_kw],
+            "coverage_90": [round(x, 3) for x in s.coverage_90],
+            "origins": s.origins,
+        }
+        print(f"{name:22s} MAE kW {s.mae_kw}  cov90 {s.coverage_90}", flush=True)
+    if not a.skip_sim:
+        test = tail_scenario(scenario, fit_rows)
+        runs: list[tuple[str, str | None]] = [("reactive", None), ("oracle", None)]
+        runs += [("predictive", n) for n in builders(schedule)]
+        for policy, fname in runs:
+            fc = None
+            if fname is not None:
+                fc = builders(schedule)[fname]()
+                fc.fit(fit_part)
+            t0 = time.perf_counter()
+            res = run_policy(test, policy, fc)
+            key = policy if fname is None else f"{policy}[{fname}]"
+            row = {m: round(float(res.site_metrics.get(m, float("nan"))), 3) for m in METRICS}
+            out["controller"][key] = row
+            print(f"{key:34s} {row}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
