@@ -17,6 +17,7 @@ from rich.table import Table
 from wattwheel.cli import app
 from wattwheel.domain.errors import ConfigError, WattwheelError
 from wattwheel.domain.profiles import PROFILES, CostProfile, parse_profiles
+from wattwheel.sim.batch_schedule import scenario_schedule
 from wattwheel.sim.bench import (
     ALL_POLICIES,
     BASELINE,
@@ -50,6 +51,15 @@ TraceOpt = Annotated[
     Path | None, typer.Option("--trace", help="trace (default: the one the site file names)")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+ScheduleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--schedule",
+        help="batch schedule CSV (job_id,submit_s,start_s,end_s,rack_id,power_w; see "
+        "wattwheel.sim.batch_schedule): predictive+schedule plans on the forecast plus the "
+        "known jobs' load, each job from its submission on",
+    ),
+]
 LatencyOpt = Annotated[
     float | None,
     typer.Option(
@@ -204,6 +214,7 @@ def bench(
         typer.Option("--profiles", help="a sweep: comma-separated cost profiles, or 'all'"),
     ] = None,
     latency_s: LatencyOpt = None,
+    schedule: ScheduleOpt = None,
 ) -> None:
     """Run every policy on the same trace; write bench.json and report.html.
 
@@ -216,10 +227,12 @@ def bench(
             raise ConfigError("--profile", profile, "give --profile or --profiles, not both")
         spec = profiles if profiles is not None else profile
         if spec is None:
-            _bench(site, trace, out, model, policies.split(","), latency_s)
+            _bench(site, trace, out, model, policies.split(","), latency_s, schedule)
         else:
             chosen = parse_profiles(spec)
-            _bench_profiles(site, trace, out, model, policies.split(","), chosen, latency_s)
+            _bench_profiles(
+                site, trace, out, model, policies.split(","), chosen, latency_s, schedule
+            )
 
 
 def _bench_profiles(
@@ -230,13 +243,15 @@ def _bench_profiles(
     policies: list[str],
     chosen: tuple[CostProfile, ...],
     latency_s: float | None = None,
+    schedule: Path | None = None,
 ) -> None:
     scenario = with_latency(load_scenario(site, trace), latency_s)
     forecaster = _model_spec(model, scenario)
+    jobs = None if schedule is None else scenario_schedule(scenario, schedule)
     bar, factory = _progress()
 
     def one(sc: Scenario) -> BenchRun:
-        return run_bench(sc, policies, forecaster, factory)
+        return run_bench(sc, policies, forecaster, factory, jobs)
 
     with bar:
         runs = run_profiles(scenario, chosen, one)
@@ -282,16 +297,18 @@ def _bench(
     model: Path | None,
     policies: list[str],
     latency_s: float | None = None,
+    schedule: Path | None = None,
 ) -> BenchRun:
     scenario = with_latency(load_scenario(site, trace), latency_s)
     spec = _model_spec(model, scenario)
+    jobs = None if schedule is None else scenario_schedule(scenario, schedule)
     if spec is not None:
         data = spec.trained_on.get("training_data") or {}
         names = ", ".join(f.get("name", "?") for f in data.get("files", [])) or "no data"
         console.print(f"predictive forecaster: {spec.name}, its model trained on {names}")
     bar, factory = _progress()
     with bar:
-        run = run_bench(scenario, policies, spec, factory)
+        run = run_bench(scenario, policies, spec, factory, jobs)
     out.mkdir(parents=True, exist_ok=True)
     write_bench_json(out / "bench.json", run)
     write_report(

@@ -18,6 +18,8 @@ from wattwheel.domain.errors import WattwheelError
 from wattwheel.domain.power_floor import PowerFloor
 from wattwheel.forecast.base import Forecaster
 from wattwheel.forecast.baselines import PersistenceForecaster
+from wattwheel.forecast.schedule import JobSchedule
+from wattwheel.forecast.scheduled import ScheduleAwareForecaster
 from wattwheel.sim.scenario import Scenario
 from wattwheel.sim.simulator import SimResult, simulate
 
@@ -52,6 +54,19 @@ class BenchRun:
     results: dict[str, SimResult]
     forecaster_names: dict[str, str]
     forecaster_training: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def with_schedule(spec: ForecasterSpec, schedule: JobSchedule) -> ForecasterSpec:
+    """``spec``'s forecaster with the known jobs' load added (``ScheduleAwareForecaster``)."""
+    trained = {
+        **spec.trained_on,
+        "schedule": f"{schedule.n_jobs} known jobs, each used from its submission time on",
+    }
+    return ForecasterSpec(
+        f"{spec.name}+schedule",
+        lambda: ScheduleAwareForecaster(spec.build(), schedule),
+        trained,
+    )
 
 
 def baseline_forecaster() -> Forecaster:
@@ -117,16 +132,22 @@ def run_bench(
     policies: Sequence[str] = ALL_POLICIES,
     model: ForecasterSpec | None = None,
     progress: ProgressFactory | None = None,
+    schedule: JobSchedule | None = None,
 ) -> BenchRun:
     """Every policy on the same trace, each forecasting run with a forecaster built fresh for
     it (results do not depend on the order of the runs). With a trained model, ``predictive``
-    uses it and ``predictive+persistence`` shows the same controller on the baseline."""
+    uses it and ``predictive+persistence`` shows the same controller on the baseline. With a
+    ``schedule``, ``predictive+schedule`` is the same controller planning on the same
+    forecaster plus the known jobs' load."""
     plan: list[tuple[str, ForecasterSpec | None, str]] = []
     for name in policies:
         base = name.split("+")[0]  # a suffix (``+floor``) keeps the base policy's forecaster
         if base in ("predictive", "seed"):
             chosen = model or BASELINE
             plan.append((name, chosen, chosen.name))
+            if name == "predictive" and schedule is not None:
+                known = with_schedule(chosen, schedule)
+                plan.append(("predictive+schedule", known, known.name))
             if name == "predictive" and model is not None:
                 plan.append(("predictive+persistence", BASELINE, BASELINE.name))
         elif base == "optimum" and scenario.demand_kw.size > MAX_CELLS:
