@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from wattwheel.adapters.store.base import StoreUnavailable
+from wattwheel.adapters.store.models import model_history_for
 from wattwheel.api.auth import require_viewer
 from wattwheel.api.context import ApiContext
 from wattwheel.runtime.state import jsonable
@@ -115,6 +116,20 @@ def build_read_router(ctx: ApiContext) -> APIRouter:
                 for x in ctx.state.racks(domain_id)
             ]
         }
+
+    @r.get("/models", summary="Forecasting model history (continuous learning)")
+    def models(limit: Limit = 100) -> dict[str, Any]:
+        """Every model version, newest first, with its status and rolling-backtest metrics,
+        and the learner's state (None when ``serve`` runs without ``--learn``)."""
+        learner = ctx.state.learning() if ctx.state.learning else None
+        history = model_history_for(ctx.store)
+        if history is None:
+            return {"models": [], "learner": learner, "source": "none"}
+        try:
+            rows = history.models(limit)
+        except StoreUnavailable as exc:
+            raise HTTPException(503, f"store unavailable: {exc}") from exc
+        return {"models": [jsonable(r) for r in rows], "learner": learner, "source": "store"}
 
     @r.get("/forecasts", summary="Latest forecast band per domain (or stored history)")
     def forecasts(

@@ -16,7 +16,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlparse
 
 import typer
@@ -27,6 +27,9 @@ from wattwheel.adapters.store.base import StoreUnavailable
 from wattwheel.cli import app
 from wattwheel.domain.errors import WattwheelError
 from wattwheel.sim.scenario import bundled_site, load_scenario
+
+if TYPE_CHECKING:
+    from wattwheel.cli.learn_wiring import LearnOptions
 
 console = Console(stderr=True)
 log = logging.getLogger("wattwheel.live")
@@ -259,6 +262,23 @@ def serve(
     spill_max_mb: Annotated[
         float, typer.Option(help="bound of the spill journal (MiB); beyond it writes are refused")
     ] = 512.0,
+    learn: Annotated[
+        bool,
+        typer.Option(
+            "--learn",
+            help="continuous learning: fine-tune the LSTM on the stored telemetry in a worker "
+            "process, promote a better shadow, roll back a worse one (needs torch to fine-tune)",
+        ),
+    ] = False,
+    learn_dir: Annotated[
+        Path, typer.Option(help="where --learn writes fine-tuned model versions")
+    ] = Path("wattwheel-models"),
+    learn_cycle_s: Annotated[
+        float, typer.Option(help="--learn: scoring and promotion check period (s)")
+    ] = 3600.0,
+    finetune_every_s: Annotated[
+        float, typer.Option(help="--learn: fine-tune period (s); at once on drift")
+    ] = 86400.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the live controller against devices, with the API, dashboard and /metrics."""
@@ -270,6 +290,7 @@ def serve(
     if not spill_max_mb > 0:
         _fail(f"--spill-max-mb {spill_max_mb:g}: must be > 0")
     spill = StoreOptions(spill_dir or default_spill_dir(instance_id), spill_max_mb)
+    learning = _learn_options(learn, learn_dir, learn_cycle_s, finetune_every_s)
     try:
         asyncio.run(
             _serve(
@@ -288,12 +309,47 @@ def serve(
                 device_timeout,
                 election,
                 spill,
+                learning,
             )
         )
     except WattwheelError as exc:
         _fail(str(exc))
     except StoreUnavailable as exc:
         _fail(f"--db: the database cannot be reached ({str(exc).splitlines()[0]})")
+
+
+def _learn_options(
+    learn: bool, learn_dir: Path, cycle_s: float, finetune_every_s: float
+) -> LearnOptions | None:
+    from wattwheel.cli.learn_wiring import LearnOptions
+
+    if not learn:
+        return None
+    if not (cycle_s > 0 and finetune_every_s > 0):
+        _fail("--learn-cycle-s and --finetune-every-s must be > 0")
+    return LearnOptions(learn_dir, cycle_s, finetune_every_s)
+
+
+def _start_learning(
+    opts: LearnOptions | None,
+    chosen: Path | str | None,
+    runtime: Any,
+    store: Any,
+    inventory: Any,
+    clock: Any,
+    step_s: float,
+) -> Any:
+    """One continuous-learning worker (its own thread and process), or None."""
+    if opts is None:
+        return None
+    if chosen is None or not Path(chosen).is_dir():
+        console.print("[yellow]--learn needs an LSTM --model (e.g. auto): learning off[/yellow]")
+        return None
+    from wattwheel.cli.learn_wiring import start_learning
+
+    worker = start_learning(opts, Path(chosen), runtime, store, inventory, clock, step_s)
+    console.print(f"  learning: from {chosen}, {worker.learner.status()['fine_tuning']}")
+    return worker
 
 
 @dataclass(frozen=True)
@@ -428,6 +484,7 @@ async def _serve(
     device_timeout: float,
     election: ElectionOptions,
     store_opts: StoreOptions,
+    learn_opts: LearnOptions | None = None,
 ) -> None:
     from wattwheel.adapters.model_artifact import load_forecaster
     from wattwheel.api import create_app
@@ -555,6 +612,7 @@ async def _serve(
         config,
     )
     leadership.attach(runtime)
+    learning = _start_learning(learn_opts, chosen, runtime, store, inventory, clock, step)
     server = uvicorn.Server(
         uvicorn.Config(
             api, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
@@ -613,6 +671,8 @@ async def _serve(
     try:
         await server.serve()  # returns on SIGINT/SIGTERM
     finally:
+        if learning is not None:
+            await asyncio.to_thread(learning.stop)
         await asyncio.to_thread(control_thread.stop)
         if running.done() and not running.cancelled() and running.exception() is not None:
             console.print(f"[red]control loop ended with {running.exception()!r}[/red]")

@@ -285,6 +285,8 @@ class LiveState:
         self.source_disagreements: Callable[[], Mapping[str, int]] | None = None
         #: The supervised background tasks (restarts, last error; set by the runtime).
         self.tasks: Callable[[], list[dict[str, Any]]] | None = None
+        #: Continuous learning's state (live/shadow model, fine-tuning on or off; set by serve).
+        self.learning: Callable[[], dict[str, Any]] | None = None
 
     # ---- writer side (the runtime loop) ----
 

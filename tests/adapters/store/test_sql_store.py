@@ -59,7 +59,7 @@ def _decision(t: float, domain: str, reason: str) -> DecisionRecord:
 
 
 def test_migrations_reach_head_and_match_models(store: SqlStore) -> None:
-    assert current_revision(store.engine) == head_revision() == "v0002"
+    assert current_revision(store.engine) == head_revision() == "v0003"
     upgrade(store.engine)  # idempotent
     insp = inspect(store.engine)
     for table in Base.metadata.sorted_tables:

@@ -67,3 +67,20 @@ class EventRowModel(Base):
     actor: Mapped[str | None] = mapped_column(String(200))
     message: Mapped[str] = mapped_column(Text, nullable=False)
     data_json: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class ModelVersionRow(Base):
+    """One forecasting model version of continuous learning, with its rolling-backtest metrics
+    (``wattwheel.forecast.online.ModelRecord``); updated in place as its status changes."""
+
+    __tablename__ = "model_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(64), nullable=False)
+    parent: Mapped[str | None] = mapped_column(String(64))
+    created_at_s: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at_s: Mapped[float] = mapped_column(Float, nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    trained_until_s: Mapped[float | None] = mapped_column(Float)
+    model_dir: Mapped[str] = mapped_column(Text, nullable=False)
+    metrics_json: Mapped[str] = mapped_column(Text, nullable=False)
+    __table_args__ = (Index("ix_model_versions_version", "version", unique=True),)
