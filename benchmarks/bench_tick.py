@@ -15,13 +15,28 @@ Two measurements:
 Usage: ``python benchmarks/bench_tick.py [--racks 1000] [--ticks 300] [--runs 3]
 [--emulated-racks 30] [--emulated-ticks 40] [--skip-emulators]``. Prints figures; the median of
 the runs' p50/p99 is the result.
+
+3. ``--shards N`` (the process-level figure): N real processes, one per shard, started together
+   and each running the runtime of its shard alone (:mod:`wattwheel.runtime.shards`: the site cut
+   to the shard's domains, arrays sized by the shard) on the real clock, with its own emulated
+   devices: a device thread in the process publishes every rack's PDU reading each second and a
+   fifth of the servers' BMC readings (every server every 5 s), pushed like MQTT telemetry, and
+   the fast loop ticks when a batch lands (or at the end of its period). ``--json`` prints one
+   line: ``{"racks", "shards", "shard_tick_p99_ms_max", "decision_age_s_p99",
+   "rss_mb_per_1000_racks", ...}`` where the decision age is the time from a reading's
+   timestamp to the end of the tick that acted on it (the oldest reading of each tick), and the
+   RSS is each shard process's peak resident set.
+   ``python benchmarks/bench_tick.py --racks 10000 --shards 10 --json [--seconds 60]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
+import os
+import resource
 import shutil
 import signal
 import socket
@@ -29,6 +44,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +60,7 @@ from wattwheel.runtime.fakes import FakeCapActuator, FakeFlywheel, FakeOutletAct
 from wattwheel.runtime.inventory import default_inventory
 from wattwheel.runtime.loop import Devices, Runtime, RuntimeConfig
 from wattwheel.runtime.state import LiveState
+from wattwheel.runtime.telemetry import SampleBlock
 
 SERVERS_PER_RACK = 40
 RACK_KW = 30.0
@@ -301,6 +320,238 @@ async def bench_emulators(n_racks: int, ticks: int, work: Path) -> dict[str, flo
                 proc.kill()
 
 
+# ------------------------------------------------------------------------ one process per shard
+SHARD_DOMAIN_RACKS = 100  # racks per power domain in the sharded site (10 domains a shard)
+
+
+class ShardDevices:
+    """The emulated devices of one shard, in their own thread: each second every rack's PDU
+    reading and a fifth of the servers' BMC readings, as two :class:`SampleBlock` (arrays, as
+    a device reading many racks at once hands them over) pushed into the runtime's telemetry
+    buffer, then the fast loop is woken to act on them."""
+
+    def __init__(self, site: SiteParams, servers_per_rack: int, seed: int) -> None:
+        self.fake = FakeSite(site, servers_per_rack, seed)
+        self.buffer: deque[PowerSample | SampleBlock] | None = None
+        self.wake: object = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: publication time of the batches not yet taken by a tick
+        self.pending: deque[float] = deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shard-devices", daemon=True)
+        racks = self.fake.racks
+        self.group = np.arange(len(racks)) % 5
+
+    async def read(self) -> list[PowerSample]:  # pushed, never polled
+        return []
+
+    def start(
+        self,
+        buffer: deque[PowerSample | SampleBlock],
+        loop: asyncio.AbstractEventLoop,
+        wake: object,
+    ) -> None:
+        self.buffer, self.loop, self.wake = buffer, loop, wake
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        fake, n = self.fake, 0
+        racks = tuple(fake.racks)
+        # The same id tuples every time: the runtime resolves them to its rows once.
+        groups = []
+        for g in range(5):
+            rows = np.flatnonzero(self.group == g)
+            groups.append(
+                (
+                    np.repeat(rows, fake.n),
+                    tuple(racks[r] for r in rows for _ in range(fake.n)),
+                    tuple(f"{racks[r]}-s{k + 1:02d}" for r in rows for k in range(fake.n)),
+                    np.tile(fake.share, rows.size),
+                )
+            )
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            now_s = time.time()
+            swing = 1.0 + 0.15 * np.sin(2 * np.pi * now_s / 120.0 + fake.phase)
+            noise = 1.0 + 0.02 * fake.rng.standard_normal(fake.rack_w.size)
+            watts = RACK_KW * 1000.0 * swing * noise
+            rows, rack_ids, server_ids, share = groups[n % 5]
+            pdu = SampleBlock("bench-pdu", "pdu", racks, None, watts, np.full(watts.size, now_s))
+            bmc = SampleBlock(
+                "bench-bmc",
+                "server",
+                rack_ids,
+                server_ids,
+                watts[rows] * share,
+                np.full(rows.size, now_s),
+            )
+            assert self.buffer is not None and self.loop is not None
+            self.pending.append(now_s)
+            self.buffer.extend((pdu, bmc))
+            self.loop.call_soon_threadsafe(self.wake)  # type: ignore[arg-type]
+            n += 1
+            next_at += 1.0
+            self._stop.wait(max(next_at - time.monotonic(), 0.0))
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+async def shard_worker(
+    shard: int, shards: int, racks: int, seconds: float, policy_name: str
+) -> dict[str, object]:
+    """One shard's process: build its runtime, say ready, wait for "go", run, report."""
+    from wattwheel.runtime.clock import SystemClock
+    from wattwheel.runtime.shards import shard_site, split_shards
+
+    n_domains = max(racks // SHARD_DOMAIN_RACKS, shards)
+    full = make_site(n_domains, racks // n_domains, SERVERS_PER_RACK)
+    spec = split_shards(full.domain_names, shards)[shard]
+    site = shard_site(full, spec.partition("=")[2].split(","))
+    inv = default_inventory(site, min_cap_w=100.0, max_cap_w=2_000.0)
+    devices = ShardDevices(site, SERVERS_PER_RACK, seed=shard)
+    flywheels = {
+        d: FakeFlywheel(
+            soc=0.8,
+            max_discharge_w=float(site.kes.rated_power_kw[i]) * 1000,
+            max_charge_w=float(site.kes.rated_power_kw[i]) * 1000,
+        )
+        for i, d in enumerate(site.domain_names)
+    }
+    policy = make_policy(policy_name, site)
+    horizons = tuple(getattr(policy, "horizons_s", ()))
+    rt = Runtime(
+        site,
+        policy,
+        Devices(
+            telemetry={"devices": devices},  # type: ignore[dict-item]
+            caps=FakeCapActuator(),
+            outlets=FakeOutletActuator(),
+            flywheels=flywheels,
+        ),
+        inv,
+        SystemClock(),
+        LiveState(site.domain_names),
+        forecaster=PersistenceForecaster(horizons_s=horizons) if horizons else None,
+        config=RuntimeConfig(
+            history_step_s=10.0,
+            # Pushed telemetry; the poller of the (empty) source runs rarely.
+            poll_period_s={"devices": 3600.0},
+            # Rack snapshots for the API every 5th tick: 1,000 objects a tick are not free.
+            racks_every_ticks=5,
+        ),
+    )
+    ages: list[float] = []
+    tick = rt.tick
+
+    async def timed_tick():  # type: ignore[no-untyped-def]
+        taken = len(devices.pending)
+        report = await tick()
+        end_s = time.time()
+        if taken:
+            oldest = devices.pending[0]
+            for _ in range(taken):
+                devices.pending.popleft()
+            ages.append(end_s - oldest)
+        return report
+
+    rt.tick = timed_tick  # type: ignore[method-assign]
+    print(json.dumps({"ready": shard}), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)  # "go": every shard starts together
+    loop = asyncio.get_running_loop()
+    devices.start(rt.reader.buffer_for("devices"), loop, rt.tick_now)
+    run = asyncio.ensure_future(rt.run())
+    await asyncio.sleep(seconds)
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    devices.stop()
+    warm = 5  # the first ticks warm caches
+    lat = np.array(list(rt.latencies_s)[warm:])
+    age = np.array(ages[warm:])
+    return {
+        "shard": shard,
+        "racks": inv.n_racks,
+        "servers": len(inv.servers),
+        "domains": site.n_domains,
+        "ticks": int(lat.size),
+        "tick_p50_ms": 1000 * float(np.quantile(lat, 0.5)),
+        "tick_p99_ms": 1000 * float(np.quantile(lat, 0.99)),
+        "tick_max_ms": 1000 * float(lat.max()),
+        "decision_age_s": [round(float(a), 4) for a in age],
+        "rss_mb": _peak_rss_mb(),
+        "telemetry": int(rt.state.telemetry_ingested),
+        "policy": policy_name,
+    }
+
+
+def bench_shards(racks: int, shards: int, seconds: float, policy: str) -> dict[str, object]:
+    """Start one process per shard, let them build, start them together, collect."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--racks", str(racks)]
+    cmd += ["--shards", str(shards), "--seconds", str(seconds), "--policy", policy]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--shard-worker", str(k)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(shards)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if "ready" not in line:
+                raise RuntimeError(f"a shard process did not start: {line!r}")
+        load_before = os.getloadavg()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=seconds + 300)
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    ages = np.concatenate([np.array(r.pop("decision_age_s"), dtype=float) for r in results])
+    rss = sum(float(r["rss_mb"]) for r in results)  # type: ignore[arg-type]
+    return {
+        "racks": sum(int(r["racks"]) for r in results),  # type: ignore[call-overload]
+        "shards": shards,
+        "shard_tick_p99_ms_max": round(max(float(r["tick_p99_ms"]) for r in results), 1),  # type: ignore[arg-type]
+        "decision_age_s_p99": round(float(np.quantile(ages, 0.99)), 3),
+        "rss_mb_per_1000_racks": round(rss / (racks / 1000.0), 1),
+        "shard_tick_p50_ms_median": round(
+            statistics.median(float(r["tick_p50_ms"]) for r in results),
+            1,  # type: ignore[arg-type]
+        ),
+        "servers": sum(int(r["servers"]) for r in results),  # type: ignore[call-overload]
+        "seconds": seconds,
+        "ticks_per_shard_min": min(int(r["ticks"]) for r in results),  # type: ignore[call-overload]
+        "policy": policy,
+        "loadavg_at_start": [round(x, 2) for x in load_before],
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "per_shard": [
+            {k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items()} for r in results
+        ],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--racks", type=int, default=1000)
@@ -309,7 +560,25 @@ def main() -> None:
     ap.add_argument("--emulated-racks", type=int, default=30)
     ap.add_argument("--emulated-ticks", type=int, default=40)
     ap.add_argument("--skip-emulators", action="store_true")
+    ap.add_argument("--shards", type=int, default=0, help="N processes, one per shard")
+    ap.add_argument("--seconds", type=float, default=60.0, help="sharded run length (s)")
+    ap.add_argument("--policy", default="predictive", help="sharded run's policy")
+    ap.add_argument("--json", action="store_true", help="one JSON line (with --shards)")
+    ap.add_argument("--shard-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.shard_worker is not None:
+        result = asyncio.run(
+            shard_worker(args.shard_worker, args.shards, args.racks, args.seconds, args.policy)
+        )
+        print(json.dumps(result), flush=True)
+        return
+    if args.shards:
+        res = bench_shards(args.racks, args.shards, args.seconds, args.policy)
+        if args.json:
+            print(json.dumps(res), flush=True)
+            return
+        print(json.dumps(res, indent=1))
+        return
     for policy in ("reactive", "predictive"):
         runs = [
             asyncio.run(bench_fakes(args.racks, args.ticks, policy, seed))

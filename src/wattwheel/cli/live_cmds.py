@@ -25,7 +25,7 @@ from rich.console import Console
 
 from wattwheel.adapters.store.base import StoreUnavailable
 from wattwheel.cli import app
-from wattwheel.domain.errors import WattwheelError
+from wattwheel.domain.errors import ConfigError, WattwheelError
 from wattwheel.sim.scenario import bundled_site, load_scenario
 
 if TYPE_CHECKING:
@@ -242,6 +242,22 @@ def serve(
             help="SHARD=DOMAIN[,DOMAIN...], once per shard (default: one shard per domain)"
         ),
     ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards",
+            help="N shards of contiguous domains, named s0..s{N-1} (instead of --shard specs)",
+            min=1,
+        ),
+    ] = None,
+    only_shard: Annotated[
+        str | None,
+        typer.Option(
+            "--only-shard",
+            help="run this one shard alone (one process per shard): its domains, racks, "
+            "devices and MQTT topics only; it never campaigns for the site coordinator role",
+        ),
+    ] = None,
     lease_ttl_s: Annotated[
         int, typer.Option(help="etcd lease TTL (s); a leader stops commanding TTL/3 before it")
     ] = 2,
@@ -286,10 +302,14 @@ def serve(
 
     _logging(verbose)
     _check_open_bind(host, token_file, insecure_read)
-    election = _election_options(etcd, instance_id, shard, lease_ttl_s, device_timeout)
+    election = _election_options(
+        etcd, instance_id, shard, lease_ttl_s, device_timeout, shards, only_shard
+    )
     if not spill_max_mb > 0:
         _fail(f"--spill-max-mb {spill_max_mb:g}: must be > 0")
-    spill = StoreOptions(spill_dir or default_spill_dir(instance_id), spill_max_mb)
+    # Shard processes side by side must not share a spill journal.
+    own = instance_id if instance_id is not None or only_shard is None else f"shard-{only_shard}"
+    spill = StoreOptions(spill_dir or default_spill_dir(own), spill_max_mb)
     learning = _learn_options(learn, learn_dir, learn_cycle_s, finetune_every_s)
     try:
         asyncio.run(
@@ -369,8 +389,13 @@ class ElectionOptions:
     shard_specs: tuple[str, ...]
     ttl_s: int
     #: names this instance's MQTT session: --instance-id, else the election name when
-    #: redundant, else None (one serve: the same session at every start)
+    #: redundant, else None (one serve: the same session at every start); a shard's own
+    #: process without either: ``shard-<name>``
     session_id: str | None = None
+    #: --shards N: split the domains into N shards (instead of ``shard_specs``)
+    n_shards: int | None = None
+    #: --only-shard: the one shard this process runs
+    only_shard: str | None = None
 
 
 def _election_options(
@@ -379,6 +404,8 @@ def _election_options(
     shard: list[str] | None,
     lease_ttl_s: int,
     device_timeout: float,
+    n_shards: int | None = None,
+    only_shard: str | None = None,
 ) -> ElectionOptions:
     from wattwheel.runtime.leader import LeaseTiming
 
@@ -403,7 +430,31 @@ def _election_options(
     if not name.strip():
         _fail("--instance-id must not be empty")
     session = instance_id if instance_id is not None else (name if urls else None)
-    return ElectionOptions(urls, name, tuple(shard or ()), lease_ttl_s, session)
+    if n_shards is not None and shard:
+        _fail("give --shard specs or --shards N, not both")
+    if only_shard is not None:
+        if not only_shard.strip():
+            _fail("--only-shard must name a shard")
+        if session is None:
+            session = f"shard-{only_shard}"
+    return ElectionOptions(
+        urls, name, tuple(shard or ()), lease_ttl_s, session, n_shards, only_shard
+    )
+
+
+def _one_shard(
+    site: Any, inventory: Any, shard_of: dict[str, str], name: str
+) -> tuple[Any, Any, dict[str, str]]:
+    """``--only-shard``: the site, inventory and shard map cut to shard ``name``."""
+    from wattwheel.runtime.shards import shard_inventory, shard_site
+
+    domains = [d for d in site.domain_names if shard_of[d] == name]
+    if not domains:
+        raise ConfigError(
+            "--only-shard", name, f"no such shard (shards: {sorted(set(shard_of.values()))})"
+        )
+    cut = shard_site(site, domains)
+    return cut, shard_inventory(inventory, cut), {d: shard_of[d] for d in domains}
 
 
 def _model_step_s(forecaster: Any) -> float | None:
@@ -504,12 +555,12 @@ async def _serve(
     from wattwheel.runtime.clock import SystemClock
     from wattwheel.runtime.inventory import default_inventory
     from wattwheel.runtime.loop import Runtime, RuntimeConfig
+    from wattwheel.runtime.shards import split_shards
     from wattwheel.runtime.state import LiveState, Overrides
     from wattwheel.runtime.workers import LoopThread
 
     scenario = load_scenario(site_path, trace)
     site = scenario.site
-    policy = make_policy(policy_name, site)
     if devices_path is None and DEFAULT_DEVICES.is_file():
         devices_path = DEFAULT_DEVICES
     if devices_path is not None:
@@ -523,7 +574,13 @@ async def _serve(
         )
         device_map = {}
         inventory = default_inventory(site, 100.0, 2000.0)
-    shard_of = shard_map(site.domain_names, election.shard_specs)
+    specs = election.shard_specs
+    if election.n_shards is not None:
+        specs = tuple(split_shards(site.domain_names, election.n_shards))
+    shard_of = shard_map(site.domain_names, specs)
+    if election.only_shard is not None:
+        site, inventory, shard_of = _one_shard(site, inventory, shard_of, election.only_shard)
+    policy = make_policy(policy_name, site)
     clock = SystemClock()
     write_timeout_s = device_timeout if election.etcd_urls else None
     # Redundant controllers: a flywheel no leader renews goes back to hold (2 ticks, >= 2 s).
@@ -541,6 +598,7 @@ async def _serve(
             etcd_urls=election.etcd_urls,
             instance_id=election.instance_id,
             ttl_s=election.ttl_s,
+            coordinator=election.only_shard is None,
         )
         wiring = build_wiring(
             device_map,
@@ -551,6 +609,7 @@ async def _serve(
             flywheel_revert_s=revert_s,
             instance_id=election.session_id,
             telemetry_store=store,
+            own_topics=election.only_shard is not None,
         )
         wiring.closers.extend(lead_closers)
         return leadership, wiring
@@ -612,6 +671,10 @@ async def _serve(
         config,
     )
     leadership.attach(runtime)
+    if election.only_shard is not None:
+        # No coordinator role: what the shard's domains share (reserve, shifts among them) is
+        # commanded while this process leads the shard.
+        runtime.coordinator = None
     learning = _start_learning(learn_opts, chosen, runtime, store, inventory, clock, step)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -627,6 +690,11 @@ async def _serve(
         f"{len(wiring.devices.telemetry)} telemetry sources; "
         f"API and dashboard on http://{host}:{port}/  (metrics: /metrics)"
     )
+    if election.only_shard is not None:
+        console.print(
+            f"  shard {election.only_shard!r} alone: domains {list(site.domain_names)}, "
+            f"{inventory.n_racks} racks, {len(inventory.servers)} servers"
+        )
     if election.etcd_urls:
         console.print(
             f"  redundancy: instance {election.instance_id!r} campaigns on etcd "

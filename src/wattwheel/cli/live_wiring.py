@@ -26,7 +26,7 @@ from wattwheel.adapters.device_map import check_device_map
 from wattwheel.adapters.etcd.client import EtcdClient, EtcdLeaseStore
 from wattwheel.adapters.modbus.client import SunSpecFlywheelClient
 from wattwheel.adapters.mqtt.client import MqttIngester
-from wattwheel.adapters.mqtt.codec import telemetry_filter
+from wattwheel.adapters.mqtt.codec import telemetry_filter, telemetry_topic
 from wattwheel.adapters.mqtt.config import broker_from_map, ingest_client_id
 from wattwheel.adapters.ports import (
     HookScheduler,
@@ -129,6 +129,7 @@ def build_wiring(
     flywheel_revert_s: int = 0,
     instance_id: str | None = None,
     telemetry_store: DurableTelemetryStore | None = None,
+    own_topics: bool = False,
 ) -> Wiring:
     """Clients for every device the map names (absent sections are simply not wired).
 
@@ -142,7 +143,8 @@ def build_wiring(
     session is its own, see :func:`~wattwheel.adapters.mqtt.config.ingest_client_id`).
     ``telemetry_store``: a durable store (``BufferedStore`` with a spill) the MQTT ingester
     writes each batch to before acknowledging it (None: acknowledged once buffered for the loop,
-    which a crash can lose)."""
+    which a crash can lose). ``own_topics``: subscribe to the MQTT topics of ``inv``'s racks
+    only (one shard's process: the broker sends it its shard's telemetry, nothing else)."""
 
     def wt(default_s: float) -> float:
         return default_s if write_timeout_s is None else min(default_s, write_timeout_s)
@@ -211,9 +213,12 @@ def build_wiring(
         # anyone on the broker can publish (DESIGN §8).
         rating_w = None if site.rack_rating_kw is None else site.rack_rating_kw * 1000.0
         gate = PlausibleSamples(inv, to_loop, time.time, rack_rating_w=rating_w)
+        topics: str | list[str] = telemetry_filter(mq["site"])
+        if own_topics:
+            topics = [telemetry_topic(mq["site"], rack) for rack in inv.rack_ids]
         ingester = MqttIngester(
             broker_from_map(mq),
-            telemetry_filter(mq["site"]),
+            topics,
             gate,
             client_id=ingest_client_id(mq["site"], instance_id),
         )
@@ -405,14 +410,15 @@ def build_leadership(
     ttl_s: int = 2,
     campaign_every_s: float | None = None,
     etcd_transport: httpx.AsyncBaseTransport | None = None,
+    coordinator: bool = True,
 ) -> tuple[Leadership, list[Callable[[], Any]]]:
     """The leadership of one instance and what to close afterwards. No etcd URL: a
-    :class:`FakeElector` leading every shard and the coordinator (a single instance)."""
+    :class:`FakeElector` leading every shard and the coordinator (a single instance).
+    ``coordinator=False`` (one shard's process): it does not campaign for the coordinator role."""
     lead = Leadership(shard_of, clock)
+    roles = [*lead.shards, COORDINATOR] if coordinator else list(lead.shards)
     if not etcd_urls:
-        lead.elector = FakeElector(
-            [*lead.shards, COORDINATOR], on_promote=lead.on_promote, on_demote=lead.on_demote
-        )
+        lead.elector = FakeElector(roles, on_promote=lead.on_promote, on_demote=lead.on_demote)
         return lead, []
     try:
         leader_key(site_name, "shard")
@@ -434,6 +440,7 @@ def build_leadership(
         site=site_name,
         shards=lead.shards,
         instance_id=instance_id,
+        coordinator=coordinator,
         timing=timing,
         campaign_every_s=campaign_every_s,
         on_promote=lead.on_promote,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from wattwheel.sim.bench import (
     BenchRun,
     ForecasterSpec,
     bench_payload,
+    default_workers,
     run_bench,
     run_policy,
     write_bench_json,
@@ -79,6 +81,17 @@ ModelOpt = Annotated[
 ]
 
 
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        help="policy runs at once, each in its own process (default: one per CPU; 1: serial, "
+        "in this process); the results are the serial ones",
+        min=1,
+    ),
+]
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
     """Turn wattwheel's own errors into one clear line and exit code 2."""
@@ -125,7 +138,7 @@ def _model_spec(model: Path | None, scenario: Scenario) -> ForecasterSpec | None
         if name == "ar":
             raise WattwheelError("--model ar needs fitting: train a model directory instead")
         return ForecasterSpec(
-            name, lambda: load_forecaster(name), {**BASELINE.trained_on, "model": name}
+            name, functools.partial(load_forecaster, name), {**BASELINE.trained_on, "model": name}
         )
     if model is None:
         found = shipped_model_for_step(scenario.dt_s)
@@ -138,7 +151,8 @@ def _model_spec(model: Path | None, scenario: Scenario) -> ForecasterSpec | None
         model = found
     path = model
     summary = training_summary(path)
-    return ForecasterSpec("lstm", lambda: load_forecaster(path), summary)
+    # A partial, not a lambda: parallel bench workers unpickle it to build their own.
+    return ForecasterSpec("lstm", functools.partial(load_forecaster, path), summary)
 
 
 def _table(run: BenchRun) -> Table:
@@ -215,6 +229,7 @@ def bench(
     ] = None,
     latency_s: LatencyOpt = None,
     schedule: ScheduleOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Run every policy on the same trace; write bench.json and report.html.
 
@@ -227,11 +242,19 @@ def bench(
             raise ConfigError("--profile", profile, "give --profile or --profiles, not both")
         spec = profiles if profiles is not None else profile
         if spec is None:
-            _bench(site, trace, out, model, policies.split(","), latency_s, schedule)
+            _bench(site, trace, out, model, policies.split(","), latency_s, schedule, workers)
         else:
             chosen = parse_profiles(spec)
             _bench_profiles(
-                site, trace, out, model, policies.split(","), chosen, latency_s, schedule
+                site,
+                trace,
+                out,
+                model,
+                policies.split(","),
+                chosen,
+                latency_s,
+                schedule,
+                workers,
             )
 
 
@@ -244,14 +267,16 @@ def _bench_profiles(
     chosen: tuple[CostProfile, ...],
     latency_s: float | None = None,
     schedule: Path | None = None,
+    workers: int | None = None,
 ) -> None:
     scenario = with_latency(load_scenario(site, trace), latency_s)
     forecaster = _model_spec(model, scenario)
     jobs = None if schedule is None else scenario_schedule(scenario, schedule)
     bar, factory = _progress()
+    n_workers = workers or default_workers(len(policies) + 1)
 
     def one(sc: Scenario) -> BenchRun:
-        return run_bench(sc, policies, forecaster, factory, jobs)
+        return run_bench(sc, policies, forecaster, factory, jobs, n_workers)
 
     with bar:
         runs = run_profiles(scenario, chosen, one)
@@ -298,6 +323,7 @@ def _bench(
     policies: list[str],
     latency_s: float | None = None,
     schedule: Path | None = None,
+    workers: int | None = None,
 ) -> BenchRun:
     scenario = with_latency(load_scenario(site, trace), latency_s)
     spec = _model_spec(model, scenario)
@@ -308,7 +334,9 @@ def _bench(
         console.print(f"predictive forecaster: {spec.name}, its model trained on {names}")
     bar, factory = _progress()
     with bar:
-        run = run_bench(scenario, policies, spec, factory, jobs)
+        run = run_bench(
+            scenario, policies, spec, factory, jobs, workers or default_workers(len(policies) + 1)
+        )
     out.mkdir(parents=True, exist_ok=True)
     write_bench_json(out / "bench.json", run)
     write_report(
@@ -333,16 +361,22 @@ def _timing_note(run: BenchRun) -> None:
                 f", planning solves: {t['decide_calls_with_forecast']:.0f}, median "
                 f"{t['decide_ms_median']:.1f} ms, p99 {t['decide_ms_p99']:.1f} ms"
             )
-        console.print(f"  {name}: {t['us_per_step_per_domain']:.0f} µs per step per domain{extra}")
+        console.print(
+            f"  {name}: {t['ms_per_step']:.2f} ms per step, "
+            f"{t['us_per_step_per_domain']:.0f} µs per step per domain{extra}"
+        )
+    where = "serially" if run.workers == 1 else f"in {run.workers} processes"
+    console.print(f"  all runs {where}: {run.wall_seconds:.1f} s")
 
 
 @app.command()
 def demo(
     out: OutOpt = Path("out/demo"),
     scenario: Annotated[str, typer.Option("--scenario", help="bundled scenario")] = "cella-oversub",
+    workers: WorkersOpt = None,
 ) -> None:
     """Bench every policy on the bundled default scenario and print the table."""
     with _errors():
         path = bundled_site(scenario)
         console.print(f"wattwheel demo: {path.parent.name} ({path})")
-        _bench(path, None, out, None, list(ALL_POLICIES))
+        _bench(path, None, out, None, list(ALL_POLICIES), workers=workers)

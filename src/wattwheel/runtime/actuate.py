@@ -53,9 +53,9 @@ def plan_caps(
     unmet = 0.0
     unknown = np.zeros(len(inv.servers), dtype=bool) if guessed is None else guessed
     for d in np.flatnonzero(cap_kw > MIN_CAP_KW):
-        members = np.flatnonzero(inv.server_domain == d)
+        members, ids, racks_of = inv.domain_servers(int(d))
         budget = max(float(server_demand_w[members].sum()) - float(cap_kw[d]) * 1000.0, 0.0)
-        alloc = allocate(_servers(inv, members, server_demand_w, unknown), budget)
+        alloc = allocate(_servers(inv, members, server_demand_w, unknown, ids, racks_of), budget)
         served = alloc.unmet_demand_w <= 1e-6
         # Critical servers are served first and never limited: leave them uncapped.
         free = inv.critical[members] | (unknown[members] & served)
@@ -85,6 +85,8 @@ def _servers(
     members: NDArray[np.int64],
     demand_w: FloatArray,
     guessed: BoolArray | None = None,
+    server_ids: tuple[str, ...] | None = None,
+    rack_ids: tuple[str, ...] | None = None,
 ) -> Servers:
     priority = inv.priority[members]
     if guessed is not None and priority.size:
@@ -92,8 +94,14 @@ def _servers(
         lift = int(priority.max()) - int(priority.min()) + 1
         priority = priority + lift * guessed[members].astype(priority.dtype)
     return Servers(
-        server_ids=tuple(inv.servers[i].server_id for i in members),
-        rack_ids=tuple(inv.servers[i].rack_id for i in members),
+        server_ids=(
+            server_ids
+            if server_ids is not None
+            else tuple(inv.servers[i].server_id for i in members)
+        ),
+        rack_ids=rack_ids
+        if rack_ids is not None
+        else tuple(inv.servers[i].rack_id for i in members),
         demand_w=np.maximum(np.nan_to_num(demand_w[members]), 0.0),
         min_cap_w=inv.min_cap_w[members],
         max_cap_w=inv.max_cap_w[members],

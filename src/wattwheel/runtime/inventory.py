@@ -76,6 +76,7 @@ class Inventory:
         self.servers_per_rack = np.bincount(self.server_rack, minlength=len(self.rack_ids))
         self.n_domains = len(domain_racks)
         self._outlets: dict[str, ServerInfo] | None = None
+        self._domain_servers: dict[int, tuple[IntArray, tuple[str, ...], tuple[str, ...]]] = {}
 
     @property
     def n_racks(self) -> int:
@@ -86,6 +87,20 @@ class Inventory:
         if self._outlets is None:
             self._outlets = {s.outlet: s for s in self.servers if s.outlet is not None}
         return self._outlets
+
+    def domain_servers(self, d: int) -> tuple[IntArray, tuple[str, ...], tuple[str, ...]]:
+        """Domain ``d``'s server indices, their ids and their racks (built once: a tick that caps
+        a domain of 4,000 servers must not rebuild them; do not mutate)."""
+        found = self._domain_servers.get(d)
+        if found is None:
+            members = np.flatnonzero(self.server_domain == d)
+            found = (
+                members,
+                tuple(self.servers[i].server_id for i in members),
+                tuple(self.servers[i].rack_id for i in members),
+            )
+            self._domain_servers[d] = found
+        return found
 
     def to_json(self) -> list[dict[str, Any]]:
         return [asdict(s) for s in self.servers]

@@ -408,6 +408,7 @@ class Runtime:
                 self.actuator.rack_budgets_w,
                 self.decider.latest_forecast,
                 self._ticks,
+                seen.valid_blocks,
             )
 
     def _set_mode(self, mode: Mode) -> Mode:

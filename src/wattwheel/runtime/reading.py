@@ -14,7 +14,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -29,7 +29,7 @@ from wattwheel.runtime.inventory import Inventory
 from wattwheel.runtime.ledger import Ledger, ModelledReserve
 from wattwheel.runtime.ports import FlywheelPort, FlywheelStatusW, ReservePort, ReserveStatus
 from wattwheel.runtime.state import LiveState, Overrides
-from wattwheel.runtime.telemetry import DemandView, TelemetryView
+from wattwheel.runtime.telemetry import DemandView, SampleBlock, TelemetryView
 from wattwheel.runtime.workers import FlywheelWorker
 
 FloatArray = NDArray[np.float64]
@@ -60,6 +60,8 @@ class Reading:
     flywheels: dict[str, FlywheelStatusW | None]
     reserve: dict[str, ReserveStatus] | None
     stored: frozenset[int] = frozenset()
+    #: readings that came as arrays (:class:`SampleBlock`, the fast path)
+    blocks: list[SampleBlock] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class Observed:
     #: The samples the view believed and the tick stores (only believed samples are stored as
     #: readings, DESIGN §8; those their source stored already are left out).
     valid_samples: list[PowerSample]
+    #: the rows of the blocks the view believed (to store), as blocks
+    valid_blocks: list[SampleBlock] = field(default_factory=list)
 
 
 class Reader:
@@ -120,7 +124,7 @@ class Reader:
             rack_rating_w=None if site.rack_rating_kw is None else site.rack_rating_kw * 1000.0,
         )
         #: Buffers of the sources polled in the background (the tick drains them).
-        self.polled: dict[str, deque[PowerSample]] = {}
+        self.polled: dict[str, deque[PowerSample | SampleBlock]] = {}
         #: Sources a background poller reads now (the tick does not read them inline).
         self.polling: set[str] = set()
         #: Flywheels read (and commanded) by their own worker.
@@ -134,7 +138,8 @@ class Reader:
         t = self.device_timeout_s
         empty: list[PowerSample] = []
         stored: list[PowerSample] = []
-        polled = self._drain_polled(stored)
+        blocks: list[SampleBlock] = []
+        polled = self._drain_polled(stored, blocks)
         inline = [(n, src) for n, src in self.telemetry.items() if n not in self.polling]
         tele = asyncio.gather(
             *(
@@ -163,12 +168,19 @@ class Reader:
         for (_, src), batch in zip(inline, batches, strict=True):
             if _stores_own(src):
                 stored.extend(batch)
-        samples = polled + [s for batch in batches for s in batch]
+        samples = polled
+        for batch in batches:
+            for s in batch:
+                if isinstance(s, SampleBlock):
+                    blocks.append(s)
+                else:
+                    samples.append(s)
         return Reading(
             samples,
             {**cached, **dict(zip(inline_fly, statuses, strict=True))},
             reserve,
             frozenset(id(s) for s in stored),
+            blocks,
         )
 
     def _count_rejected_messages(self) -> None:
@@ -189,21 +201,29 @@ class Reader:
                         f"counted in errors 'input'): {rejection.detail}",
                     )
 
-    def _drain_polled(self, stored: list[PowerSample]) -> list[PowerSample]:
-        """Everything the background pollers read; those of self-storing sources also go to
-        ``stored``."""
+    def _drain_polled(
+        self, stored: list[PowerSample], blocks: list[SampleBlock]
+    ) -> list[PowerSample]:
+        """Everything the background pollers read (readings as arrays go to ``blocks``); the
+        samples of self-storing sources also go to ``stored``."""
         # popleft is atomic: a poller thread may append while we drain.
         out: list[PowerSample] = []
         for name, buffer in self.polled.items():
             start = len(out)
             for _ in range(len(buffer)):
-                out.append(buffer.popleft())
+                item = buffer.popleft()
+                if isinstance(item, SampleBlock):
+                    blocks.append(item)
+                else:
+                    out.append(item)
             if _stores_own(self.telemetry.get(name)):
                 stored.extend(out[start:])
         return out
 
-    def buffer_for(self, name: str) -> deque[PowerSample]:
-        """The buffer of a source polled in the background (the tick stops reading it inline)."""
+    def buffer_for(self, name: str) -> deque[PowerSample | SampleBlock]:
+        """The buffer of a source polled in the background (the tick stops reading it inline);
+        a source that pushes its readings may append to it (samples or blocks) from any
+        thread."""
         return self.polled.setdefault(name, deque(maxlen=POLL_BUFFER))
 
     async def poll(
@@ -227,8 +247,15 @@ class Reader:
         samples = reading.samples
         ok = self.view.ingest(samples, now_s)
         valid = [s for s, good in zip(samples, ok, strict=True) if good]
-        self.state.count_telemetry(len(valid))
-        rejected = len(samples) - len(valid)
+        valid_blocks: list[SampleBlock] = []
+        rows = rows_ok = 0
+        for block in reading.blocks:
+            kept = self.view.ingest_block(block, now_s)
+            rows, rows_ok = rows + len(block), rows_ok + int(kept.sum())
+            if kept.any() and id(block) not in reading.stored:
+                valid_blocks.append(block.select(kept))
+        self.state.count_telemetry(len(valid) + rows_ok)
+        rejected = len(samples) - len(valid) + rows - rows_ok
         if rejected:
             self.state.count_error("input", rejected)
         view = self.view.demand(now_s)
@@ -260,7 +287,7 @@ class Reader:
             stale=view.stale,
         )
         to_store = [s for s in valid if id(s) not in reading.stored] if reading.stored else valid
-        return Observed(obs, kes_power, res_kw, view, to_store)
+        return Observed(obs, kes_power, res_kw, view, to_store, valid_blocks)
 
     def _kes(
         self, fly: dict[str, FlywheelStatusW | None]

@@ -28,7 +28,7 @@ from wattwheel.runtime.ledger import Ledger
 from wattwheel.runtime.ports import RecordSink
 from wattwheel.runtime.snapshots import domain_snapshots, forecast_bands, rack_snapshots
 from wattwheel.runtime.state import EventRecord, LiveState, Mode, decision_records
-from wattwheel.runtime.telemetry import DemandView
+from wattwheel.runtime.telemetry import DemandView, SampleBlock
 
 FloatArray = NDArray[np.float64]
 
@@ -38,6 +38,8 @@ class Outbox:
     """Rows waiting for the next store flush."""
 
     telemetry: list[PowerSample] = field(default_factory=list)
+    #: readings that came as arrays: made rows in the flush's worker thread, off the tick
+    blocks: list[SampleBlock] = field(default_factory=list)
     decisions: list[Any] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
     forecasts: list[Forecast] = field(default_factory=list)
@@ -112,6 +114,7 @@ class Recorder:
         rack_budgets_w: Mapping[str, float],
         forecast: Forecast | None,
         tick_no: int,
+        blocks: list[SampleBlock] | None = None,
     ) -> None:
         """Snapshots for the API and the audit rows of this tick."""
         bands = forecast_bands(forecast, self.domain_ids)
@@ -132,6 +135,8 @@ class Recorder:
         self.state.record_decisions(records)
         self.out.decisions.extend(records)
         self.out.telemetry.extend(samples)
+        if blocks:
+            self.out.blocks.extend(blocks)
 
     # ------------------------------------------------------------------ store
     async def flush(self) -> None:
@@ -142,8 +147,9 @@ class Recorder:
         sink = self.sink
 
         def write() -> None:
-            if out.telemetry:
-                sink.write_telemetry(out.telemetry)
+            rows = out.telemetry + [s for b in out.blocks for s in b.samples()]
+            if rows:
+                sink.write_telemetry(rows)
             for fc in out.forecasts:
                 sink.write_forecast(fc)
             if out.decisions:

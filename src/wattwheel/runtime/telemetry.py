@@ -68,9 +68,101 @@ class DemandView:
     known: BoolArray
 
 
+@dataclass(frozen=True, eq=False)
+class SampleBlock:
+    """Readings of one kind from one source as arrays: what a device that reads many racks or
+    servers at once hands the tick (the fast path: no object per reading). A source that
+    reads the same racks/servers every time should pass the same ``rack_ids`` and
+    ``server_ids`` tuples: the view resolves them to rows once.
+
+    Attributes:
+        source, kind: as :class:`PowerSample`'s, for every row.
+        rack_ids: (N,) the rack of each row.
+        server_ids: (N,) the server or outlet id of each row; None: rack/PDU totals.
+        power_w, timestamp_s: (N,) the readings and when they were taken (epoch s).
+    """
+
+    source: str
+    kind: str
+    rack_ids: tuple[str, ...]
+    server_ids: tuple[str | None, ...] | None
+    power_w: FloatArray
+    timestamp_s: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.rack_ids)
+
+    def sample(self, k: int) -> PowerSample:
+        """Row ``k`` as a :class:`PowerSample` (for messages and the store)."""
+        server = None if self.server_ids is None else self.server_ids[k]
+        return PowerSample(
+            self.source,
+            self.rack_ids[k],
+            server,
+            float(self.timestamp_s[k]),
+            float(self.power_w[k]),
+            self.kind,
+        )
+
+    def samples(self) -> list[PowerSample]:
+        return [self.sample(k) for k in range(len(self))]
+
+    def select(self, keep: BoolArray) -> SampleBlock:
+        """The rows where ``keep`` is set (the same block when it keeps every row)."""
+        if bool(keep.all()):
+            return self
+        rows = np.flatnonzero(keep)
+        return SampleBlock(
+            self.source,
+            self.kind,
+            tuple(self.rack_ids[i] for i in rows),
+            None if self.server_ids is None else tuple(self.server_ids[i] for i in rows),
+            self.power_w[rows],
+            self.timestamp_s[rows],
+        )
+
+
+#: Row targets of the blocks seen lately, per (source, kind, racks, servers).
+BLOCK_MEMO_MAX = 256
+
+
 def outlet_servers(inventory: Inventory) -> dict[str, int]:
     """Outlet key (``"<rack>/<n>"``) -> index of the server behind it."""
     return {s.outlet: i for i, s in enumerate(inventory.servers) if s.outlet is not None}
+
+
+#: Where one sample goes: (table, row, the most it may plausibly read in W); see sample_targets.
+Target = tuple[int, int, float]
+#: Memoised targets kept per view before the memo is cleared (ids a sender made up must not
+#: grow it without bound).
+MEMO_MAX = 1_000_000
+
+
+def _target(
+    inv: Inventory,
+    outlet_server: dict[str, int],
+    s: PowerSample,
+    max_power_w: float,
+    rating: float,
+) -> Target:
+    kind, over_mqtt = s.kind, s.source.startswith("mqtt")
+    limit = min(max_power_w, rating)
+    if kind == "server":
+        i = inv.server_index.get(s.server_id or "", -1)
+        if i >= 0:
+            return (_MQTT_SERVER if over_mqtt else _SERVER), i, limit
+    elif kind == "outlet" and not over_mqtt:
+        # SNMP outlets arrive as "outlet-<n>"; the inventory names them "<rack>/<n>".
+        key = f"{s.rack_id}/{(s.server_id or '').removeprefix('outlet-')}"
+        j = outlet_server.get(key, -1)
+        if j >= 0:
+            return _OUTLET, j, limit
+    elif kind in ("pdu", "rack"):
+        r = inv.rack_index.get(s.rack_id, -1)
+        if r >= 0:
+            servers = max(int(inv.servers_per_rack[r]), 1)
+            return (_MQTT_RACK if over_mqtt else _PDU), r, min(max_power_w * servers, rating)
+    return -1, 0, limit
 
 
 def sample_targets(
@@ -79,34 +171,31 @@ def sample_targets(
     samples: Sequence[PowerSample],
     max_power_w: float,
     rack_rating_w: float | None,
+    memo: dict[tuple[str, str, str, str | None], Target] | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]:
     """Per sample: which table it updates (-1: an unknown rack/server/outlet, or an outlet
-    claimed over MQTT), the row, and the most it may plausibly read (W)."""
-    sidx, ridx = inv.server_index, inv.rack_index
-    n = len(samples)
-    table = np.full(n, -1, dtype=np.int64)
-    index = np.zeros(n, dtype=np.int64)
+    claimed over MQTT), the row, and the most it may plausibly read (W).
+
+    ``memo`` (owned by the caller, for one inventory and bounds) remembers each (source, kind,
+    rack, server)'s target: a tick of 40,000 BMC readings then costs one lookup per reading."""
     rating = math.inf if rack_rating_w is None else rack_rating_w
-    limit = np.full(n, min(max_power_w, rating))
-    for k, s in enumerate(samples):
-        kind, over_mqtt = s.kind, s.source.startswith("mqtt")
-        if kind == "server":
-            i = sidx.get(s.server_id or "", -1)
-            if i >= 0:
-                table[k], index[k] = (_MQTT_SERVER if over_mqtt else _SERVER), i
-        elif kind == "outlet" and not over_mqtt:
-            # SNMP outlets arrive as "outlet-<n>"; the inventory names them "<rack>/<n>".
-            key = f"{s.rack_id}/{(s.server_id or '').removeprefix('outlet-')}"
-            j = outlet_server.get(key, -1)
-            if j >= 0:
-                table[k], index[k] = _OUTLET, j
-        elif kind in ("pdu", "rack"):
-            r = ridx.get(s.rack_id, -1)
-            if r >= 0:
-                table[k], index[k] = (_MQTT_RACK if over_mqtt else _PDU), r
-                servers = max(int(inv.servers_per_rack[r]), 1)
-                limit[k] = min(max_power_w * servers, rating)
-    return table, index, limit
+    n = len(samples)
+    if memo is None:
+        rows = [_target(inv, outlet_server, s, max_power_w, rating) for s in samples]
+    else:
+        if len(memo) > MEMO_MAX:
+            memo.clear()
+        rows = []
+        for s in samples:
+            key = (s.source, s.kind, s.rack_id, s.server_id)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = _target(inv, outlet_server, s, max_power_w, rating)
+            rows.append(hit)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+    arr = np.array(rows, dtype=float).reshape(n, 3)
+    return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2].copy()
 
 
 class PlausibleSamples:
@@ -229,6 +318,11 @@ class TelemetryView:
         self.caps_replaced_s = np.full((n, CAP_HISTORY), -math.inf)
         self.ever_read = np.zeros(r, dtype=bool)
         self._outlet_server = outlet_servers(inventory)
+        self._memo: dict[tuple[str, str, str, str | None], Target] = {}
+        self._block_memo: dict[
+            tuple[str, str, tuple[str, ...], tuple[str | None, ...] | None],
+            tuple[NDArray[np.int64], NDArray[np.int64], FloatArray],
+        ] = {}
         self.rejected: dict[str, int] = {}
         self._logged_codes: set[str] = set()
         #: per cross-checked source: rack-ticks it disagreed with the meter, and where it does
@@ -251,13 +345,47 @@ class TelemetryView:
         table, index, limit = self._targets(samples)
         power = np.fromiter((s.power_w for s in samples), float, n)
         ts = np.fromiter((s.timestamp_s for s in samples), float, n)
+        return self._ingest_rows(table, index, limit, power, ts, now_s, samples.__getitem__)
+
+    def ingest_block(self, block: SampleBlock, now_s: float) -> BoolArray:
+        """:meth:`ingest` for a :class:`SampleBlock`: its rows are resolved to the view's
+        tables once per (source, kind, racks, servers), then every check runs on its arrays."""
+        if len(block) == 0:
+            return np.zeros(0, dtype=bool)
+        key = (block.source, block.kind, block.rack_ids, block.server_ids)
+        targets = self._block_memo.get(key)
+        if targets is None:
+            if len(self._block_memo) >= BLOCK_MEMO_MAX:
+                self._block_memo.clear()
+            targets = self._block_memo[key] = sample_targets(
+                self.inv,
+                self._outlet_server,
+                block.samples(),
+                self.max_power_w,
+                self.rack_rating_w,
+            )
+        table, index, limit = targets
+        power = np.asarray(block.power_w, dtype=float)
+        ts = np.asarray(block.timestamp_s, dtype=float)
+        return self._ingest_rows(table, index, limit, power, ts, now_s, block.sample)
+
+    def _ingest_rows(
+        self,
+        table: NDArray[np.int64],
+        index: NDArray[np.int64],
+        limit: FloatArray,
+        power: FloatArray,
+        ts: FloatArray,
+        now_s: float,
+        sample_at: Callable[[int], PowerSample],
+    ) -> BoolArray:
         ok = (
             plausible(power, ts, limit, now_s, self.rules)
             & (now_s - ts <= self.max_age_s)
             & (table >= 0)
         )
         for k in np.flatnonzero(~ok):
-            self._explain(samples[int(k)], now_s, float(limit[k]), int(table[k]))
+            self._explain(sample_at(int(k)), now_s, float(limit[k]), int(table[k]))
         # A reading dated (within the allowed skew) in the future counts as taken now: it must
         # not stay "fresh" longer, nor shadow the next true reading.
         ts = np.minimum(ts, now_s)
@@ -290,7 +418,12 @@ class TelemetryView:
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]:
         """Per sample: which table it updates (-1: unknown), the row, the plausible maximum."""
         return sample_targets(
-            self.inv, self._outlet_server, samples, self.max_power_w, self.rack_rating_w
+            self.inv,
+            self._outlet_server,
+            samples,
+            self.max_power_w,
+            self.rack_rating_w,
+            self._memo,
         )
 
     def _explain(self, s: PowerSample, now_s: float, limit: float, table: int) -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import multiprocessing as mp
+import os
 import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,9 @@ class BenchRun:
     results: dict[str, SimResult]
     forecaster_names: dict[str, str]
     forecaster_training: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: processes the policy runs used, and the whole bench's wall time (s)
+    workers: int = 1
+    wall_seconds: float = 0.0
 
 
 def with_schedule(spec: ForecasterSpec, schedule: JobSchedule) -> ForecasterSpec:
@@ -62,11 +70,14 @@ def with_schedule(spec: ForecasterSpec, schedule: JobSchedule) -> ForecasterSpec
         **spec.trained_on,
         "schedule": f"{schedule.n_jobs} known jobs, each used from its submission time on",
     }
+    # A partial, not a lambda: parallel bench workers unpickle it to build their own.
     return ForecasterSpec(
-        f"{spec.name}+schedule",
-        lambda: ScheduleAwareForecaster(spec.build(), schedule),
-        trained,
+        f"{spec.name}+schedule", functools.partial(_scheduled, spec.build, schedule), trained
     )
+
+
+def _scheduled(build: Callable[[], Forecaster], schedule: JobSchedule) -> Forecaster:
+    return ScheduleAwareForecaster(build(), schedule)
 
 
 def baseline_forecaster() -> Forecaster:
@@ -127,18 +138,46 @@ def with_power_floor(scenario: Scenario, floor: PowerFloor) -> tuple[Scenario, f
     return dataclasses.replace(scenario, demand_kw=floored), burned
 
 
+def _run_planned(
+    scenario: Scenario,
+    name: str,
+    spec: ForecasterSpec | None,
+    progress: Callable[[int], None] | None,
+) -> SimResult:
+    """One policy run with a forecaster built fresh for it (in this process or a worker's)."""
+    forecaster = spec.build() if spec is not None else None
+    return run_policy(scenario, name, forecaster, progress)
+
+
+def default_workers(runs: int) -> int:
+    """Worker processes for ``runs`` independent policy runs: one per CPU this process may use,
+    at most one per run."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, runs))
+
+
 def run_bench(
     scenario: Scenario,
     policies: Sequence[str] = ALL_POLICIES,
     model: ForecasterSpec | None = None,
     progress: ProgressFactory | None = None,
     schedule: JobSchedule | None = None,
+    workers: int = 1,
 ) -> BenchRun:
     """Every policy on the same trace, each forecasting run with a forecaster built fresh for
     it (results do not depend on the order of the runs). With a trained model, ``predictive``
     uses it and ``predictive+persistence`` shows the same controller on the baseline. With a
     ``schedule``, ``predictive+schedule`` is the same controller planning on the same
-    forecaster plus the known jobs' load."""
+    forecaster plus the known jobs' load.
+
+    ``workers`` > 1 runs the policies in that many worker processes at once (spawned: each
+    builds its own forecaster from ``model.build``, which must then be picklable, e.g. a
+    module-level function or a :func:`functools.partial` of one). The runs share nothing, so
+    the results are those of the serial runs; a run's progress is reported when it ends.
+    """
     plan: list[tuple[str, ForecasterSpec | None, str]] = []
     for name in policies:
         base = name.split("+")[0]  # a suffix (``+floor``) keeps the base policy's forecaster
@@ -154,19 +193,34 @@ def run_bench(
             continue  # not tractable: skipped, and the report says so by its absence
         else:
             plan.append((name, None, "truth" if base in ("oracle", "optimum") else "-"))
+    started = time.perf_counter()
+    workers = max(1, min(workers, len(plan)))
     results: dict[str, SimResult] = {}
     names: dict[str, str] = {}
     training: dict[str, Mapping[str, Any]] = {}
     steps = scenario.demand_kw.shape[0]
+    callbacks = {name: progress(name, steps) if progress else None for name, _, _ in plan}
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {
+                name: pool.submit(_run_planned, scenario, name, spec, None)
+                for name, spec, _ in plan
+            }
+            for name, future in futures.items():
+                results[name] = future.result()
+                cb = callbacks[name]
+                if cb is not None:
+                    cb(steps)
+    else:
+        for name, spec, _ in plan:
+            results[name] = _run_planned(scenario, name, spec, callbacks[name])
     for name, spec, fc_name in plan:
-        cb = progress(name, steps) if progress else None
-        forecaster = spec.build() if spec is not None else None
-        results[name] = run_policy(scenario, name, forecaster, cb)
         names[name] = fc_name
         if spec is not None:
             training[name] = dict(spec.trained_on)
+    results = {name: results[name] for name, _, _ in plan}
     add_grid_signal_metrics(scenario, results)
-    return BenchRun(scenario, results, names, training)
+    return BenchRun(scenario, results, names, training, workers, time.perf_counter() - started)
 
 
 def add_grid_signal_metrics(scenario: Scenario, results: Mapping[str, SimResult]) -> None:
@@ -221,6 +275,7 @@ def bench_payload(run: BenchRun) -> dict[str, Any]:
         steps = res.site_metrics["steps"]
         timing[name] = {
             "wall_seconds": res.site_metrics["wall_seconds"],
+            "ms_per_step": 1e3 * res.site_metrics["wall_seconds"] / steps,
             "us_per_step_per_domain": 1e6 * res.site_metrics["wall_seconds"] / (steps * n_dom),
             **_solver_stats(res.solver_seconds),
         }
@@ -234,6 +289,9 @@ def bench_payload(run: BenchRun) -> dict[str, Any]:
             # The age of the measurements every policy acted on (DESIGN §8 "Information").
             "measurement_latency_s": sc.site.measurement_latency_s,
             "flywheel_presets": _presets(sc),
+            # Policy runs in parallel processes: each run's wall time is its own process's.
+            "bench_workers": run.workers,
+            "bench_wall_seconds": round(run.wall_seconds, 3),
         },
         "timing": timing,
         "site": {

@@ -164,7 +164,7 @@ class MqttIngester:
     def __init__(
         self,
         broker: BrokerAddress,
-        topic_filter: str,
+        topic_filter: str | Sequence[str],
         sink: Sink,
         *,
         client_id: str = "wattwheel-ingest",
@@ -213,7 +213,10 @@ class MqttIngester:
         async with client:
             self.stats.connections += 1
             self._outage.recovered()
-            await client.subscribe(self.topic_filter, qos=1)
+            if isinstance(self.topic_filter, str):
+                await client.subscribe(self.topic_filter, qos=1)
+            else:  # one shard's racks: a topic each, in one SUBSCRIBE
+                await client.subscribe([(topic, 1) for topic in self.topic_filter])
             self.subscribed.set()
             flusher = asyncio.create_task(self._flush_forever(client))
             try:

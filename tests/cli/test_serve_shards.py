@@ -1,0 +1,91 @@
+"""``serve --only-shard``: a process runs one shard's domains, racks and MQTT topics, with its
+own MQTT session and spill journal, and never campaigns for the site coordinator role."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import typer
+
+from wattwheel.cli.live_cmds import _election_options, _one_shard
+from wattwheel.cli.live_wiring import build_leadership, build_wiring, shard_map
+from wattwheel.domain.errors import ConfigError
+from wattwheel.domain.site import parse_site
+from wattwheel.domain.trace import Trace
+from wattwheel.runtime.clock import FakeClock
+from wattwheel.runtime.inventory import default_inventory
+from wattwheel.runtime.leader import COORDINATOR
+from wattwheel.runtime.shards import split_shards
+from wattwheel.sim.scenario import build_scenario
+
+SITE = """
+[site]
+name = "w"
+servers_per_rack = 2
+[reserve]
+capacity_kw = 50
+[domain_defaults.kes]
+modules = 1
+module_power_kw = 20
+module_energy_kwh = 1
+[[domains]]
+name = "A"
+racks = ["a1", "a2"]
+primary_capacity_kw = 100
+[[domains]]
+name = "B"
+racks = ["b1"]
+primary_capacity_kw = 100
+[[domains]]
+name = "C"
+racks = ["c1"]
+primary_capacity_kw = 100
+"""
+
+
+def _site():  # type: ignore[no-untyped-def]
+    racks = ("a1", "a2", "b1", "c1")
+    power = np.full((2, 4), 40_000.0)
+    return build_scenario(parse_site(SITE), Trace(np.array([0.0, 300.0]), racks, power)).site
+
+
+def test_one_shard_cuts_the_site_the_inventory_and_the_shard_map() -> None:
+    site = _site()
+    inv = default_inventory(site, 100.0, 2_000.0)
+    shard_of = shard_map(site.domain_names, split_shards(site.domain_names, 2))
+    assert shard_of == {"A": "s0", "B": "s0", "C": "s1"}
+    cut, mine, lead = _one_shard(site, inv, shard_of, "s1")
+    assert cut.domain_names == ("C",) and mine.rack_ids == ("c1",) and lead == {"C": "s1"}
+    assert {s.rack_id for s in mine.servers} == {"c1"}
+    with pytest.raises(ConfigError, match="no such shard"):
+        _one_shard(site, inv, shard_of, "s7")
+
+
+def test_a_shard_process_has_its_own_session_and_no_coordinator_campaign() -> None:
+    election = _election_options(None, None, None, 3, 0.5, 2, "s1")
+    assert election.session_id == "shard-s1" and election.only_shard == "s1"
+    assert election.n_shards == 2
+    # --instance-id still names the session.
+    assert _election_options(None, "ctl-x", None, 3, 0.5, None, "s1").session_id == "ctl-x"
+    with pytest.raises(typer.Exit):
+        _election_options(None, None, ["s0=A"], 3, 0.5, 2, None)  # specs and --shards
+    lead, _ = build_leadership("w", {"C": "s1"}, FakeClock(), instance_id="i", coordinator=False)
+    assert lead.elector is not None and COORDINATOR not in lead.elector.roles
+    lead, _ = build_leadership("w", {"C": "s1"}, FakeClock(), instance_id="i")
+    assert lead.elector is not None and COORDINATOR in lead.elector.roles
+
+
+def test_a_shard_process_subscribes_to_its_racks_topics_only() -> None:
+    site = _site()
+    inv = default_inventory(site, 100.0, 2_000.0)
+    cut, mine, _ = _one_shard(site, inv, {"A": "s0", "B": "s0", "C": "s1"}, "s0")
+    mqtt = {"host": "127.0.0.1", "port": 1, "site": "w"}
+    [bg] = build_wiring({"mqtt": mqtt}, cut, mine, own_topics=True).background
+    ingester = bg.run.__self__  # type: ignore[attr-defined]
+    assert ingester.topic_filter == [
+        "wattwheel/w/telemetry/a1",
+        "wattwheel/w/telemetry/a2",
+        "wattwheel/w/telemetry/b1",
+    ]
+    [bg] = build_wiring({"mqtt": mqtt}, site, inv).background
+    assert bg.run.__self__.topic_filter == "wattwheel/w/telemetry/+"  # type: ignore[attr-defined]
