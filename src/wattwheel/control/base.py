@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from wattwheel.domain.converter import ConverterSettings
 from wattwheel.domain.reserve import RESERVE_OFF, RESERVE_ON, RESERVE_STARTING, RESERVE_WARM
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
@@ -101,6 +102,9 @@ class Decision:
         soc_target: the SoC the planner wants (reporting and recharge target).
         reasons: one line per domain explaining the decision (audit log).
         reserve_warm: ask for the reserve to be pre-warmed (None: no); never a start.
+        converter: parameters for the flywheel converter's own loop (None: no such loop; the
+            bank follows ``kes_kw``). When set, the converter decides the bank's power on its
+            own measurement (:mod:`wattwheel.domain.converter`) and ``kes_kw`` is ignored.
     """
 
     kes_kw: FloatArray
@@ -114,6 +118,7 @@ class Decision:
     soc_target: FloatArray
     reasons: tuple[str, ...] = field(default=())
     reserve_warm: BoolArray | None = None
+    converter: ConverterSettings | None = None
 
     @staticmethod
     def idle(n_domains: int) -> Decision:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wattwheel.control.base import Policy
+from wattwheel.control.converter_policy import ConverterPolicy
 from wattwheel.control.predictive import PredictivePolicy
 from wattwheel.control.seed import SeedPolicy
 from wattwheel.control.simple import NonePolicy, ReactivePolicy
+from wattwheel.domain.converter import ConverterSpec
 from wattwheel.domain.errors import ConfigError
 from wattwheel.domain.site import SiteParams
 
@@ -17,6 +19,11 @@ POLICIES: dict[str, Callable[[SiteParams], Policy]] = {
     "seed": SeedPolicy,
     "predictive": PredictivePolicy,
     "oracle": lambda site: PredictivePolicy(site, name="oracle"),
+    # Issue 10: storage through the flywheel converter's own loop (HPMC sets parameters).
+    "converter": ConverterPolicy,
+    "converter-parallel": lambda site: ConverterPolicy(
+        site, ConverterSpec(topology="parallel"), name="converter-parallel"
+    ),
 }
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wattwheel.control.base import RESERVE_ON, Decision, Observation
-from wattwheel.domain import breaker, flywheel
+from wattwheel.domain import breaker, converter, flywheel
 from wattwheel.domain.debt import DebtBook
 from wattwheel.domain.metrics import MetricsAccumulator
 from wattwheel.domain.reserve import ReserveMachine
@@ -84,7 +84,13 @@ class _Lagged:
 class Plant:
     """Mutable plant state for one simulation run."""
 
-    def __init__(self, site: SiteParams, dt_s: float, lag_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        site: SiteParams,
+        dt_s: float,
+        lag_s: float = 0.0,
+        converter_spec: converter.ConverterSpec | None = None,
+    ) -> None:
         d = site.n_domains
         if not 0.0 <= lag_s < dt_s:
             raise ValueError(f"lag_s must be in [0, dt_s): {lag_s} vs {dt_s}")
@@ -104,6 +110,9 @@ class Plant:
         self.heat = np.zeros(d)
         self.last_grid_kw = np.zeros(d)
         self.metrics = MetricsAccumulator(d)
+        #: The flywheel converter's own loop (used when a decision carries its settings).
+        self.converter_spec = converter_spec or converter.ConverterSpec()
+        self._converter: converter.ConverterState | None = None
 
     @property
     def now_s(self) -> float:
@@ -175,7 +184,10 @@ class Plant:
         was_on = self.reserve_mode == RESERVE_ON
         lagged = self._lag_part(base_kw, np.maximum(movable - defer_kw, 0.0), was_on, standby_kw)
         rest = dt - lag
-        fw = flywheel.step(site.kes, self.soc, dec.kes_kw, rest, standby_kw)
+        setpoint = dec.kes_kw
+        if dec.converter is not None:
+            setpoint = self._converter_setpoint(net_kw, dec.converter, rest, standby_kw)
+        fw = flywheel.step(site.kes, self.soc, setpoint, rest, standby_kw)
         self.soc = fw.soc
         machine = self.reserve
         before_meter = _reserve_meter(machine)
@@ -222,6 +234,32 @@ class Plant:
             mode,
             trips,
         )
+
+    def _converter_setpoint(
+        self,
+        load_kw: FloatArray,
+        settings: converter.ConverterSettings,
+        rest_s: float,
+        standby_kw: FloatArray,
+    ) -> FloatArray:
+        """The bank's mean power over the rest of the step as the converter's own loop sets
+        it on the true load (its control periods inside the step, its own latency)."""
+        spec, kes = self.converter_spec, self.site.kes
+        if self._converter is None:
+            self._converter = converter.ConverterState.start(spec, load_kw)
+        periods = max(int(round(rest_s / spec.control_period_s)), 1)
+        out = converter.run(
+            spec,
+            settings,
+            self._converter,
+            load_kw,
+            periods,
+            self.soc,
+            kes.rated_power_kw,
+            flywheel.max_discharge_kw(kes, self.soc, rest_s, standby_kw),
+            flywheel.max_charge_kw(kes, self.soc, rest_s, standby_kw),
+        )
+        return out.kes_kw
 
     def _lag_part(
         self,

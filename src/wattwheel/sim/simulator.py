@@ -94,7 +94,8 @@ def simulate(
     dt = scenario.dt_s
     latency = site.measurement_latency_s if measurement_latency_s is None else measurement_latency_s
     timing = Timing.of(latency, dt)
-    plant = Plant(site, dt, timing.lag_s)
+    # The flywheel converter the site is equipped with (its own loop; default nameplate).
+    plant = Plant(site, dt, timing.lag_s, getattr(policy, "converter_spec", None))
     state = policy.initial_state(site)
     n_steps, n_dom = scenario.demand_kw.shape
     rec = _Recorder(n_steps, n_dom)
