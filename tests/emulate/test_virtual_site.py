@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from wattwheel.adapters.scheduler.requests import ShiftRequest
+from wattwheel.adapters.scheduler.requests import RampLimitRequest, ShiftRequest
 from wattwheel.control.base import RESERVE_OFF, RESERVE_ON, RESERVE_STARTING
 from wattwheel.domain.site import parse_site
 from wattwheel.domain.trace import Trace
@@ -140,3 +142,14 @@ async def test_control_endpoints_command_the_reserve_and_take_scheduler_requests
         assert (await http.post("/scheduler", content=b"{}")).status_code == 400
         status = (await http.get("/site")).json()
         assert set(status["domains"]) == {"A", "B"}
+
+
+def test_a_ramp_limit_request_is_recorded_and_the_newest_wins() -> None:
+    site, clock = make(speed=1.0)
+    first = RampLimitRequest("v", "A", 1000.0, clock.t, 60.0, clock.t)
+    assert "recorded" in site.accept_request(first)
+    assert "ignored" in site.accept_request(first)  # a redelivery is not newer
+    later = RampLimitRequest("v", "A", 2000.0, clock.t, 60.0, clock.t + 1.0)
+    site.accept_request(later)
+    assert site.ramp_limits["A"].ramp_w_per_s == 2000.0
+    assert "unknown domain" in site.accept_request(replace(later, domain="Z"))

@@ -30,6 +30,7 @@ from wattwheel.sim.bench import (
     run_policy,
     write_bench_json,
 )
+from wattwheel.sim.levers import load_jobs_recipe
 from wattwheel.sim.profiles import profiles_payload, run_profiles
 from wattwheel.sim.report import write_report
 from wattwheel.sim.scenario import Scenario, bundled_site, load_scenario, with_latency
@@ -333,9 +334,17 @@ def _bench(
         names = ", ".join(f.get("name", "?") for f in data.get("files", [])) or "no data"
         console.print(f"predictive forecaster: {spec.name}, its model trained on {names}")
     bar, factory = _progress()
+    # The job recipe of a synthetic trace (for ``+rampup``), when the site's own trace is used.
+    recipe = load_jobs_recipe(site) if trace is None else None
     with bar:
         run = run_bench(
-            scenario, policies, spec, factory, jobs, workers or default_workers(len(policies) + 1)
+            scenario,
+            policies,
+            spec,
+            factory,
+            jobs,
+            workers or default_workers(len(policies) + 1),
+            recipe=recipe,
         )
     out.mkdir(parents=True, exist_ok=True)
     write_bench_json(out / "bench.json", run)

@@ -46,6 +46,7 @@ from starlette.routing import Route
 from wattwheel.adapters.mqtt.client import BrokerAddress
 from wattwheel.adapters.scheduler.requests import (
     DeferRequest,
+    RampLimitRequest,
     SchedulerRequest,
     SchedulerRequestError,
     ShiftRequest,
@@ -166,6 +167,8 @@ class VirtualSite:
         self._flex: list[_Flex] = []
         self.shifts = ShiftBook(self.site.n_domains)
         self.scheduler_requests: list[SchedulerRequest] = []
+        #: Ramp-up limits for job starts in force per domain (the newest request of each).
+        self.ramp_limits: dict[str, RampLimitRequest] = {}
         res = self.site.reserve
         self.machine = ReserveMachine(
             self.site.n_domains,
@@ -312,7 +315,9 @@ class VirtualSite:
     # ---- scheduler webhook ----
     def accept_request(self, request: SchedulerRequest) -> str:
         """Apply a shift (it replaces its (source, target) pair's previous request from its
-        start on) or a deferral; returns what was done."""
+        start on) or a deferral, or record a ramp-up limit; returns what was done."""
+        if isinstance(request, RampLimitRequest):
+            return self._accept_ramp_limit(request)
         offset = self.clock() - request.issued_at_s  # wall-clock vs. the controller's epoch
         start = request.start_at_s + offset
         end = start + request.duration_s
@@ -338,6 +343,19 @@ class VirtualSite:
         if target is None:
             return "shift without a known destination: nothing moves"
         return "shift applied (replaces its pair's previous request)"
+
+    def _accept_ramp_limit(self, request: RampLimitRequest) -> str:
+        """Record the domain's ramp-up limit for job starts (the newest revision wins). The
+        emulator's trace has no job starts to ramp: it keeps the limit in force for reading."""
+        if request.domain not in self.site.domain_names:
+            return f"unknown domain {request.domain!r}: ignored"
+        with self._lock:
+            self.scheduler_requests.append(request)
+            last = self.ramp_limits.get(request.domain)
+            if last is not None and revision_of(last) >= revision_of(request):
+                return "not newer than the domain's last ramp limit: ignored"
+            self.ramp_limits[request.domain] = request
+        return "ramp-up limit for job starts recorded (replaces the domain's previous one)"
 
     # ---- physics ----
     def step(self) -> DomainPhysics:

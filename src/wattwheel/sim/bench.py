@@ -25,8 +25,10 @@ from wattwheel.forecast.base import Forecaster
 from wattwheel.forecast.baselines import PersistenceForecaster
 from wattwheel.forecast.schedule import JobSchedule
 from wattwheel.forecast.scheduled import ScheduleAwareForecaster
+from wattwheel.sim import levers
 from wattwheel.sim.scenario import Scenario
 from wattwheel.sim.simulator import SimResult, simulate
+from wattwheel.sim.synthetic_jobs import JobsLayout
 
 ALL_POLICIES = ("none", "reactive", "seed", "predictive", "oracle", "optimum")
 
@@ -104,9 +106,13 @@ def run_policy(
     name: str,
     forecaster: Forecaster | None,
     progress: Callable[[int], None] | None = None,
+    recipe: JobsLayout | None = None,
 ) -> SimResult:
     base, *options = name.split("+")
     floor_kwh = None
+    rampup: dict[str, float] = {}
+    if "rampup" in options:  # first: it regenerates the work; a floor acts on its draw
+        scenario, rampup = levers.with_rampup(scenario, recipe)
     if "floor" in options:
         scenario, floor_kwh = with_power_floor(scenario, PowerFloor())
     policy: Policy
@@ -125,6 +131,7 @@ def run_policy(
         result.site_metrics["lp_lower_bound"] = policy.schedule.lower_bound
     if floor_kwh is not None:
         result.site_metrics["floor_energy_kwh"] = floor_kwh
+    result.site_metrics.update(rampup)
     return result
 
 
@@ -143,10 +150,11 @@ def _run_planned(
     name: str,
     spec: ForecasterSpec | None,
     progress: Callable[[int], None] | None,
+    recipe: JobsLayout | None = None,
 ) -> SimResult:
     """One policy run with a forecaster built fresh for it (in this process or a worker's)."""
     forecaster = spec.build() if spec is not None else None
-    return run_policy(scenario, name, forecaster, progress)
+    return run_policy(scenario, name, forecaster, progress, recipe)
 
 
 def default_workers(runs: int) -> int:
@@ -166,6 +174,7 @@ def run_bench(
     progress: ProgressFactory | None = None,
     schedule: JobSchedule | None = None,
     workers: int = 1,
+    recipe: JobsLayout | None = None,
 ) -> BenchRun:
     """Every policy on the same trace, each forecasting run with a forecaster built fresh for
     it (results do not depend on the order of the runs). With a trained model, ``predictive``
@@ -177,6 +186,7 @@ def run_bench(
     builds its own forecaster from ``model.build``, which must then be picklable, e.g. a
     module-level function or a :func:`functools.partial` of one). The runs share nothing, so
     the results are those of the serial runs; a run's progress is reported when it ends.
+    ``recipe`` is the synthetic trace's job recipe, for ``+rampup`` runs (:mod:`.levers`).
     """
     plan: list[tuple[str, ForecasterSpec | None, str]] = []
     for name in policies:
@@ -203,7 +213,7 @@ def run_bench(
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
             futures = {
-                name: pool.submit(_run_planned, scenario, name, spec, None)
+                name: pool.submit(_run_planned, scenario, name, spec, None, recipe)
                 for name, spec, _ in plan
             }
             for name, future in futures.items():
@@ -213,13 +223,14 @@ def run_bench(
                     cb(steps)
     else:
         for name, spec, _ in plan:
-            results[name] = _run_planned(scenario, name, spec, callbacks[name])
+            results[name] = _run_planned(scenario, name, spec, callbacks[name], recipe)
     for name, spec, fc_name in plan:
         names[name] = fc_name
         if spec is not None:
             training[name] = dict(spec.trained_on)
     results = {name: results[name] for name, _, _ in plan}
     add_grid_signal_metrics(scenario, results)
+    levers.add_lever_costs(scenario, results)
     return BenchRun(scenario, results, names, training, workers, time.perf_counter() - started)
 
 

@@ -24,6 +24,16 @@ of about 10 kW within an iteration of a few seconds (DGX H100: 10.2 kW maximum, 
 sheet; Choukse et al. Fig. 1). Each node's compute level is drawn once, uniform in
 ``[compute_low_fraction, 1] x peak_w``; the per-step meter noise is Gaussian.
 
+The lever "ramp-up limit at job start" (NVIDIA GB300 power smoothing; commanded by the HPMC
+through the scheduler hook, ``docs/scheduler-hook.md``): with ``start_ramp_kw_per_s`` set, each
+job (re)start is power-capped on each of its racks by an envelope rising from the nodes' idle
+draw at that many kW/s (the job launcher sets GPU power limits and lifts them gradually), until
+the envelope no longer binds. A job already running at the trace start is not ramped. The work
+the cap holds back is *delayed*, not lost: :func:`synthesize_jobs_ramped` reports it
+(``delayed_work_kwh``, and ``delay_s``: that energy over the job's full compute power, summed
+over starts). Simplification: the iteration schedule is not shifted by the delay (the job's
+later events keep their times), so the trace after a ramp is the unramped one.
+
 The waveform is evaluated on a fine grid (``oversample`` points per step) and averaged over
 each step, as a power meter with that step reports. Everything is drawn from
 ``numpy.random.default_rng(seed)``: same arguments, same trace.
@@ -183,23 +193,78 @@ def default_jobs(racks: int, nodes_per_rack: int, duration_s: float) -> tuple[Jo
     return (job_a, job_b, job_c)
 
 
+@dataclass(frozen=True)
+class RampedTrace:
+    """A trace with job starts ramp-limited, and what the ramp cost.
+
+    Attributes:
+        trace: the (T, R) trace as metered.
+        delayed_work_kwh: energy the start envelopes held back (work done later).
+        delay_s: that energy over each job's full compute power, summed over (re)starts.
+        starts: how many (re)starts were ramped.
+    """
+
+    trace: Trace
+    delayed_work_kwh: float
+    delay_s: float
+    starts: int
+
+
 def synthesize_jobs(
     layout: JobsLayout, jobs: Sequence[JobSpec], node: NodePower | None = None
 ) -> Trace:
     """A (T, R) trace of the given jobs on ``layout``'s racks (see module docstring)."""
+    return synthesize_jobs_ramped(layout, jobs, node, None).trace
+
+
+def synthesize_jobs_ramped(
+    layout: JobsLayout,
+    jobs: Sequence[JobSpec],
+    node: NodePower | None,
+    start_ramp_kw_per_s: float | None,
+) -> RampedTrace:
+    """The trace of :func:`synthesize_jobs`, with each job (re)start ramp-limited at
+    ``start_ramp_kw_per_s`` per rack when given (None: no lever; the same draws either way)."""
+    _check(
+        start_ramp_kw_per_s is None or start_ramp_kw_per_s > 0,
+        "start_ramp_kw_per_s",
+        start_ramp_kw_per_s,
+        "must be > 0 kW/s",
+    )
     node = node or NodePower()
     rng = np.random.default_rng(layout.seed)
     n = layout.n_steps
     used = np.zeros(layout.racks, dtype=np.int64)
     power_w = np.zeros((n, layout.racks))
+    n_starts, delayed_wh, delay_s = 0, 0.0, 0.0
     for job in jobs:
         racks = [k for k, _ in job.nodes]
         for k, count in job.nodes:
             _check(0 <= k < layout.racks, "rack", k, f"job {job.name}: no such rack")
             used[k] += count
         modes, shapes = _job_waveform(job, layout, racks, node.ramp_s, rng)
+        starts = _ramped_starts(job) if start_ramp_kw_per_s is not None else []
+        n_starts += len(starts)
+        job_compute_w = 0.0
+        job_held_wh = 0.0
         for j, (k, count) in enumerate(job.nodes):
-            power_w[:, k] += _nodes_power_w(node, modes[j], shapes[j], count, layout, rng)
+            cap = None
+            if starts and start_ramp_kw_per_s is not None:
+                cap = _start_envelope_w(
+                    starts,
+                    count * node.idle_fraction * node.peak_w,
+                    1000.0 * start_ramp_kw_per_s,
+                    layout,
+                )
+            rack_w, compute_w, held_wh = _nodes_power_w(
+                node, modes[j], shapes[j], count, layout, rng, cap
+            )
+            power_w[:, k] += rack_w
+            job_compute_w += compute_w
+            job_held_wh += held_wh
+        delayed_wh += job_held_wh
+        if job_compute_w > 0:
+            delay_s += job_held_wh * 3600.0 / job_compute_w
     for k in range(layout.racks):
         over = used[k] > layout.nodes_per_rack
         _check(not over, "nodes", int(used[k]), f"rack {k} has {layout.nodes_per_rack} nodes")
@@ -208,7 +273,26 @@ def synthesize_jobs(
     width = max(2, len(str(layout.racks)))
     rack_ids = tuple(f"{layout.rack_prefix}{k + 1:0{width}d}" for k in range(layout.racks))
     timestamps_s = np.round(layout.step_s * np.arange(n, dtype=np.float64), 6)
-    return Trace(timestamps_s, rack_ids, np.round(power_w, 1))
+    trace = Trace(timestamps_s, rack_ids, np.round(power_w, 1))
+    return RampedTrace(trace, delayed_wh / 1000.0, delay_s, n_starts)
+
+
+def _ramped_starts(job: JobSpec) -> list[float]:
+    """The (re)starts a ramp-up limit applies to: not a job running when the trace starts."""
+    return [seg_start for seg_start, _, _ in job.segments() if seg_start > 0]
+
+
+def _start_envelope_w(
+    starts: list[float], base_w: float, rate_w_per_s: float, layout: JobsLayout
+) -> FloatArray:
+    """(fine grid,) the most the job's nodes on one rack may draw: from each start, their
+    idle draw plus ``rate`` x time since (no limit before the first start)."""
+    dt = layout.step_s / layout.oversample
+    t = (np.arange(layout.n_steps * layout.oversample, dtype=np.float64) + 0.5) * dt
+    cap = np.full(t.shape, np.inf)
+    for s in starts:
+        cap = np.where(t >= s, base_w + rate_w_per_s * (t - s), cap)
+    return cap
 
 
 def _job_waveform(
@@ -272,8 +356,10 @@ def _nodes_power_w(
     count: int,
     layout: JobsLayout,
     rng: np.random.Generator,
-) -> FloatArray:
-    """(T,) watts of ``count`` nodes sharing one schedule, averaged over each meter step."""
+    cap_w: FloatArray | None = None,
+) -> tuple[FloatArray, float, float]:
+    """(T,) watts of ``count`` nodes sharing one schedule, averaged over each meter step;
+    their full compute power (W); and the energy (Wh) a start envelope ``cap_w`` held back."""
     compute_w = node.peak_w * rng.uniform(node.compute_low_fraction, 1.0, count).sum()
     comm_w = count * node.comm_fraction * node.peak_w
     fine = np.where(
@@ -282,10 +368,16 @@ def _nodes_power_w(
         np.where(mode == STALL, count * node.stall_fraction * node.peak_w, 0.0),
     )
     idle = (mode == IDLE) * count * node.idle_fraction * node.peak_w
-    binned: FloatArray = (fine + idle).reshape(layout.n_steps, -1).mean(axis=1)
+    drawn = fine + idle
+    held_wh = 0.0
+    if cap_w is not None:
+        capped = np.minimum(drawn, cap_w)
+        held_wh = float(np.sum(drawn - capped)) * layout.step_s / layout.oversample / 3600.0
+        drawn = capped
+    binned: FloatArray = drawn.reshape(layout.n_steps, -1).mean(axis=1)
     noise = node.noise_w * np.sqrt(count) * rng.standard_normal(layout.n_steps)
     out: FloatArray = np.maximum(binned + noise, 0.0)
-    return out
+    return out, float(compute_w), held_wh
 
 
 def _check(ok: bool, key: str, value: object, why: str) -> None:

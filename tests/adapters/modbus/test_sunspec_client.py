@@ -56,12 +56,14 @@ async def test_discovers_models_by_walking_the_chain(
         models = await client.discover()
     finally:
         await client.close()
-    # 40000 "SunS"; model 1 at 40002 (L 66); 124 at 40070 (L 24); 802 at 40096; 713 at 40160.
+    # 40000 "SunS"; model 1 at 40002 (L 66); 124 at 40070 (L 24); 802 at 40096; 713 at 40160;
+    # the converter's vendor model 64220 at 40169 (L 14).
     assert {m: (loc.address, loc.length) for m, loc in models.items()} == {
         1: (40002, 66),
         124: (40070, 24),
         802: (40096, 62),
         713: (40160, 7),
+        64220: (40169, 14),
     }
 
 

@@ -47,7 +47,7 @@ async def test_pysunspec2_scans_reads_and_commands_the_emulator() -> None:
     finally:
         await handle.stop()
     assert seen == {
-        "models": [1, 124, 713, 802],
+        "models": [1, 124, 713, 802, 64220],
         "manufacturer": "wattwheel",
         "soc_pct": pytest.approx(80.0),
         "rated_wh": pytest.approx(4 * 710.0),

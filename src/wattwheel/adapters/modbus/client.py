@@ -24,6 +24,12 @@ from wattwheel.adapters.modbus.codec import (
     SunSpecValueError,
     is_sunspec_marker,
 )
+from wattwheel.adapters.modbus.converter_map import (
+    CONVERTER,
+    ConverterParams,
+    decode_converter,
+    encode_converter_params,
+)
 from wattwheel.adapters.modbus.flywheel_map import (
     BATTERY_BASE,
     STORAGE_CAPACITY,
@@ -34,6 +40,7 @@ from wattwheel.adapters.modbus.flywheel_map import (
 )
 from wattwheel.adapters.modbus.link import FlywheelReading
 from wattwheel.adapters.modbus.models import SunSpecModelError
+from wattwheel.domain.converter import ConverterSpec
 
 log = logging.getLogger(__name__)
 # pymodbus logs every failed request at ERROR/WARNING, which would defeat "log a failing device
@@ -200,6 +207,47 @@ class SunSpecFlywheelClient:
                 await self._write(address, registers)
         except (*_FAULTS, SunSpecDiscoveryError) as exc:
             self._fault("setpoint write", exc)
+            return False
+        self._recovered()
+        return True
+
+    # --- the converter's own loop (vendor model 64220) ----------------------------------
+
+    async def read_converter(self) -> tuple[ConverterSpec, ConverterParams] | None:
+        """The converter loop's nameplate and parameters; None when the controller publishes
+        no model 64220 or does not answer (logged as any read fault)."""
+        try:
+            if not self.models:
+                await self.discover()
+            if CONVERTER not in self.models:
+                return None
+            out = decode_converter(await self._read_block(CONVERTER))
+        except (*_FAULTS, SunSpecDiscoveryError) as exc:
+            self._fault("converter read", exc)
+            return None
+        self._recovered()
+        return out
+
+    async def write_converter(self, params: ConverterParams) -> bool:
+        """Set the converter loop's parameters (``Ena`` written last); False on a fault or
+        when the controller has no model 64220. Invalid parameters raise
+        :class:`SunSpecValueError` naming the point (a caller's bug, not a device fault)."""
+        try:
+            if not self.models:
+                await self.discover()
+            if CONVERTER not in self.models:
+                log.warning("%s: no converter model 64220: parameters not written", self.name)
+                return False
+            block = await self._read_block(CONVERTER)
+        except (*_FAULTS, SunSpecDiscoveryError) as exc:
+            self._fault("converter read", exc)
+            return False
+        writes = encode_converter_params(params, self.models[CONVERTER], block)
+        try:
+            for address, registers in writes:
+                await self._write(address, registers)
+        except (*_FAULTS, SunSpecDiscoveryError) as exc:
+            self._fault("converter write", exc)
             return False
         self._recovered()
         return True

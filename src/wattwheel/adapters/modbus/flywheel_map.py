@@ -40,7 +40,9 @@ from wattwheel.adapters.modbus.codec import (
     encode_raw,
     unscale,
 )
+from wattwheel.adapters.modbus.converter_map import CONVERTER, converter_values
 from wattwheel.adapters.modbus.models import ModelLayout, load_layout
+from wattwheel.domain.converter import ConverterSpec
 
 COMMON, STORAGE_CONTROL, BATTERY_BASE, STORAGE_CAPACITY = 1, 124, 802, 713
 FLYWHEEL_MODELS = (COMMON, STORAGE_CONTROL, BATTERY_BASE, STORAGE_CAPACITY)
@@ -96,6 +98,8 @@ class FlywheelNameplate:
     model: str = "KES-EMU"
     serial: str = "0001"
     version: str = "1"
+    #: The converter's own feed-power loop (vendor model 64220 after 713; None: absent).
+    converter: ConverterSpec | None = None
 
 
 def fit_scale_factor(max_abs_value: float, signed: bool, finest: int = 0) -> int:
@@ -230,6 +234,11 @@ def build_flywheel_image(
         encode_model(load_layout(BATTERY_BASE), _battery_values(plate, status, heartbeat)),
         encode_model(load_layout(STORAGE_CAPACITY), _capacity_values(plate, status)),
     ]
+    if plate.converter is not None:
+        feed_w = 10.0 * max(plate.max_charge_w, plate.max_discharge_w)
+        blocks.append(
+            encode_model(load_layout(CONVERTER), converter_values(plate.converter, feed_w))
+        )
     return build_image(blocks)
 
 

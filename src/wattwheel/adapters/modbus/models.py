@@ -116,9 +116,19 @@ def layout_from_definition(definition: dict[str, object]) -> ModelLayout:
     return ModelLayout(model_id=model_id, name=str(group["name"]), length=offset - 2, points=points)
 
 
+#: Vendor models (SunSpec's 64000-65535 range) whose definitions wattwheel ships itself.
+VENDOR_MODELS = frozenset({64220})
+
+
 @cache
 def load_layout(model_id: int) -> ModelLayout:
-    """The layout of SunSpec model ``model_id`` from the definitions shipped with pysunspec2."""
+    """The layout of SunSpec model ``model_id`` from the definitions shipped with pysunspec2
+    (wattwheel's own vendor models from ``adapters/modbus/vendor``)."""
+    if model_id in VENDOR_MODELS:
+        own = resources.files("wattwheel.adapters.modbus").joinpath(
+            "vendor", f"model_{model_id}.json"
+        )
+        return layout_from_definition(json.loads(own.read_text(encoding="utf-8")))
     source = resources.files("sunspec2").joinpath("models", "json", f"model_{model_id}.json")
     if not source.is_file():
         raise SunSpecModelError(f"pysunspec2 has no definition for SunSpec model {model_id}")

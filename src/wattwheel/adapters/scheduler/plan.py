@@ -4,6 +4,8 @@ Shifts: the world model (:mod:`wattwheel.domain.shifts`) turns per-domain levels
 per (source, destination) pair, each replacing the pair's previous one; here each order becomes
 a :class:`ShiftRequest` whose ``request_id`` names its pair and whose ``revision`` is the order's.
 Deferrals: one request per domain deferring work now (``Decision.defer_kw``).
+Ramp-up limits at job start: one :class:`RampLimitRequest` per domain with a limit, renewed each
+plan period (``ramp_limit_requests``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 
 from wattwheel.adapters.scheduler.requests import (
     DeferRequest,
+    RampLimitRequest,
     SchedulerRequest,
     ShiftRequest,
     pair_request_id,
@@ -84,6 +87,25 @@ def defer_requests(
         )
         for domain, kw, due_s in zip(domains, defer_kw, deadline_s, strict=True)
         if math.isfinite(kw) and kw * _W_PER_KW >= min_power_w
+    ]
+
+
+def ramp_limit_requests(
+    site: str,
+    domains: Sequence[str],
+    ramp_kw_per_s: Sequence[float | None],
+    *,
+    now_s: float,
+    duration_s: float,
+    reason: str = "",
+) -> list[RampLimitRequest]:
+    """One request per domain with a limit (None or non-finite: no lever there), in force for
+    ``duration_s`` from now; each replaces the domain's previous one."""
+    _check_lengths(domains, ramp_kw_per_s=[0.0 if r is None else r for r in ramp_kw_per_s])
+    return [
+        RampLimitRequest(site, domain, rate * _W_PER_KW, now_s, duration_s, now_s, reason=reason)
+        for domain, rate in zip(domains, ramp_kw_per_s, strict=True)
+        if rate is not None and math.isfinite(rate) and rate > 0
     ]
 
 

@@ -1,4 +1,5 @@
-"""Shift and defer requests to a workload scheduler, and their JSON wire format. Pure.
+"""Shift, defer and ramp-limit requests to a workload scheduler, and their JSON wire format.
+Pure.
 
 The body is documented in ``docs/scheduler-hook.md`` (schema ``wattwheel.scheduler/v1``). Both
 transports (webhook, MQTT topic) carry the same JSON document, so a scheduler integration is
@@ -62,7 +63,30 @@ class DeferRequest:
     request_id: str | None = None
 
 
-SchedulerRequest = ShiftRequest | DeferRequest
+@dataclass(frozen=True, slots=True)
+class RampLimitRequest:
+    """Ramp up job (re)starts in ``domain`` at no more than ``ramp_w_per_s`` watts per second
+    (the workload-side lever "ramp-up limit at job start" of NVIDIA's GB300 power smoothing:
+    the job launcher raises the starting job's GPU power limits gradually from idle).
+
+    In force from ``start_at_s`` for ``duration_s`` (the plan period; the controller renews it,
+    so a silent controller leaves no limit behind for longer than a period). Its ``request_id``
+    is ``ramp_limit:<domain>``: a new request **replaces** the domain's previous one;
+    ``revision`` orders them (default: ``issued_at_s`` in ms).
+    """
+
+    site: str
+    domain: str
+    ramp_w_per_s: float
+    start_at_s: float
+    duration_s: float
+    issued_at_s: float
+    reason: str = ""
+    request_id: str | None = None
+    revision: int | None = None
+
+
+SchedulerRequest = ShiftRequest | DeferRequest | RampLimitRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +125,8 @@ def pair_request_id(domain: str, to_domain: str | None) -> str:
     return f"shift:{domain}->{'*' if to_domain is None else to_domain}"
 
 
-def revision_of(request: ShiftRequest) -> int:
-    """A shift request's revision: its own, or its issue time in ms."""
+def revision_of(request: ShiftRequest | RampLimitRequest) -> int:
+    """A shift or ramp-limit request's revision: its own, or its issue time in ms."""
     if request.revision is not None:
         return request.revision
     return int(round(request.issued_at_s * 1000.0))
@@ -110,6 +134,9 @@ def revision_of(request: ShiftRequest) -> int:
 
 def validate(request: SchedulerRequest) -> None:
     """Raise :class:`SchedulerRequestError` naming the first invalid field."""
+    if isinstance(request, RampLimitRequest):
+        _validate_ramp(request)
+        return
     # A shift of 0 W ends its pair's shift; a deferral of nothing is no request.
     least_w = 0.0 if isinstance(request, ShiftRequest) else math.nextafter(0.0, 1.0)
     checks: list[tuple[str, bool]] = [
@@ -132,7 +159,36 @@ def validate(request: SchedulerRequest) -> None:
             )
 
 
+def _validate_ramp(request: RampLimitRequest) -> None:
+    checks: list[tuple[str, bool]] = [
+        ("site", bool(request.site)),
+        ("domain", bool(request.domain)),
+        ("ramp_w_per_s", math.isfinite(request.ramp_w_per_s) and request.ramp_w_per_s > 0),
+        ("duration_s", math.isfinite(request.duration_s) and request.duration_s > 0),
+        ("start_at_s", math.isfinite(request.start_at_s)),
+        ("issued_at_s", math.isfinite(request.issued_at_s)),
+    ]
+    for field, ok in checks:
+        if not ok:
+            raise SchedulerRequestError(
+                f"RampLimitRequest.{field} = {getattr(request, field)!r} is invalid"
+            )
+
+
 def _fields(request: SchedulerRequest) -> dict[str, Any]:
+    if isinstance(request, RampLimitRequest):
+        return {
+            "schema": SCHEMA,
+            "kind": "ramp_limit",
+            "site": request.site,
+            "domain": request.domain,
+            "ramp_w_per_s": float(request.ramp_w_per_s),
+            "start_at": _iso(request.start_at_s),
+            "duration_s": float(request.duration_s),
+            "issued_at": _iso(request.issued_at_s),
+            "reason": request.reason,
+            "revision": revision_of(request),
+        }
     body: dict[str, Any] = {
         "schema": SCHEMA,
         "kind": "shift" if isinstance(request, ShiftRequest) else "defer",
@@ -157,6 +213,8 @@ def request_id(request: SchedulerRequest) -> str:
     digest of its content (a deferral is a debt of its own: deferrals add up)."""
     if request.request_id:
         return request.request_id
+    if isinstance(request, RampLimitRequest):
+        return f"ramp_limit:{request.domain}"
     if isinstance(request, ShiftRequest):
         return pair_request_id(request.domain, request.to_domain)
     canonical = json.dumps(_fields(request), sort_keys=True, separators=(",", ":"))
@@ -167,7 +225,7 @@ def idempotency_key(request: SchedulerRequest) -> str:
     """What the scheduler may drop duplicates by: resending the same request (a retry, QoS 1
     redelivery, a restarted controller) reuses it. A shift's is ``<request_id>@<revision>``
     (its id is shared by every request of its pair); a deferral's is its ``request_id``."""
-    if isinstance(request, ShiftRequest):
+    if isinstance(request, ShiftRequest | RampLimitRequest):
         return f"{request_id(request)}@{revision_of(request)}"
     return request_id(request)
 
@@ -194,7 +252,9 @@ def decode_request(payload: bytes) -> SchedulerRequest:
         raise SchedulerRequestError(f"body is not JSON: {exc}") from exc
     if not isinstance(body, dict) or body.get("schema") != SCHEMA:
         raise SchedulerRequestError(f"schema: expected {SCHEMA!r}")
-    kind: Literal["shift", "defer"] = _get(body, "kind", str)
+    kind: Literal["shift", "defer", "ramp_limit"] = _get(body, "kind", str)
+    if kind == "ramp_limit":
+        return _decode_ramp(body)
     common = {
         "site": _get(body, "site", str),
         "domain": _get(body, "domain", str),
@@ -217,7 +277,28 @@ def decode_request(payload: bytes) -> SchedulerRequest:
     elif kind == "defer":
         request = DeferRequest(**common, deadline_s=_epoch(body.get("deadline"), "deadline"))
     else:
-        raise SchedulerRequestError(f"kind: expected 'shift' or 'defer', got {kind!r}")
+        raise SchedulerRequestError(
+            f"kind: expected 'shift', 'defer' or 'ramp_limit', got {kind!r}"
+        )
+    validate(request)
+    return request
+
+
+def _decode_ramp(body: dict[str, Any]) -> RampLimitRequest:
+    revision = body.get("revision")
+    if revision is not None and (not isinstance(revision, int) or isinstance(revision, bool)):
+        raise SchedulerRequestError(f"revision: expected an integer, got {revision!r}")
+    request = RampLimitRequest(
+        site=_get(body, "site", str),
+        domain=_get(body, "domain", str),
+        ramp_w_per_s=float(_get(body, "ramp_w_per_s", (int, float))),
+        start_at_s=_epoch(body.get("start_at"), "start_at"),
+        duration_s=float(_get(body, "duration_s", (int, float))),
+        issued_at_s=_epoch(body.get("issued_at"), "issued_at"),
+        reason=str(body.get("reason", "")),
+        request_id=_get(body, "request_id", str),
+        revision=revision,
+    )
     validate(request)
     return request
 

@@ -10,12 +10,13 @@ the loss, which depends on speed, follows the falling speed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from wattwheel.adapters.modbus.flywheel_map import FlywheelNameplate, FlywheelState, FlywheelStatus
 from wattwheel.domain import flywheel as physics
+from wattwheel.domain.converter import ConverterSpec
 
 _W_PER_KW = 1000.0
 _WH_PER_KWH = 1000.0
@@ -41,6 +42,8 @@ class FlywheelBankConfig:
     standby_fixed_share: float = 0.4
     dc_bus_v: float = 800.0
     initial_soc: float = 0.8
+    #: The converter's own loop, published as vendor model 64220 (None: not published).
+    converter: ConverterSpec | None = field(default_factory=ConverterSpec)
 
     def __post_init__(self) -> None:
         checks = {
@@ -113,6 +116,7 @@ class FlywheelBankConfig:
             max_charge_w=self.modules * self.module_power_w,
             max_discharge_w=self.modules * self.module_power_w,
             dc_bus_v=self.dc_bus_v,
+            converter=self.converter,
         )
 
 

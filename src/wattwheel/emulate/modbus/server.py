@@ -40,6 +40,7 @@ from wattwheel.adapters.modbus.codec import (
     encode_raw,
     walk_models,
 )
+from wattwheel.adapters.modbus.converter_map import CONVERTER, ConverterParams, decode_converter
 from wattwheel.adapters.modbus.flywheel_map import (
     STORAGE_CONTROL,
     build_flywheel_image,
@@ -47,6 +48,7 @@ from wattwheel.adapters.modbus.flywheel_map import (
     decode_setpoint,
 )
 from wattwheel.adapters.modbus.models import load_layout
+from wattwheel.domain.converter import ConverterSpec
 from wattwheel.emulate.modbus.bank import FlywheelBank, FlywheelBankConfig
 
 log = logging.getLogger(__name__)
@@ -159,6 +161,14 @@ class FlywheelController:
     def setpoint_w(self) -> float:
         """The setpoint the image commands now (W, + discharge / − charge)."""
         return decode_setpoint(load_layout(STORAGE_CONTROL), self._block(self._control))
+
+    @property
+    def converter(self) -> tuple[ConverterSpec, ConverterParams] | None:
+        """The converter loop's nameplate and the parameters a client last wrote (model
+        64220), or None when the bank publishes none. The emulated bank has no load to
+        regulate: it keeps following model 124's setpoint whatever ``Ena`` says."""
+        loc = next((x for x in self.locations if x.model_id == CONVERTER), None)
+        return None if loc is None else decode_converter(self._block(loc))
 
     def _block(self, loc: ModelLocation) -> list[int]:
         start = loc.address - self.base_address
