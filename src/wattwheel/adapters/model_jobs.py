@@ -72,7 +72,11 @@ class ProcessModelJobs:
         return await asyncio.wrap_future(future)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker: a fine-tune in progress is abandoned (its directory is not used)."""
+        processes = dict(getattr(self._pool, "_processes", None) or {})
+        for process in processes.values():
+            process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _plain(history: History) -> tuple[list[float], list[str], list[list[float]]]:
