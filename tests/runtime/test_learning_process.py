@@ -14,8 +14,8 @@ import pytest
 
 from wattwheel.adapters.model_artifact import load_model, read_metadata, shipped_model_for_step
 from wattwheel.adapters.model_jobs import ProcessModelJobs, torch_missing
-from wattwheel.adapters.store import open_store
-from wattwheel.adapters.store.demand import assemble, demand_history
+from wattwheel.adapters.store import MemoryStore, open_store
+from wattwheel.adapters.store.demand import StoredDemand, assemble, demand_history
 from wattwheel.adapters.store.models import model_history_for
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.forecast.online import LearningRules
@@ -108,3 +108,45 @@ def test_fine_tune_and_score_in_the_worker_process_from_stored_telemetry(tmp_pat
     stored = {r.version: r.status for r in model_history_for(store).models()}  # type: ignore[union-attr]
     assert stored == {"v0": "live", "v1": "shadow"}
     store.close()
+
+
+class _CountingStore(MemoryStore):
+    """Records the ``since_s`` of every telemetry read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[float | None] = []
+
+    def telemetry(
+        self, rack_id: str | None = None, since_s: float | None = None, limit: int = 1000
+    ) -> list[tuple[int, PowerSample]]:
+        self.reads.append(since_s)
+        return super().telemetry(rack_id, since_s, limit)
+
+
+def test_stored_demand_reads_only_new_steps_and_matches_a_full_read() -> None:
+    store = _CountingStore()
+    domains = ("row-a", "row-b")
+
+    def write(t0: float, n: int) -> None:
+        store.write_telemetry(
+            [
+                PowerSample("pdu", rack, None, t0 + 60.0 * i, 1000.0 + i + 10 * k, "pdu")
+                for i in range(n)
+                for k, rack in enumerate(RACKS)
+            ]
+        )
+
+    write(0.0, 50)  # 0 .. 2940 s: steps 0..9, the last one complete
+    cached = StoredDemand(store, RACKS, domains, STEP_S)
+    first = cached(0.0, 3000.0)
+    assert first is not None and first.values.shape == (10, 2)
+    write(3000.0, 40)  # up to 5340 s
+    second = cached(0.0, 5400.0)
+    assert store.reads[-1] == 2700.0  # from the newest step it had, not from the start
+    full = demand_history(store, RACKS, domains, STEP_S, 0.0, 5400.0, limit=10**6)
+    assert second is not None and full is not None
+    np.testing.assert_allclose(second.values, full.values)
+    np.testing.assert_allclose(second.timestamps_s, full.timestamps_s)
+    window = cached(3000.0, 5400.0)
+    assert window is not None and window.timestamps_s[0] == 3000.0

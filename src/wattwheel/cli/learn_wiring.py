@@ -60,7 +60,7 @@ def start_learning(
     """Start continuous learning from ``base_dir`` (the model ``serve`` loaded)."""
     from wattwheel.adapters.model_artifact import load_model
     from wattwheel.adapters.model_jobs import ProcessModelJobs
-    from wattwheel.adapters.store.demand import demand_history
+    from wattwheel.adapters.store.demand import StoredDemand
     from wattwheel.adapters.store.models import model_history_for
     from wattwheel.forecast.conformal import ConformalForecaster
 
@@ -70,8 +70,7 @@ def start_learning(
         for rack, d in zip(inventory.rack_ids, inventory.rack_domain, strict=True)
     }
 
-    def history(since_s: float, until_s: float) -> Any:
-        return demand_history(store, rack_domain, domain_ids, step_s, since_s, until_s)
+    history = StoredDemand(store, rack_domain, domain_ids, step_s)
 
     def install(model_dir: str) -> None:
         runtime.decider.forecaster = ConformalForecaster(load_model(Path(model_dir)))

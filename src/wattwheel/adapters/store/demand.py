@@ -45,6 +45,54 @@ def demand_history(
     return assemble(buckets, rack_domain, domain_ids, step_s)
 
 
+class StoredDemand:
+    """:func:`demand_history` read incrementally: each call queries only the steps after the
+    last complete one it has (the newest step is re-read: readings may still arrive in it), and
+    keeps ``max_rows`` steps. The learner calls it every cycle over a 14-day window: the
+    database then aggregates one cycle's telemetry, not 14 days of it."""
+
+    def __init__(
+        self,
+        store: object,
+        rack_domain: Mapping[str, str],
+        domain_ids: tuple[str, ...],
+        step_s: float,
+        max_rows: int = 20_000,
+    ) -> None:
+        self.store = store
+        self.rack_domain = dict(rack_domain)
+        self.domain_ids = domain_ids
+        self.step_s = step_s
+        self.max_rows = max_rows
+        self._rows: dict[int, np.ndarray] = {}
+        self._read_until_s = -math.inf
+
+    def __call__(self, since_s: float, until_s: float) -> History | None:
+        first_s = max(since_s, self._read_until_s)
+        newest = max(self._rows) if self._rows else None
+        if newest is not None:
+            first_s = min(first_s, newest * self.step_s)  # the newest step again
+        fresh = demand_history(
+            self.store, self.rack_domain, self.domain_ids, self.step_s, first_s, until_s
+        )
+        if fresh is not None:
+            for t, row in zip(fresh.timestamps_s, fresh.values, strict=True):
+                self._rows[round(t / self.step_s)] = row
+        self._read_until_s = max(self._read_until_s, until_s)
+        for b in sorted(self._rows)[: -self.max_rows]:
+            del self._rows[b]
+        lo, hi = math.floor(since_s / self.step_s), math.floor(until_s / self.step_s)
+        steps = [b for b in self._rows if lo <= b <= hi]
+        if len(steps) < 2:
+            return None
+        first, last = min(steps), max(steps)
+        values = np.full((last - first + 1, len(self.domain_ids)), np.nan)
+        for b in steps:
+            values[b - first] = self._rows[b]
+        timestamps = np.arange(first, last + 1, dtype=np.float64) * self.step_s
+        return History(timestamps, self.domain_ids, values)
+
+
 def assemble(
     buckets: Iterable[Bucket],
     rack_domain: Mapping[str, str],
