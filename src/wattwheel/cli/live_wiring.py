@@ -143,8 +143,9 @@ def build_wiring(
     session is its own, see :func:`~wattwheel.adapters.mqtt.config.ingest_client_id`).
     ``telemetry_store``: a durable store (``BufferedStore`` with a spill) the MQTT ingester
     writes each batch to before acknowledging it (None: acknowledged once buffered for the loop,
-    which a crash can lose). ``own_topics``: subscribe to the MQTT topics of ``inv``'s racks
-    only (one shard's process: the broker sends it its shard's telemetry, nothing else)."""
+    which a crash can lose). ``own_topics`` (one shard's process): subscribe to the MQTT topics
+    of ``inv``'s racks only (the broker sends it its shard's telemetry, nothing else) and read
+    only those racks' servers over Redfish."""
 
     def wt(default_s: float) -> float:
         return default_s if write_timeout_s is None else min(default_s, write_timeout_s)
@@ -161,6 +162,7 @@ def build_wiring(
                 username=rf.get("username"),
                 password=rf.get("password"),
                 timeout_s=max(timeout_s, 2.0) if i == 0 else wt(max(timeout_s, 2.0)),
+                racks=inv.rack_ids if own_topics and i == 0 else None,
             )
             for i in range(2)
         )

@@ -12,7 +12,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -72,6 +72,7 @@ class RedfishClient:
         rack_id: str | None = None,
         include_outlets: bool = False,
         clock: Callable[[], float] = time.time,
+        racks: Collection[str] | None = None,
     ) -> None:
         """`timeout_s` bounds each request (seconds), so one slow BMC cannot stall a tick.
 
@@ -81,6 +82,8 @@ class RedfishClient:
         `rack_id` is the rack of servers (and PDUs) that do not state Location.Placement.Rack;
         `include_outlets` adds PDU outlet readings to `read()` (kind "outlet");
         `clock` (epoch seconds) stamps readings the device does not time itself.
+        `racks`: read only the servers of these racks (one shard's process; a server whose
+        rack is not known is read); None: every server.
         """
         if timeout_s <= 0 or not math.isfinite(timeout_s):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
@@ -105,6 +108,7 @@ class RedfishClient:
         self.inventory: RedfishInventory | None = None
         self._rack_id = rack_id
         self._include_outlets = include_outlets
+        self._racks = None if racks is None else frozenset(racks)
         self._clock = clock
         self._unplaced: set[str] = set()
 
@@ -195,7 +199,13 @@ class RedfishClient:
         inventory = await self._inventory()
         if inventory is None:
             return [replace(r, stale=True) for r in self._last.values()]
-        readings = await asyncio.gather(*(self._read_server(s) for s in inventory.servers))
+        servers = inventory.servers
+        if self._racks is not None:
+            racks = self._racks
+            servers = tuple(
+                s for s in servers if (rack := s.rack or self._rack_id) is None or rack in racks
+            )
+        readings = await asyncio.gather(*(self._read_server(s) for s in servers))
         return list(readings)
 
     async def _read_server(self, server: DiscoveredServer) -> ServerPowerReading:
