@@ -29,3 +29,30 @@ def test_converter_holds_the_ramp_limit_with_a_1s_hpmc_where_parallel_does_not(
     assert conv["kes_losses_kwh"] > 0.0
     # The same loop beside the load (parallel) lets each swing through for its latency.
     assert par["ramp_over_limit_seconds_share"] > 0.1
+
+
+def test_hpmc_sets_parameters_and_leaves_the_bank_to_the_converter() -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from wattwheel.control.converter_policy import ConverterPolicy
+    from wattwheel.sim.plant import Plant
+
+    sc = load_scenario(bundled_site("ai-training-realistic"))
+    policy = ConverterPolicy(sc.site)
+    plant = Plant(sc.site, sc.dt_s)
+    state = policy.initial_state(sc.site)
+    obs = plant.observe(0.0, sc.demand_kw[0], sc.critical_kw[0])
+    dec, state = policy.decide(obs, state, None)
+    assert dec.converter is not None
+    assert (dec.kes_kw == 0).all()
+    assert (dec.converter.ramp_limit_kw_per_s == sc.site.max_grid_ramp_kw_per_s).all()
+    np.testing.assert_allclose(dec.converter.ceiling_kw, sc.demand_kw[0])
+    # The ceiling only rises with what the HPMC has measured, never above primary capacity.
+    high = dataclasses.replace(obs, demand_kw=np.full(sc.site.n_domains, 1e3))
+    dec, state = policy.decide(high, state, None)
+    np.testing.assert_allclose(dec.converter.ceiling_kw, sc.site.primary_kw)
+    dec, _ = policy.decide(obs, state, None)
+    assert dec.converter is not None
+    np.testing.assert_allclose(dec.converter.ceiling_kw, sc.site.primary_kw)
