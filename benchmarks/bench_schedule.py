@@ -5,33 +5,40 @@ which no forecaster was fitted on. On the test part:
 
 - **forecast**: rolling origins at every 5-minute row, MAE (kW, per domain and origin) and 90 %
   interval coverage at 5, 10 and 15 minutes, for persistence and AR(24), each without and with
-  the schedule (``ScheduleAwareForecaster``: the inner model forecasts the load less the known
-  jobs, the known jobs' load is added at each target time). Only jobs submitted by the
-  forecast's last measured row are used (each job is submitted ``lead`` before it starts, 15 min
-  in ``schedule.csv``). Intervals are calibrated online from the test part's past only.
+  the schedule (``with_known_jobs``: the inner model forecasts the load less the known jobs, the
+  known jobs' load is added at each target time, and a conformal wrapper calibrates the sum
+  online; the forecasters without the schedule get the same conformal wrapper). Only jobs
+  submitted by the forecast's last measured row are used (each job is submitted ``lead`` before
+  it starts, 15 min in ``schedule.csv``). Intervals are calibrated online from the test part's
+  past only.
 - **controller**: ``predictive`` on the test part with each of those forecasters (built fresh and
   fitted on the fit part per run), plus ``reactive`` and ``oracle`` for reference: site
   ``cost_total`` and the reserve/capping figures.
 
     .venv/bin/python benchmarks/bench_schedule.py [--json out/bench_schedule.json]
 
-The LSTM is not in this comparison: the shipped 5-minute model (``dcutil-300s-lstm``) was
-trained on this very Alibaba series, so any figure of it here would be in-sample.
+The shipped 5-minute LSTM (``dcutil-300s-lstm``) was trained on this very Alibaba series, so
+it is not used here (its figures would be in-sample). ``--model DIR`` adds an LSTM that never
+saw it, used as trained (no refit), e.g. one trained the shipped way on the Google 2019 and
+Azure v2 300 s files only (README "Forecasting" gives the commands).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wattwheel.forecast.base import Forecaster
+from wattwheel.adapters.model_artifact import load_forecaster, training_summary
+from wattwheel.forecast.base import Forecaster, History
 from wattwheel.forecast.baselines import ARForecaster, PersistenceForecaster
+from wattwheel.forecast.conformal import ConformalForecaster
 from wattwheel.forecast.schedule import JobSchedule
-from wattwheel.forecast.scheduled import ScheduleAwareForecaster
+from wattwheel.forecast.scheduled import with_known_jobs
 from wattwheel.sim.batch_schedule import scenario_schedule
 from wattwheel.sim.bench import run_policy
 from wattwheel.sim.scenario import bundled_site, load_scenario
@@ -49,13 +56,28 @@ METRICS = (
 )
 
 
-def builders(schedule: JobSchedule) -> dict[str, Callable[[], Forecaster]]:
-    return {
-        "persistence": PersistenceForecaster,
-        "persistence+schedule": lambda: ScheduleAwareForecaster(PersistenceForecaster(), schedule),
-        "ar": ARForecaster,
-        "ar+schedule": lambda: ScheduleAwareForecaster(ARForecaster(), schedule),
+def builders(
+    schedule: JobSchedule, model: Path | None = None
+) -> dict[str, Callable[[], Forecaster]]:
+    out: dict[str, Callable[[], Forecaster]] = {
+        "persistence": lambda: ConformalForecaster(PersistenceForecaster()),
+        "persistence+schedule": lambda: with_known_jobs(PersistenceForecaster(), schedule),
+        "ar": lambda: ConformalForecaster(ARForecaster()),
+        "ar+schedule": lambda: with_known_jobs(ARForecaster(), schedule),
     }
+    if model is not None:
+        out["lstm"] = lambda: load_forecaster(model)
+        out["lstm+schedule"] = lambda: with_known_jobs(load_forecaster(model), schedule)
+    return out
+
+
+def fresh(build: Callable[[], Forecaster], name: str, fit_part: History) -> Forecaster:
+    """A new forecaster; the baselines are fitted on the fit part, a trained model is used as
+    it is (never retrained here)."""
+    fc = build()
+    if not name.startswith("lstm"):
+        fc.fit(fit_part)
+    return fc
 
 
 def main() -> None:
@@ -64,6 +86,19 @@ def main() -> None:
     p.add_argument("--fit-days", type=float, default=2.0)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--skip-sim", action="store_true")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="also an LSTM model directory (one that never saw Alibaba's series, e.g. trained "
+        "on the Google and Azure 300 s files only), with and without the schedule",
+    )
+    p.add_argument(
+        "--other-leads-min",
+        default="0,5",
+        help="also score the forecasters with every job submitted this many minutes before it "
+        "starts (forecast only; the file's own lead is used for everything else)",
+    )
     a = p.parse_args()
     site_path = bundled_site(a.scenario)
     scenario = load_scenario(site_path)
@@ -81,9 +116,10 @@ def main() -> None:
         "forecast": {},
         "controller": {},
     }
-    for name, build in builders(schedule).items():
-        fc = build()
-        fc.fit(fit_part)
+    if a.model is not None:
+        out["model"] = training_summary(a.model)
+    for name, build in builders(schedule, a.model).items():
+        fc = fresh(build, name, fit_part)
         s = rolling_scores(history, fc, fit_rows, HORIZONS_S)
         out["forecast"][name] = {
             "mae_kw": [round(x, 4) for x in s.mae_kw],
@@ -91,17 +127,29 @@ def main() -> None:
             "origins": s.origins,
         }
         print(f"{name:22s} MAE kW {s.mae_kw}  cov90 {s.coverage_90}", flush=True)
+    for lead_min in [float(x) for x in a.other_leads_min.split(",") if x.strip()]:
+        moved = dataclasses.replace(schedule, submit_s=schedule.start_s - 60.0 * lead_min)
+        for name, build in builders(moved, a.model).items():
+            if not name.endswith("+schedule"):
+                continue
+            fc = fresh(build, name, fit_part)
+            s = rolling_scores(history, fc, fit_rows, HORIZONS_S)
+            key = f"{name}(lead {lead_min:g} min)"
+            out["forecast"][key] = {
+                "mae_kw": [round(x, 4) for x in s.mae_kw],
+                "coverage_90": [round(x, 3) for x in s.coverage_90],
+                "origins": s.origins,
+            }
+            print(f"{key:34s} MAE kW {s.mae_kw}  cov90 {s.coverage_90}", flush=True)
     if not a.skip_sim:
         test = tail_scenario(scenario, fit_rows)
         runs: list[tuple[str, str | None]] = [("reactive", None), ("oracle", None)]
-        runs += [("predictive", n) for n in builders(schedule)]
+        made = builders(schedule, a.model)
+        runs += [("predictive", n) for n in made]
         for policy, fname in runs:
-            fc = None
-            if fname is not None:
-                fc = builders(schedule)[fname]()
-                fc.fit(fit_part)
+            sim_fc = None if fname is None else fresh(made[fname], fname, fit_part)
             t0 = time.perf_counter()
-            res = run_policy(test, policy, fc)
+            res = run_policy(test, policy, sim_fc)
             key = policy if fname is None else f"{policy}[{fname}]"
             row = {m: round(float(res.site_metrics.get(m, float("nan"))), 3) for m in METRICS}
             out["controller"][key] = row

@@ -31,12 +31,15 @@ def test_predictive_plans_with_the_known_jobs() -> None:
     known = run.results["predictive+schedule"].series
     # The first-horizon point forecast each plan got: persistence's last value, and with the
     # schedule the last value less the known jobs' load at that row plus their load at the
-    # target (every job there was submitted 15 min ahead, so known at the issue time).
+    # target (every job there was submitted 15 min ahead, so known at the issue time), give or
+    # take the conformal wrapper's median offset (0.1 kW typically, on rows of ~16 kW).
     issued = np.isfinite(plain["fc_mid_kw"][:, 0])
     targets = plain["fc_target_s"][issued, 0]
     step = scenario.dt_s
     expected = (schedule.load_w(targets, step) - schedule.load_w(targets - step, step)) / 1000.0
     diff = known["fc_mid_kw"][issued] - plain["fc_mid_kw"][issued]
-    assert np.allclose(diff, expected, atol=1e-6)
-    assert (expected > 0.5).sum() >= 5  # jobs start within the window
+    assert np.median(np.abs(diff - expected)) < 0.2
+    starting = expected > 0.5  # a job of more than 0.5 kW starts at the target
+    assert starting.sum() >= 5
+    assert np.all(diff[starting] > expected[starting] - 0.5)
     assert np.isfinite(run.results["predictive+schedule"].site_metrics["cost_total"])

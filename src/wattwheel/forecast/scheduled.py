@@ -14,7 +14,13 @@ steps.
 
 Side-effect free (DESIGN §8): :meth:`predict` changes neither the wrapper nor the inner
 forecaster. :meth:`update` is the explicit online step and passes the base history on to an
-inner forecaster that learns online (its calibration then scores the base forecasts).
+inner forecaster that learns online.
+
+Calibration: an inner forecaster calibrated on the base load never sees the surprise of a job
+it did not know at the forecast time (by the time the target is scored the job is known and
+removed from the base), so its intervals are too narrow when jobs are submitted late. Calibrate
+the sum instead: :func:`with_known_jobs` puts a :class:`ConformalForecaster` around the wrapper,
+which scores each whole forecast (known load included) against what was measured.
 Pure numpy: no I/O, no clock.
 """
 
@@ -26,6 +32,7 @@ import numpy as np
 
 from wattwheel.forecast.base import FloatArray, Forecast, Forecaster, History
 from wattwheel.forecast.calibration import horizon_steps
+from wattwheel.forecast.conformal import ConformalForecaster
 from wattwheel.forecast.schedule import JobSchedule
 
 
@@ -84,3 +91,9 @@ class ScheduleAwareForecaster:
 
     def _known(self, history: History) -> JobSchedule:
         return self.schedule.known_at(history.end_s).for_series(history.series_ids)
+
+
+def with_known_jobs(inner: Forecaster, schedule: JobSchedule) -> ConformalForecaster:
+    """``inner`` plus the schedule's known jobs, calibrated as a whole (see the module
+    docstring): what the simulator, ``bench --schedule`` and the benchmark use."""
+    return ConformalForecaster(ScheduleAwareForecaster(inner, schedule))

@@ -24,7 +24,7 @@ from wattwheel.domain.power_floor import PowerFloor
 from wattwheel.forecast.base import Forecaster
 from wattwheel.forecast.baselines import PersistenceForecaster
 from wattwheel.forecast.schedule import JobSchedule
-from wattwheel.forecast.scheduled import ScheduleAwareForecaster
+from wattwheel.forecast.scheduled import with_known_jobs
 from wattwheel.sim import levers
 from wattwheel.sim.scenario import Scenario
 from wattwheel.sim.simulator import SimResult, simulate
@@ -67,7 +67,8 @@ class BenchRun:
 
 
 def with_schedule(spec: ForecasterSpec, schedule: JobSchedule) -> ForecasterSpec:
-    """``spec``'s forecaster with the known jobs' load added (``ScheduleAwareForecaster``)."""
+    """``spec``'s forecaster with the known jobs' load added, calibrated as a whole
+    (``forecast.scheduled.with_known_jobs``)."""
     trained = {
         **spec.trained_on,
         "schedule": f"{schedule.n_jobs} known jobs, each used from its submission time on",
@@ -79,7 +80,7 @@ def with_schedule(spec: ForecasterSpec, schedule: JobSchedule) -> ForecasterSpec
 
 
 def _scheduled(build: Callable[[], Forecaster], schedule: JobSchedule) -> Forecaster:
-    return ScheduleAwareForecaster(build(), schedule)
+    return with_known_jobs(build(), schedule)
 
 
 def baseline_forecaster() -> Forecaster:
