@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 import httpx
 
 from wattwheel.adapters.modbus.client import SunSpecFlywheelClient
+from wattwheel.adapters.modbus.converter_map import ConverterParams
 from wattwheel.adapters.mqtt.quarantine import Quarantine
 from wattwheel.adapters.redfish.client import RedfishClient
 from wattwheel.adapters.scheduler.hook import SchedulerHook
 from wattwheel.adapters.scheduler.plan import plan_requests
 from wattwheel.adapters.snmp.client import ApcPduClient
+from wattwheel.domain.converter import ConverterSettings
 from wattwheel.domain.shifts import ShiftOrder
 from wattwheel.domain.site import SiteParams
 from wattwheel.domain.telemetry import MessageRejection, PowerSample, ReportsRejections
@@ -84,6 +86,10 @@ class SunSpecFlywheel:
 
     async def write_setpoint(self, power_w: float) -> bool:
         return await self.client.write_setpoint(power_w)
+
+    async def write_converter(self, settings: ConverterSettings) -> bool:
+        """The converter loop's parameters (vendor model 64220), one domain's, kW -> W."""
+        return await self.client.write_converter(ConverterParams.from_settings(settings, 0))
 
 
 @dataclass

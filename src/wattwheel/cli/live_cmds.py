@@ -210,7 +210,9 @@ def serve(
             "else the 5-minute one) or 'persistence' (the default)"
         ),
     ] = None,
-    policy: Annotated[str, typer.Option(help="none, reactive, seed or predictive")] = "predictive",
+    policy: Annotated[
+        str, typer.Option(help="none, reactive, seed, predictive or converter")
+    ] = "predictive",
     host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port")] = 8080,
     token_file: Annotated[

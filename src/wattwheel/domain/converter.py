@@ -99,6 +99,26 @@ class ConverterSettings:
         if not self.smoothing_s > 0:
             raise ConfigError("smoothing_s", self.smoothing_s, "must be > 0 s")
 
+    def for_domain(self, i: int) -> ConverterSettings:
+        """Domain ``i``'s settings alone (arrays of shape (1,)): what its converter gets."""
+        return ConverterSettings(
+            self.ramp_limit_kw_per_s[i : i + 1].copy(),
+            self.floor_kw[i : i + 1].copy(),
+            self.ceiling_kw[i : i + 1].copy(),
+            self.soc_low[i : i + 1].copy(),
+            self.soc_high[i : i + 1].copy(),
+            self.smoothing_s,
+            self.soc_gain_inside,
+            self.soc_gain_outside,
+        )
+
+    def key(self) -> tuple[float, ...]:
+        """The values as a tuple (to tell whether a converter needs them written again)."""
+        arrays = (self.ramp_limit_kw_per_s, self.floor_kw, self.ceiling_kw)
+        bands = (self.soc_low, self.soc_high)
+        scalars = (self.smoothing_s, self.soc_gain_inside, self.soc_gain_outside)
+        return tuple(float(v) for a in (*arrays, *bands) for v in a) + scalars
+
 
 @dataclass
 class ConverterState:

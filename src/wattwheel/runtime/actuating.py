@@ -16,12 +16,13 @@ import functools
 import logging
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from wattwheel.control.base import RESERVE_OFF, Decision, Observation
+from wattwheel.domain.converter import ConverterSettings
 from wattwheel.domain.reserve import is_running
 from wattwheel.domain.shifts import ShiftBook, ShiftOrder
 from wattwheel.domain.site import SiteParams
@@ -30,6 +31,7 @@ from wattwheel.runtime.faults import FaultBook, guarded
 from wattwheel.runtime.inventory import Inventory
 from wattwheel.runtime.ledger import Ledger, ModelledReserve
 from wattwheel.runtime.ports import (
+    ConverterPort,
     FlywheelPort,
     FlywheelStatusW,
     OutletActuator,
@@ -134,6 +136,22 @@ class FencedWriter:
 
         return await guarded(
             self.faults, "device", f"flywheel:{domain_id}", write, self.timeout_s, False
+        )
+
+    async def converter(
+        self, domain_id: str, port: ConverterPort, settings: ConverterSettings
+    ) -> bool:
+        """Write a converter's loop parameters, fenced like a setpoint."""
+
+        async def write() -> bool:
+            if not self.may_command(domain_id):
+                return False
+            if not await _reported(port.write_converter(settings), domain_id, self.report):
+                raise ConnectionError("converter parameters not accepted")
+            return True
+
+        return await guarded(
+            self.faults, "device", f"converter:{domain_id}", write, self.timeout_s, False
         )
 
     async def caps(
@@ -290,6 +308,8 @@ class Actuator:
         self.rewrite_per_tick = rewrite_per_tick
         #: Flywheels commanded by their own worker (set while the runtime runs).
         self.fly_workers: dict[str, FlywheelWorker] = {}
+        #: Converter-loop parameters each domain's converter last took (written on change).
+        self.converter_sent: dict[str, tuple[float, ...]] = {}
         n = len(inv.servers)
         self.applied_caps = np.full(n, np.nan)
         self.wanted_caps = self.applied_caps.copy()
@@ -330,6 +350,31 @@ class Actuator:
         self.last_sched = None
         self.ledger.shifts = ShiftBook(self.site.n_domains)
 
+    def _converter_jobs(self, dec: Decision, allowed: BoolArray) -> list[Any]:
+        """Parameters for each led domain's converter loop when the decision carries them
+        and they changed since that converter last took them (issue 10: the HPMC sets the
+        loop's parameters, the converter regulates the feed)."""
+        if dec.converter is None:
+            return []
+        jobs: list[Any] = []
+        for i, dom in enumerate(self.domain_ids):
+            port = self.flywheels.get(dom)
+            if not allowed[i] or port is None or not hasattr(port, "write_converter"):
+                continue
+            one = dec.converter.for_domain(i)
+            if self.converter_sent.get(dom) == one.key():
+                continue
+            jobs.append(self._send_converter(dom, cast(ConverterPort, port), one))
+        return jobs
+
+    async def _send_converter(
+        self, dom: str, port: ConverterPort, settings: ConverterSettings
+    ) -> bool:
+        ok = await self.writer.converter(dom, port, settings)
+        if ok:
+            self.converter_sent[dom] = settings.key()
+        return ok
+
     # ------------------------------------------------------------------ one tick
     async def act(self, obs: Observation, dec: Decision, mode: Mode, safe: bool = False) -> Acted:
         """Send this tick's commands. ``safe`` (a tick fallback): a cap or shedding plan that
@@ -358,6 +403,7 @@ class Actuator:
                 self.fly_workers[dom].submit(float(dec.kes_kw[i]) * 1000.0)
             elif port is not None:
                 jobs.append(self.writer.setpoint(dom, port, float(dec.kes_kw[i]) * 1000.0))
+        jobs.extend(self._converter_jobs(dec, allowed))
         # The reserve is shared: with a coordinator role it is commanded by the coordinator,
         # otherwise per domain by that domain's leader.
         by_coordinator = self.writer.coordinator is not None

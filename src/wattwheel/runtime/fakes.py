@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from wattwheel.domain.converter import ConverterSettings
 from wattwheel.domain.shifts import ShiftOrder
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.runtime.ports import FlywheelStatusW
@@ -99,6 +100,14 @@ class FakeFlywheel:
     max_charge_w: float = 100_000.0
     dead: bool = False
     setpoints_w: list[float] = field(default_factory=list)
+    #: Converter-loop parameters written to it (one domain's each).
+    converter_settings: list[ConverterSettings] = field(default_factory=list)
+
+    async def write_converter(self, settings: ConverterSettings) -> bool:
+        if self.dead:
+            return False
+        self.converter_settings.append(settings)
+        return True
 
     async def read(self) -> FlywheelStatusW | None:
         if self.dead:

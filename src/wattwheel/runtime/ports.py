@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from wattwheel.domain.converter import ConverterSettings
 from wattwheel.domain.shifts import ShiftOrder
 from wattwheel.domain.telemetry import PowerSample, TelemetrySource
 from wattwheel.forecast.base import Forecast
@@ -69,6 +70,17 @@ class FlywheelPort(Protocol):
 
     async def write_setpoint(self, power_w: float) -> bool:
         """Command ``power_w`` (+ discharge / - charge). False if it did not get through."""
+        ...
+
+
+class ConverterPort(Protocol):
+    """A flywheel bank whose converter runs its own feed-power loop (SunSpec vendor model
+    64220): the controller sets its parameters, the converter regulates the feed itself. A
+    :class:`FlywheelPort` may also implement this; the runtime checks with ``hasattr``."""
+
+    async def write_converter(self, settings: ConverterSettings) -> bool:
+        """Write one domain's parameters (arrays of shape (1,)); False if they did not get
+        through or the bank has no such loop."""
         ...
 
 

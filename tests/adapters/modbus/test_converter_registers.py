@@ -134,3 +134,26 @@ async def test_a_bank_without_the_model_reads_none_and_refuses_a_write() -> None
     finally:
         await client.close()
         await handle.stop()
+
+
+async def test_the_runtime_port_writes_the_hpmcs_settings_in_watts(
+    emulator: FlywheelEmulatorHandle,
+) -> None:
+    from wattwheel.adapters.ports import SunSpecFlywheel
+
+    settings = ConverterSettings(
+        ramp_limit_kw_per_s=np.array([1.0]),
+        floor_kw=np.zeros(1),
+        ceiling_kw=np.array([38.5]),
+        soc_low=np.array([0.3]),
+        soc_high=np.array([0.7]),
+    )
+    client = SunSpecFlywheelClient("127.0.0.1", emulator.port, timeout_s=2.0)
+    try:
+        assert await SunSpecFlywheel(client).write_converter(settings)
+    finally:
+        await client.close()
+    held = emulator.controller.converter
+    assert held is not None
+    assert held[1].enabled and held[1].ramp_limit_w_per_s == pytest.approx(1000.0)
+    assert held[1].ceiling_w == pytest.approx(38_500.0, abs=10.0)  # W_SF: 10 W steps
