@@ -85,7 +85,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     )
     models: dict[str, LSTMForecaster] = {"v0": load_model(shipped_dir, backend="torch")}
     trained_until = {"v0": -math.inf}
-    lineup = Lineup("v0")
+    lineup = Lineup("v0", anchor="v0")
     board = Scoreboard()
     live_err: dict[float, float] = {}
     shipped_err: dict[float, float] = {}

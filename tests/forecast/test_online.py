@@ -79,6 +79,28 @@ def test_a_promoted_model_worse_than_its_predecessor_since_promotion_is_rolled_b
     assert after == Lineup("old")
 
 
+def test_a_live_model_worse_than_the_shipped_anchor_goes_back_to_it() -> None:
+    board = Scoreboard()
+    # v2 beats its predecessor v1 (no predecessor rollback), but both drifted above v0
+    board.add("v0", range(100, 130), [10.0] * 30)
+    board.add("v1", range(100, 130), [12.0] * 30)
+    board.add("v2", range(100, 130), [11.0] * 30)
+    lineup = Lineup("v2", "v3", "v1", promoted_at_s=100.0, anchor="v0")
+    after, verdict = step(lineup, board, RULES, 200.0)
+    assert verdict is not None and verdict.transition == "rollback"
+    assert (verdict.version, verdict.against) == ("v2", "v0")
+    assert "shipped" in verdict.reason
+    assert after == Lineup("v0", "v3", None, 200.0, "v0")
+    # the anchor itself live: nothing to compare
+    assert step(Lineup("v0", anchor="v0"), board, RULES, 300.0) == (Lineup("v0", anchor="v0"), None)
+
+
+def test_promotion_and_rollback_keep_the_anchor() -> None:
+    board = _board(v0=[10.0] * 10, v1=[9.0] * 10)
+    promoted, _ = step(Lineup("v0", "v1", anchor="v0"), board, RULES, 5.0)
+    assert promoted.anchor == "v0"
+
+
 def test_no_rollback_while_the_promoted_model_holds_up() -> None:
     board = _board(old=[10.0] * 30, new=[10.1] * 30)  # 1 % worse: within the margin
     lineup = Lineup("new", None, "old", promoted_at_s=0.0)

@@ -137,13 +137,34 @@ def test_a_promoted_model_that_turns_worse_is_rolled_back() -> None:
     assert "model.rollback" in [k for k, _ in h.events]
 
 
+def test_a_live_model_worse_than_the_shipped_one_goes_back_to_it() -> None:
+    turn_s = 1_000_000.0 + 15 * HOUR_S
+
+    def error(model_dir: str, t: float) -> float:
+        late = t >= turn_s
+        if model_dir.endswith("v1"):
+            return 13.0 if late else 9.0
+        if model_dir.endswith("v2"):
+            return 12.0 if late else 8.0
+        return 10.0
+
+    h = Harness(FakeJobs(error))
+    h.hours(15)  # v1 promoted at 9 h, v2 (fine-tuned from v1 at 12 h) at 15 h
+    assert (h.learner.lineup.live, h.learner.lineup.predecessor) == ("v2", "v1")
+    h.hours(3)  # v2 beats its predecessor but not the shipped model, which is still scored
+    assert h.learner.lineup.live == "v0" and h.installed[-1] == "/models/shipped"
+    statuses = h.statuses()
+    assert (statuses["v0"], statuses["v1"], statuses["v2"]) == ("live", "retired", "rolled_back")
+    assert "shipped" in next(m for k, m in h.events if k == "model.rollback")
+
+
 def test_a_shadow_that_does_not_beat_live_by_the_margin_is_rejected() -> None:
     h = Harness(FakeJobs(_by_dir({"shipped": 10.0, "v1": 9.8})), finetune_every_s=1e9)
     h.learner.last_finetune_s = -math.inf
     h.hours(1)
     assert h.learner.lineup.shadow == "v1"
     h.hours(9)  # 96 origins scored
-    assert h.learner.lineup == type(h.learner.lineup)("v0")
+    assert h.learner.lineup == type(h.learner.lineup)("v0", anchor="v0")
     assert h.statuses()["v1"] == "rejected" and h.installed == []
 
 

@@ -9,8 +9,8 @@ and only origins after a model's training data count for it (out of sample). A
 - **promotion**: the shadow's MAE on the last ``window`` origins both were scored on is at least
   ``margin`` (relative) below the live model's, over at least ``min_origins`` of them;
 - **rollback**: after a promotion, the promoted model's MAE on the origins since its promotion is
-  ``rollback_margin`` above its predecessor's (still scored beside it), over at least
-  ``min_origins`` of them;
+  ``rollback_margin`` above its predecessor's (still scored beside it), or above the shipped
+  model's (the *anchor*, always scored), over at least ``min_origins`` of them;
 - **drift**: the share of recent actuals outside the live model's calibrated 90 % interval is
   further from 10 % than ``z`` binomial standard deviations (the calibration no longer holds:
   fine-tune early).
@@ -149,12 +149,15 @@ class Lineup:
         shadow: a fine-tuned candidate scored beside it (None: none on trial).
         predecessor: the version live replaced at its promotion (None: no rollback possible).
         promoted_at_s: when ``live`` was promoted (origins from then on judge a rollback).
+        anchor: the shipped model, always scored: a live model worse than it since its
+            promotion is rolled back to it (so the site never ends worse than where it started).
     """
 
     live: str
     shadow: str | None = None
     predecessor: str | None = None
     promoted_at_s: float = -math.inf
+    anchor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,20 @@ def step(
                 f"MAE {cmp.mae_b:.4g} vs predecessor {cmp.mae_a:.4g} on {cmp.n_origins} origins "
                 f"since promotion ({-cmp.gain:+.1%} > {rules.rollback_margin:.1%})",
             )
-            return Lineup(lineup.predecessor, lineup.shadow), verdict
+            return Lineup(lineup.predecessor, lineup.shadow, anchor=lineup.anchor), verdict
+    anchor = lineup.anchor
+    if anchor is not None and lineup.live != anchor:
+        cmp = board.compare(anchor, lineup.live, rules.window, since_s=lineup.promoted_at_s)
+        if cmp.n_origins >= rules.min_origins and -cmp.gain > rules.rollback_margin:
+            verdict = Verdict(
+                "rollback",
+                lineup.live,
+                anchor,
+                cmp,
+                f"MAE {cmp.mae_b:.4g} vs the shipped model's {cmp.mae_a:.4g} on {cmp.n_origins} "
+                f"origins since promotion ({-cmp.gain:+.1%} > {rules.rollback_margin:.1%})",
+            )
+            return Lineup(anchor, lineup.shadow, None, now_s, anchor), verdict
     if lineup.shadow is None:
         return lineup, None
     cmp = board.compare(lineup.live, lineup.shadow, rules.window)
@@ -198,7 +214,7 @@ def step(
             f"MAE {cmp.mae_b:.4g} vs live {cmp.mae_a:.4g} on {cmp.n_origins} origins "
             f"({cmp.gain:.1%} >= {rules.margin:.1%})",
         )
-        return Lineup(lineup.shadow, None, lineup.live, now_s), verdict
+        return Lineup(lineup.shadow, None, lineup.live, now_s, lineup.anchor), verdict
     if board.count(lineup.shadow) >= rules.max_shadow_origins:
         verdict = Verdict(
             "reject",

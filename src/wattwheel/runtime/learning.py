@@ -124,7 +124,7 @@ class ContinuousLearner:
         self.records: dict[str, ModelRecord] = {
             "v0": ModelRecord("v0", None, now, "live", -math.inf, base_dir, {"source": "shipped"})
         }
-        self.lineup = Lineup("v0")
+        self.lineup = Lineup("v0", anchor="v0")
         self.board = Scoreboard()
         self.scored_until: dict[str, float] = {}
         self.misses: list[float] = []
@@ -186,7 +186,8 @@ class ContinuousLearner:
     # ------------------------------------------------------------------ steps
     async def _score_lineup(self, history: History) -> None:
         lineup = self.lineup
-        for version in dict.fromkeys(v for v in (lineup.live, lineup.shadow, lineup.predecessor)):
+        on_lineup = (lineup.live, lineup.shadow, lineup.predecessor, lineup.anchor)
+        for version in dict.fromkeys(on_lineup):
             if version is None:
                 continue
             rec = self.records[version]
