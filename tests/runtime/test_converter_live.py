@@ -3,13 +3,20 @@ and only to the domains it leads (issue 10)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
 from wattwheel.control.registry import make_policy
 from wattwheel.domain.site import SiteParams, parse_site, resolve_site
 from wattwheel.runtime.clock import FakeClock
-from wattwheel.runtime.fakes import FakeCapActuator, FakeFlywheel, FakeServerTelemetry
+from wattwheel.runtime.fakes import (
+    FakeCapActuator,
+    FakeFlywheel,
+    FakeScheduler,
+    FakeServerTelemetry,
+)
 from wattwheel.runtime.inventory import default_inventory
 from wattwheel.runtime.loop import Devices, Runtime, RuntimeConfig
 from wattwheel.runtime.state import LiveState, Overrides
@@ -108,3 +115,56 @@ async def test_a_domain_another_instance_leads_gets_no_parameters() -> None:
     await rt.tick()
     assert len(fly_a.converter_settings) == 1
     assert fly_b.converter_settings == []
+
+
+async def test_converter_rampup_asks_the_scheduler_for_the_job_start_ramp_and_renews_it() -> None:
+    site = _site()
+    clock = FakeClock(real_monotonic=True)
+    bmc = FakeServerTelemetry({"a1-s01": ("a1", 20_000.0)}, now_s=clock.now_s())
+    scheduler = FakeScheduler()
+    rt = Runtime(
+        site,
+        make_policy("converter+rampup", site),
+        Devices(telemetry={"bmc": bmc}, scheduler=scheduler),  # type: ignore[dict-item]
+        default_inventory(site, min_cap_w=1_000.0, max_cap_w=50_000.0),
+        clock,
+        LiveState(site.domain_names),
+        Overrides(),
+        config=RuntimeConfig(device_timeout_s=0.5),
+    )
+
+    async def tick_at(t: float) -> None:
+        clock.advance(t - clock.now_s())
+        bmc.now_s = clock.now_s()
+        await rt.tick()
+        await asyncio.gather(*list(rt.actuator.background))
+
+    start = clock.now_s()
+    await tick_at(start)
+    assert len(scheduler.ramp_limits) == 1
+    _, levels, duration = scheduler.ramp_limits[0]
+    assert levels == {"A": 1.0, "B": 1.0} and duration == site.plan_period_s
+    await tick_at(start + 1.0)
+    assert len(scheduler.ramp_limits) == 1  # still in force: not sent again
+    await tick_at(start + site.plan_period_s / 2 + 1.0)
+    assert len(scheduler.ramp_limits) == 2  # renewed before it lapses
+
+
+async def test_plain_converter_asks_the_scheduler_for_nothing() -> None:
+    site = _site()
+    clock = FakeClock(real_monotonic=True)
+    bmc = FakeServerTelemetry({"a1-s01": ("a1", 20_000.0)}, now_s=clock.now_s())
+    scheduler = FakeScheduler()
+    rt = Runtime(
+        site,
+        make_policy("converter", site),
+        Devices(telemetry={"bmc": bmc}, scheduler=scheduler),  # type: ignore[dict-item]
+        default_inventory(site, min_cap_w=1_000.0, max_cap_w=50_000.0),
+        clock,
+        LiveState(site.domain_names),
+        Overrides(),
+        config=RuntimeConfig(device_timeout_s=0.5),
+    )
+    await rt.tick()
+    await asyncio.gather(*list(rt.actuator.background))
+    assert scheduler.ramp_limits == []

@@ -22,7 +22,7 @@ from wattwheel.adapters.modbus.converter_map import ConverterParams
 from wattwheel.adapters.mqtt.quarantine import Quarantine
 from wattwheel.adapters.redfish.client import RedfishClient
 from wattwheel.adapters.scheduler.hook import SchedulerHook
-from wattwheel.adapters.scheduler.plan import plan_requests
+from wattwheel.adapters.scheduler.plan import plan_requests, ramp_limit_requests
 from wattwheel.adapters.snmp.client import ApcPduClient
 from wattwheel.domain.converter import ConverterSettings
 from wattwheel.domain.shifts import ShiftOrder
@@ -141,6 +141,22 @@ class HookScheduler:
             now_s=now_s,
             period_s=self.plan_period_s or self.site.plan_period_s,
             reason="wattwheel plan",
+        )
+        acks = await asyncio.gather(*(self.hook.request(r) for r in requests))
+        return all(a.delivered for a in acks)
+
+    async def ramp_limit(
+        self, now_s: float, ramp_kw_per_s: Mapping[str, float], duration_s: float
+    ) -> bool:
+        """``ramp_limit`` requests (one per domain with a limit) through the hook."""
+        ids = self.site.domain_names
+        requests = ramp_limit_requests(
+            self.site.name,
+            ids,
+            [ramp_kw_per_s.get(d) for d in ids],
+            now_s=now_s,
+            duration_s=duration_s,
+            reason="grid ramp limit",
         )
         acks = await asyncio.gather(*(self.hook.request(r) for r in requests))
         return all(a.delivered for a in acks)

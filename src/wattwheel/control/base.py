@@ -105,6 +105,8 @@ class Decision:
         converter: parameters for the flywheel converter's own loop (None: no such loop; the
             bank follows ``kes_kw``). When set, the converter decides the bank's power on its
             own measurement (:mod:`wattwheel.domain.converter`) and ``kes_kw`` is ignored.
+        job_ramp_kw_per_s: the ramp-up limit at job start to ask the workload scheduler for,
+            per domain (kW/s; None: no request; ``docs/scheduler-hook.md``, ``ramp_limit``).
     """
 
     kes_kw: FloatArray
@@ -119,6 +121,7 @@ class Decision:
     reasons: tuple[str, ...] = field(default=())
     reserve_warm: BoolArray | None = None
     converter: ConverterSettings | None = None
+    job_ramp_kw_per_s: FloatArray | None = None
 
     @staticmethod
     def idle(n_domains: int) -> Decision:

@@ -11,6 +11,11 @@ this policy writes the converter's parameters - what it would send over SunSpec/
 * floor: 0 kW (the converter holds no minimum draw);
 * SoC band: ``SOC_BAND`` around the middle, room to absorb swings both ways.
 
+With ``job_rampup`` (policy ``converter+rampup``) it also asks the workload scheduler to ramp
+job (re)starts up at the site's ramp limit (``Decision.job_ramp_kw_per_s``; live, a
+``ramp_limit`` request through the scheduler hook; in the simulator the bench regenerates the
+synthetic jobs with ramped starts, :mod:`wattwheel.sim.levers`).
+
 Capping, deferral repayment and the reserve are the fast safety loop's (DESIGN §2), decided
 on the HPMC's (late) measurement as in ``reactive``.
 """
@@ -54,9 +59,15 @@ class ConverterPolicy:
     uses_kes = True
 
     def __init__(
-        self, site: SiteParams, spec: ConverterSpec | None = None, name: str = "converter"
+        self,
+        site: SiteParams,
+        spec: ConverterSpec | None = None,
+        name: str = "converter",
+        job_rampup: bool = False,
     ) -> None:
         self.site = site
+        #: Ask the scheduler for the ramp-up limit at job start too.
+        self.job_rampup = job_rampup
         #: The converter the simulator's plant runs (its own loop, not the HPMC's).
         self.converter_spec = spec or ConverterSpec()
         self.name = name
@@ -72,7 +83,12 @@ class ConverterPolicy:
         peak = np.maximum(np.asarray(state, dtype=np.float64), seen)
         targets = Targets.reactive(site.n_domains, default_soc_target(site))
         base = safety_loop(site, obs, targets)
+        ramp = site.max_grid_ramp_kw_per_s
+        job_ramp = np.full(site.n_domains, ramp) if self.job_rampup and ramp else None
         dec = dataclasses.replace(
-            base, kes_kw=np.zeros(site.n_domains), converter=converter_settings(site, peak)
+            base,
+            kes_kw=np.zeros(site.n_domains),
+            converter=converter_settings(site, peak),
+            job_ramp_kw_per_s=job_ramp,
         )
         return dec, peak

@@ -24,6 +24,9 @@ POLICIES: dict[str, Callable[[SiteParams], Policy]] = {
     "converter-parallel": lambda site: ConverterPolicy(
         site, ConverterSpec(topology="parallel"), name="converter-parallel"
     ),
+    "converter+rampup": lambda site: ConverterPolicy(
+        site, name="converter+rampup", job_rampup=True
+    ),
 }
 
 

@@ -35,6 +35,7 @@ from wattwheel.runtime.ports import (
     FlywheelPort,
     FlywheelStatusW,
     OutletActuator,
+    RampLimitPort,
     ReservePort,
     SchedulerPort,
     ServerCapActuator,
@@ -226,6 +227,20 @@ class FencedWriter:
 
         return await guarded(self.faults, "device", "scheduler", write, self.timeout_s * 4, False)
 
+    async def ramp_limit(
+        self, scheduler: RampLimitPort, now_s: float, levels: Mapping[str, float], period_s: float
+    ) -> bool:
+        """The ramp-up limits at job start, fenced like the other shared commands."""
+
+        async def write() -> bool:
+            if not self._may_share():
+                return False
+            return await scheduler.ramp_limit(now_s, levels, period_s)
+
+        return await guarded(
+            self.faults, "device", "scheduler-ramp", write, self.timeout_s * 4, False
+        )
+
 
 @dataclass
 class _FencedFlywheel:
@@ -310,6 +325,9 @@ class Actuator:
         self.fly_workers: dict[str, FlywheelWorker] = {}
         #: Converter-loop parameters each domain's converter last took (written on change).
         self.converter_sent: dict[str, tuple[float, ...]] = {}
+        #: The ramp-up limits the scheduler last took, and when (renewed each half period).
+        self.ramp_sent: tuple[tuple[float, ...], float] | None = None
+        self.ramp_busy = False
         n = len(inv.servers)
         self.applied_caps = np.full(n, np.nan)
         self.wanted_caps = self.applied_caps.copy()
@@ -419,6 +437,7 @@ class Actuator:
             jobs.append(self.writer.outlets(self.outlets, shed, self._outlet_domain))
         if mode != "maintenance" and shared:
             self._maybe_schedule(obs.now_s, dec)
+            self._maybe_ramp_limit(obs.now_s, dec)
         await asyncio.gather(*jobs)
         written: Mapping[str, bool] = cap_job.result() if cap_job is not None else {}
         # In force from the tick's start: a rack meter read while the writes were in flight
@@ -526,6 +545,39 @@ class Actuator:
                 self.shed.discard(key)
                 self.reassert.discard(key)
         return states
+
+    def _maybe_ramp_limit(self, now_s: float, dec: Decision) -> None:
+        """Ask the scheduler for the decision's ramp-up limits at job start when they changed
+        or less than half a plan period of the last request is left (each request lasts one
+        plan period, so a silent controller leaves no limit behind for longer)."""
+        scheduler = self.scheduler
+        limits = dec.job_ramp_kw_per_s
+        if limits is None or scheduler is None or self.ramp_busy:
+            return
+        if not hasattr(scheduler, "ramp_limit"):
+            return
+        period = max(self.site.plan_period_s, 1.0)
+        key = tuple(float(v) for v in np.round(limits, 3))
+        if self.ramp_sent is not None:
+            last_key, sent_at = self.ramp_sent
+            if last_key == key and now_s - sent_at < period / 2:
+                return
+        levels = {d: float(v) for d, v in zip(self.domain_ids, limits, strict=True)}
+        port = cast(RampLimitPort, scheduler)
+        self.ramp_busy = True
+
+        async def send() -> bool:
+            try:
+                ok = await self.writer.ramp_limit(port, now_s, levels, period)
+            finally:
+                self.ramp_busy = False
+            if ok:
+                self.ramp_sent = (key, now_s)
+            return ok
+
+        task = asyncio.ensure_future(send())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def _maybe_schedule(self, now_s: float, dec: Decision) -> None:
         """Send the shift orders these levels need (a changed, renewed or ended pair: each

@@ -128,6 +128,16 @@ class FakeScheduler:
 
     requests: list[tuple[float, list[ShiftOrder], dict[str, float]]] = field(default_factory=list)
     down: bool = False
+    #: Ramp-up limits at job start it was sent: (now_s, kW/s per domain, duration_s).
+    ramp_limits: list[tuple[float, dict[str, float], float]] = field(default_factory=list)
+
+    async def ramp_limit(
+        self, now_s: float, ramp_kw_per_s: Mapping[str, float], duration_s: float
+    ) -> bool:
+        if self.down:
+            return False
+        self.ramp_limits.append((now_s, dict(ramp_kw_per_s), duration_s))
+        return True
 
     async def request(
         self, now_s: float, shifts: Sequence[ShiftOrder], defer_kw: Mapping[str, float]

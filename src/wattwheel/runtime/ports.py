@@ -119,6 +119,18 @@ class SchedulerPort(Protocol):
         ...
 
 
+class RampLimitPort(Protocol):
+    """A scheduler that also takes the ramp-up limit at job start (``ramp_limit`` requests). A
+    :class:`SchedulerPort` may implement this; the runtime checks with ``hasattr``."""
+
+    async def ramp_limit(
+        self, now_s: float, ramp_kw_per_s: Mapping[str, float], duration_s: float
+    ) -> bool:
+        """Ask for these limits per domain id (kW/s), in force for ``duration_s`` from
+        ``now_s`` (each replaces the domain's previous one). False if not all delivered."""
+        ...
+
+
 class RecordSink(Protocol):
     """Where the audit trail goes (the store; blocking calls, run off the event loop)."""
 

@@ -125,6 +125,8 @@ def run_policy(
     else:
         policy = make_policy(base, scenario.site)
     policy.name = name
+    if "rampup" in options and hasattr(policy, "job_rampup"):
+        policy.job_rampup = True  # it commands the lever the regenerated trace applies
     result = simulate(
         scenario, policy, forecaster=forecaster, oracle=(base == "oracle"), progress=progress
     )
