@@ -22,6 +22,14 @@ apply to the whole step. The reserve is commanded at the end of the lag part. Th
 standby loss over the step is taken at the rate of the step's start (as the planner's block
 model does). With ``lag_s = 0`` the decision applies for the whole step.
 
+The flywheel converter's own loop. A decision that carries converter settings
+(``Decision.converter``) leaves the bank's power to the converter
+(:mod:`wattwheel.domain.converter`): it runs its control periods inside the step on the step's
+true load, with its own measurement latency, and the bank exchanges their mean. Limitation: in
+a lag part (a measurement latency that is not a whole number of steps) the bank holds its
+previous mean like any setpoint, although a real converter would keep regulating; the bundled
+scenarios' latencies are whole steps.
+
 The step is coarse (the trace's resolution); a reserve start delay that ends inside a step is
 handled by splitting that step into a before and an after part for overload and breaker heat.
 """
