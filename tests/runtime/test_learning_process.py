@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from wattwheel.adapters.model_artifact import load_model, read_metadata, shipped_model_for_step
-from wattwheel.adapters.model_jobs import ProcessModelJobs, torch_missing
+from wattwheel.adapters.model_jobs import ProcessModelJobs, score_job, torch_missing
 from wattwheel.adapters.store import MemoryStore, open_store
 from wattwheel.adapters.store.demand import StoredDemand, assemble, demand_history
 from wattwheel.adapters.store.models import model_history_for
@@ -150,3 +150,23 @@ def test_stored_demand_reads_only_new_steps_and_matches_a_full_read() -> None:
     np.testing.assert_allclose(second.timestamps_s, full.timestamps_s)
     window = cached(3000.0, 5400.0)
     assert window is not None and window.timestamps_s[0] == 3000.0
+
+
+def test_scoring_survives_a_domain_with_no_recent_reading() -> None:
+    """A domain dark for longer than the model's context cannot be forecast: those origins
+    score the other domains only, and the job does not fail (it would stall learning)."""
+    trace = read_trace(TRACE)
+    rows = 2 * 288
+    values = np.array(trace.power_w[:rows, :2], dtype=float)
+    values[200:520, 0] = np.nan
+    shipped = shipped_model_for_step(STEP_S)
+    assert shipped is not None
+    origins, errors, misses = score_job(
+        str(shipped),
+        trace.timestamps_s[:rows].tolist(),
+        ["a", "b"],
+        values.tolist(),
+        float(trace.timestamps_s[0]),
+    )
+    assert len(origins) == len(errors) == len(misses) > 400
+    assert all(math.isfinite(e) for e in errors)

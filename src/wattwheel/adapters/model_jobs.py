@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from wattwheel.forecast.base import History
+from wattwheel.forecast.base import Forecast, History
 from wattwheel.runtime.learning import Scores
 
 #: Models kept loaded in the worker process, by directory.
@@ -121,9 +121,40 @@ def score_job(
     first = max(first, model.config.lookback)
     if first >= history.values.shape[0] - steps:
         return ([], [], [])
-    run = rolling_origin(model, history, (horizon_s,), start=first)
+    run = rolling_origin(_Tolerant(model), history, (horizon_s,), start=first)
     err, miss = first_horizon_errors(run)
     return (history.timestamps_s[run.origins].tolist(), err.tolist(), miss.tolist())
+
+
+class _Tolerant:
+    """A forecaster whose ``predict`` gives NaN for a series the model cannot forecast (a domain
+    with no finite recent reading): that series scores nothing at that origin, the others do."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.name = model.name
+
+    def fit(self, history: History) -> None:
+        self.model.fit(history)
+
+    def predict(self, history: History, horizons_s: Any, future_exog: Any = None) -> Forecast:
+        try:
+            return self.model.predict(history, horizons_s, future_exog)  # type: ignore[no-any-return]
+        except ValueError:
+            pass
+        qs = tuple(self.model.config.quantiles)
+        values = np.full((len(history.series_ids), len(horizons_s), len(qs)), np.nan)
+        for i, sid in enumerate(history.series_ids):
+            one = History(history.timestamps_s, (sid,), history.values[:, i : i + 1])
+            try:
+                values[i] = self.model.predict(one, horizons_s).values[0]
+            except ValueError:
+                continue
+        median = int(np.argmin(np.abs(np.asarray(qs) - 0.5)))
+        horizons = tuple(float(h) for h in horizons_s)
+        return Forecast(
+            history.end_s, history.series_ids, horizons, qs, values, values[:, :, median]
+        )
 
 
 def fine_tune_job(
