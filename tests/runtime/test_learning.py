@@ -209,3 +209,43 @@ def test_a_model_history_that_cannot_be_written_is_retried() -> None:
     h.log.available = True
     h.hours(1)
     assert [r.version for r in h.log.models()] == ["v0"]
+
+
+def test_a_restart_carries_on_from_the_stored_model_history() -> None:
+    first = Harness(FakeJobs(_by_dir({"shipped": 10.0, "v1": 9.0})))
+    first.hours(9)
+    assert first.learner.lineup.live == "v1"
+    again = Harness(FakeJobs(_by_dir({"shipped": 10.0, "v1": 9.0, "v2": 8.0})))
+    again.log = first.log
+    again.learner.model_log = first.log
+    again.learner.restore(first.log.models())
+    assert again.learner.lineup == type(again.learner.lineup)("v1", None, "v0", anchor="v0")
+
+    async def start() -> None:
+        task = asyncio.ensure_future(again.learner.run())
+        for _ in range(100):
+            if again.installed:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(start())
+    assert again.installed == ["/models/site/v1"]  # the restored live model serves again
+    again.learner.last_finetune_s = -math.inf
+    again.hours(1)
+    assert again.learner.lineup.shadow == "v2"  # numbered after the stored versions
+    assert again.jobs.fine_tunes[-1][0] == "/models/site/v1"
+
+
+def test_a_history_from_another_base_model_is_not_resumed() -> None:
+    first = Harness(FakeJobs(_by_dir({"shipped": 10.0, "v1": 9.0})))
+    first.hours(9)
+    other = Harness(FakeJobs(_by_dir({})))
+    other.learner.records["v0"] = type(other.learner.records["v0"])(
+        "v0", None, 0.0, "live", -math.inf, "/models/another", {}
+    )
+    other.learner.restore(first.log.models())
+    assert other.learner.lineup.live == "v0"
+    other.learner.last_finetune_s = -math.inf
+    other.hours(1)
+    assert other.learner.lineup.shadow == "v2"  # v1 exists in the table: not overwritten

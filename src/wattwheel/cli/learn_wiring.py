@@ -96,6 +96,12 @@ def start_learning(
         models=model_history_for(store),
         event=event,
     )
+    history_log = model_history_for(store)
+    if history_log is not None:
+        try:
+            learner.restore(history_log.models(limit=10_000))
+        except Exception as exc:  # the database is down at start: begin from the base model
+            log.warning("continuous learning: model history not read (%s): starting afresh", exc)
     runtime.state.learning = learner.status
     if jobs.fine_tune_unavailable():
         log.warning("continuous learning: fine-tuning off, %s", jobs.fine_tune_unavailable())

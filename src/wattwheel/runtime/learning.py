@@ -134,6 +134,7 @@ class ContinuousLearner:
         self.fine_tuning = False
         self.state = "starting"
         self._dirty: set[str] = {"v0"}
+        self._next = 1
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -151,8 +152,35 @@ class ContinuousLearner:
         }
 
     # ------------------------------------------------------------------ loop
+    def restore(self, stored: Sequence[ModelRecord]) -> None:
+        """Carry on from the model history of an earlier run on this store: the versions it
+        made keep their names (new ones are numbered after them) and, when it started from the
+        same base model, its live, shadow and predecessor take their places again (call
+        :meth:`run` next: it installs the live model). Scores start afresh."""
+        base = self.records["v0"]
+        earlier = {r.version: r for r in stored if r.version != "v0"}
+        self._next = 1 + max((_number(v) for v in earlier), default=0)
+        same_base = any(r.version == "v0" and r.model_dir == base.model_dir for r in stored)
+        if not same_base:
+            return
+        self.records.update(earlier)
+        roles = {r.status: r.version for r in stored if r.version in earlier or r.version == "v0"}
+        live = roles.get("live", "v0")
+        self.lineup = Lineup(live, roles.get("shadow"), roles.get("predecessor"), anchor="v0")
+        role = {self.lineup.live: "live", self.lineup.predecessor: "predecessor"}.get("v0")
+        self.records["v0"] = replace(base, status=role or "retired")
+        self._dirty.update(self.records)
+
     async def run(self) -> None:
         """Forever: a cycle every ``cycle_s`` (a failing cycle is logged, the next one runs)."""
+        if self.lineup.live != "v0":
+            try:
+                await asyncio.to_thread(self.install, self.records[self.lineup.live].model_dir)
+            except Exception as exc:  # its files are gone: start again from the base model
+                log.warning("restored live model %s not installed: %s", self.lineup.live, exc)
+                self._set_status(self.lineup.live, "retired")
+                self.lineup = Lineup("v0", anchor="v0")
+                self._set_status("v0", "live")
         self._flush_records()
         while True:
             await self.clock.sleep(self.cfg.cycle_s)
@@ -244,7 +272,8 @@ class ContinuousLearner:
             self.state = f"waiting for {self.cfg.min_train_rows} rows of history to fine-tune"
             return
         parent = self.lineup.live
-        version = f"v{len(self.records)}"
+        version = f"v{self._next}"
+        self._next += 1
         out_dir = f"{self.cfg.models_dir.rstrip('/')}/{version}"
         self.fine_tuning = True
         try:
@@ -317,3 +346,10 @@ def _first(values: object) -> float | None:
 
 def _round(x: float) -> float | None:
     return round(x, 6) if math.isfinite(x) else None
+
+
+def _number(version: str) -> int:
+    try:
+        return int(version.removeprefix("v"))
+    except ValueError:
+        return 0
