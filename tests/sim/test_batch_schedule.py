@@ -63,6 +63,8 @@ def test_a_bad_schedule_file_names_the_line(tmp_path: Path) -> None:
     path.write_text("job_id,start_s\n")
     with pytest.raises(TraceError, match="missing"):
         read_schedule(path)
+    with pytest.raises(TraceError, match="not found"):
+        read_schedule(tmp_path / "nope.csv")
 
 
 def test_bundled_scenario_has_a_schedule_for_its_domains() -> None:

@@ -28,6 +28,7 @@ from wattwheel.sim.bench import (
     default_workers,
     run_bench,
     run_policy,
+    with_schedule,
     write_bench_json,
 )
 from wattwheel.sim.levers import load_jobs_recipe
@@ -182,11 +183,15 @@ def simulate(
     ] = "predictive",
     model: ModelOpt = None,
     latency_s: LatencyOpt = None,
+    schedule: ScheduleOpt = None,
 ) -> None:
-    """Replay a trace through the site and one policy; write metrics.json and report.html."""
+    """Replay a trace through the site and one policy; write metrics.json and report.html.
+    With ``--schedule`` the policy's forecast includes the known jobs' load."""
     with _errors():
         scenario = with_latency(load_scenario(site, trace), latency_s)
         spec = _model_spec(model, scenario) or BASELINE
+        if schedule is not None:
+            spec = with_schedule(spec, scenario_schedule(scenario, schedule))
         fc = spec.build() if policy in ("predictive", "seed") else None
         bar, factory = _progress()
         with bar:

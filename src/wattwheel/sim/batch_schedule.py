@@ -114,6 +114,8 @@ def write_schedule(path: Path, schedule: JobSchedule) -> None:
 
 def read_schedule(path: Path) -> JobSchedule:
     """Read a ``schedule.csv`` (see the module docstring); errors name the file and line."""
+    if not path.is_file():
+        raise TraceError(f"{path}: schedule file not found")
     jobs: dict[str, tuple[float, float, float]] = {}
     power: dict[tuple[str, str], float] = {}
     racks: list[str] = []
