@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -453,11 +454,14 @@ async def shard_worker(
         ),
     )
     ages: list[float] = []
+    tick_cpu: list[float] = []
     tick = rt.tick
 
     async def timed_tick():  # type: ignore[no-untyped-def]
         taken = len(devices.pending)
+        cpu0 = time.thread_time()  # the tick's own CPU (its awaits are short device calls)
         report = await tick()
+        tick_cpu.append(time.thread_time() - cpu0)
         end_s = time.time()
         if taken:
             oldest = devices.pending[0]
@@ -467,15 +471,31 @@ async def shard_worker(
         return report
 
     rt.tick = timed_tick  # type: ignore[method-assign]
+    gc_pauses: list[float] = []
+    gc_started = [0.0]
+
+    def gc_timer(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif info.get("generation") == 2:
+            gc_pauses.append(time.perf_counter() - gc_started[0])
+
+    gc.callbacks.append(gc_timer)
+    # As `serve` does before its loop starts: what start-up built (inventory, site, memo) is
+    # moved out of the collector's reach, so a full collection does not stall a tick.
+    gc.collect()
+    gc.freeze()
     print(json.dumps({"ready": shard}), flush=True)
     await asyncio.to_thread(sys.stdin.readline)  # "go": every shard starts together
     loop = asyncio.get_running_loop()
+    cpu0, wall0 = time.process_time(), time.monotonic()
     devices.start(rt.reader.buffer_for("devices"), loop, rt.tick_now)
     run = asyncio.ensure_future(rt.run())
     await asyncio.sleep(seconds)
     run.cancel()
     await asyncio.gather(run, return_exceptions=True)
     devices.stop()
+    cpu_share = (time.process_time() - cpu0) / (time.monotonic() - wall0)
     warm = 5  # the first ticks warm caches
     lat = np.array(list(rt.latencies_s)[warm:])
     age = np.array(ages[warm:])
@@ -488,8 +508,15 @@ async def shard_worker(
         "tick_p50_ms": 1000 * float(np.quantile(lat, 0.5)),
         "tick_p99_ms": 1000 * float(np.quantile(lat, 0.99)),
         "tick_max_ms": 1000 * float(lat.max()),
+        "tick_cpu_p50_ms": 1000 * float(np.quantile(tick_cpu[warm:], 0.5)),
+        "tick_cpu_p99_ms": 1000 * float(np.quantile(tick_cpu[warm:], 0.99)),
         "decision_age_s": [round(float(a), 4) for a in age],
         "rss_mb": _peak_rss_mb(),
+        # CPU this process used while running (all its threads: ticks, planner, devices), as
+        # a share of one core
+        "cpu_share": cpu_share,
+        "gc_gen2_ms_max": 1000 * max(gc_pauses, default=0.0),
+        "gc_gen2_count": len(gc_pauses),
         "telemetry": int(rt.state.telemetry_ingested),
         "policy": policy_name,
     }
@@ -535,6 +562,11 @@ def bench_shards(racks: int, shards: int, seconds: float, policy: str) -> dict[s
         "shard_tick_p99_ms_max": round(max(float(r["tick_p99_ms"]) for r in results), 1),  # type: ignore[arg-type]
         "decision_age_s_p99": round(float(np.quantile(ages, 0.99)), 3),
         "rss_mb_per_1000_racks": round(rss / (racks / 1000.0), 1),
+        "shard_tick_cpu_p99_ms_max": round(
+            max(float(r["tick_cpu_p99_ms"]) for r in results),  # type: ignore[arg-type]
+            1,
+        ),
+        "cpu_cores_used": round(sum(float(r["cpu_share"]) for r in results), 2),  # type: ignore[arg-type]
         "shard_tick_p50_ms_median": round(
             statistics.median(float(r["tick_p50_ms"]) for r in results),
             1,  # type: ignore[arg-type]
@@ -547,7 +579,7 @@ def bench_shards(racks: int, shards: int, seconds: float, policy: str) -> dict[s
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "per_shard": [
-            {k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items()} for r in results
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in results
         ],
     }
 
