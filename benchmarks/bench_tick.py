@@ -480,11 +480,11 @@ async def shard_worker(
         elif info.get("generation") == 2:
             gc_pauses.append(time.perf_counter() - gc_started[0])
 
-    gc.callbacks.append(gc_timer)
     # As `serve` does before its loop starts: what start-up built (inventory, site, memo) is
     # moved out of the collector's reach, so a full collection does not stall a tick.
     gc.collect()
     gc.freeze()
+    gc.callbacks.append(gc_timer)  # the run's own full collections from here on
     print(json.dumps({"ready": shard}), flush=True)
     await asyncio.to_thread(sys.stdin.readline)  # "go": every shard starts together
     loop = asyncio.get_running_loop()
