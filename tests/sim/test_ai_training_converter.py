@@ -31,6 +31,21 @@ def test_converter_holds_the_ramp_limit_with_a_1s_hpmc_where_parallel_does_not(
     assert par["ramp_over_limit_seconds_share"] > 0.1
 
 
+def test_the_converter_keeps_regulating_while_the_hpmc_has_not_measured_yet(
+    tmp_path: Path,
+) -> None:
+    # 1.05 s: not a whole number of 100 ms steps, so every step starts with a 50 ms lag part
+    # in which the HPMC's new parameters have not arrived; the converter does not wait.
+    trace = synthesize_jobs(JobsLayout(3, 4, 60.0, seed=3), default_jobs(3, 4, 60.0))
+    sc = load_scenario(
+        bundled_site("ai-training-realistic"), write_trace(trace, tmp_path / "t.csv")
+    )
+    run = run_bench(with_latency(sc, 1.05), ["none", "converter"])
+    conv = run.results["converter"].site_metrics
+    assert conv["ramp_over_limit_seconds_share"] <= 0.001
+    assert conv["max_grid_ramp_kw_per_s"] <= 1.0 + 1e-6
+
+
 def test_hpmc_sets_parameters_and_leaves_the_bank_to_the_converter() -> None:
     import dataclasses
 

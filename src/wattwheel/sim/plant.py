@@ -25,10 +25,9 @@ model does). With ``lag_s = 0`` the decision applies for the whole step.
 The flywheel converter's own loop. A decision that carries converter settings
 (``Decision.converter``) leaves the bank's power to the converter
 (:mod:`wattwheel.domain.converter`): it runs its control periods inside the step on the step's
-true load, with its own measurement latency, and the bank exchanges their mean. Limitation: in
-a lag part (a measurement latency that is not a whole number of steps) the bank holds its
-previous mean like any setpoint, although a real converter would keep regulating; the bundled
-scenarios' latencies are whole steps.
+true load, with its own measurement latency, and the bank exchanges their mean. In
+a lag part (a measurement latency that is not a whole number of steps) the converter keeps
+regulating on the parameters it holds (the HPMC's new ones arrive at the end of the lag).
 
 The step is coarse (the trace's resolution); a reserve start delay that ends inside a step is
 handled by splitting that step into a before and an after part for overload and breaker heat.
@@ -36,6 +35,7 @@ handled by splitting that step into a before and an after part for overload and 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,6 +121,9 @@ class Plant:
         #: The flywheel converter's own loop (used when a decision carries its settings).
         self.converter_spec = converter_spec or converter.ConverterSpec()
         self._converter: converter.ConverterState | None = None
+        #: The parameters the converter holds (the last decision's; it keeps regulating on
+        #: them through a lag part, before the next decision's arrive).
+        self._converter_settings: converter.ConverterSettings | None = None
 
     @property
     def now_s(self) -> float:
@@ -195,6 +198,7 @@ class Plant:
         setpoint = dec.kes_kw
         if dec.converter is not None:
             setpoint = self._converter_setpoint(net_kw, dec.converter, rest, standby_kw)
+        self._converter_settings = dec.converter
         fw = flywheel.step(site.kes, self.soc, setpoint, rest, standby_kw)
         self.soc = fw.soc
         machine = self.reserve
@@ -249,17 +253,20 @@ class Plant:
         settings: converter.ConverterSettings,
         rest_s: float,
         standby_kw: FloatArray,
+        commit: bool = True,
     ) -> FloatArray:
-        """The bank's mean power over the rest of the step as the converter's own loop sets
-        it on the true load (its control periods inside the step, its own latency)."""
+        """The bank's mean power over ``rest_s`` seconds as the converter's own loop sets it
+        on the true load (its control periods inside the step, its own latency); ``commit``
+        False leaves the loop's state as it was (a look-ahead)."""
         spec, kes = self.converter_spec, self.site.kes
         if self._converter is None:
             self._converter = converter.ConverterState.start(spec, load_kw)
+        state = self._converter if commit else copy.deepcopy(self._converter)
         periods = max(int(round(rest_s / spec.control_period_s)), 1)
         out = converter.run(
             spec,
             settings,
-            self._converter,
+            state,
             load_kw,
             periods,
             self.soc,
@@ -280,7 +287,9 @@ class Plant:
         held on this step's demand (the fast loop has not measured it yet)."""
         if self.lag_s <= 0.0:
             return None
-        fw, cap_kw, res_kw, load_kw = self._lag_exchange(base_kw, cappable_kw, was_on, standby_kw)
+        fw, cap_kw, res_kw, load_kw = self._lag_exchange(
+            base_kw, cappable_kw, was_on, standby_kw, commit=True
+        )
         self.soc = fw.soc
         return _Lagged(load_kw - res_kw - fw.power_kw, fw, cap_kw, res_kw)
 
@@ -290,14 +299,21 @@ class Plant:
         cappable_kw: FloatArray,
         was_on: NDArray[np.bool_],
         standby_kw: FloatArray,
+        commit: bool = False,
     ) -> tuple[flywheel.FlywheelStep, FloatArray, FloatArray, FloatArray]:
-        """What the held outputs do over the lag part (pure: the plant is not changed)."""
+        """What the held outputs do over the lag part (the plant is not changed, except the
+        converter loop's state with ``commit``). A converter loop keeps regulating on the
+        parameters it holds: it does not wait for the HPMC."""
         held = self._held
         cap_kw = np.clip(held.cap_kw, 0.0, cappable_kw * (1.0 - self.site.flex.cap_floor_fraction))
         load_kw = base_kw - cap_kw
         res_kw = np.where(was_on, np.clip(held.reserve_kw, 0.0, np.maximum(load_kw, 0.0)), 0.0)
-        # A discharge never exceeds what the load still draws from the feed (no export).
-        setpoint = np.minimum(held.kes_kw, np.maximum(load_kw - res_kw, 0.0))
+        settings = self._converter_settings
+        if settings is not None:
+            setpoint = self._converter_setpoint(load_kw, settings, self.lag_s, standby_kw, commit)
+        else:
+            # A discharge never exceeds what the load still draws from the feed (no export).
+            setpoint = np.minimum(held.kes_kw, np.maximum(load_kw - res_kw, 0.0))
         fw = flywheel.step(self.site.kes, self.soc, setpoint, self.lag_s, standby_kw)
         return fw, cap_kw, res_kw, load_kw
 
