@@ -27,12 +27,13 @@ seconds, the time base of the controller's 1 s loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -438,6 +439,10 @@ class VirtualSite:
         }
 
 
+def _domain_load_w(site: VirtualSite, racks: Sequence[str]) -> float:
+    return float(sum(site.rack_consumed_w(r) for r in racks))
+
+
 def _largest_requests(requests: list[SchedulerRequest]) -> dict[str, float]:
     """The largest power (W) ever requested per shift pair ``"<from>-><to|*>"``."""
     out: dict[str, float] = {}
@@ -613,6 +618,11 @@ async def start_emulated_site(
         )
         handle._stops.append(modbus.stop)
         vsite.kes_power_w = lambda d: float(modbus.controllers[d + 1].bank.power_w)
+        for d, domain_racks in enumerate(site.domain_racks):
+            # What each bank's converter measures: its domain's load as consumed (after caps).
+            modbus.controllers[d + 1].load_w = functools.partial(
+                _domain_load_w, vsite, domain_racks
+            )
         control = serve_in_thread(control_app(vsite), options.host, options.control_port)
         handle._stops.append(control.stop)
         mqtt_site = _topic_safe(site.name)

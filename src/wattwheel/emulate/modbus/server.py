@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.server import ModbusTcpServer
@@ -48,7 +49,8 @@ from wattwheel.adapters.modbus.flywheel_map import (
     decode_setpoint,
 )
 from wattwheel.adapters.modbus.models import load_layout
-from wattwheel.domain.converter import ConverterSpec
+from wattwheel.domain import converter
+from wattwheel.domain.converter import ConverterSpec, ConverterState
 from wattwheel.emulate.modbus.bank import FlywheelBank, FlywheelBankConfig
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,10 @@ class FlywheelController:
         write_log: WriteLog | None = None,
     ) -> None:
         self.bank = FlywheelBank(config, control_period_s)
+        #: The load the bank's converter measures (W; set by the site emulator): with it and
+        #: ``Ena`` = 1 in model 64220 the converter's own loop decides the bank's power.
+        self.load_w: Callable[[], float] | None = None
+        self._loop: ConverterState | None = None
         self.unit_id = unit_id
         self.write_log = write_log
         self.base_address = base_address
@@ -162,11 +168,37 @@ class FlywheelController:
         """The setpoint the image commands now (W, + discharge / − charge)."""
         return decode_setpoint(load_layout(STORAGE_CONTROL), self._block(self._control))
 
+    def _power_w(self, dt_s: float) -> float:
+        """The bank's power for the coming interval: model 124's setpoint, or, with the
+        converter's loop enabled and a load to measure, what the loop sets on that load (held
+        over the interval: the emulator ticks coarser than the loop's control period)."""
+        conv = self.converter
+        if conv is None or not conv[1].enabled or self.load_w is None:
+            self._loop = None
+            return self.setpoint_w
+        spec, params = conv
+        load_kw = np.array([self.load_w() / 1000.0])
+        if self._loop is None:
+            self._loop = ConverterState.start(spec, load_kw)
+        status = self.bank.status()
+        cfg = self.bank.config
+        out = converter.run(
+            spec,
+            params.settings(),
+            self._loop,
+            load_kw,
+            max(int(round(dt_s / spec.control_period_s)), 1),
+            np.array([status.soc]),
+            np.array([cfg.modules * cfg.module_power_w / 1000.0]),
+            np.array([status.max_discharge_w / 1000.0]),
+            np.array([status.max_charge_w / 1000.0]),
+        )
+        return float(out.kes_kw[0]) * 1000.0
+
     @property
     def converter(self) -> tuple[ConverterSpec, ConverterParams] | None:
         """The converter loop's nameplate and the parameters a client last wrote (model
-        64220), or None when the bank publishes none. The emulated bank has no load to
-        regulate: it keeps following model 124's setpoint whatever ``Ena`` says."""
+        64220), or None when the bank publishes none."""
         loc = next((x for x in self.locations if x.model_id == CONVERTER), None)
         return None if loc is None else decode_converter(self._block(loc))
 
@@ -191,7 +223,7 @@ class FlywheelController:
         if dt_s <= 0:
             return
         self._revert_if_expired(now_s)
-        self.bank.advance(self.setpoint_w, dt_s)
+        self.bank.advance(self._power_w(dt_s), dt_s)
         self._last_tick_s = now_s
         self._heartbeat += 1
         fresh = build_flywheel_image(
