@@ -2,7 +2,8 @@
 domains, MQTT through a Mosquitto started here) and two ``wattwheel serve --shards 2
 --only-shard sK`` processes. Each runs its shard's domains only, takes its racks' telemetry
 only (its own MQTT topics and Redfish servers: nothing of the other shard reaches it to be
-rejected), and is the only client that writes its domains' flywheels."""
+rejected), and is the only client that writes its domains' flywheels. With etcd, two processes
+for the same shard elect one leader of it, and the other takes over when the leader dies."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.etcd.etcd_server import ETCD, EtcdServer
 from services import Mosquitto, free_port
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -164,6 +166,108 @@ def test_two_shard_processes_each_run_and_command_their_own_domains(
     finally:
         for proc in reversed(procs):
             _stop(proc)
+        for log in logs:  # shown by pytest when the test failed
+            if log.exists():
+                print(f"----- {log.name}\n{log.read_text()[-3000:]}")
+
+
+def _emulate(
+    tmp_path: Path, args: list[str], logs: list[Path]
+) -> tuple[subprocess.Popen[bytes], Path]:
+    devices = tmp_path / "devices.json"
+    logs.append(tmp_path / "emulate.log")
+    proc = _start(
+        ["emulate", "--speed", "60", "--devices", str(devices), *args], logs[-1], tmp_path
+    )
+    deadline = time.monotonic() + 60
+    while not devices.exists():
+        assert proc.poll() is None, logs[-1].read_text()[-3000:]
+        assert time.monotonic() < deadline, "emulate wrote no device map within 60 s"
+        time.sleep(0.2)
+    return proc, devices
+
+
+def _leading(url: str) -> list[str] | None:
+    st = _get(f"{url}/status")
+    if st is None:
+        return None
+    return [r["role"] for r in st["leadership"] or [] if r["leading"]]
+
+
+def test_two_processes_of_one_shard_elect_one_leader_and_fail_over(tmp_path: Path) -> None:
+    if not Path(ETCD).exists():
+        pytest.skip(f"etcd binary not found at {ETCD}")
+    etcd = EtcdServer(tmp_path / "etcd")
+    (tmp_path / "etcd").mkdir()
+    etcd.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    try:
+        emulator, devices = _emulate(tmp_path, ["--no-mqtt"], logs)
+        procs.append(emulator)
+        urls: dict[str, str] = {}
+        for name, shard in (("s0", "s0"), ("s1-a", "s1"), ("s1-b", "s1")):
+            port = free_port()
+            urls[name] = f"http://127.0.0.1:{port}/api/v1"
+            logs.append(tmp_path / f"serve-{name}.log")
+            procs.append(
+                _start(
+                    [
+                        "serve",
+                        "--devices",
+                        str(devices),
+                        "--port",
+                        str(port),
+                        "--db",
+                        "memory://",
+                        "--policy",
+                        "reactive",
+                        "--etcd",
+                        etcd.url,
+                        "--instance-id",
+                        name,
+                        "--lease-ttl-s",
+                        "3",
+                        "--device-timeout",
+                        "0.5",
+                        "--shards",
+                        "2",
+                        "--only-shard",
+                        shard,
+                    ],
+                    logs[-1],
+                    tmp_path,
+                )
+            )
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            for proc, log in zip(procs, logs, strict=True):
+                assert proc.poll() is None, log.read_text()[-3000:]
+            leading = {name: _leading(url) for name, url in urls.items()}
+            pair = [leading["s1-a"], leading["s1-b"]]
+            one_of_pair = None not in pair and sorted(pair, key=len) == [[], ["s1"]]
+            if leading["s0"] == ["s0"] and one_of_pair:
+                break
+            assert time.monotonic() < deadline, f"no single leader per shard: {leading}"
+            time.sleep(0.5)
+        # Nobody campaigns for the coordinator role.
+        for url in urls.values():
+            roles = [r["role"] for r in _get(f"{url}/status")["leadership"]]
+            assert "coordinator" not in roles, roles
+        leader = "s1-a" if leading["s1-a"] == ["s1"] else "s1-b"
+        other = "s1-b" if leader == "s1-a" else "s1-a"
+        victim = procs[1 + list(urls).index(leader)]
+        victim.kill()
+        victim.wait(timeout=10)
+        deadline = time.monotonic() + DEADLINE_S
+        while _leading(urls[other]) != ["s1"]:
+            assert time.monotonic() < deadline, f"{other} did not take over s1"
+            time.sleep(0.5)
+        assert _leading(urls["s0"]) == ["s0"]
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        etcd.stop()
         for log in logs:  # shown by pytest when the test failed
             if log.exists():
                 print(f"----- {log.name}\n{log.read_text()[-3000:]}")
