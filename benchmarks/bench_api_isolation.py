@@ -8,17 +8,21 @@ hundreds of ticks). Phases, each ``--phase-s`` long: idle, hammered, idle again.
 process sends ``--reads`` requests/s spread over ``/status``, ``/domains``, ``/decisions``,
 ``/racks``, ``/events`` and ``/metrics`` (viewer token) and ``--bodies`` requests/s of 1 MB JSON
 bodies to ``POST /overrides/cap`` (operator token). Tick durations come from serve's
-``/api/v1/loop/ticks`` (the runtime's own measurement of each tick).
+``/api/v1/loop/ticks`` (the runtime's own measurement of each tick). ``serve`` runs its API in a
+child process (``api/process.py``) at a lower CPU priority; the load generator here shares the
+machine with both.
 
 Usage: ``python benchmarks/bench_api_isolation.py [--phase-s 30] [--reads 200] [--bodies 5]
-[--runs 1]``. Prints the p50/p99/max tick per phase, the requests actually answered, and the
-ratio of the hammered p99 to the idle p99 (the median of the two idle phases' p99).
+[--runs 1] [--client-nice 0]``. Prints the p50/p99/max tick per phase, the requests actually
+answered, and the ratio of the hammered p99 to the idle p99 (the median of the two idle phases'
+p99).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -181,9 +185,13 @@ def pct(ms: list[float]) -> tuple[float, float, float]:
     return float(np.quantile(arr, 0.5)), float(np.quantile(arr, 0.99)), float(arr.max())
 
 
-def one_run(work: Path, phase_s: float, reads: float, bodies: float) -> dict[str, object]:
+def one_run(
+    work: Path, phase_s: float, reads: float, bodies: float, client_nice: int = 0
+) -> dict[str, object]:
     url, procs = start_system(work)
+    before = os.nice(0)
     try:
+        os.nice(client_nice)  # this process only: serve and emulate keep theirs
         time.sleep(5.0)  # warm-up: discovery, first forecasts
         phases: dict[str, list[float]] = {}
         c0 = tick_count(url)
@@ -199,6 +207,10 @@ def one_run(work: Path, phase_s: float, reads: float, bodies: float) -> dict[str
         phases["idle again"] = ticks_after(url, c2)
         return {"phases": phases, "answered": answered, "hammer_s": took_s}
     finally:
+        with contextlib.suppress(OSError):  # back where it was, if allowed (root only)
+            os.nice(before - os.nice(0))
+        if os.nice(0) != before:
+            print("  warning: niceness not restored: later runs start serve at this niceness")
         for proc in reversed(procs):
             _stop(proc)
 
@@ -209,14 +221,24 @@ def main() -> None:
     ap.add_argument("--reads", type=float, default=200.0, help="read requests per second")
     ap.add_argument("--bodies", type=float, default=5.0, help="1 MB bodies per second")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        help="raise this script's niceness by N once serve runs (the load generator then takes "
+        "no CPU the loop waits for, as if it ran on another host); 0: as serve",
+    )
     args = ap.parse_args()
     ratios = []
     for run in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="bench-api-") as work:
-            res = one_run(Path(work), args.phase_s, args.reads, args.bodies)
+            res = one_run(Path(work), args.phase_s, args.reads, args.bodies, args.client_nice)
         phases = res["phases"]
         assert isinstance(phases, dict)
-        print(f"run {run + 1}: serve --control-period {CONTROL_PERIOD_S} (default scenario)")
+        print(
+            f"run {run + 1}: serve --control-period {CONTROL_PERIOD_S} (default scenario), "
+            f"load generator niceness +{args.client_nice}"
+        )
         for name, ms in phases.items():
             p50, p99, top = pct(ms)
             print(f"  {name:11s} {len(ms):4d} ticks: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
@@ -226,10 +248,15 @@ def main() -> None:
         ok = sum(n for k, n in answered.items() if k.endswith((" 200", " 413")))
         print(f"  hammer: {ok} requests answered (200/413) in {res['hammer_s']:.1f} s "
               f"({ok / float(str(res['hammer_s'])):.0f}/s): {dict(answered)}")  # fmt: skip
-        idle_p99 = statistics.median([pct(phases["idle"])[1], pct(phases["idle again"])[1]])
+        idle_p99s = [pct(phases["idle"])[1], pct(phases["idle again"])[1]]
+        idle_p99 = statistics.median(idle_p99s)
         ratio = pct(phases["hammered"])[1] / idle_p99
         ratios.append(ratio)
         print(f"  hammered p99 / idle p99 (median of the two idle phases): {ratio:.2f}")
+        # The two idle phases differ by the machine's own noise (other jobs): the ratio
+        # cannot be read more finely than this.
+        print(f"  noise floor: idle again p99 / idle p99 = {idle_p99s[1] / idle_p99s[0]:.2f}")
+        print(f"  load average at the end of the run: {os.getloadavg()[0]:.1f}")
     ratio = statistics.median(ratios)
     verdict = "WITHIN" if ratio <= 1.2 else "ABOVE"
     print(f"median ratio over {args.runs} run(s): {ratio:.2f} ({verdict} the 1.20 target)")

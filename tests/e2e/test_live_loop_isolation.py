@@ -8,8 +8,8 @@ Mosquitto started here.
   rows reach the database, the mode stays honest (``normal``, no tick failure) and the rack's
   servers get caps that hold it to its pin.
 - Big bodies: three concurrent anonymous 24 MB bodies to a write route while the loop runs.
-  The control loop runs on its own thread's event loop and the API refuses the bodies before
-  reading them: the decision age (``/status`` ``tick_age_s``: now - the newest decision) stays
+  The API runs in its own process (``api/process.py``) and refuses the bodies before reading
+  them: the decision age (``/status`` ``tick_age_s``: now - the newest decision) stays
   below 3 s throughout, and the audit rows keep reaching the database.
 """
 

@@ -24,6 +24,7 @@ import wattwheel
 from wattwheel.adapters.store.base import Store
 from wattwheel.api.auth import AuthConfig, Principal, require_viewer
 from wattwheel.api.context import ApiContext
+from wattwheel.api.desk import Desk, LocalDesk
 from wattwheel.api.gate import DEFAULT_MAX_BODY_BYTES, RequestGate
 from wattwheel.api.metrics import StateCollector, make_registry, render
 from wattwheel.api.overrides import build_override_router
@@ -49,6 +50,8 @@ def create_app(
     site_name: str = "",
     keepalive_s: float = 15.0,
     inventory: Inventory | None = None,
+    desk: Desk | None = None,
+    store_health: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -63,9 +66,12 @@ def create_app(
         clock: epoch seconds, for override timestamps and expiry.
         inventory: the servers the runtime controls; with it a cap pin below the critical load
             of its rack or domain is refused (409), see :mod:`.pins`.
+        desk: applies override commands (default: a :class:`LocalDesk` on this app's state,
+            overrides and store; ``serve``'s API process forwards them to the controller).
+        store_health: the store's health as reported from elsewhere (default: read ``store``).
     """
     pins = PinGuard(inventory, state) if inventory is not None else None
-    ctx = ApiContext(state, store, overrides, clock, site_name, pins)
+    ctx = ApiContext(state, store, overrides, clock, site_name, pins, store_health)
     app = FastAPI(
         title="wattwheel",
         version=wattwheel.__version__ if hasattr(wattwheel, "__version__") else "0",
@@ -80,7 +86,7 @@ def create_app(
     app.state.ctx = ctx
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(build_read_router(ctx))
-    api.include_router(build_override_router(ctx))
+    api.include_router(build_override_router(desk or LocalDesk(ctx)))
     api.include_router(build_stream_router(ctx, keepalive_s))
     app.include_router(api)
     _mount_metrics(app, ctx)

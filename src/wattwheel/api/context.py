@@ -23,11 +23,16 @@ class ApiContext:
     clock: Callable[[], float]
     site_name: str = ""
     pins: PinGuard | None = None  # None: no inventory, pins are not checked against it
+    #: the store's health as another process reports it (``serve``'s API process); None: ask
+    #: ``store``
+    health: Callable[[], dict[str, Any]] | None = None
 
     def store_health(self) -> dict[str, Any]:
         """``healthy``, ``pending_items`` (memory + spill journal), ``spilled_items``,
         ``spill_bytes`` / ``spill_max_bytes`` (the journal and its bound; 0 without a spill),
         ``durable`` and ``dropped`` when the store buffers (else defaults)."""
+        if self.health is not None:
+            return self.health()
         return {
             "healthy": bool(getattr(self.store, "healthy", True)),
             "pending_items": int(getattr(self.store, "pending_items", 0))

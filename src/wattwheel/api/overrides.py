@@ -1,6 +1,7 @@
 """Operator overrides under ``/api/v1/overrides``: pin a cap, force or forbid the reserve,
-maintenance mode. Operator token only. Every change is recorded as an event (who, when, why) in
-the store's audit trail and pushed to the live stream."""
+maintenance mode. Operator token only. The routes validate the body; the desk (:mod:`.desk`)
+applies the command and records it as an event (who, when, why) in the store's audit trail and
+the live stream."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
-from wattwheel.api.auth import Operator, Principal
-from wattwheel.api.context import ApiContext
-from wattwheel.runtime.state import EventRecord, Override, OverrideKind, jsonable
+from wattwheel.api.auth import Operator
+from wattwheel.api.desk import CommandRefused, Desk
 
 #: The longest an override may be set for; omit ``ttl_s`` for one that lasts until cleared.
 MAX_TTL_S = 30 * 24 * 3600.0
@@ -63,32 +63,15 @@ class Maintenance(_Body):
     pass
 
 
-def build_override_router(ctx: ApiContext) -> APIRouter:
+def build_override_router(desk: Desk) -> APIRouter:
+    """The routes parse and validate; ``desk`` applies (here or in the control process)."""
     r = APIRouter(prefix="/overrides", tags=["overrides"])
 
-    def record(kind: str, ov: Override, who: Principal, message: str) -> dict[str, Any]:
-        data: dict[str, Any] = jsonable(ov)
-        ctx.record_event(
-            EventRecord(
-                ctx.clock(),
-                kind,
-                message,
-                ov.target if ov.scope == "domain" else None,
-                who.name,
-                data,
-            )
-        )
-        return data
-
-    def cleared(kind: OverrideKind, target: str, scope: Any, who: Principal) -> dict[str, Any]:
-        ov = ctx.overrides.clear(kind, target, scope)
-        if ov is None:
-            raise HTTPException(404, f"no {kind} override on {target!r}")
-        return record("override.clear", ov, who, f"{who.name} cleared {kind} on {ov.target}")
-
-    def check_domain(domain_id: str) -> None:
-        if ctx.state.domain_ids and domain_id not in ctx.state.domain_ids:
-            raise HTTPException(404, f"unknown domain {domain_id!r}")
+    def run(command: str, **args: Any) -> dict[str, Any]:
+        try:
+            return desk.run(command, args)
+        except CommandRefused as exc:
+            raise HTTPException(exc.status, exc.detail) from exc
 
     @r.post(
         "/cap",
@@ -97,26 +80,19 @@ def build_override_router(ctx: ApiContext) -> APIRouter:
         responses={409: {"description": "the pin is below the critical load it carries now"}},
     )
     def pin_cap(body: PinCap, who: Operator) -> dict[str, Any]:
-        if body.scope == "domain":
-            check_domain(body.target)
-        elif ctx.state.racks() and body.target not in {x.rack_id for x in ctx.state.racks()}:
-            raise HTTPException(404, f"unknown rack {body.target!r}")
-        refusal = ctx.pins.refusal(body.scope, body.target, body.cap_kw) if ctx.pins else None
-        if refusal is not None:
-            raise HTTPException(status.HTTP_409_CONFLICT, refusal)
-        ov = ctx.overrides.pin_cap(
-            body.target, body.scope, body.cap_kw, who.name, body.reason, ctx.clock(), body.ttl_s
-        )
-        return record(
-            "override.pin_cap",
-            ov,
-            who,
-            f"{who.name} pinned {body.scope} {body.target} at {body.cap_kw:g} kW: {body.reason}",
+        return run(
+            "pin_cap",
+            scope=body.scope,
+            target=body.target,
+            cap_kw=body.cap_kw,
+            actor=who.name,
+            reason=body.reason,
+            ttl_s=body.ttl_s,
         )
 
     @r.delete("/cap/{scope}/{target}", summary="Remove a pinned cap")
     def unpin_cap(scope: Literal["rack", "domain"], target: str, who: Operator) -> dict[str, Any]:
-        return cleared("pin_cap", target, scope, who)
+        return run("clear", kind="pin_cap", target=target, scope=scope, actor=who.name)
 
     @r.post(
         "/reserve",
@@ -124,20 +100,18 @@ def build_override_router(ctx: ApiContext) -> APIRouter:
         summary="Force the reserve on for a domain, or forbid it",
     )
     def reserve(body: ReserveOverride, who: Operator) -> dict[str, Any]:
-        check_domain(body.domain_id)
-        ov = ctx.overrides.set_reserve(
-            body.domain_id, body.action, who.name, body.reason, ctx.clock(), body.ttl_s
-        )
-        return record(
-            "override.reserve",
-            ov,
-            who,
-            f"{who.name} set reserve {body.action} on {body.domain_id}: {body.reason}",
+        return run(
+            "set_reserve",
+            domain_id=body.domain_id,
+            action=body.action,
+            actor=who.name,
+            reason=body.reason,
+            ttl_s=body.ttl_s,
         )
 
     @r.delete("/reserve/{domain_id}", summary="Remove a reserve override")
     def clear_reserve(domain_id: str, who: Operator) -> dict[str, Any]:
-        return cleared("reserve", domain_id, "domain", who)
+        return run("clear", kind="reserve", target=domain_id, scope="domain", actor=who.name)
 
     @r.post(
         "/maintenance",
@@ -145,16 +119,10 @@ def build_override_router(ctx: ApiContext) -> APIRouter:
         summary="Enter maintenance mode (safety actions only, settings held)",
     )
     def maintenance(body: Maintenance, who: Operator) -> dict[str, Any]:
-        ov = ctx.overrides.set_maintenance(who.name, body.reason, ctx.clock(), body.ttl_s)
-        ctx.state.set_mode("maintenance")
-        return record(
-            "override.maintenance", ov, who, f"{who.name} entered maintenance mode: {body.reason}"
-        )
+        return run("set_maintenance", actor=who.name, reason=body.reason, ttl_s=body.ttl_s)
 
     @r.delete("/maintenance", summary="Leave maintenance mode")
     def end_maintenance(who: Operator) -> dict[str, Any]:
-        data = cleared("maintenance", "site", "site", who)
-        ctx.state.set_mode("normal")  # the runtime sets its real mode on its next tick
-        return data
+        return run("clear", kind="maintenance", target="site", scope="site", actor=who.name)
 
     return r

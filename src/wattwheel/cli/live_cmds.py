@@ -1,5 +1,5 @@
 """Live commands: ``emulate`` (a virtual site over real protocols) and ``serve`` (the
-controller plus its API and dashboard, in one process). See ``docs/live.md``."""
+controller, with its API and dashboard in a child process). See ``docs/live.md``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import errno
 import gc
 import json
 import logging
@@ -15,13 +16,17 @@ import os
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlparse
 
 import typer
-import uvicorn
+
+# The API process (``api/process.py``) runs uvicorn: without the live extra these commands are
+# replaced by ones that say what to install (``cli/__init__.py``), which needs this import here.
+import uvicorn  # noqa: F401
 from rich.console import Console
 
 from wattwheel.adapters.store.base import StoreUnavailable
@@ -298,9 +303,24 @@ def serve(
     finetune_every_s: Annotated[
         float, typer.Option(help="--learn: fine-tune period (s); at once on drift")
     ] = 86400.0,
+    api_stall_s: Annotated[
+        float,
+        typer.Option(
+            help="the API process is killed and restarted after this long without a heartbeat"
+        ),
+    ] = 15.0,
+    api_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="the API process's niceness above serve's (a lower CPU priority than the loop)",
+        ),
+    ] = 10,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the live controller against devices, with the API, dashboard and /metrics."""
+    """Run the live controller against devices, with the API, dashboard and /metrics (served
+    by a child process)."""
     from wattwheel.cli.live_store import default_spill_dir
 
     _logging(verbose)
@@ -314,6 +334,9 @@ def serve(
     own = instance_id if instance_id is not None or only_shard is None else f"shard-{only_shard}"
     spill = StoreOptions(spill_dir or default_spill_dir(own), spill_max_mb)
     learning = _learn_options(learn, learn_dir, learn_cycle_s, finetune_every_s)
+    if not (math.isfinite(api_stall_s) and api_stall_s >= 2.0):
+        _fail(f"--api-stall-s {api_stall_s:g}: must be >= 2 s (the API process beats every 1 s)")
+    listen = _listen(host, port)
     try:
         asyncio.run(
             _serve(
@@ -332,6 +355,9 @@ def serve(
                 device_timeout,
                 election,
                 spill,
+                listen,
+                (api_stall_s, api_nice),
+                verbose,
                 learning,
             )
         )
@@ -510,6 +536,73 @@ def _check_open_bind(host: str, token_file: Path | None, insecure_read: bool) ->
         _fail(refusal)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything starts (a port in use is exit 2)."""
+    from wattwheel.api.host import listen_socket
+
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            return listen_socket(host, port)
+        except OSError as exc:
+            # The API process of a serve killed just now may hold the port a moment longer.
+            if exc.errno == errno.EADDRINUSE and time.monotonic() < deadline:
+                time.sleep(0.25)
+                continue
+            _fail(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})")
+            raise
+
+
+def _api_process(
+    listen: socket.socket,
+    state: Any,
+    overrides: Any,
+    store: Any,
+    tokens: dict[str, Any],
+    site_name: str,
+    inventory: Any,
+    db: str | None,
+    on_crash: Any,
+    api_opts: tuple[float, int],
+    verbose: bool,
+) -> Any:
+    """The API (uvicorn, auth gate, routes, SSE, /metrics, dashboard) in a child process fed
+    with the live state; override commands come back here (``api/host.py``)."""
+    from wattwheel.adapters.store import DEFAULT_URL
+    from wattwheel.api.context import ApiContext
+    from wattwheel.api.desk import LocalDesk
+    from wattwheel.api.gate import DEFAULT_MAX_BODY_BYTES
+    from wattwheel.api.host import ApiProcess
+    from wattwheel.api.pins import PinGuard
+
+    ctx = ApiContext(state, store, overrides, time.time, site_name, PinGuard(inventory, state))
+
+    def extras() -> dict[str, Any]:
+        disagree = state.source_disagreements
+        return {
+            "leadership": state.leadership() if state.leadership else None,
+            "tasks": state.tasks() if state.tasks else [],
+            "disagreements": dict(disagree()) if disagree else None,
+            "store": ctx.store_health(),
+            "overrides": overrides.active(time.time()),
+            "learning": state.learning() if state.learning else None,
+        }
+
+    init = {
+        "tokens": tokens,
+        "anonymous_read": not tokens,
+        "site_name": site_name,
+        "domain_ids": list(state.domain_ids),
+        "db_url": db or DEFAULT_URL,
+        "max_body_bytes": DEFAULT_MAX_BODY_BYTES,
+        "keepalive_s": 15.0,
+        "log_level": logging.DEBUG if verbose else logging.INFO,
+        "nice": api_opts[1],
+    }
+    desk = LocalDesk(ctx)
+    return ApiProcess(listen, init, state, desk, store, extras, on_crash, stall_s=api_opts[0])
+
+
 def _device_map_watch(path: Path, wired: dict[str, Any], state: Any, runtime: Any) -> Any:
     """A changed device map (the emulator restarted on new ports) puts the loop in ``degraded``
     mode, with an event, until the map matches the wiring again."""
@@ -538,10 +631,12 @@ async def _serve(
     device_timeout: float,
     election: ElectionOptions,
     store_opts: StoreOptions,
+    listen: socket.socket,
+    api_opts: tuple[float, int],
+    verbose: bool,
     learn_opts: LearnOptions | None = None,
 ) -> None:
     from wattwheel.adapters.model_artifact import load_forecaster
-    from wattwheel.api import create_app
     from wattwheel.cli.live_store import open_serve_store, restore_operator_overrides
     from wattwheel.cli.live_wiring import (
         Leadership,
@@ -559,7 +654,8 @@ async def _serve(
     from wattwheel.runtime.inventory import default_inventory
     from wattwheel.runtime.loop import Runtime, RuntimeConfig
     from wattwheel.runtime.shards import split_shards
-    from wattwheel.runtime.state import LiveState, Overrides
+    from wattwheel.runtime.state import Overrides
+    from wattwheel.runtime.state_mirror import MirroredLiveState, StateMirror
     from wattwheel.runtime.workers import LoopThread
 
     scenario = load_scenario(site_path, trace)
@@ -650,17 +746,8 @@ async def _serve(
             "[yellow]no API tokens configured: reads are open, operator overrides "
             "are disabled (give --token-file or WATTWHEEL_TOKENS)[/yellow]"
         )
-    state, overrides = LiveState(site.domain_names), Overrides()
+    state, overrides = MirroredLiveState(site.domain_names, StateMirror()), Overrides()
     restore_operator_overrides(store, overrides, state, clock.now_s())
-    api = create_app(
-        state,
-        store,
-        overrides,
-        tokens,
-        anonymous_read=not tokens,
-        site_name=site.name,
-        inventory=inventory,
-    )
     runtime = Runtime(
         site,
         policy,
@@ -679,10 +766,24 @@ async def _serve(
         # commanded while this process leads the shard.
         runtime.coordinator = None
     learning = _start_learning(learn_opts, chosen, runtime, store, inventory, clock, step)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            api, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-        )
+
+    def api_crashed(message: str) -> None:
+        """Counted and evented like a supervised task's crash (the event on the loop)."""
+        state.count_error("task")
+        control_thread.loop.call_soon_threadsafe(runtime.event, "task.crash", message)
+
+    api = _api_process(
+        listen,
+        state,
+        overrides,
+        store,
+        tokens,
+        site.name,
+        inventory,
+        db,
+        api_crashed,
+        api_opts,
+        verbose,
     )
     console.print(
         f"  store: durable, spill journal {store_opts.spill_dir.resolve()} "
@@ -691,7 +792,8 @@ async def _serve(
     console.print(
         f"[bold]wattwheel serve[/bold]: site {site.name!r}, policy {policy.name}, "
         f"{len(wiring.devices.telemetry)} telemetry sources; "
-        f"API and dashboard on http://{host}:{port}/  (metrics: /metrics)"
+        f"API and dashboard on http://{host}:{listen.getsockname()[1]}/  (metrics: /metrics; "
+        "served by a child process)"
     )
     if election.only_shard is not None:
         console.print(
@@ -715,6 +817,7 @@ async def _serve(
         dataclasses.asdict(role) for role in elector.status(clock.monotonic_s())
     ]
     supervisor = runtime.supervisor
+    state.tasks = lambda: [*supervisor.snapshot(), api.health()]
 
     async def control() -> None:
         """The control side, on its own thread's event loop (no request can delay a tick)."""
@@ -735,17 +838,20 @@ async def _serve(
             await asyncio.gather(*tasks[1:], return_exceptions=True)
             await wiring.close()
 
-    # A thread holding the GIL (a request body being parsed) gives it up after this long:
-    # the control thread waits at most ~1 ms per switch instead of 5 ms.
+    # The control process's other threads (pollers, store writers, the API process's feeder)
+    # give up the interpreter lock after 1 ms instead of 5 ms.
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
     # What start-up built (inventory, site, clients: ~10^5 objects for 1,000 racks) is moved
     # out of the cyclic collector's reach: a full collection over it stalled a tick by ~0.3 s.
     gc.collect()
     gc.freeze()
     running = control_thread.submit(control())
+    api.start()
     try:
-        await server.serve()  # returns on SIGINT/SIGTERM
+        await _until_signalled()
     finally:
+        await asyncio.to_thread(api.stop)
+        listen.close()
         if learning is not None:
             await asyncio.to_thread(learning.stop)
         await asyncio.to_thread(control_thread.stop)

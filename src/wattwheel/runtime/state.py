@@ -365,6 +365,59 @@ class LiveState:
         if changed:
             self._publish("mode", lambda: {"mode": mode})
 
+    # ---- a replica in another process (``runtime/state_mirror.py``) ----
+
+    def dump(self) -> dict[str, Any]:
+        """Everything a replica needs to start from: the snapshots, rings, latency window,
+        mode and counters (not the subscribers nor the callables)."""
+        with self._lock:
+            lat = self._latency
+            return {
+                "domain_ids": self.domain_ids,
+                "domains": dict(self._domains),
+                "history": {d: list(ring) for d, ring in self._history.items()},
+                "racks": dict(self._racks),
+                "decisions": list(self._decisions),
+                "events": list(self._events),
+                "latency": (list(lat.recent), list(lat.counts), lat.count, lat.sum_s),
+                "mode": self.mode,
+                "policy": self.policy,
+                "last_tick_s": self.last_tick_s,
+                "telemetry_ingested": self.telemetry_ingested,
+                "errors": dict(self.errors),
+                "tick_failures": self.tick_failures,
+                "degraded": dict(self._degraded),
+            }
+
+    def load(self, dump: Mapping[str, Any]) -> None:
+        """Become the state :meth:`dump` describes (subscribers are kept; they get a ``mode``
+        message when the mode differs)."""
+        with self._lock:
+            self.domain_ids = tuple(dump["domain_ids"])
+            self._domains = dict(dump["domains"])
+            self._history = {
+                d: deque(rows, maxlen=self._history_len) for d, rows in dump["history"].items()
+            }
+            self._racks = dict(dump["racks"])
+            self._decisions = deque(dump["decisions"], maxlen=self._decisions.maxlen)
+            self._events = deque(dump["events"], maxlen=self._events.maxlen)
+            recent, counts, count, sum_s = dump["latency"]
+            self._latency.recent.clear()
+            self._latency.recent.extend(recent)
+            self._latency.counts = list(counts)
+            self._latency.count, self._latency.sum_s = int(count), float(sum_s)
+            changed = dump["mode"] != self.mode
+            self.mode = dump["mode"]
+            self.policy = dump["policy"]
+            self.last_tick_s = dump["last_tick_s"]
+            self.telemetry_ingested = dump["telemetry_ingested"]
+            self.errors = dict(dump["errors"])
+            self.tick_failures = dump["tick_failures"]
+            self._degraded = dict(dump["degraded"])
+            mode = self.mode
+        if changed:
+            self._publish("mode", lambda: {"mode": mode})
+
     # ---- reader side (the API) ----
 
     def domains(self) -> list[DomainSnapshot]:
@@ -592,6 +645,14 @@ class Overrides:
         with self._lock:
             self._by_key[(override.kind, override.scope, override.target)] = override
             self._next_id = max(self._next_id, override.id + 1)
+
+    def reset(self, overrides: Iterable[Override]) -> None:
+        """Replace every override with ``overrides`` (an API process mirroring the
+        controller's set)."""
+        rows = list(overrides)
+        with self._lock:
+            self._by_key = {(o.kind, o.scope, o.target): o for o in rows}
+            self._next_id = max([self._next_id, *(o.id + 1 for o in rows)])
 
     def active(self, now_s: float) -> list[Override]:
         """Overrides in force at ``now_s`` (expired ones are dropped), oldest first."""
