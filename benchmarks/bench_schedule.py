@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wattwheel.adapters.model_artifact import load_forecaster, training_summary
 from wattwheel.forecast.base import Forecaster, History
 from wattwheel.forecast.baselines import ARForecaster, PersistenceForecaster
@@ -87,6 +89,13 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--skip-sim", action="store_true")
     p.add_argument(
+        "--size-errors",
+        default="",
+        help="also score the forecasters with each job's power off by a relative error drawn "
+        "from N(0, e) (seed 0), for each e given (comma-separated, e.g. 0.3): a scheduler's "
+        "requested sizes are not the measured ones (forecast only)",
+    )
+    p.add_argument(
         "--model",
         type=Path,
         default=None,
@@ -135,6 +144,22 @@ def main() -> None:
             fc = fresh(build, name, fit_part)
             s = rolling_scores(history, fc, fit_rows, HORIZONS_S)
             key = f"{name}(lead {lead_min:g} min)"
+            out["forecast"][key] = {
+                "mae_kw": [round(x, 4) for x in s.mae_kw],
+                "coverage_90": [round(x, 3) for x in s.coverage_90],
+                "origins": s.origins,
+            }
+            print(f"{key:34s} MAE kW {s.mae_kw}  cov90 {s.coverage_90}", flush=True)
+    for err in [float(x) for x in a.size_errors.split(",") if x.strip()]:
+        rng = np.random.default_rng(0)
+        factor = np.clip(1.0 + rng.normal(0.0, err, schedule.n_jobs), 0.1, None)
+        noisy = dataclasses.replace(schedule, power_w=schedule.power_w * factor[:, None])
+        for name, build in builders(noisy, a.model).items():
+            if not name.endswith("+schedule"):
+                continue
+            fc = fresh(build, name, fit_part)
+            s = rolling_scores(history, fc, fit_rows, HORIZONS_S)
+            key = f"{name}(size error {err:g})"
             out["forecast"][key] = {
                 "mae_kw": [round(x, 4) for x in s.mae_kw],
                 "coverage_90": [round(x, 3) for x in s.coverage_90],
