@@ -118,3 +118,32 @@ def test_a_two_block_start_delay_arms_two_blocks_ahead() -> None:
     # Delay 240 s = 2 blocks: to deliver in block 2 the reserve must start in block 0.
     p = plan(one_domain(delay=240.0, reserve_s=0.001), [90.0, 90.0, 110.0, 110.0])
     assert bool(p.reserve_arm[0])
+
+
+def test_the_shared_reserve_is_one_machine_started_once() -> None:
+    """Two domains over their feeds in the same blocks share one reserve machine: the plan
+    pays one start and one machine's running time, not one per domain."""
+    text = ONE.format(delay=0.0, reserve_s=0.0, modules=0).replace(
+        "primary_capacity_kw = 100\n",
+        'primary_capacity_kw = 100\n\n[[domains]]\nname = "B"\nracks = ["b1"]\n'
+        "primary_capacity_kw = 100\n",
+    )
+    site = resolve_site(parse_site(text), {"A": np.array([120.0]), "B": np.array([120.0])})
+    d = np.array([[110.0, 110.0, 100.0], [110.0, 110.0, 100.0]])
+    z = np.zeros(2)
+    inputs = PlanInputs(
+        demand_kw=d,
+        noncritical_kw=0.0 * d,
+        energy_kwh=z,
+        debt_kwh=z,
+        reserve_on=np.zeros(2, dtype=bool),
+        reserve_min_on_left_s=z,
+        reserve_allowed=np.ones(2, dtype=bool),
+        fixed_shift_out_kw=np.zeros((2, 1)),
+        fixed_shift_in_kw=np.zeros((2, 1)),
+    )
+    result = solve_plan(site, inputs, lead_blocks=0)
+    assert result is not None
+    # 10 kW in each domain for two 120 s blocks at 1 USD/kWh, and one start at 5.
+    assert result.expected_cost == pytest.approx(2 * 2 * 10 / 30 + 5.0, abs=1e-6)
+    assert result.reserve_arm.all()

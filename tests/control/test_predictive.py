@@ -347,3 +347,53 @@ def test_flywheel_plus_capping_ride_through_spikes(
         assert m["breaker_trips"] == 0.0, name
         assert m["overload_seconds"] <= LAG_BOUND_S * sc.demand_kw.size + 1e-9, name
         assert m["kes_throughput_kwh"] > 0.0, name
+
+
+def banded_forecast(
+    mid_kw: tuple[float, float], hi_kw: tuple[float, float], horizons_s: tuple[float, ...]
+) -> Forecast:
+    """Median ``mid_kw`` and upper quantile ``hi_kw`` at every horizon (lower = median)."""
+    n = len(horizons_s)
+    mid = np.repeat(np.array(mid_kw)[:, None], n, axis=1) * 1000.0
+    hi = np.repeat(np.array(hi_kw)[:, None], n, axis=1) * 1000.0
+    values = np.stack([mid, mid, hi], axis=2)
+    return Forecast(0.0, ("A", "B"), horizons_s, (0.05, 0.5, 0.95), values, mid)
+
+
+def test_an_excess_only_the_upper_quantile_sees_keeps_energy_in_the_bank(
+    make_site: SiteFactory, make_obs: ObsFactory
+) -> None:
+    # The median says A stays at 90 kW (no excess); its upper quantile says 110 kW (10 kW over
+    # its 100 kW feed; the 0.9 risk quantile 108 kW). The plan is priced on the median, but
+    # where the risk quantile sees an excess the bank is kept as full as reactive keeps it.
+    # B's upper quantile stays far below its feed: its bank is not recharged.
+    site = make_site()
+    policy = PredictivePolicy(site)
+    obs = make_obs(site, (90.0, 50.0), soc=(0.5, 0.5))
+    fc = banded_forecast((90.0, 50.0), (110.0, 60.0), policy.horizons_s)
+    dec, state = policy.decide(obs, policy.initial_state(site), fc)
+    assert state.plan is not None
+    assert dec.soc_target[0] == pytest.approx(1.0)
+    assert dec.kes_kw[0] < 0.0  # A recharges toward it
+    assert dec.soc_target[1] <= 0.5 + 1e-9  # B is not recharged: nothing in sight
+
+
+def test_a_measured_excess_is_shifted_even_when_the_forecast_misses_it(
+    make_site: SiteFactory, make_obs: ObsFactory
+) -> None:
+    # The forecast says A drops back to 95 kW, but A was measured at 118 kW (18 kW over its
+    # feed, more than its 10 kW flywheel) in the last period: the plan made now moves work
+    # from A to B (50 kW of headroom) from the first block the shift lead reaches.
+    site = make_site()
+    policy = PredictivePolicy(site)
+    fc = flat_forecast((95.0, 50.0), policy.horizons_s)
+    state = policy.initial_state(site)
+    _, state = policy.decide(make_obs(site, (118.0, 50.0), soc=(0.3, 0.3)), state, None)
+    dec, state = policy.decide(make_obs(site, (118.0, 50.0), soc=(0.3, 0.3)), state, fc)
+    assert state.plan is not None
+    assert dec.shift_out_kw[0] > 1.0
+    assert dec.shift_in_kw[1] == pytest.approx(dec.shift_out_kw[0])
+    # Without the measurement the same forecast plans nothing to move.
+    fresh = policy.initial_state(site)
+    dec0, _ = policy.decide(make_obs(site, (118.0, 50.0), soc=(0.3, 0.3)), fresh, fc)
+    assert dec0.shift_out_kw[0] == pytest.approx(0.0)

@@ -91,7 +91,8 @@ def solve_offline(
         shift_in[: n_steps - lead] = grid(builder.inn)[lead:]
     return Schedule(
         soc_target=np.clip(grid(builder.energy) / cap, 0.0, 1.0),
-        reserve_on=grid(builder.on) > 0.5,
+        # One machine: on for every domain it may feed.
+        reserve_on=np.repeat((x[builder.on] > 0.5)[:, None], n_dom, axis=1),
         shift_out_kw=shift_out,
         shift_in_kw=shift_in,
         defer_kw=grid(builder.defer),

@@ -1,14 +1,18 @@
 """The planning loop: a receding-horizon MILP over quantile forecasts (HiGHS).
 
 Blocks k = 0..K−1 of length Δ = plan period; block 0 starts now. Every block's demand is a
-forecast at the planner's risk quantile, made from what was measured up to the decision time
-(less the measurement latency): the demand the plan will meet is never an input to it. The
-measured demand is the fast loop's, which acts on it every period within the plan's targets.
+forecast (the caller picks the level: :mod:`wattwheel.control.predictive` prices the median),
+made from what was measured up to the decision time (less the measurement latency): the
+demand the plan will meet is never an input to it. The measured demand is the fast loop's,
+which acts on it every period within the plan's targets.
 Per domain d and block k the decision variables are flywheel discharge/charge, capped load,
-reserve power with on/start binaries (start delay, minimum on-time, shared capacity), shifts
-out/in (only from the block the lead time reaches; earlier blocks carry what was already
-scheduled), deferral and repayment (a debt with a terminal cost), and an overload slack.
-The balance is
+reserve power, shifts out/in (only from the block the lead time reaches; earlier blocks carry
+what was already scheduled), deferral and repayment (a debt with a terminal cost), and an
+overload slack. The shared reserve is **one machine**: one on/start binary per block for the
+site (start delay, minimum on-time, its running time and starts priced once), its capacity
+shared by the domains it may feed. Changing a domain's net shift level from one block to the
+next costs ``REVERSAL_SHARE`` of shifting that power (moving work back is not free). The
+balance is
 
     demand − out + in − cap − defer + repay − dis + chg − reserve − overload ≤ primary
 
@@ -36,6 +40,8 @@ from wattwheel.domain.site import SiteParams
 FloatArray = NDArray[np.float64]
 S_PER_H = 3600.0
 SHORTFALL_SHARE_OF_CAP = 0.05
+#: Cost of changing a domain's shift level, as a share of shifting the same energy.
+REVERSAL_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -133,22 +139,26 @@ class _Builder:
         cap_hi = (inp.noncritical_kw * (1 - s.flex.cap_floor_fraction)[:, None]).ravel()
         self.cap = lp.add_vars(D * K, 0.0, cap_hi, dt_h * self._cost("capped_energy_kwh"))
         allowed = np.repeat(inp.reserve_allowed.astype(float), K)
+        # The shared reserve is one machine: one on/start per block for the whole site (its
+        # running time and starts are paid once), its power shared by the domains it may feed.
+        machine = np.full(K, float(inp.reserve_allowed.any()))
         if inp.reserve_blocks is not None:
             # Beyond the forecast horizon the reserve is not planned at all: its start can be
             # decided once the excess is in sight, and there the flywheel's energy is what a
             # plan made now can still change.
-            allowed = allowed * np.tile(np.arange(K) < inp.reserve_blocks, D)
+            machine = machine * (np.arange(K) < inp.reserve_blocks)
+        allowed = allowed * np.tile(machine, D)
         self.res = lp.add_vars(
             D * K, 0.0, s.reserve.capacity_kw * allowed, dt_h * self._cost("reserve_energy_kwh")
         )
         self.on = lp.add_vars(
-            D * K,
+            K,
             0.0,
-            allowed,
+            machine,
             dt_h * S_PER_H * self._cost("reserve_seconds"),
             integer=not self.relaxed,
         )
-        self.start = lp.add_vars(D * K, 0.0, allowed, self._cost("reserve_activations"))
+        self.start = lp.add_vars(K, 0.0, machine, self._cost("reserve_activations"))
         shift_hi = np.repeat(s.flex.shift_max_kw, K)
         c_shift = dt_h * self._cost("shifted_energy_kwh")
         self.out = lp.add_vars(D * K, 0.0, shift_hi, c_shift)
@@ -215,18 +225,8 @@ class _Builder:
                 lp.add_row(cols, coefs, lo=rhs, hi=rhs)
                 lp.add_row([self.energy[i], self.short[i]], [1, 1], lo=float(floor_kwh[d]))
                 # Reserve: delivers only when on, and nothing until its start delay has passed.
-                lp.add_row([self.res[i], self.on[i]], [1, -big], hi=0.0)
+                lp.add_row([self.res[i], self.on[k]], [1, -big], hi=0.0)
                 self._start_delay_rows(d, k, big)
-                prev_on = float(inp.reserve_on[d]) if k == 0 else None
-                if prev_on is None:
-                    lp.add_row([self.start[i], self.on[i], self.on[i - 1]], [1, -1, 1], lo=0.0)
-                else:
-                    lp.add_row([self.start[i], self.on[i]], [1, -1], lo=-prev_on)
-                in_sight = inp.reserve_blocks is None or k < inp.reserve_blocks
-                for j in range(max(0, k - min_on_blocks + 1), k + 1) if in_sight else ():
-                    lp.add_row([self.on[i], self.start[d * K + j]], [1, -1], lo=0.0)
-                if inp.reserve_on[d] and k * self.block_s < inp.reserve_min_on_left_s[d]:
-                    lp.add_row([self.on[i]], [1], lo=1.0)
                 # Shifts: only what leaves the non-critical load; fixed before the lead time.
                 lp.add_row(
                     [self.out[i], self.cap[i], self.defer[i]],
@@ -250,6 +250,7 @@ class _Builder:
             # plant does not charge it, so the relaxed whole-trace bound leaves it out).
             if not self.relaxed:
                 self.lp.cost[self.debt[d * K + K - 1]] += self._cost("deferred_energy_kwh")
+        self._machine_rows(min_on_blocks)
         for k in range(K):
             lp.add_row(
                 [int(self.res[d * K + k]) for d in range(D)], [1.0] * D, hi=s.reserve.capacity_kw
@@ -258,7 +259,49 @@ class _Builder:
                 cols = [int(self.out[d * K + k]) for d in range(D)]
                 cols += [int(self.inn[d * K + k]) for d in range(D)]
                 lp.add_row(cols, [1.0] * D + [-1.0] * D, lo=0.0, hi=0.0)
+        self._reversal_rows()
         # Receiving shifted work needs headroom in the destination (its own balance row above).
+
+    def _machine_rows(self, min_on_blocks: int) -> None:
+        """The reserve machine's starts and minimum on-time (one machine for the site)."""
+        inp, lp, K = self.inp, self.lp, self.n_blk
+        running = bool(inp.reserve_on.any())
+        min_on_left_s = float(np.max(np.where(inp.reserve_on, inp.reserve_min_on_left_s, 0.0)))
+        for k in range(K):
+            if k == 0:
+                lp.add_row([self.start[0], self.on[0]], [1, -1], lo=-float(running))
+            else:
+                lp.add_row([self.start[k], self.on[k], self.on[k - 1]], [1, -1, 1], lo=0.0)
+            in_sight = inp.reserve_blocks is None or k < inp.reserve_blocks
+            for j in range(max(0, k - min_on_blocks + 1), k + 1) if in_sight else ():
+                lp.add_row([self.on[k], self.start[j]], [1, -1], lo=0.0)
+            if running and k * self.block_s < min_on_left_s:
+                lp.add_row([self.on[k]], [1], lo=1.0)
+
+    def _reversal_rows(self) -> None:
+        """Changing a domain's net shift level (out − in) from one block to the next moves work
+        again (migration back, cache warm-up): each kW of change costs ``REVERSAL_SHARE`` of
+        a shifted kW over a block. A shift that flips direction pays it twice; one that holds
+        its level pays nothing more."""
+        share = REVERSAL_SHARE * self._cost("shifted_energy_kwh") * self.dt_h
+        if share <= 0 or self.relaxed:
+            return
+        D, K, lp = self.n_dom, self.n_blk, self.lp
+        first = max(self.lead, 1)
+        if first >= K:
+            return
+        rev = lp.add_vars(D * (K - first), 0.0, np.inf, share)
+        for d in range(D):
+            for k in range(first, K):
+                i, r = d * K + k, int(rev[d * (K - first) + k - first])
+                net = [
+                    int(self.out[i]),
+                    int(self.inn[i]),
+                    int(self.out[i - 1]),
+                    int(self.inn[i - 1]),
+                ]
+                lp.add_row([r, *net], [1.0, -1.0, 1.0, 1.0, -1.0], lo=0.0)
+                lp.add_row([r, *net], [1.0, 1.0, -1.0, -1.0, 1.0], lo=0.0)
 
     def _start_delay_rows(self, d: int, k: int, big: float) -> None:
         """lost_k >= res_k while a start is within the delay, and a fraction of it in the block
@@ -266,12 +309,12 @@ class _Builder:
         K, lp = self.n_blk, self.lp
         i = d * K + k
         full, frac = divmod(self.site.reserve.start_delay_s / self.block_s, 1.0)
-        blocking = [d * K + k - j for j in range(int(full)) if k - j >= 0]
+        blocking = [k - j for j in range(int(full)) if k - j >= 0]
         if blocking:
             cols = [int(self.lost[i]), int(self.res[i])] + [int(self.start[c]) for c in blocking]
             lp.add_row(cols, [1.0, -1.0] + [-big] * len(blocking), lo=-big)
         if frac > 1e-9 and k - int(full) >= 0:
-            j = d * K + k - int(full)
+            j = k - int(full)
             lp.add_row(
                 [int(self.lost[i]), int(self.res[i]), int(self.start[j])],
                 [1.0, -frac, -frac * big],
@@ -293,11 +336,12 @@ class _Builder:
         energy = x[self.energy[first]] + np.where(over0, kept, 0.0)
         return Plan(
             soc_target=np.clip(energy / cap, 0.0, 1.0),
-            reserve_arm=x[self.on[first]] > 0.5,
+            reserve_arm=np.full(D, x[self.on[0]] > 0.5) & self.inp.reserve_allowed,
             shift_out_kw=x[self.out[first + lead]],
             shift_in_kw=x[self.inn[first + lead]],
             defer_kw=x[self.defer[first]],
             repay_kw=x[self.repay[first]],
             expected_cost=objective,
-            reserve_prewarm=(x[self.on[first]] > 0.5) | (x[self.on[first + min(1, K - 1)]] > 0.5),
+            reserve_prewarm=np.full(D, bool(np.any(x[self.on[: min(2, K)]] > 0.5)))
+            & self.inp.reserve_allowed,
         )

@@ -1,6 +1,17 @@
 """``predictive``: the full HPMC — the planning MILP over quantile forecasts steering the fast
 safety loop. ``oracle`` is the same controller fed the true future by the simulator.
 
+How the forecast's quantiles are used (issue 9 item 8):
+
+* the plan prices the **median** (``PLAN_QUANTILE``): shifts, deferrals and the bank's energy
+  are chosen for the demand it expects, which lets it move work from a domain whose bank is
+  running out to one whose bank can still cover it;
+* a **reactive floor** on the bank: where the site's ``risk_quantile`` exceeds a feed within
+  the guard's sight (as long as refilling the bank at rated power takes), the SoC target is
+  what reactive keeps (full); the plan runs a bank down only where no excess is in sight;
+* a domain **measured** over its feed in the last period is planned as staying there at
+  least, so work is moved on a measured excess even where the forecast does not show it.
+
 Fallbacks: no forecast yet, a forecast older than two plan periods, or a plan HiGHS cannot solve
 all leave the fast loop on its reactive targets (recharge to full, no arming, no shifts).
 """
@@ -21,6 +32,11 @@ from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
 
 FloatArray = NDArray[np.float64]
+#: The plan prices what it expects: every block's demand at the forecast median. Planning
+#: every block of every domain at a high quantile made every domain look over its feed at
+#: once, so the plan never moved work from a domain whose bank was empty to one whose bank
+#: could still cover it (the month's main saving, see the README).
+PLAN_QUANTILE = 0.5
 
 
 @dataclass
@@ -32,6 +48,12 @@ class PredictiveState:
     fallbacks: int = 0
     #: Plans not solved because nothing in the horizon needs one (see ``_quiet``).
     skipped: int = 0
+    #: Demand the fast loop measured in the previous period (kW, (D,)): the newest
+    #: measurement a plan made now may use (the current period's is not known to it).
+    last_measured_kw: FloatArray | None = None
+    #: Per domain, whether the newest forecast's risk quantile exceeds the feed within the
+    #: guard's sight (then the bank is kept as full as reactive keeps it).
+    near_excess: NDArray[np.bool_] | None = None
 
 
 class PredictivePolicy:
@@ -49,6 +71,16 @@ class PredictivePolicy:
         #: Blocks within the forecast horizon: planned at the risk quantile, reserve allowed.
         self.risk_blocks = max(int(round(site.horizon_s / site.plan_period_s)), 1)
         self.horizons_s = tuple(float(k * site.plan_period_s) for k in range(1, blocks + 1))
+        # The guard looks as far ahead as refilling the bank at rated power takes (about the
+        # time it covers its rated power): an excess seen later leaves time to recharge.
+        minutes = np.where(
+            site.kes.rated_power_kw > 0,
+            site.kes.capacity_kwh / np.maximum(site.kes.rated_power_kw, 1e-9) * 3600.0,
+            0.0,
+        )
+        self.guard_blocks = max(
+            int(math.ceil(float(minutes.max(initial=0.0)) / site.plan_period_s - 1e-9)), 1
+        )
         self.lead_blocks = int(
             math.ceil(float(site.flex.shift_lead_s.max(initial=0.0)) / site.plan_period_s - 1e-9)
         )
@@ -70,16 +102,22 @@ class PredictivePolicy:
             state.plan is not None and obs.now_s - state.plan_time_s < 2 * self.forecast_period_s
         )
         targets = (
-            self._targets(state.plan)
+            self._targets(state.plan, state.near_excess)
             if fresh and state.plan
             else Targets.reactive(self.site.n_domains, default_soc_target(self.site))
         )
         decision = safety_loop(self.site, obs, targets)
         self._remember_shift(obs, state, decision)
+        state.last_measured_kw = np.asarray(obs.demand_kw, dtype=np.float64).copy()
         return decision, state
 
-    def _targets(self, plan: Plan) -> Targets:
+    def _targets(self, plan: Plan, near: NDArray[np.bool_] | None) -> Targets:
         soc_target = plan.soc_target
+        if near is not None:
+            # The reactive floor: where an excess is possible (the risk quantile exceeds the
+            # feed within the guard's sight) the bank is kept as full as reactive keeps it;
+            # the plan may run it down only where none is in sight.
+            soc_target = np.where(near, default_soc_target(self.site), soc_target)
         if self.site.max_grid_ramp_kw_per_s is not None:
             # Under a ramp limit the bank's SoC serves the swing buffer, not the plan.
             soc_target = np.full(self.site.n_domains, default_soc_target(self.site))
@@ -100,9 +138,20 @@ class PredictivePolicy:
             return None  # a forecast that does not cover every domain: plan nothing, fall back
         # Every block, the one starting now included, is planned on the forecast: the plan
         # never sees the demand it will meet (the fast loop acts on the measured one).
-        demand = fc.quantile(site.risk_quantile) / 1000.0
+        demand = fc.quantile(PLAN_QUANTILE) / 1000.0
+        risky = fc.quantile(site.risk_quantile) / 1000.0
         if not np.all(np.isfinite(demand)) or (obs.stale is not None and obs.stale.any()):
             return None  # an invalid forecast or a stale reading: no plan, the fast loop holds
+        last = state.last_measured_kw
+        if last is not None:
+            # Shift on measured excess too: a domain measured over its feed in the last period
+            # is planned as staying there at least (excesses last several steps on these
+            # traces, and a forecast may not see one it has not yet been shown).
+            over = (last > site.primary_kw)[:, None]
+            demand = np.where(over, np.maximum(demand, last[:, None]), demand)
+            risky = np.where(over, np.maximum(risky, last[:, None]), risky)
+        sight = min(self.guard_blocks, risky.shape[1])
+        state.near_excess = np.any(risky[:, :sight] > site.primary_kw[:, None], axis=1)
         noncrit = demand * site.flex.noncritical_fraction[:, None]
         fixed_out, fixed_in = self._fixed_shifts(obs, state)
         if self._quiet(obs, demand, fixed_out, fixed_in):
