@@ -123,17 +123,17 @@ def test_calibrating_the_sum_covers_jobs_known_only_at_their_start() -> None:
     from wattwheel.sim.schedule_eval import rolling_scores
 
     rng = np.random.default_rng(1)
-    n = 1500
+    n, jobs = 900, 80
     ts = STEP * np.arange(n, dtype=np.float64)
-    starts = np.sort(rng.choice(ts[10:-10], size=120, replace=False))
+    starts = np.sort(rng.choice(ts[10:-10], size=jobs, replace=False))
     sched = JobSchedule(
-        ("a",), starts.copy(), starts, starts + 3 * STEP, rng.uniform(800, 1500, (120, 1))
+        ("a",), starts.copy(), starts, starts + 3 * STEP, rng.uniform(800, 1500, (jobs, 1))
     )
     values = 5000.0 + rng.normal(0, 100, (n, 1)) + sched.load_w(ts, STEP)
     hist = History(ts, ("a",), values)
     base_only = rolling_scores(
-        hist, ScheduleAwareForecaster(PersistenceForecaster(), sched), 300, (300.0,)
+        hist, ScheduleAwareForecaster(PersistenceForecaster(), sched), 200, (300.0,)
     )
-    whole = rolling_scores(hist, with_known_jobs(PersistenceForecaster(), sched), 300, (300.0,))
-    assert base_only.coverage_90[0] < 0.86
-    assert 0.86 <= whole.coverage_90[0] <= 0.94
+    whole = rolling_scores(hist, with_known_jobs(PersistenceForecaster(), sched), 200, (300.0,))
+    assert base_only.coverage_90[0] < 0.86, base_only.coverage_90
+    assert 0.86 <= whole.coverage_90[0] <= 0.94, whole.coverage_90
