@@ -89,3 +89,36 @@ def test_a_shard_process_subscribes_to_its_racks_topics_only() -> None:
     ]
     [bg] = build_wiring({"mqtt": mqtt}, site, inv).background
     assert bg.run.__self__.topic_filter == "wattwheel/w/telemetry/+"  # type: ignore[attr-defined]
+
+
+def test_spawn_gives_each_shard_process_its_shard_port_and_own_files() -> None:
+    from pathlib import Path
+
+    from wattwheel.cli.live_cmds import _shard_names, shard_argv
+
+    assert _shard_names(3, None) == ["s0", "s1", "s2"]
+    assert _shard_names(None, ["row-a=A,B", "row-b=C"]) == ["row-a", "row-b"]
+    with pytest.raises(typer.Exit):
+        _shard_names(None, None)
+    argv = ["serve", "--devices", "d.json", "--shards", "2", "--spawn", "--port", "9000"]
+    args = shard_argv(argv, "s1", 1, 9000, None, None, None)
+    assert "--spawn" not in args
+    assert args[-6:] == [
+        "--only-shard",
+        "s1",
+        "--port",
+        "9002",
+        "--db",
+        "sqlite:///wattwheel-s1.db",
+    ]
+    args = shard_argv(argv, "s0", 0, 9000, "sqlite:///var/w.db", "ctl", Path("sp"))
+    assert args[-6:] == [
+        "--db",
+        "sqlite:///var/w-s0.db",
+        "--instance-id",
+        "ctl-s0",
+        "--spill-dir",
+        "sp/s0",
+    ]
+    # A shared PostgreSQL (or memory://) is passed on as it is.
+    assert "--db" not in shard_argv(argv, "s0", 0, 9000, "postgresql+psycopg://h/db", None, None)

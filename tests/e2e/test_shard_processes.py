@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -271,3 +272,44 @@ def test_two_processes_of_one_shard_elect_one_leader_and_fail_over(tmp_path: Pat
         for log in logs:  # shown by pytest when the test failed
             if log.exists():
                 print(f"----- {log.name}\n{log.read_text()[-3000:]}")
+
+
+def _port_with_two_free_above() -> int:
+    for _ in range(100):
+        port = free_port()
+        try:
+            for k in (1, 2):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + k))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no three consecutive free ports")
+
+
+def test_serve_spawn_starts_one_process_per_shard_and_stops_them(tmp_path: Path) -> None:
+    port = _port_with_two_free_above()  # the shard processes take port + 1 and port + 2
+    log = tmp_path / "serve-spawn.log"
+    parent = _start(
+        ["serve", "--db", "memory://", "--policy", "reactive", "--shards", "2", "--spawn",
+         "--port", str(port)],
+        log,
+        tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert parent.poll() is None, log.read_text()[-3000:]
+            status = [_get(f"http://127.0.0.1:{port + k}/api/v1/status") for k in (1, 2)]
+            if all(st is not None and st["loop_latency_ms"]["count"] >= 3 for st in status):
+                break
+            assert time.monotonic() < deadline, f"shard processes not ticking: {status}"
+            time.sleep(0.5)
+        assert [st["domains"] for st in status] == [2, 1]  # cella-oversub: pdu6,pdu7 | pdu8
+        assert [[r["role"] for r in st["leadership"]] for st in status] == [["s0"], ["s1"]]
+    finally:
+        parent.send_signal(signal.SIGINT)  # passed on to the shard processes
+        code = parent.wait(timeout=60)
+    assert code == 0, log.read_text()[-3000:]
+    for k in (1, 2):
+        assert _get(f"http://127.0.0.1:{port + k}/api/v1/status") is None

@@ -266,6 +266,15 @@ def serve(
             "devices and MQTT topics only; it never campaigns for the site coordinator role",
         ),
     ] = None,
+    spawn: Annotated[
+        bool,
+        typer.Option(
+            "--spawn",
+            help="with --shards/--shard: start one `serve --only-shard` process per shard (API "
+            "on --port + 1, + 2, ...; SQLite file, instance id and spill journal per shard) and "
+            "wait for them",
+        ),
+    ] = False,
     lease_ttl_s: Annotated[
         int, typer.Option(help="etcd lease TTL (s); a leader stops commanding TTL/3 before it")
     ] = 2,
@@ -325,6 +334,11 @@ def serve(
 
     _logging(verbose)
     _check_open_bind(host, token_file, insecure_read)
+    if spawn:
+        if only_shard is not None:
+            _fail("--spawn starts the --only-shard processes itself: give one or the other")
+        names = _shard_names(shards, shard)
+        raise typer.Exit(_spawn_shards(names, port, db, instance_id, spill_dir))
     election = _election_options(
         etcd, instance_id, shard, lease_ttl_s, device_timeout, shards, only_shard
     )
@@ -469,6 +483,82 @@ def _election_options(
     return ElectionOptions(
         urls, name, tuple(shard or ()), lease_ttl_s, session, n_shards, only_shard
     )
+
+
+def _shard_names(n_shards: int | None, specs: list[str] | None) -> list[str]:
+    """The shard names ``--shards N`` (``s0``..) or the ``--shard`` specs give."""
+    if n_shards is not None and specs:
+        _fail("give --shard specs or --shards N, not both")
+    if n_shards is not None:
+        return [f"s{k}" for k in range(n_shards)]
+    names = [spec.partition("=")[0].strip() for spec in specs or ()]
+    if not names:
+        _fail("--spawn needs --shards N or --shard specs")
+    return names
+
+
+def shard_argv(
+    argv: list[str],
+    name: str,
+    k: int,
+    port: int,
+    db: str | None,
+    instance_id: str | None,
+    spill_dir: Path | None,
+) -> list[str]:
+    """The command line of shard ``name``'s process: ``serve``'s own (``argv`` from the
+    subcommand on) without ``--spawn``, then its shard, port, and what must not be shared
+    (the last value of an option wins)."""
+    args = [a for a in argv if a != "--spawn"]
+    args += ["--only-shard", name, "--port", str(port + 1 + k)]
+    if db is None or db.startswith("sqlite:///"):
+        base = Path(db.removeprefix("sqlite:///") if db else "wattwheel.db")
+        args += ["--db", f"sqlite:///{base.with_name(f'{base.stem}-{name}{base.suffix}')}"]
+    if instance_id is not None:
+        args += ["--instance-id", f"{instance_id}-{name}"]
+    if spill_dir is not None:
+        args += ["--spill-dir", str(spill_dir / name)]
+    return args
+
+
+def _spawn_shards(
+    names: list[str], port: int, db: str | None, instance_id: str | None, spill_dir: Path | None
+) -> int:
+    """``serve --spawn``: one ``serve --only-shard`` process per shard; SIGINT/SIGTERM is passed
+    on to them; returns the worst exit code."""
+    import subprocess
+
+    try:
+        at = sys.argv.index("serve")
+    except ValueError:
+        _fail("--spawn: run as `wattwheel serve ...`")
+        raise
+    procs = []
+    for k, name in enumerate(names):
+        argv = shard_argv(sys.argv[at:], name, k, port, db, instance_id, spill_dir)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", "from wattwheel.cli import main; main()", *argv]
+            )
+        )
+        console.print(f"shard {name}: pid {procs[-1].pid}, API on port {port + 1 + k}")
+
+    def forward(signum: int, _frame: Any) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    codes = []
+    for proc in procs:
+        while True:
+            try:
+                codes.append(proc.wait())
+                break
+            except KeyboardInterrupt:  # forwarded above; keep waiting for the children
+                continue
+    return max(codes, default=0)
 
 
 def _one_shard(
