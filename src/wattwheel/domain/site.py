@@ -45,7 +45,9 @@ class SiteSection(_Strict):
         description="longer look-ahead for the flywheel's state of charge (min): beyond the "
         "forecast horizon the planner sees the median forecast and starts no reserve",
     )
-    risk_quantile: float = Field(0.9, gt=0, lt=1, description="demand quantile planned against")
+    risk_quantile: float = Field(
+        0.9, gt=0, lt=1, description="demand quantile at which the planner keeps the banks full"
+    )
     measurement_latency_s: float = Field(
         1.0,
         ge=0,
