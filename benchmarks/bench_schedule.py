@@ -88,6 +88,7 @@ def main() -> None:
     p.add_argument("--fit-days", type=float, default=2.0)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--skip-sim", action="store_true")
+    p.add_argument("--skip-forecast", action="store_true", help="only the controller part")
     p.add_argument(
         "--size-errors",
         default="",
@@ -128,6 +129,8 @@ def main() -> None:
     if a.model is not None:
         out["model"] = training_summary(a.model)
     for name, build in builders(schedule, a.model).items():
+        if a.skip_forecast:
+            break
         fc = fresh(build, name, fit_part)
         s = rolling_scores(history, fc, fit_rows, HORIZONS_S)
         out["forecast"][name] = {
