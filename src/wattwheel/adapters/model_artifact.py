@@ -44,6 +44,7 @@ from wattwheel.forecast.baselines import (
     SeasonalNaiveForecaster,
 )
 from wattwheel.forecast.conformal import ConformalForecaster
+from wattwheel.forecast.hybrid import DEFAULT_AR_ROWS, ARBlendForecaster
 from wattwheel.forecast.lstm import LSTMForecaster
 
 FORMAT = "wattwheel-forecast-model"
@@ -316,5 +317,23 @@ def load_forecaster(model: str | Path | None = None, online: bool = True) -> For
     if isinstance(model, str) and model in BASELINES:
         return BASELINES[model]()
     path = shipped_model_dir() if model is None or str(model) == "lstm" else Path(model)
-    lstm = load_model(path)
-    return ConformalForecaster(lstm) if online else lstm
+    inner = with_ar_blend(path, load_model(path))
+    return ConformalForecaster(inner) if online else inner
+
+
+def with_ar_blend(model_dir: Path, model: Forecaster) -> Forecaster:
+    """``model`` combined with a local AR as the directory's ``metadata.json`` ``ar_blend``
+    says (per-horizon weights chosen on a validation split of its training data), else itself."""
+    blend = read_metadata(Path(model_dir)).get("ar_blend")
+    if not isinstance(blend, dict):
+        return model
+    try:
+        return ARBlendForecaster(
+            model,
+            horizons_s=[float(h) for h in blend["horizons_s"]],
+            inner_weight=[float(w) for w in blend["inner_weight"]],
+            ar_rows=int(blend.get("ar_rows", DEFAULT_AR_ROWS)),
+            ar_lags=int(blend.get("ar_lags", 24)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelArtifactError(Path(model_dir), f"bad ar_blend section: {exc}") from None

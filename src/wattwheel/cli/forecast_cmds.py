@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +37,7 @@ from wattwheel.adapters.model_artifact import (
     describe_training_data,
     load_model,
     save_model,
+    with_ar_blend,
 )
 from wattwheel.cli import app
 from wattwheel.domain.errors import WattwheelError
@@ -257,7 +258,15 @@ def backtest(
         history = with_feeds(History.from_trace(read_trace(trace)), list(exog or []))
         extra = _statsforecast_models(history.step_s, season_s) if statsforecast else None
         report, runs = run_backtest(
-            lstm, history, fit_fraction, stride, season_s, ar_lags, extra, calibration
+            lstm,
+            history,
+            fit_fraction,
+            stride,
+            season_s,
+            ar_lags,
+            extra,
+            calibration,
+            wrap=lambda m: with_ar_blend(model, m),
         )
     except (WattwheelError, ValueError) as exc:
         _fail(exc)
@@ -280,9 +289,11 @@ def run_backtest(
     ar_lags: int = 24,
     extra: Mapping[str, Forecaster] | None = None,
     calibration: str = "model",
+    wrap: Callable[[Forecaster], Forecaster] | None = None,
 ) -> tuple[dict[str, Any], dict[str, BacktestRun]]:
     """Fit the baselines on the leading part, then score every model (and ``extra`` ones, e.g.
-    the statsforecast comparisons) on the rest; ``calibration`` as in ``backtest``."""
+    the statsforecast comparisons) on the rest; ``calibration`` as in ``backtest``; ``wrap``
+    (e.g. the model directory's AR blend) is applied to the calibrated model."""
     if not 0 < fit_fraction < 1:
         raise ValueError(f"--fit-fraction must be in (0, 1), got {fit_fraction}")
     if calibration not in CALIBRATION_MODES:
@@ -298,11 +309,12 @@ def run_backtest(
         history.values[: start + 1],
         {k: v[: start + 1] for k, v in history.exog.items()},
     )
-    models: dict[str, Forecaster] = {"lstm": lstm}
     if calibration != "model":
         lstm.calibrate(past)
+    model: Forecaster = lstm if wrap is None else wrap(lstm)
+    models: dict[str, Forecaster] = {"lstm": model}
     if calibration == "online":
-        models["lstm"] = ConformalForecaster(lstm)
+        models["lstm"] = ConformalForecaster(model)
     baselines = {
         "persistence": PersistenceForecaster(horizons_s=horizons_s),
         "seasonal_naive": SeasonalNaiveForecaster(season_s=season_s, horizons_s=horizons_s),

@@ -155,6 +155,24 @@ class CalibratedPointForecaster:
             point=point,
         )
 
+    def fit_point(self, history: History) -> None:
+        """Fit the point model only (no residual calibration): for a caller that uses
+        :meth:`point_forecast` alone, e.g. the local AR of
+        :class:`~wattwheel.forecast.hybrid.ARBlendForecaster`."""
+        _check_history(history)
+        raw = np.asarray(history.values, dtype=np.float64)
+        self._step_s = history.step_s
+        self._fit_point(forward_fill(raw), raw)
+
+    def point_forecast(self, history: History, horizons_s: Sequence[float]) -> FloatArray:
+        """(S, H) point forecasts from the last row of ``history`` (pure, no quantiles)."""
+        _check_history(history)
+        steps = horizon_steps(horizons_s, history.step_s)
+        self._check_step(history.step_s)
+        _, filled = self._tail(history, max(self.context_rows(), SCALE_ROWS))
+        origin = np.array([filled.shape[0] - 1], dtype=np.int64)
+        return np.stack([self._points(filled, origin, s)[0] for s in steps], axis=1)
+
     # --- internals --------------------------------------------------------------------------
     def _offsets(self, history: History, steps: Sequence[int]) -> FloatArray:
         """(H, Q) offsets: from the pool, or from a throw-away pool over the recent history for
