@@ -183,10 +183,11 @@ def test_default_bench_with_the_shipped_lstm(tmp_path: Path) -> None:
     for name in ("reactive", "predictive", "oracle"):
         assert p["policies"][name]["breaker_trips"] == 0
         assert p["policies"][name]["critical_capped_energy_kwh"] == 0
-    # Not asserted: predictive <= reactive. With plans made only from past measurements
-    # (issue 9 item 1) predictive on the out-of-sample LSTM costs about 5 % more than reactive
-    # on this month (README); making it earn a lead is issue 9 item 8.
-    assert cost["oracle"] <= cost["predictive"] < cost["none"], cost
+    # Issue 9 item 8: plans made only from past measurements, priced on the forecast median
+    # with the reactive floor on the banks, beat reactive on this month (307.0 vs 343.5 in the
+    # README).
+    assert cost["oracle"] <= cost["predictive"] <= cost["reactive"], cost
+    assert cost["predictive"] < cost["none"], cost
     assert cost["oracle"] <= cost["reactive"] < cost["none"], cost
     assert cost["predictive"] <= cost["seed"], cost
     # Not asserted: predictive on the LSTM <= on persistence. The shipped model never saw these
@@ -218,8 +219,8 @@ def test_ordering_holds_on_a_single_pdu_trace(tmp_path: Path) -> None:
     cost = {k: v["cost_total"] for k, v in p["policies"].items()}
     # With plans made only from past measurements (issue 9 item 1) a single domain has
     # nothing to shift to and the flywheel's standby never vanishes (item 4): predictive is
-    # about reactive's cost here (67.3 vs 65.0 on the LSTM in the README), not below it -
-    # issue 9 item 8 is to make it earn that lead. What must hold: safety, the oracle's
+    # at reactive's cost here (64.99 vs 65.02 on the LSTM with the planner of item 8, README
+    # "Other traces"), too close to assert an order. What must hold: safety, the oracle's
     # advantage, and the order against `none` and `seed`.
     for name in ("reactive", "predictive", "oracle"):
         assert p["policies"][name]["breaker_trips"] == 0, name
