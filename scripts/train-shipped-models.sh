@@ -11,8 +11,17 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/dc-utilization}
 WORK=${WORK:-out/train-data}
 W=${W:-.venv/bin/wattwheel}
+PY=${PY:-.venv/bin/python}
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 MODELS=src/wattwheel/data/models
 mkdir -p "$WORK"
+
+# AR-blend weights per horizon, chosen on the validation tail of the same training traces.
+blend() {
+  local model=$1 stride=$2
+  shift 2
+  "$PY" benchmarks/choose_ar_blend.py --model "$model" --stride "$stride" --write --trace "$@"
+}
 
 train_300() {
   local files=()
@@ -26,6 +35,7 @@ train_300() {
     --epochs 30 --seed 0 --data-note "wattwheel import utilization \$DATA/<file>.csv --step-s 300 \
 --idle-w 100 --max-w 350 --servers 1000 --racks 1 --noise 0 for the Alibaba 2018, Google 2019 and \
 Azure v2 300 s files of shared/data/dc-utilization (scripts/train-shipped-models.sh)"
+  blend "$MODELS/dcutil-300s-lstm" 2 "${files[@]}"
 }
 
 train_10() {
@@ -36,6 +46,7 @@ train_10() {
     --horizons 0.5,1,2,5 --epochs 12 --seed 0 --data-note "wattwheel import utilization \
 \$DATA/alibaba2018_machine_usage_10s.csv --step-s 10 --idle-w 100 --max-w 350 --servers 160 \
 --racks 4 --start-row 17280 --seed 1 (after the day alibaba-fast replays; scripts/train-shipped-models.sh)"
+  blend "$MODELS/alibaba-10s-lstm" 4 "$WORK/alibaba-10s-rows17280-.csv"
 }
 
 train_1() {
@@ -48,6 +59,7 @@ train_1() {
     --data-note "wattwheel import ai-training --nodes 4 --racks 2 --duration-s 7200 --seed 1 \
 --period-jitter-s 0.5 --rack-offset-s 3, and --seed 2 (the ai-training scenario is seed 0; \
 scripts/train-shipped-models.sh)"
+  blend "$MODELS/ai-training-1s-lstm" 1 "$WORK/ai-1s-seed1.csv" "$WORK/ai-1s-seed2.csv"
 }
 
 for res in "${@:-300 10 1}"; do
