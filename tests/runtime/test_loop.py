@@ -363,10 +363,18 @@ async def test_run_ticks_on_the_clock_and_flushes_to_the_sink() -> None:
 
     bmc.read = counted_read  # type: ignore[assignment,method-assign]
     running = asyncio.ensure_future(rt.run(ticks=3))
-    while not running.done():  # drive the fake clock: one control period at a time
-        await asyncio.sleep(0.01)
+    # Drive the fake clock one control period at a time, in lockstep: only once every task
+    # (loop, pollers, flusher: 6 sleepers here) is parked on the clock again, or a loaded
+    # machine's slow tick sees two periods pass at once and the poller read less often.
+    parked = 6
+    while not running.done():
+        deadline = time.monotonic() + 30.0
+        while clock.n_sleepers < parked and not running.done():
+            assert time.monotonic() < deadline, f"{clock.n_sleepers} of {parked} tasks parked"
+            await asyncio.sleep(0.005)
         clock.advance(1.0)
         bmc.now_s = clock.now_s()
+        await asyncio.sleep(0.005)
     await running
     assert len(sink.decisions) == 3 * 2
     # Each tick stored the full reads that arrived before it (the poller runs on its own
