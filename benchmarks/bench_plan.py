@@ -15,7 +15,8 @@ forecaster), flywheels at half charge, reserve off, no debt, no shift in flight.
   domains under reserve budgets. ``median_ms``/``p99_ms`` is the plan's wall time with one
   process per shard (as ``serve --only-shard`` runs them): the coordination (budgets, cutting
   the problems) plus the slowest shard's solve of that call. ``serial_*`` is every shard solved
-  one after another in one process.
+  one after another in one process; ``shard_solve_*`` the distribution of single shards'
+  solves (what one shard process waits for, besides the coordinator).
 - monolithic (:func:`wattwheel.control.planner.solve_plan`, HiGHS 2 s limit) up to
   ``--monolithic-max`` domains; ``cost_gap_pct`` is (Σ decomposed − Σ monolithic) / Σ
   monolithic of the plans' objectives over the calls where both finished: the decomposed one
@@ -115,9 +116,10 @@ def inputs_at(
 
 
 def decomposed_call(
-    site: SiteParams, inputs: PlanInputs, lead: int, shard_size: int
-) -> tuple[Plan | None, float, float]:
-    """(plan, wall ms with one process per shard, wall ms serial)."""
+    site: SiteParams, inputs: PlanInputs, lead: int, shard_size: int, shard_ms: list[float]
+) -> tuple[Plan | None, float, float, float]:
+    """(plan, wall ms with one process per shard, wall ms serial, coordination ms); each
+    shard's solve time is appended to ``shard_ms``."""
     t0 = time.perf_counter()
     shards = contiguous_shards(site.n_domains, shard_size)
     coordination, problems = coordinate(site, inputs, shards, lead)
@@ -129,12 +131,13 @@ def decomposed_call(
         plan = solve_plan(sub_site, sub_inputs, lead)
         solve_ms.append((time.perf_counter() - t1) * 1e3)
         if plan is None:
-            return None, math.nan, math.nan
+            return None, math.nan, math.nan, math.nan
         plans.append(plan)
+    shard_ms.extend(solve_ms)
     t2 = time.perf_counter()
     merged = merge_plans(plans, shards, site.n_domains, coordination, lead)
     coord_ms += (time.perf_counter() - t2) * 1e3
-    return merged, coord_ms + max(solve_ms), coord_ms + sum(solve_ms)
+    return merged, coord_ms + max(solve_ms), coord_ms + sum(solve_ms), coord_ms
 
 
 def pct(values: list[float], q: float) -> float:
@@ -152,12 +155,15 @@ def run_size(
     )
     site, demand = synthetic_site(base, demand_kw, n, args.shift_steps)
     times = plan_times(base, demand_kw, blocks, risk, args.calls)
-    par_ms, ser_ms, mono_ms = [], [], []
+    par_ms, ser_ms, mono_ms, coord_ms, shard_ms = [], [], [], [], []
     dec_cost, mono_cost = 0.0, 0.0
     both = dec_fail = mono_fail = mono_limited = 0
     for t in times:
         inputs = inputs_at(site, demand, t, blocks, risk, lead)
-        dec, wall_par, wall_ser = decomposed_call(site, inputs, lead, args.shard_size)
+        dec, wall_par, wall_ser, coord = decomposed_call(
+            site, inputs, lead, args.shard_size, shard_ms
+        )
+        coord_ms.append(coord)
         par_ms.append(wall_par)
         ser_ms.append(wall_ser)
         dec_fail += dec is None
@@ -178,6 +184,9 @@ def run_size(
         "p99_ms": pct(par_ms, 99),
         "serial_median_ms": pct(ser_ms, 50),
         "serial_p99_ms": pct(ser_ms, 99),
+        "coordination_median_ms": pct(coord_ms, 50),
+        "shard_solve_median_ms": pct(shard_ms, 50),
+        "shard_solve_p99_ms": pct(shard_ms, 99),
         "shards": len(contiguous_shards(n, args.shard_size)),
         "calls": len(times),
         "decomposed_failed": dec_fail,
