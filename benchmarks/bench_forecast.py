@@ -3,9 +3,10 @@
 - inference: the shipped 5-minute LSTM (``wattwheel/data/models/dcutil-300s-lstm``) predicting
   5/10/15 minutes ahead for 1,000 racks from a 400-row history (random-walk power around
   700 kW), median of ``--runs`` calls after one warm-up, through ONNX Runtime (what a controller
-  host runs, no torch) and through torch; then through the conformal wrapper with its explicit
-  online update after each forecast (what the simulator and the runtime do); persistence and AR
-  for reference;
+  host runs, no torch) and through torch; as served, with the model's AR blend
+  (``forecast/hybrid.py``; set ``OPENBLAS_NUM_THREADS=1`` on a loaded machine); then through the
+  conformal wrapper with its explicit online update after each forecast (what the simulator and
+  the runtime do); persistence and AR for reference;
 - training: ``LSTMForecaster.fit`` with the shipped model's settings on the bundled
   cella-oversub trace (Google PDUs 6/7/8 at 1,000 kW), median of ``--train-runs`` runs.
 
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wattwheel.adapters.model_artifact import load_model, shipped_model_dir
+from wattwheel.adapters.model_artifact import load_forecaster, load_model, shipped_model_dir
 from wattwheel.forecast.base import History
 from wattwheel.forecast.baselines import ARForecaster, PersistenceForecaster
 from wattwheel.forecast.conformal import ConformalForecaster
@@ -78,6 +79,12 @@ def bench_inference(runs: int) -> None:
         model = load_model(shipped_model_dir(), backend=backend)
         ms = median_ms(lambda i, m=model: m.predict(histories[i], HORIZONS_S), runs)
         print(f"lstm inference ({backend}), {N_RACKS} racks x 3 horizons: {ms:.1f} ms median")
+    blended = load_forecaster(shipped_model_dir(), online=False)
+    ms = median_ms(lambda i: blended.predict(histories[i], HORIZONS_S), runs)
+    print(
+        f"lstm + AR blend as served (onnx, local AR fitted per call), {N_RACKS} racks x 3 "
+        f"horizons: {ms:.1f} ms median"
+    )
     wrapped = ConformalForecaster(load_model(shipped_model_dir()))
 
     def predict_and_update(i: int) -> None:
