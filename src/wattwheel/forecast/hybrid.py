@@ -26,6 +26,9 @@ from wattwheel.forecast.calibration import horizon_steps
 
 #: Rows of the past the local AR is fitted on, by default.
 DEFAULT_AR_ROWS = 2016
+#: At most this many (row, series) samples in the pooled local fit (the most recent rows): keeps a
+#: call cheap with many racks; 25 coefficients need far fewer.
+AR_MAX_SAMPLES = 50_000
 
 
 class ARBlendForecaster:
@@ -104,7 +107,7 @@ class ARBlendForecaster:
         if rows < 4 * self.ar_lags + max(steps) + 1:
             return None
         tail = history.tail(rows)
-        ar = ARForecaster(lags=self.ar_lags, horizons_s=tuple(horizons_s))
+        ar = ARForecaster(lags=self.ar_lags, max_rows=AR_MAX_SAMPLES, horizons_s=tuple(horizons_s))
         try:
             ar.fit_point(tail)
             return ar.point_forecast(tail, horizons_s)
