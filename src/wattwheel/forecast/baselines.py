@@ -328,10 +328,17 @@ class ARForecaster(CalibratedPointForecaster):
         if self._step_s is None:
             raise ValueError("ARForecaster.fit needs the history step")
         z = filled / series_scale(raw, rows=raw.shape[0])
-        steps = {1, *horizon_steps(self.horizons_s, self._step_s)}
-        self.coefs = {s: self._solve(z, raw, s) for s in sorted(steps)}
+        steps = sorted({1, *horizon_steps(self.horizons_s, self._step_s)})
+        # One design matrix over every origin some step uses; each step solves on its slice
+        # (the same rows as a design of its own, built once instead of once per step).
+        n_rows, keep = z.shape[0], max(1, self.max_rows // z.shape[1])
+        first = max(self.lags - 1, n_rows - steps[-1] - keep)
+        x_all = _design(z, np.arange(first, max(n_rows - 1, first), dtype=np.int64), self.lags)
+        self.coefs = {s: self._solve(z, raw, s, x_all, first) for s in steps}
 
-    def _solve(self, z: FloatArray, raw: FloatArray, step: int) -> FloatArray:
+    def _solve(
+        self, z: FloatArray, raw: FloatArray, step: int, x_all: FloatArray, first: int
+    ) -> FloatArray:
         n_rows = z.shape[0]
         origins = np.arange(self.lags - 1, n_rows - step, dtype=np.int64)
         if origins.size < self.lags + 1:
@@ -340,10 +347,13 @@ class ARForecaster(CalibratedPointForecaster):
                 f"{n_rows} rows, need at least {2 * self.lags + step + 1}"
             )
         origins = origins[-max(1, self.max_rows // z.shape[1]) :]
-        x = _design(z, origins, self.lags)  # (N, S, p+1)
+        x = x_all[origins[0] - first : origins[-1] - first + 1]  # (N, S, p+1)
         y = z[origins + step]
         ok = np.isfinite(raw[origins + step])
-        xf, yf = x[ok], y[ok]
+        if ok.all():  # a view, not a copy
+            xf, yf = x.reshape(-1, x.shape[2]), y.reshape(-1)
+        else:
+            xf, yf = x[ok], y[ok]
         gram = xf.T @ xf + self.ridge * np.eye(xf.shape[1])
         return np.asarray(np.linalg.solve(gram, xf.T @ yf), dtype=np.float64)
 
