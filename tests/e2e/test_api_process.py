@@ -244,3 +244,17 @@ def test_serve_killed_leaves_no_api_process_behind(served: Served) -> None:
     _until("the API process gone with serve", 15, lambda: not _alive(pid))
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{served.url}/api/v1/status", headers=AUTH, timeout=3)
+
+
+def test_serve_stopped_with_sigterm_shuts_down_cleanly(served: Served) -> None:
+    """As systemd or Kubernetes stop it: SIGTERM runs the same shutdown as Ctrl-C (the API
+    process ended, the store flushed and closed), and serve exits 0."""
+    pid = served.api_pid()
+    _until("decisions stored", 30, lambda: served.decisions_between(0, time.time() + 10))
+    t_signal = time.time()
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(30) == 0, served.log.read_text(errors="replace")[-3000:]
+    assert not _alive(pid)
+    # What the loop decided up to the signal was flushed on the way out (one row per second).
+    last = served.decisions_between(0, t_signal + 30)[-1]
+    assert last >= t_signal - 2.0, f"last stored decision {t_signal - last:.1f} s before SIGTERM"
