@@ -23,6 +23,11 @@ from wattwheel.domain.errors import WattwheelError
 from wattwheel.domain.power_floor import PowerFloor
 from wattwheel.forecast.base import Forecaster
 from wattwheel.forecast.baselines import PersistenceForecaster
+from wattwheel.forecast.rolling_ar import (
+    DEFAULT_FIT_ROWS,
+    DEFAULT_REFIT_ROWS,
+    RollingARForecaster,
+)
 from wattwheel.forecast.schedule import JobSchedule
 from wattwheel.forecast.scheduled import with_known_jobs
 from wattwheel.sim import levers
@@ -89,6 +94,28 @@ def baseline_forecaster() -> Forecaster:
 
 
 BASELINE = ForecasterSpec("persistence", baseline_forecaster, BASELINE_TRAINING)
+
+#: What the AR forecaster was trained on (bench.json ``forecaster_training``).
+AR_TRAINING: dict[str, Any] = {
+    "model": "ar",
+    "training_data": "the benched trace's past only, refitted online",
+    "note": "AR(24) pooled over the domains, no parameters before the run; refitted at the "
+    f"simulator's explicit update, every {DEFAULT_REFIT_ROWS} new rows, on the last "
+    f"{DEFAULT_FIT_ROWS} measured rows before the decision (persistence until the past is long "
+    "enough); its intervals are calibrated online from its own past residuals",
+}
+
+
+def ar_forecaster() -> Forecaster:
+    """A fresh AR fitted only on the measured past (:mod:`wattwheel.forecast.rolling_ar`)."""
+    return RollingARForecaster()
+
+
+AR = ForecasterSpec("ar", ar_forecaster, AR_TRAINING)
+
+#: ``predictive+NAME`` (or ``seed+NAME``) runs the controller on this forecaster instead of the
+#: trained model: the side-by-side of forecasters under one controller.
+FORECASTER_VARIANTS: dict[str, ForecasterSpec] = {"persistence": BASELINE, "ar": AR}
 
 
 def offline_policy(scenario: Scenario) -> OfflineOptimumPolicy | None:
@@ -181,7 +208,9 @@ def run_bench(
 ) -> BenchRun:
     """Every policy on the same trace, each forecasting run with a forecaster built fresh for
     it (results do not depend on the order of the runs). With a trained model, ``predictive``
-    uses it and ``predictive+persistence`` shows the same controller on the baseline. With a
+    uses it and ``predictive+persistence`` shows the same controller on the baseline;
+    ``predictive+ar`` (asked for by name) shows it on an AR fitted online on the trace's past
+    only (:data:`FORECASTER_VARIANTS`; each run is listed once). With a
     ``schedule``, ``predictive+schedule`` is the same controller planning on the same
     forecaster plus the known jobs' load.
 
@@ -195,7 +224,10 @@ def run_bench(
     for name in policies:
         base = name.split("+")[0]  # a suffix (``+floor``) keeps the base policy's forecaster
         if base in ("predictive", "seed"):
-            chosen = model or BASELINE
+            variant = [
+                FORECASTER_VARIANTS[o] for o in name.split("+")[1:] if o in FORECASTER_VARIANTS
+            ]
+            chosen = variant[0] if variant else (model or BASELINE)
             plan.append((name, chosen, chosen.name))
             if name == "predictive" and schedule is not None:
                 known = with_schedule(chosen, schedule)
@@ -206,6 +238,7 @@ def run_bench(
             continue  # not tractable: skipped, and the report says so by its absence
         else:
             plan.append((name, None, "truth" if base in ("oracle", "optimum") else "-"))
+    plan = [p for i, p in enumerate(plan) if p[0] not in {q[0] for q in plan[:i]}]  # once each
     started = time.perf_counter()
     workers = max(1, min(workers, len(plan)))
     results: dict[str, SimResult] = {}

@@ -52,10 +52,12 @@ def lead_checks(costs: dict[str, dict[str, float]]) -> dict[str, bool | None]:
     return out
 
 
-def oracle_gain_captured(costs: dict[str, dict[str, float]]) -> float | None:
-    """Share of the oracle's saving over reactive that predictive achieves (1 = all of it)."""
+def oracle_gain_captured(
+    costs: dict[str, dict[str, float]], policy: str = "predictive"
+) -> float | None:
+    """Share of the oracle's saving over reactive that ``policy`` achieves (1 = all of it)."""
     try:
-        pred, react, oracle = (costs[n]["cost_total"] for n in ("predictive", "reactive", "oracle"))
+        pred, react, oracle = (costs[n]["cost_total"] for n in (policy, "reactive", "oracle"))
     except KeyError:
         return None
     gain = react - oracle
@@ -71,10 +73,17 @@ def profiles_payload(runs: dict[str, BenchRun]) -> dict[str, Any]:
         body = bench_payload(run)
         checks: dict[str, Any] = dict(lead_checks(body["policies"]))
         checks["oracle_gain_captured"] = oracle_gain_captured(body["policies"])
+        # The side-by-side of forecasters under one controller: each predictive variant's share.
+        checks["oracle_gain_captured_by_policy"] = {
+            p: oracle_gain_captured(body["policies"], p)
+            for p in body["policies"]
+            if p.split("+")[0] == "predictive"
+        }
         out[name] = {
             "costs": dict(run.scenario.site.costs),
             "policies": body["policies"],
             "forecasters": body["forecasters"],
+            "forecaster_training": body["forecaster_training"],
             "checks": checks,
         }
     return out
