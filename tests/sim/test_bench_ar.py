@@ -15,6 +15,7 @@ from wattwheel.domain.trace import Trace
 from wattwheel.forecast.base import Forecast, History
 from wattwheel.forecast.rolling_ar import RollingARForecaster
 from wattwheel.sim.bench import run_bench
+from wattwheel.sim.report import write_report
 from wattwheel.sim.scenario import Scenario, build_scenario
 from wattwheel.sim.simulator import simulate
 
@@ -33,14 +34,20 @@ def wavy(n: int, seed: int = 3) -> Scenario:
     return build_scenario(parse_site(TINY), Trace(ts, ("a1", "a2", "b1"), power_w))
 
 
-def test_predictive_ar_runs_beside_persistence_with_its_training_data_named() -> None:
+def test_predictive_ar_runs_beside_persistence_with_its_training_data_named(
+    tmp_path: Path,
+) -> None:
     sc = wavy(160)
     run = run_bench(sc, ["reactive", "predictive+persistence", "predictive+ar", "oracle"])
     assert list(run.results) == ["reactive", "predictive+persistence", "predictive+ar", "oracle"]
     assert run.forecaster_names["predictive+ar"] == "ar"
     assert run.forecaster_names["predictive+persistence"] == "persistence"
     assert run.forecaster_training["predictive+ar"]["model"] == "ar"
-    assert "past only" in str(run.forecaster_training["predictive+ar"]["training_data"])
+    data = run.forecaster_training["predictive+ar"]["training_data"]
+    assert data["files"] == [] and "past only" in data["source"]
+    out = tmp_path / "report.html"
+    write_report(out, sc.site, run.results, "ar", run.forecaster_training)
+    assert "the benched trace&#x27;s past only" in out.read_text()
     m = run.results["predictive+ar"].site_metrics
     assert m["breaker_trips"] == 0 and m["critical_capped_energy_kwh"] == 0
 

@@ -98,7 +98,11 @@ BASELINE = ForecasterSpec("persistence", baseline_forecaster, BASELINE_TRAINING)
 #: What the AR forecaster was trained on (bench.json ``forecaster_training``).
 AR_TRAINING: dict[str, Any] = {
     "model": "ar",
-    "training_data": "the benched trace's past only, refitted online",
+    # The same shape as a trained model's (no files): ``source`` says what it was fitted on.
+    "training_data": {
+        "files": [],
+        "source": "the benched trace's past only (measured before each decision), refitted online",
+    },
     "note": "AR(24) pooled over the domains, no parameters before the run; refitted at the "
     f"simulator's explicit update, every {DEFAULT_REFIT_ROWS} new rows, on the last "
     f"{DEFAULT_FIT_ROWS} measured rows before the decision (persistence until the past is long "

@@ -53,7 +53,8 @@ def _training_table(training: Mapping[str, Mapping[str, Any]]) -> str:
     rows = []
     for policy, info in training.items():
         data = info.get("training_data") or {}
-        files = ", ".join(f.get("name", "?") for f in data.get("files", [])) or "none"
+        files = ", ".join(f.get("name", "?") for f in data.get("files", []))
+        files = files or str(data.get("source") or "none")
         note = info.get("note") or info.get("command") or ""
         cells = (policy, str(info.get("model", "")), files, str(note))
         rows.append(
