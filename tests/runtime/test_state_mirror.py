@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
+from wattwheel.runtime import state_mirror
 from wattwheel.runtime.state import (
     DecisionRecord,
     DomainSnapshot,
@@ -105,3 +108,23 @@ def test_a_replica_accepts_only_state_writes() -> None:
         assert "subscribe" in str(exc)
     else:
         raise AssertionError("a non-write was applied")
+
+
+def test_a_lingering_reader_takes_the_writes_that_follow_the_first_in_one_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = MirroredLiveState(["d"], StateMirror())
+    source.mirror.start()
+    source.mirror.take(source, 0.0)  # the dump
+    lingered: list[float] = []
+
+    def linger(seconds: float) -> None:  # the rest of the tick writes meanwhile
+        lingered.append(seconds)
+        source.record_tick(0.02)
+
+    monkeypatch.setattr(state_mirror.time, "sleep", linger)
+    source.record_tick(0.01)
+    batch = source.mirror.take(source, 10.0, 0.05)
+    assert lingered == [0.05]
+    assert [(m[0], m[1][0]) for m in batch] == [("write", "record_tick")] * 2
+    assert source.mirror.take(source, 0.0, 0.05) == [] and lingered == [0.05]

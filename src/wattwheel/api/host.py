@@ -11,8 +11,9 @@ Three threads, none of them on the control loop:
   (``errors{kind="task"}``), recorded as a ``task.crash`` event, and shown in ``/api/v1/status``
   ``tasks`` as ``api-process`` (state, restarts, last error) and in
   ``wattwheel_task_restarts_total{task="api-process"}``;
-- the **sender** drains the :class:`StateMirror` (a full dump first, then the loop's writes)
-  and every 0.2 s the extras (leadership, tasks, store health, overrides) into the channel;
+- the **sender** drains the :class:`StateMirror` (a full dump first, then the loop's writes,
+  batched: it waits 50 ms after the first write for the rest of the tick's) and every 0.2 s
+  the extras (leadership, tasks, store health, overrides) into the channel;
 - the **receiver** runs the commands: overrides through a :class:`LocalDesk` on the
   controller's own state, overrides and store; stored-row reads (``memory://`` only);
   heartbeats.
@@ -45,6 +46,10 @@ log = logging.getLogger("wattwheel.api.host")
 NAME = "api-process"
 #: How often the sender adds the extras (leadership, tasks, store health, overrides).
 EXTRAS_PERIOD_S = 0.2
+#: After the first queued write, how long the sender waits for the rest of the tick's writes
+#: before it sends them as one batch (it then takes the interpreter lock once per tick, not
+#: at each write while the tick runs).
+SEND_LINGER_S = 0.05
 #: Stored-row reads the API process may forward (``memory://``).
 STORE_READS = frozenset({"telemetry", "forecasts", "decisions", "events", "models"})
 
@@ -271,7 +276,7 @@ class ApiProcess:
                 if now >= due:
                     self._push_extras()
                     due = now + EXTRAS_PERIOD_S
-                batch = self.mirror.take(self.state, EXTRAS_PERIOD_S)
+                batch = self.mirror.take(self.state, EXTRAS_PERIOD_S, SEND_LINGER_S)
                 if batch:
                     channel.send(batch)
         except ChannelClosed:

@@ -16,6 +16,7 @@ write nor sees one twice.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -105,12 +106,19 @@ class StateMirror:
                 self._items.append((kind, payload))
                 self.lock.notify_all()
 
-    def take(self, state: LiveState, timeout_s: float) -> list[Message]:
-        """What to send next, oldest first, waiting up to ``timeout_s`` for something: a
-        resync starts with ``("dump", state.dump())`` taken under the lock."""
+    def take(self, state: LiveState, timeout_s: float, linger_s: float = 0.0) -> list[Message]:
+        """What to send next, oldest first, waiting up to ``timeout_s`` for something, then
+        ``linger_s`` more for what follows it: a resync starts with ``("dump", state.dump())``
+        taken under the lock."""
         with self.lock:
             if not self._items and not self._resync:
                 self.lock.wait(timeout_s)
+            woken = bool(self._items) and not self._resync
+        if woken and linger_s > 0:
+            # One batch per tick: the rest of the tick's writes join the first one, instead
+            # of the reader taking the interpreter lock at each write while the tick runs.
+            time.sleep(linger_s)
+        with self.lock:
             out: list[Message] = []
             if self._resync and self.active:
                 kept = [m for m in self._items if m[0] != "write"]
