@@ -9,7 +9,7 @@ import pytest
 
 from wattwheel.forecast.base import FloatArray, Forecast, Forecaster, History
 from wattwheel.forecast.baselines import PersistenceForecaster
-from wattwheel.forecast.conformal import ConformalForecaster, OnlineCalibrated
+from wattwheel.forecast.conformal import ConformalForecaster, OnlineCalibrated, predict_and_learn
 
 
 class TooNarrow:
@@ -79,6 +79,38 @@ def test_predict_is_pure_whatever_the_call_order() -> None:
         wrapped.predict(_prefix(hist, 1000 - end), [300])
     assert wrapped.count(1) == counts
     np.testing.assert_array_equal(wrapped.predict(_prefix(hist, 400), [300, 600]).values, a.values)
+
+
+class Counting(TooNarrow):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(
+        self,
+        history: History,
+        horizons_s: Sequence[float],
+        future_exog: Mapping[str, FloatArray] | None = None,
+    ) -> Forecast:
+        self.calls += 1
+        return super().predict(history, horizons_s, future_exog)
+
+
+def test_predict_and_learn_equals_predict_then_update_with_one_inner_forecast() -> None:
+    hist = _walk(n_rows=400)
+    apart, together = ConformalForecaster(Counting(), 5), ConformalForecaster(Counting(), 5)
+    for end in range(50, 400):
+        past = _prefix(hist, end)
+        a = apart.predict(past, [300, 900])
+        apart.update(past, [300, 900])
+        b = predict_and_learn(together, past, [300, 900])
+        np.testing.assert_array_equal(a.values, b.values)
+        np.testing.assert_array_equal(a.point, b.point)
+    assert together.count(1) == apart.count(1) > 0
+    assert together.inner.calls * 2 == apart.inner.calls  # type: ignore[attr-defined]
+    # A forecaster without online calibration is only asked for its forecast.
+    plain = Counting()
+    predict_and_learn(plain, _prefix(hist, 100), [300])
+    assert plain.calls == 1
 
 
 def test_update_scores_each_origin_once_and_forgets_series_changes() -> None:

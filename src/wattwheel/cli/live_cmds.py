@@ -578,11 +578,15 @@ def _one_shard(
 
 def _model_step_s(forecaster: Any) -> float | None:
     """The grid a trained model was fitted on (the history must use it), if it says."""
-    inner = getattr(forecaster, "inner", forecaster)  # a conformal wrapper: its model's step
-    try:
-        return float(inner._state().step_s)
-    except Exception:  # baselines and untrained models have no fixed step
-        return None
+    # Wrappers (conformal calibration, the AR blend, known jobs) hold the model as ``inner``.
+    for _ in range(8):
+        try:
+            return float(forecaster._state().step_s)
+        except Exception:  # a wrapper, a baseline or an untrained model: no fixed step here
+            forecaster = getattr(forecaster, "inner", None)
+            if forecaster is None:
+                return None
+    return None
 
 
 def _serve_model(model: Path | None, history_step: float | None) -> Path | str | None:

@@ -56,6 +56,19 @@ class OnlineCalibrated(Protocol):
         ...
 
 
+def predict_and_learn(
+    forecaster: Forecaster, history: History, horizons_s: Sequence[float]
+) -> Forecast:
+    """A controller's forecast for ``history``, then its calibration's update from it (for an
+    :class:`OnlineCalibrated` forecaster; explicit, from measured data only)."""
+    if isinstance(forecaster, ConformalForecaster):
+        return forecaster.predict_and_update(history, horizons_s)
+    fc = forecaster.predict(history, horizons_s)
+    if isinstance(forecaster, OnlineCalibrated):
+        forecaster.update(history, horizons_s)
+    return fc
+
+
 @dataclass
 class _Pending:
     """An inner forecast issued at an update, waiting for its targets."""
@@ -104,6 +117,17 @@ class ConformalForecaster:
     ) -> Forecast:
         """The inner forecast with each level shifted by its calibrated offset (pure)."""
         raw = self.inner.predict(history, horizons_s, future_exog)
+        return self._calibrated(raw, history, horizons_s)
+
+    def predict_and_update(self, history: History, horizons_s: Sequence[float]) -> Forecast:
+        """``predict`` then ``update`` on the same history, the inner forecast computed once
+        (both need it from the same origin): the same result as the two calls in that order."""
+        raw = self.inner.predict(history, horizons_s)
+        fc = self._calibrated(raw, history, horizons_s)
+        self._update(history, horizons_s, raw)
+        return fc
+
+    def _calibrated(self, raw: Forecast, history: History, horizons_s: Sequence[float]) -> Forecast:
         cal = self.calibrator
         if cal is None or self._step_s is None or cal.quantiles != raw.quantiles:
             return raw
@@ -132,12 +156,16 @@ class ConformalForecaster:
         Call it once per planning period with the history up to now; calling it again with the
         same last row only scores (no second forecast from the same origin).
         """
+        self._update(history, horizons_s, None)
+
+    def _update(self, history: History, horizons_s: Sequence[float], raw: Forecast | None) -> None:
         self._check_step(history.step_s)
         self._step_s = history.step_s
         self._score(history)
         latest = self._pending[-1].issued_at_s if self._pending else -math.inf
         if history.end_s > latest:
-            raw = self.inner.predict(history, horizons_s)
+            if raw is None:
+                raw = self.inner.predict(history, horizons_s)
             self._ensure_calibrator(raw.quantiles)
             self._pending.append(
                 _Pending(

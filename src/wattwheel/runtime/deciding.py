@@ -20,7 +20,7 @@ from wattwheel.control.base import Decision, Observation, Policy
 from wattwheel.control.simple import ReactivePolicy
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast, Forecaster
-from wattwheel.forecast.conformal import OnlineCalibrated
+from wattwheel.forecast.conformal import predict_and_learn
 from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.faults import FaultBook, guarded
 from wattwheel.runtime.history import DemandHistory
@@ -129,11 +129,8 @@ class Decider:
         forecaster = self.forecaster
 
         def forecast_and_learn() -> Forecast:
-            fc = forecaster.predict(history, horizons)
-            if isinstance(forecaster, OnlineCalibrated):
-                # predict is pure; calibration learns here, explicitly, from measured data only.
-                forecaster.update(history, horizons)
-            return fc
+            # predict is pure; calibration learns here, explicitly, from measured data only.
+            return predict_and_learn(forecaster, history, horizons)
 
         fc = await guarded(
             self.faults,

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from wattwheel.control.base import Policy
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast, Forecaster, History
-from wattwheel.forecast.conformal import OnlineCalibrated
+from wattwheel.forecast.conformal import predict_and_learn
 from wattwheel.sim.plant import Plant
 from wattwheel.sim.scenario import Scenario
 
@@ -120,10 +120,8 @@ def simulate(
                 fresh = _oracle_forecast(scenario, known, ahead)
             elif forecaster is not None and known >= 1:  # a history has two rows at least
                 past = _prefix(history, known + 1)
-                fresh = forecaster.predict(past, ahead)
-                if isinstance(forecaster, OnlineCalibrated):
-                    # The one place calibration learns: explicitly, from the past only.
-                    forecaster.update(past, ahead)
+                # The one place calibration learns: explicitly, from the past only.
+                fresh = predict_and_learn(forecaster, past, ahead)
         skipped = getattr(state, "skipped", None)
         t0 = time.perf_counter()
         decision, state = policy.decide(obs, state, fresh)
