@@ -78,7 +78,13 @@ def test_serve_learn_fine_tunes_on_stored_telemetry_and_lists_the_versions(
         while time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()[-3000:]
             body = _models(url)
-            if body and any(m["version"] == "v1" for m in body["models"]):
+            # The list is read from the store, the learner's state from the control process's
+            # latest push (every 0.2 s): wait until both show the new shadow.
+            if (
+                body
+                and any(m["version"] == "v1" for m in body["models"])
+                and body["learner"].get("shadow") == "v1"
+            ):
                 break
             time.sleep(1.0)
         assert body is not None, log.read_text()[-3000:]
