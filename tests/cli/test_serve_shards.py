@@ -1,5 +1,6 @@
 """``serve --only-shard``: a process runs one shard's domains, racks and MQTT topics, with its
-own MQTT session and spill journal, and never campaigns for the site coordinator role."""
+own MQTT session and spill journal; with etcd it campaigns for the site coordinator role, and its
+static share of the reserve is computed from the whole site."""
 
 from __future__ import annotations
 
@@ -122,3 +123,11 @@ def test_spawn_gives_each_shard_process_its_shard_port_and_own_files() -> None:
     ]
     # A shared PostgreSQL (or memory://) is passed on as it is.
     assert "--db" not in shard_argv(argv, "s0", 0, 9000, "postgresql+psycopg://h/db", None, None)
+
+
+def test_static_shares_come_from_the_whole_sites_rated_load() -> None:
+    from wattwheel.cli.coord_wiring import static_shares
+
+    site = _site()  # 50 kW reserve; A, B, C at 100 kW primary each
+    shares = static_shares(site, {"A": "s0", "B": "s0", "C": "s1"})
+    assert shares == pytest.approx({"s0": 50.0 * 2 / 3, "s1": 50.0 / 3})

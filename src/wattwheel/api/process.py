@@ -156,6 +156,8 @@ class ControlClient:
         self.state.source_disagreements = None if disagree is None else _constant(disagree)
         learning = extras.get("learning")
         self.state.learning = None if learning is None else _constant(learning)
+        budget = extras.get("reserve_budget")
+        self.state.reserve_budget = None if budget is None else _constant(budget)
 
 
 class RemoteDesk:

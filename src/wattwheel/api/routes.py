@@ -66,6 +66,7 @@ def status_route(ctx: ApiContext) -> Callable[..., dict[str, Any]]:
             "overrides_active": len(ctx.overrides.active(now)),
             "maintenance": ctx.overrides.maintenance(now),
             "leadership": ctx.state.leadership() if ctx.state.leadership else None,
+            "reserve_budget": ctx.state.reserve_budget() if ctx.state.reserve_budget else None,
             "tasks": ctx.state.tasks() if ctx.state.tasks else [],
             "store": ctx.store_health(),
             "stream_subscribers": ctx.state.n_subscribers,

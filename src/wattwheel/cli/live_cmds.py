@@ -263,9 +263,18 @@ def serve(
         typer.Option(
             "--only-shard",
             help="run this one shard alone (one process per shard): its domains, racks, "
-            "devices and MQTT topics only; it never campaigns for the site coordinator role",
+            "devices and MQTT topics only; with --etcd it also campaigns for the site "
+            "coordinator role (reserve budgets among the shard processes)",
         ),
     ] = None,
+    budget_ttl_s: Annotated[
+        float,
+        typer.Option(
+            "--budget-ttl-s",
+            help="--only-shard: after this long without a new reserve budget from the site "
+            "coordinator (s), plan and command with the shard's static share of the reserve",
+        ),
+    ] = 10.0,
     spawn: Annotated[
         bool,
         typer.Option(
@@ -342,6 +351,9 @@ def serve(
     election = _election_options(
         etcd, instance_id, shard, lease_ttl_s, device_timeout, shards, only_shard
     )
+    if not (math.isfinite(budget_ttl_s) and budget_ttl_s >= 2.0):
+        _fail(f"--budget-ttl-s {budget_ttl_s:g}: must be >= 2 s (budgets come every 1 s)")
+    election = dataclasses.replace(election, budget_ttl_s=budget_ttl_s)
     if not spill_max_mb > 0:
         _fail(f"--spill-max-mb {spill_max_mb:g}: must be > 0")
     # Shard processes side by side must not share a spill journal.
@@ -439,6 +451,8 @@ class ElectionOptions:
     n_shards: int | None = None
     #: --only-shard: the one shard this process runs
     only_shard: str | None = None
+    #: --budget-ttl-s: a shard process without a new reserve budget for this long falls back
+    budget_ttl_s: float = 10.0
 
 
 def _election_options(
@@ -680,6 +694,7 @@ def _api_process(
             "store": ctx.store_health(),
             "overrides": overrides.active(time.time()),
             "learning": state.learning() if state.learning else None,
+            "reserve_budget": state.reserve_budget() if state.reserve_budget else None,
         }
 
     init = {
@@ -731,6 +746,11 @@ async def _serve(
     learn_opts: LearnOptions | None = None,
 ) -> None:
     from wattwheel.adapters.model_artifact import load_forecaster
+    from wattwheel.cli.coord_wiring import (
+        attach_coordination,
+        coordination_store,
+        static_shares,
+    )
     from wattwheel.cli.live_store import open_serve_store, restore_operator_overrides
     from wattwheel.cli.live_wiring import (
         Leadership,
@@ -771,6 +791,7 @@ async def _serve(
     if election.n_shards is not None:
         specs = tuple(split_shards(site.domain_names, election.n_shards))
     shard_of = shard_map(site.domain_names, specs)
+    static_kw = static_shares(site, shard_of)  # of the whole site, before it is cut
     if election.only_shard is not None:
         site, inventory, shard_of = _one_shard(site, inventory, shard_of, election.only_shard)
     policy = make_policy(policy_name, site)
@@ -782,7 +803,7 @@ async def _serve(
     # Opened first: the MQTT ingester acknowledges a batch only once the store has it durably.
     store = open_serve_store(db, store_opts.spill_dir, store_opts.spill_max_mb)
 
-    async def build_clients() -> tuple[Leadership, Wiring]:
+    async def build_clients() -> tuple[Leadership, Wiring, Any]:
         """On the control loop: some clients bind to the loop they are built on."""
         leadership, lead_closers = build_leadership(
             site.name,
@@ -791,7 +812,9 @@ async def _serve(
             etcd_urls=election.etcd_urls,
             instance_id=election.instance_id,
             ttl_s=election.ttl_s,
-            coordinator=election.only_shard is None,
+            # A shard process campaigns for the coordinator role among the shard processes
+            # (with etcd; alone it has nobody to coordinate).
+            coordinator=election.only_shard is None or bool(election.etcd_urls),
         )
         wiring = build_wiring(
             device_map,
@@ -805,13 +828,19 @@ async def _serve(
             own_topics=election.only_shard is not None,
         )
         wiring.closers.extend(lead_closers)
-        return leadership, wiring
+        coord_store = None
+        if election.only_shard is not None:
+            coord_store, coord_closers = coordination_store(
+                election.etcd_urls, site.name, election.ttl_s
+            )
+            wiring.closers[:0] = coord_closers  # closed first: revoke before the elector's
+        return leadership, wiring, coord_store
 
     # The control side runs on its own thread's event loop: no request can delay a tick.
     control_thread = LoopThread("wattwheel-control")
     control_thread.start()
     try:
-        leadership, wiring = await control_thread.run(build_clients())
+        leadership, wiring, coord_store = await control_thread.run(build_clients())
     except BaseException:
         await asyncio.to_thread(control_thread.stop)
         raise
@@ -855,10 +884,22 @@ async def _serve(
         config,
     )
     leadership.attach(runtime)
+    coordination = None
     if election.only_shard is not None:
-        # No coordinator role: what the shard's domains share (reserve, shifts among them) is
-        # commanded while this process leads the shard.
+        # What the shard's domains share (reserve, shifts among them) is commanded while this
+        # process leads the shard, within the reserve budget the site coordinator (one of the
+        # shard processes) gives it, or its static share (docs/redundancy.md).
         runtime.coordinator = None
+        coordination = attach_coordination(
+            runtime,
+            leadership,
+            coord_store,
+            election.only_shard,
+            static_kw,
+            election.instance_id,
+            election.budget_ttl_s,
+        )
+        state.reserve_budget = coordination.status
     learning = _start_learning(learn_opts, chosen, runtime, store, inventory, clock, step)
 
     def api_crashed(message: str) -> None:
@@ -902,6 +943,15 @@ async def _serve(
         )
     else:
         console.print("  redundancy: none (no --etcd): this instance leads every shard")
+    if coordination is not None:
+        static = coordination.static_kw[coordination.shard]
+        console.print(
+            f"  reserve: budget from the site coordinator (static share {static:.1f} kW of "
+            f"{site.reserve.capacity_kw:.1f} kW after {election.budget_ttl_s:g} s without one)"
+            if coord_store is not None
+            else f"  reserve: static share {static:.1f} kW of "
+            f"{site.reserve.capacity_kw:.1f} kW (no --etcd: no site coordinator)"
+        )
     elector = leadership.elector
     if elector is None:  # build_leadership always makes one
         raise RuntimeError("no elector built")
@@ -917,6 +967,8 @@ async def _serve(
         """The control side, on its own thread's event loop (no request can delay a tick)."""
         tasks = [supervisor.spawn("elector", elector.run), asyncio.ensure_future(runtime.run())]
         tasks += [supervisor.spawn(bg.name, bg.run, bg.forever) for bg in wiring.background]
+        if coordination is not None:
+            tasks.append(supervisor.spawn("coordination", coordination.run))
         if devices_path is not None:
             watch = _device_map_watch(devices_path, wired_map, state, runtime)
             tasks.append(supervisor.spawn("device-map-watch", watch.run))

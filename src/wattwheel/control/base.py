@@ -59,6 +59,9 @@ class Observation:
         stale: domains whose measurement is stale or missing (fast loop holds safe settings).
         kes_hold_kw: what a (nearly) empty bank must draw this period to keep its rotors at
             ω_min whatever the setpoint (None: nothing).
+        reserve_budget_kw: the shared reserve's capacity this controller may plan and command
+            (kW): a shard process's budget from the site coordinator, or its fallback share
+            (:mod:`wattwheel.control.reserve_budget`); None: the site's whole reserve.
     """
 
     now_s: float
@@ -81,10 +84,20 @@ class Observation:
     reserve_override: NDArray[np.int64] | None = None
     stale: BoolArray | None = None
     kes_hold_kw: FloatArray | None = None
+    reserve_budget_kw: float | None = None
 
     @property
     def noncritical_kw(self) -> FloatArray:
         return np.maximum(self.demand_kw - self.critical_kw, 0.0)
+
+
+def reserve_capacity_kw(site: SiteParams, obs: Observation) -> float:
+    """The reserve capacity a policy may use this period: the site's, or less under a shard's
+    budget (``obs.reserve_budget_kw``)."""
+    cap = site.reserve.capacity_kw
+    if obs.reserve_budget_kw is None:
+        return cap
+    return min(cap, max(obs.reserve_budget_kw, 0.0))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.base import RESERVE_ON, Decision, Observation
+from wattwheel.control.base import RESERVE_ON, Decision, Observation, reserve_capacity_kw
 from wattwheel.domain import flywheel
 from wattwheel.domain.reserve import is_running
 from wattwheel.domain.site import SiteParams
@@ -102,7 +102,7 @@ def safety_loop(site: SiteParams, obs: Observation, targets: Targets) -> Decisio
     live = (obs.reserve_mode == RESERVE_ON) & allowed
     must = np.where(allowed, np.maximum(rem - cap_max, 0.0), 0.0)
     want = np.where(live, rem, must)
-    res_kw = _coordinate_reserve(site, want, must)
+    res_kw = _coordinate_reserve(reserve_capacity_kw(site, obs), want, must)
     delivering = np.where(live, res_kw, 0.0)
     cap = _apply_pins(obs, net_kw, np.minimum(rem - delivering, cap_max), cap_max)
     left = np.maximum(rem - delivering - cap, 0.0)
@@ -170,12 +170,15 @@ def _reserve_allowed(obs: Observation) -> BoolArray:
 
 
 def _coordinate_reserve(
-    site: SiteParams, want_kw: FloatArray, must_kw: FloatArray, already_kw: FloatArray | None = None
+    capacity_kw: float,
+    want_kw: FloatArray,
+    must_kw: FloatArray,
+    already_kw: FloatArray | None = None,
 ) -> FloatArray:
     """Share the site reserve: what cannot be covered otherwise first, then the rest in
     proportion to what is asked."""
     used = 0.0 if already_kw is None else float(already_kw.sum())
-    room = max(site.reserve.capacity_kw - used, 0.0)
+    room = max(capacity_kw - used, 0.0)
     must = np.minimum(np.maximum(must_kw, 0.0), want_kw)
     alloc = _share(must, room)
     rest = np.maximum(want_kw - alloc, 0.0)

@@ -18,13 +18,14 @@ all leave the fast loop on its reactive targets (recharge to full, no arming, no
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.base import Decision, Observation
+from wattwheel.control.base import Decision, Observation, reserve_capacity_kw
 from wattwheel.control.fast_loop import Targets, default_soc_target, safety_loop
 from wattwheel.control.planner import Plan, PlanInputs, soc_floor, solve_plan
 from wattwheel.domain.reserve import is_running
@@ -172,6 +173,12 @@ class PredictivePolicy:
             fixed_shift_out_kw=fixed_out,
             fixed_shift_in_kw=fixed_in,
         )
+        budget_kw = reserve_capacity_kw(site, obs)
+        if budget_kw < site.reserve.capacity_kw:
+            # A shard process plans with its budget of the shared reserve, not all of it.
+            site = dataclasses.replace(
+                site, reserve=dataclasses.replace(site.reserve, capacity_kw=budget_kw)
+            )
         return solve_plan(site, inputs, self.lead_blocks)
 
     def _quiet(

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from wattwheel.control.base import Decision, Observation
+from wattwheel.control.base import Decision, Observation, reserve_capacity_kw
 from wattwheel.control.fast_loop import Targets, default_soc_target, safety_loop
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
@@ -38,7 +38,7 @@ class NonePolicy:
         on = excess > 0
         want = excess.copy()
         total = float(want.sum())
-        cap = self.site.reserve.capacity_kw
+        cap = reserve_capacity_kw(self.site, obs)
         if total > cap:
             want *= cap / total
         reasons = tuple(

@@ -24,6 +24,7 @@ that tick by the reactive policy; a store that fails is counted and retried by i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections import deque
@@ -246,6 +247,11 @@ class Runtime:
             rewrite_per_tick=cfg.rewrite_per_tick,
         )
         self.audit_tag = audit_tag
+        #: The reserve capacity (kW) this instance may plan and command, asked each tick (a
+        #: shard process's budget, :mod:`.coordination`); None: the site's whole reserve.
+        self.reserve_budget: Callable[[], float | None] | None = None
+        #: The newest observation a tick acted on (the shard summary is built from it).
+        self.last_obs: Observation | None = None
         #: Restarts every background task that crashes (serve adds its own: ingesters...).
         self.supervisor = Supervisor(clock, self._on_task_crash)
         self.state.tasks = self.supervisor.snapshot
@@ -357,7 +363,7 @@ class Runtime:
             self.modelled_reserve.advance(now_s)
         done.reading = await self.reader.read()
         done.seen = self.reader.observe(now_s, done.reading)
-        obs = done.seen.obs
+        obs = self._budgeted(done.seen.obs)
         mode = self.decider.mode(now_s)
         if mode != "maintenance" and self.state.degraded():
             mode = "degraded"  # e.g. the device map changed under us: say so, act as usual
@@ -380,7 +386,7 @@ class Runtime:
         mode = self._set_mode("tick-fallback")
         if done.seen is None:
             done.seen = self.reader.observe(now_s, done.reading or Reading([], {}, None))
-        obs = done.seen.obs
+        obs = self._budgeted(done.seen.obs)
         if done.acted is None:
             done.decision = self.decider.reactive_decision(obs)
             done.acted = await self.actuator.act(obs, done.decision, mode, safe=True)
@@ -388,6 +394,13 @@ class Runtime:
         done.decision = decision
         self._record(now_s, done, mode)
         return TickReport(now_s, 0.0, obs, decision, mode, done.acted.cap_writes, done.acted.shed)
+
+    def _budgeted(self, obs: Observation) -> Observation:
+        budget = self.reserve_budget() if self.reserve_budget is not None else None
+        if budget is not None:
+            obs = dataclasses.replace(obs, reserve_budget_kw=budget)
+        self.last_obs = obs
+        return obs
 
     def _record(self, now_s: float, done: _Done, mode: Mode) -> None:
         seen, decision = done.seen, done.decision

@@ -287,6 +287,8 @@ class LiveState:
         self.tasks: Callable[[], list[dict[str, Any]]] | None = None
         #: Continuous learning's state (live/shadow model, fine-tuning on or off; set by serve).
         self.learning: Callable[[], dict[str, Any]] | None = None
+        #: A shard process's reserve budget (coordinator or fallback; set by serve).
+        self.reserve_budget: Callable[[], dict[str, Any]] | None = None
 
     # ---- writer side (the runtime loop) ----
 

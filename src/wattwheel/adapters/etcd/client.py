@@ -97,6 +97,12 @@ class EtcdClient:
         """A raw transaction (``compare`` / ``success`` / ``failure`` in gateway JSON)."""
         return await self._post("/v3/kv/txn", request)
 
+    async def put(self, key: str, value: str, lease_id: int = 0) -> int:
+        """Put ``key`` (bound to the lease unless 0); the store's revision after it. A lease
+        that does not exist any more raises :class:`EtcdError` (code ``NOT_FOUND``)."""
+        msg = await self._post("/v3/kv/put", codec.put_request(key, value, lease_id))
+        return int(msg.get("header", {}).get("revision", 0))
+
     async def range(self, key: str, prefix: bool = False) -> list[KeyValue]:
         """The key (or every key under the prefix)."""
         msg = await self._post("/v3/kv/range", codec.range_request(key, prefix))

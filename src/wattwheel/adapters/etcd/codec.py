@@ -123,6 +123,14 @@ def parse_create_if_absent(msg: Json, value: str, lease_id: int) -> KeyOwner:
     return KeyOwner(False, kv.create_revision, kv.lease_id, kv.value)
 
 
+def put_request(key: str, value: str, lease_id: int = 0) -> Json:
+    """Put ``key`` (bound to the lease unless ``lease_id`` is 0)."""
+    req: Json = {"key": b64(key), "value": b64(value)}
+    if lease_id:
+        req["lease"] = str(lease_id)
+    return req
+
+
 def range_request(key: str, prefix: bool = False) -> Json:
     """Read one key, or every key starting with ``key`` when ``prefix``."""
     req: Json = {"key": b64(key)}
