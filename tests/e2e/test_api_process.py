@@ -258,3 +258,31 @@ def test_serve_stopped_with_sigterm_shuts_down_cleanly(served: Served) -> None:
     # What the loop decided up to the signal was flushed on the way out (one row per second).
     last = served.decisions_between(0, t_signal + 30)[-1]
     assert last >= t_signal - 2.0, f"last stored decision {t_signal - last:.1f} s before SIGTERM"
+
+
+def _nice(pid: int) -> int:
+    """Field 19 of /proc/PID/stat (a thread id works too)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def _thread_cpus(pid: int) -> dict[int, list[int]]:
+    """Every thread of ``pid``: the CPUs it may run on."""
+    tasks = Path(f"/proc/{pid}/task")
+    return {int(t.name): sorted(os.sched_getaffinity(int(t.name))) for t in tasks.iterdir()}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
+def test_the_api_process_runs_below_the_loop_and_on_a_cpu_of_its_own(served: Served) -> None:
+    """serve's defaults (--api-nice 10, --api-cpus auto), read back from /proc: the API
+    process 10 below serve; with 2+ CPUs every API thread on the last CPU and every thread of
+    the control process on the others."""
+    pid, control = served.api_pid(), served.proc.pid
+    assert _nice(pid) == _nice(control) + 10
+    cpus = sorted(os.sched_getaffinity(0))
+    api_threads, control_threads = _thread_cpus(pid), _thread_cpus(control)
+    assert len(control_threads) >= 3  # the main thread, the control loop, the pollers ...
+    if len(cpus) < 2:
+        assert all(c == cpus for c in [*api_threads.values(), *control_threads.values()])
+        return
+    assert all(c == cpus[-1:] for c in api_threads.values()), api_threads
+    assert all(c == cpus[:-1] for c in control_threads.values()), control_threads

@@ -13,8 +13,10 @@ the control loop's interpreter lock. Started and supervised by :mod:`.host`; run
   after the state writes they caused, so a client reads its own write.
 - Stored rows are read from the database with its own connection (SQLite WAL or PostgreSQL);
   with ``memory://`` the reads go to the control process.
-- It runs ``--api-nice`` (default 10) below the control process's CPU priority: on a busy
-  host, a request never takes a core the loop is waiting for.
+- It runs ``--api-nice`` (default 10) below the control process's CPU priority, and with
+  ``--api-cpus`` (default ``auto``: with 2+ CPUs, the last one; :mod:`.placement`) on CPUs of
+  its own, the control process on the others: on a busy host, a request never takes a core the
+  loop is waiting for.
 - It dies with the control process: ``PR_SET_PDEATHSIG`` on Linux, and the channel's end of
   stream everywhere.
 """
@@ -39,6 +41,7 @@ from typing import Any
 from wattwheel.adapters.store.base import ForecastRow, StoreUnavailable
 from wattwheel.api.desk import CommandRefused
 from wattwheel.api.ipc import JSON, PICKLE, Channel, ChannelClosed
+from wattwheel.api.placement import pin_process
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.forecast.base import Forecast
 from wattwheel.forecast.online import ModelRecord
@@ -293,6 +296,20 @@ async def _serve(server: Any, listen: socket.socket, client: ControlClient) -> N
         beating.cancel()
 
 
+def _place(init: dict[str, Any]) -> None:
+    """Before any thread starts (they inherit both): below the controller's CPU priority, so
+    that on a busy host the loop runs first, and on the API's own CPUs (``--api-cpus``)."""
+    if init.get("nice"):
+        with contextlib.suppress(OSError):
+            os.nice(int(init["nice"]))
+    cpus = init.get("cpus")
+    if cpus:
+        try:
+            pin_process(int(c) for c in cpus)
+        except OSError as exc:
+            log.warning("API process: not pinned to CPU(s) %s: %s", cpus, exc)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m wattwheel.api.process")
     ap.add_argument("--ipc-fd", type=int, required=True)
@@ -308,13 +325,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     channel = Channel(socket.socket(fileno=args.ipc_fd), JSON, frozenset({PICKLE}))
     init: dict[str, Any] = channel.recv()
-    if init.get("nice"):
-        # Below the controller's CPU priority: on a busy host the loop runs first.
-        with contextlib.suppress(OSError):
-            os.nice(int(init["nice"]))
     logging.basicConfig(
         level=init["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    _place(init)
     state, overrides = LiveState(init["domain_ids"]), Overrides()
     client = ControlClient(channel, state, overrides)
     db_url: str = init["db_url"]

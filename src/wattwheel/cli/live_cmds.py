@@ -335,6 +335,14 @@ def serve(
             help="the API process's niceness above serve's (a lower CPU priority than the loop)",
         ),
     ] = 10,
+    api_cpus: Annotated[
+        str,
+        typer.Option(
+            help="CPUs of the API process: 'auto' (with 2+ CPUs: the last one, the control "
+            "process on the others), a list such as '1' or '2-3' (the control process on the "
+            "other CPUs), or 'off' (no pinning)",
+        ),
+    ] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the live controller against devices, with the API, dashboard and /metrics (served
@@ -362,6 +370,7 @@ def serve(
     learning = _learn_options(learn, learn_dir, learn_cycle_s, finetune_every_s)
     if not (math.isfinite(api_stall_s) and api_stall_s >= 2.0):
         _fail(f"--api-stall-s {api_stall_s:g}: must be >= 2 s (the API process beats every 1 s)")
+    placement = _placement(api_cpus)
     listen = _listen(host, port)
     try:
         asyncio.run(
@@ -382,7 +391,7 @@ def serve(
                 election,
                 spill,
                 listen,
-                (api_stall_s, api_nice),
+                ApiOptions(api_stall_s, api_nice, placement),
                 verbose,
                 learning,
             )
@@ -433,6 +442,36 @@ class StoreOptions:
 
     spill_dir: Path
     spill_max_mb: float
+
+
+@dataclass(frozen=True)
+class ApiOptions:
+    """``serve``'s API process: restart after ``stall_s`` silent, niceness above serve's, and
+    the (control, API) CPU split (None: not pinned; see ``api/placement.py``)."""
+
+    stall_s: float
+    nice: int
+    placement: tuple[frozenset[int], frozenset[int]] | None
+
+
+def _placement(api_cpus: str) -> tuple[frozenset[int], frozenset[int]] | None:
+    """``--api-cpus``: the CPU split, with the control process (this one, every thread)
+    pinned to its part now, before it starts any thread (they inherit it)."""
+    from wattwheel.api.placement import allowed_cpus, describe, pin_process, split_cpus
+
+    try:
+        split = split_cpus(api_cpus, allowed_cpus())
+    except ValueError as exc:
+        _fail(str(exc))
+        raise
+    if split is not None:
+        try:
+            pin_process(split[0])
+        except OSError as exc:
+            console.print(f"[yellow]--api-cpus {api_cpus}: not pinned ({exc})[/yellow]")
+            return None
+    console.print(f"  CPUs: {describe(split)}")
+    return split
 
 
 @dataclass(frozen=True)
@@ -671,7 +710,7 @@ def _api_process(
     inventory: Any,
     db: str | None,
     on_crash: Any,
-    api_opts: tuple[float, int],
+    api_opts: ApiOptions,
     verbose: bool,
 ) -> Any:
     """The API (uvicorn, auth gate, routes, SSE, /metrics, dashboard) in a child process fed
@@ -706,10 +745,11 @@ def _api_process(
         "max_body_bytes": DEFAULT_MAX_BODY_BYTES,
         "keepalive_s": 15.0,
         "log_level": logging.DEBUG if verbose else logging.INFO,
-        "nice": api_opts[1],
+        "nice": api_opts.nice,
+        "cpus": None if api_opts.placement is None else sorted(api_opts.placement[1]),
     }
     desk = LocalDesk(ctx)
-    return ApiProcess(listen, init, state, desk, store, extras, on_crash, stall_s=api_opts[0])
+    return ApiProcess(listen, init, state, desk, store, extras, on_crash, stall_s=api_opts.stall_s)
 
 
 def _device_map_watch(path: Path, wired: dict[str, Any], state: Any, runtime: Any) -> Any:
@@ -741,7 +781,7 @@ async def _serve(
     election: ElectionOptions,
     store_opts: StoreOptions,
     listen: socket.socket,
-    api_opts: tuple[float, int],
+    api_opts: ApiOptions,
     verbose: bool,
     learn_opts: LearnOptions | None = None,
 ) -> None:
