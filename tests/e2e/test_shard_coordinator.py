@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from adapters.etcd.etcd_server import ETCD, EtcdServer
@@ -135,6 +136,8 @@ def test_coordinator_budgets_fail_over_and_fall_back(tmp_path: Path) -> None:
             figures["fallback_after_freeze_s"] = round(time.monotonic() - frozen_at, 2)
             assert b["budget_kw"] == pytest.approx(static[survivor], abs=0.01)
             assert "silent" in b["reason"], b
+            metrics = httpx.get(urls[survivor].replace("/api/v1", "/metrics"), timeout=5.0).text
+            assert f'wattwheel_reserve_budget_fallback{{shard="{survivor}"}} 1.0' in metrics
         finally:
             etcd.proc.send_signal(signal.SIGCONT)
         thawed_at = time.monotonic()

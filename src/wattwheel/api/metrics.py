@@ -51,6 +51,10 @@ METRIC_HELP: dict[str, str] = {
     "command the role (s; absent when it does not lead).",
     "wattwheel_leader_resignations": "Times this instance resigned a role because its command "
     "writes to the role's devices kept failing (leadership follows the ability to command).",
+    "wattwheel_reserve_budget_kw": "Reserve capacity a shard process may plan and command (kW): "
+    "its budget from the site coordinator, or its static share on fallback (absent elsewhere).",
+    "wattwheel_reserve_budget_fallback": "1 while a shard process runs on its static reserve "
+    "share (no fresh budget from the site coordinator), else 0 (absent elsewhere).",
     "wattwheel_source_disagreements": "Rack-ticks a cross-checked telemetry source disagreed "
     "with the feed meter, per source.",
     "wattwheel_mode": "Controller mode (1 for the current one).",
@@ -94,6 +98,7 @@ class StateCollector(Collector):
         yield from self._store_metrics()
         yield from self._leader_metrics()
         yield from self._telemetry_trust_metrics()
+        yield from self._budget_metrics()
 
     def _domain_metrics(self) -> Iterator[Metric]:
         per_domain: dict[str, Callable[[DomainSnapshot], float]] = {
@@ -219,6 +224,17 @@ class StateCollector(Collector):
         yield leader
         yield left
         yield resigned
+
+    def _budget_metrics(self) -> Iterator[Metric]:
+        budget = self.state.reserve_budget() if self.state.reserve_budget else None
+        kw = self._gauge("wattwheel_reserve_budget_kw", ["shard"])
+        fallback = self._gauge("wattwheel_reserve_budget_fallback", ["shard"])
+        if budget is not None:
+            shard = str(budget["shard"])
+            kw.add_metric([shard], float(budget["budget_kw"]))
+            fallback.add_metric([shard], 1.0 if budget["source"] == "fallback" else 0.0)
+        yield kw
+        yield fallback
 
     def _telemetry_trust_metrics(self) -> Iterator[Metric]:
         counts = self.state.source_disagreements() if self.state.source_disagreements else {}
