@@ -1,110 +1,398 @@
-"""The planning MILP decomposed into per-shard MILPs, coordinated by reserve budgets and
-fixed cross-domain transfers.
+"""The planning MILP decomposed into per-shard MILPs, coordinated by prices (dual
+decomposition) with a final repair that makes the merged plan feasible for the site.
 
-The site-wide MILP (:mod:`wattwheel.control.planner`) couples its domains in two places only:
-the shared reserve (per block, the domains' reserve power sums to at most its capacity) and
-load shifts (per block from the lead time on, what leaves domains equals what arrives at
-others). Everything else - balances, flywheel energy, reserve start/min-on logic, debt - is per
-domain, and so is every cost term. The decomposition here:
+The site-wide MILP (:mod:`wattwheel.control.planner`) couples its domains in three places: the
+shared reserve's capacity (per block, the domains' reserve power sums to at most ``C``), the
+reserve being **one machine** (one on/start schedule, its running time and starts paid once),
+and load shifts (per block from the lead time on, what leaves domains equals what arrives at
+others). Everything else - balances, flywheel energy, debt, reversals - and every other cost
+term is per domain. The decomposition here:
 
-1. **Shards.** The domains are cut into shards (by default contiguous groups of
-   ``shard_size`` domains, as ``serve --shards`` cuts them). Each shard is one sub-problem:
-   the unchanged :func:`~wattwheel.control.planner.solve_plan` on the site restricted to the
-   shard's domains; shifts among a shard's own domains stay its MILP's decision.
-2. **Transfers (cross-shard shifts, fixed by the coordinator).** From the lead block on,
-   each shard's surplus of forecast excess it can shift away (over primary, within the shift
-   limits and the non-critical load) over its own headroom is matched with the other shards'
-   surplus headroom, both scaled to the smaller total, so each block's exports equal its
-   imports (:func:`transfers_kw`). They enter the shards as data: demand net of them,
-   non-critical load less the exports, each domain's shift limit less what they use.
-3. **Reserve budget.** The shared reserve's capacity ``C`` is split among the shards in
-   proportion to each shard's remaining forecast excess: ``w_s = max_k Σ_{d∈s}
-   max(demand_{d,k} − primary_d, 0)`` over the blocks where the reserve may start
-   (``reserve_blocks``), and shard ``s`` plans with a reserve of capacity ``C·w_s / Σw`` (by
-   domain count when nothing is over). The budgets sum to ``C``, so the shards' plans together
-   never ask the reserve for more than it has, in any block. The coordinator needs the
-   forecasts and hands back one capacity and a transfer profile per domain: O(domains ×
-   blocks) array work, no iteration.
-4. **Merge.** The first-block actions are concatenated in site order (the transfers added to
-   the lead block's shift levels); the expected cost is the sum of the shards' objectives plus
-   the transfers' shift cost. Every cost term of the site-wide MILP is per domain and the
-   merged solution satisfies the site-wide rows (budgets sum to ``C``; transfers and each
-   shard's own shifts balance), so that sum *is* the site-wide objective evaluated at the
-   merged solution: comparable with the monolithic plan's ``expected_cost`` term for term.
+1. **Shards.** The domains are cut into contiguous shards (``shard_size`` domains, as
+   ``serve --shards`` cuts them). :class:`DecomposedPlanner` cuts the site's per-domain
+   parameters once per site; a call only slices the inputs (views, O(domains)). Each shard is
+   the site-wide model (:class:`~wattwheel.control.planner._Builder`, unchanged rows) on its
+   domains with the whole reserve capacity ``C``, plus one *exchange* column per block from
+   the lead block on: its shift balance is ``Σ out − Σ in = e_k`` (net power sent to other
+   shards) instead of 0. Shifts among a shard's own domains stay its MILP's decision.
+2. **Price rounds** (at most ``rounds``). Each round every shard solves its MILP with a price
+   ``λ_k`` per kW-block on its net export (``+λ_k·e_k``: exporters pay it, importers earn it)
+   and ``μ_k ≥ 0`` added to its reserve power's cost. Each shard's model is built once per call
+   and passed to HiGHS once; later rounds only change those columns' costs in the same HiGHS
+   instance. The first round prices exports at the larger of the cost of shifting a kW for a
+   block and 1 % of capping it (``λ_k``), and the reserve at 0. Between rounds the coordinator
+   updates each block's price on its own, by bracketing: a block with more exports than imports
+   (beyond ``balance_tol`` of the traded power) raises ``λ_k`` - by a step that doubles until
+   the sign of the imbalance flips, then by bisection between the last prices on either side
+   (more imports lower it the same way); the same for ``μ_k`` on the reserve asked for beyond
+   ``C`` (and lowered toward 0 while capacity is left over). The rounds stop early when every
+   block is within the tolerance and no block asks for more than ``C``.
+3. **Repair (one more solve per shard).** The exchanges are made to balance exactly, per
+   block: the convex combination of the shards' exchanges in the latest round with surplus
+   exports and the latest with surplus imports that balances (each shard's exchange then lies
+   between two it could do), or, if all rounds had the same sign, the round closest to
+   balance; then whichever side is larger is scaled down to the other, so exports = imports.
+   The reserve is split into per-shard, per-block budgets that sum to ``C``: the last round's
+   use, scaled down to ``C`` where it asked for more, plus what is left in proportion to each
+   shard's peak forecast excess in the blocks the reserve may start in. The machine's schedule
+   is the union of the shards' last-round schedules: in the repair a shard may run the machine
+   only where that schedule does, at a thousandth of its running and start costs (the machine
+   is paid once, by the merge). Each shard solves again with its exchange fixed and its
+   reserve row bounded by its budget (bounds changed in the same HiGHS instance).
+4. **Merge.** The first-block actions are concatenated in site order; the reserve is armed
+   (pre-warmed) for every allowed domain where the merged machine schedule runs in block 0
+   (blocks 0-1), as the site-wide plan arms it. The expected cost is the sum of the shards'
+   objectives without the machine's running and start terms, plus those terms once for the
+   union of the shards' schedules (its starts counted from that union). The merged solution
+   satisfies every site-wide row (exports = imports per block; budgets sum to ``C``; each
+   shard's reserve power runs only where the union runs; the union of schedules that each
+   keep the minimum on-time keeps it, and a start in the union is never later than the shard's
+   own), so this cost is the site-wide objective at a feasible point: comparable with the
+   monolithic plan's ``expected_cost`` term for term, never below the monolithic optimum.
 
-What it gives up against the monolithic MILP: cross-domain shifts are a fixed rule, not
-optimised (the MILP also shifts work ahead of an excess so a bank can charge, and away from a
-domain that is under primary but short of stored energy; measured on the default scenario's
-replicas this is most of the cost gap, see the README "Scale"), and the reserve split is
-fixed before solving (a shard that does not need its budget does not hand it over).
-With one shard the sub-problem is the site-wide problem with the whole reserve: the plan is
-the monolithic one. A shard's solve depends only on its own size, so with one process per
-shard (``serve --only-shard``) a plan's wall time stays flat as domains grow; solved one after
-another in one process it grows linearly. No I/O, no clock.
+With one shard there is no exchange and no round: the sub-problem is the site-wide problem and
+the plan is the monolithic one. Solves per shard and call: the price rounds plus the repair.
+A shard's solve depends only on its own size, so with one process per shard a plan's wall time
+is the rounds' slowest shards plus the coordinator's O(domains) array work; solved one after
+another in one process it grows linearly with the shards. No I/O; no clock (a caller that times
+the rounds passes a ``timer``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from wattwheel.control.planner import Plan, PlanInputs, solve_plan
+from wattwheel.control.lp import run
+from wattwheel.control.planner import S_PER_H, Plan, PlanInputs, _Builder, solve_plan
 from wattwheel.domain.site import SiteParams
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
-Solver = Callable[[SiteParams, PlanInputs, int], Plan | None]
+#: HiGHS's time limit for one shard's solve, as for the site-wide plan.
+TIME_LIMIT_S = 2.0
+#: In the repair, the machine's running and start costs are scaled by this: a shard joins a
+#: machine another shard runs without paying for it again, and still turns off what it does
+#: not use (the merge pays the machine once).
+REPAIR_MACHINE_COST_SHARE = 1e-3
 
 
-def contiguous_shards(n_domains: int, shard_size: int) -> list[IntArray]:
-    """Domain indices cut into contiguous shards of ``shard_size`` (the last may be smaller)."""
+def contiguous_shards(n_domains: int, shard_size: int) -> list[tuple[int, int]]:
+    """[start, stop) of contiguous shards of ``shard_size`` domains (the last may be smaller)."""
     if n_domains < 1 or shard_size < 1:
         raise ValueError(f"need n_domains >= 1 and shard_size >= 1, got {n_domains}, {shard_size}")
-    return [
-        np.arange(a, min(a + shard_size, n_domains), dtype=np.int64)
-        for a in range(0, n_domains, shard_size)
-    ]
+    return [(a, min(a + shard_size, n_domains)) for a in range(0, n_domains, shard_size)]
 
 
-@dataclass(frozen=True)
-class Coordination:
-    """What the coordinator hands the shards: reserve budgets and the fixed cross-domain
-    transfers (kW per domain and block; zero before the lead time)."""
+@dataclass
+class CallInfo:
+    """How a call went: price rounds solved, whether the repair solved again, the largest
+    export/import imbalance (kW) and reserve over-ask (kW) of the last price round, and, with a
+    timer, each solve round's per-shard solve times and the coordinator's own time (s)."""
 
-    budgets_kw: FloatArray
-    export_kw: FloatArray
-    import_kw: FloatArray
-    #: The transfers' shift cost (the site-wide MILP's ``shifted_energy_kwh`` on what leaves).
-    transfer_cost: float
+    rounds: int = 0
+    repaired: bool = False
+    imbalance_kw: float = 0.0
+    reserve_over_kw: float = 0.0
+    solve_s: list[list[float]] = field(default_factory=list)
+    coordination_s: float = 0.0
+    #: (S, K) of the merged plan: each shard's net export and reserve power per block.
+    exchange_kw: FloatArray | None = None
+    reserve_kw: FloatArray | None = None
 
 
-def transfers_kw(
-    site: SiteParams, inputs: PlanInputs, lead_blocks: int, shards: Sequence[IntArray]
-) -> tuple[FloatArray, FloatArray]:
-    """(export, import), each (D, K). From the lead block on, a domain's *want* is the forecast
-    excess it can shift away (over primary, within its shift limit and its non-critical load)
-    and its *room* the headroom of a domain under primary (within its shift limit). Within a
-    shard they net out (that is the shard's own MILP's to decide); a shard's surplus want is
-    matched with the other shards' surplus room, both scaled to the smaller total, so every
-    block's exports equal its imports. One shard: no transfers."""
-    demand, prim = inputs.demand_kw, site.primary_kw[:, None]
-    shift_max = site.flex.shift_max_kw[:, None]
-    want = np.minimum(np.maximum(demand - prim, 0.0), np.minimum(shift_max, inputs.noncritical_kw))
-    room = np.minimum(np.maximum(prim - demand, 0.0), shift_max)
-    want[:, :lead_blocks] = 0.0
-    room[:, :lead_blocks] = 0.0
-    # Each shard's surplus, given back to its domains in proportion to their want (room).
-    for idx in shards:
-        w, r = want[idx].sum(axis=0), room[idx].sum(axis=0)
-        want[idx] *= _ratio(np.maximum(w - r, 0.0), w)
-        room[idx] *= _ratio(np.maximum(r - w, 0.0), r)
-    flow = np.minimum(want.sum(axis=0), room.sum(axis=0))
-    return want * _ratio(flow, want.sum(axis=0)), room * _ratio(flow, room.sum(axis=0))
+class DecomposedPlanner:
+    """Per-shard MILPs with price coordination (the module's docstring) for one site."""
+
+    def __init__(
+        self,
+        site: SiteParams,
+        shard_size: int = 3,
+        rounds: int = 4,
+        balance_tol: float = 0.02,
+    ) -> None:
+        if rounds < 1:
+            raise ValueError(f"need rounds >= 1, got {rounds}")
+        self.site = site
+        self.rounds = rounds
+        self.balance_tol = balance_tol
+        self.shards = contiguous_shards(site.n_domains, shard_size)
+        # Cut once per site: the shards' parameters (each with the whole reserve capacity).
+        self.sub_sites: list[SiteParams] = [
+            cut_domains(site, slice(a, b), site.n_domains) for a, b in self.shards
+        ]
+        self.dt_h = site.plan_period_s / S_PER_H
+        self.on_cost = self.dt_h * S_PER_H * float(site.costs.get("reserve_seconds", 0.0))
+        self.start_cost = float(site.costs.get("reserve_activations", 0.0))
+        shift_ref = self.dt_h * float(site.costs.get("shifted_energy_kwh", 0.0))
+        capped_ref = self.dt_h * float(site.costs.get("capped_energy_kwh", 0.0))
+        #: First exchange price and first step (per kW-block): shifting a kW for a block.
+        self.lambda_step = max(shift_ref, 0.01 * capped_ref, 1e-3)
+        reserve_ref = self.dt_h * float(site.costs.get("reserve_energy_kwh", 0.0))
+        self.mu_step = max(reserve_ref, 0.01 * capped_ref, 1e-3)
+
+    def solve(self, inputs: PlanInputs, lead_blocks: int) -> Plan | None:
+        """The merged plan; None when a shard has no solution (the caller falls back, as for
+        :func:`~wattwheel.control.planner.solve_plan`)."""
+        return self.solve_with_info(inputs, lead_blocks)[0]
+
+    def solve_with_info(
+        self, inputs: PlanInputs, lead_blocks: int, timer: Callable[[], float] | None = None
+    ) -> tuple[Plan | None, CallInfo]:
+        info = CallInfo()
+        t_start = timer() if timer else 0.0
+        if len(self.shards) == 1:
+            t0 = timer() if timer else 0.0
+            plan = solve_plan(self.site, inputs, lead_blocks)
+            if timer:
+                info.solve_s.append([timer() - t0])
+            info.rounds = 1
+            return plan, info
+        plan = self._coordinate(inputs, lead_blocks, info, timer)
+        if timer:
+            info.coordination_s = timer() - t_start - sum(sum(r) for r in info.solve_s)
+        return plan, info
+
+    def _coordinate(
+        self,
+        inputs: PlanInputs,
+        lead: int,
+        info: CallInfo,
+        timer: Callable[[], float] | None,
+    ) -> Plan | None:
+        n_blk = inputs.demand_kw.shape[1]
+        cap_kw = float(self.site.reserve.capacity_kw)
+        subs = [_cut_inputs(inputs, a, b) for a, b in self.shards]
+        models: list[_Shard] = []
+        lam = np.zeros(n_blk)
+        lam[lead:] = self.lambda_step
+        mu = np.zeros(n_blk)
+        lam_br = _Bracket(n_blk, self.lambda_step, floor=-np.inf)
+        mu_br = _Bracket(n_blk, self.mu_step, floor=0.0)
+        hist_e: list[FloatArray] = []
+        hist_m: list[FloatArray] = []
+        tol = np.zeros(n_blk)
+        use = np.zeros((len(self.shards), n_blk))
+        for r in range(self.rounds):
+            times: list[float] = []
+            for i, (sub_site, sub_in) in enumerate(zip(self.sub_sites, subs, strict=True)):
+                t0 = timer() if timer else 0.0
+                if r == 0:
+                    models.append(_Shard(sub_site, sub_in, lead))
+                models[i].price(lam, mu)
+                ok = models[i].solve()
+                if timer:
+                    times.append(timer() - t0)
+                if not ok:
+                    info.solve_s.append(times)
+                    return None
+            info.solve_s.append(times)
+            info.rounds = r + 1
+            e = np.array([m.exchange_kw() for m in models])
+            use = np.array([m.reserve_kw() for m in models])
+            m_k = e.sum(axis=0)
+            tol = self.balance_tol * 0.5 * np.abs(e).sum(axis=0) + 1e-6
+            over = use.sum(axis=0) - cap_kw
+            hist_e.append(e)
+            hist_m.append(m_k)
+            info.imbalance_kw = float(np.abs(m_k).max(initial=0.0))
+            info.reserve_over_kw = float(max(over.max(initial=0.0), 0.0))
+            if np.all(np.abs(m_k) <= tol) and info.reserve_over_kw <= 1e-6:
+                break
+            if r + 1 < self.rounds:
+                lam = lam_br.update(lam, m_k, tol)
+                mu = mu_br.update(mu, over, np.full(n_blk, 1e-6))
+        e_fix = _balanced_exchange(hist_e, hist_m, tol)
+        budgets = self._budgets(inputs, use)
+        machine = np.max([m.on() for m in models], axis=0)
+        times = []
+        for i, model in enumerate(models):
+            t0 = timer() if timer else 0.0
+            model.repair(e_fix[i], budgets[i], machine)
+            ok = model.solve()
+            if timer:
+                times.append(timer() - t0)
+            if not ok:
+                info.solve_s.append(times)
+                return None
+        info.solve_s.append(times)
+        info.repaired = True
+        info.exchange_kw = np.array([m.exchange_kw() for m in models])
+        info.reserve_kw = np.array([m.reserve_kw() for m in models])
+        return self._merge(models, inputs)
+
+    def _budgets(self, inputs: PlanInputs, use: FloatArray) -> FloatArray:
+        """(S, K) reserve budgets summing to ``C`` in every block (module docstring, 3)."""
+        cap_kw = float(self.site.reserve.capacity_kw)
+        total = use.sum(axis=0)
+        weight = _excess_weights(self.site, inputs, self.shards)
+        scaled = use * _ratio(np.full_like(total, cap_kw), total)
+        topped = use + np.maximum(cap_kw - total, 0.0) * weight[:, None]
+        out: FloatArray = np.where(total > cap_kw, scaled, topped)
+        return out
+
+    def _merge(self, models: Sequence[_Shard], inputs: PlanInputs) -> Plan:
+        plans = [m.plan() for m in models]
+        machine = np.max([m.on() for m in models], axis=0)
+        running = bool(inputs.reserve_on.any())
+        prev = np.concatenate([[float(running)], machine[:-1]])
+        starts = np.maximum(machine - prev, 0.0)
+        machine_cost = self.on_cost * float(machine.sum()) + self.start_cost * float(starts.sum())
+        allowed = inputs.reserve_allowed
+        cat = np.concatenate
+        return Plan(
+            soc_target=cat([p.soc_target for p in plans]),
+            reserve_arm=np.full(self.site.n_domains, machine[0] > 0.5) & allowed,
+            shift_out_kw=cat([p.shift_out_kw for p in plans]),
+            shift_in_kw=cat([p.shift_in_kw for p in plans]),
+            defer_kw=cat([p.defer_kw for p in plans]),
+            repay_kw=cat([p.repay_kw for p in plans]),
+            expected_cost=float(sum(m.cost_without_machine() for m in models)) + machine_cost,
+            reserve_prewarm=np.full(self.site.n_domains, bool(np.any(machine[:2] > 0.5))) & allowed,
+        )
+
+
+class _Shard:
+    """One shard's model, built once per call, passed to HiGHS once and re-solved there with
+    other prices (costs) and, for the repair, other bounds."""
+
+    def __init__(self, site: SiteParams, inputs: PlanInputs, lead: int) -> None:
+        self.b = b = _Builder(site, inputs, lead, exchange=True)
+        self.h = b.lp.highs(time_limit_s=TIME_LIMIT_S)
+        self.cost = np.asarray(b.lp.cost)
+        self.n_dom, self.n_blk = b.n_dom, b.n_blk
+        self.res_cols = np.asarray(b.res, dtype=np.int32)
+        self.exch_cols = np.asarray(b.exch, dtype=np.int32)
+        self.on_cols = np.asarray(b.on, dtype=np.int32)
+        self.start_cols = np.asarray(b.start, dtype=np.int32)
+        self.on_hi = np.asarray(b.lp.upper)[b.on]
+        self.x: FloatArray | None = None
+
+    def price(self, lam: FloatArray, mu: FloatArray) -> None:
+        h = self.h
+        h.changeColsCost(self.n_blk, self.exch_cols, np.asarray(lam, dtype=float))
+        res = self.cost[self.res_cols] + np.tile(mu, self.n_dom)
+        h.changeColsCost(res.size, self.res_cols, res)
+
+    def repair(self, e_kw: FloatArray, budget_kw: FloatArray, machine: FloatArray) -> None:
+        h, k = self.h, self.n_blk
+        h.changeColsCost(k, self.exch_cols, np.zeros(k))
+        h.changeColsCost(self.res_cols.size, self.res_cols, self.cost[self.res_cols])
+        h.changeColsBounds(k, self.exch_cols, e_kw, e_kw)
+        for row, budget in zip(self.b.reserve_rows, budget_kw, strict=True):
+            h.changeRowBounds(row, -np.inf, max(float(budget), 0.0))
+        h.changeColsBounds(k, self.on_cols, np.zeros(k), np.minimum(self.on_hi, machine))
+        share = REPAIR_MACHINE_COST_SHARE
+        h.changeColsCost(k, self.on_cols, share * self.cost[self.on_cols])
+        h.changeColsCost(k, self.start_cols, share * self.cost[self.start_cols])
+
+    def solve(self) -> bool:
+        self.x = run(self.h)
+        return self.x is not None
+
+    def _x(self) -> FloatArray:
+        if self.x is None:
+            raise RuntimeError("shard not solved")
+        return self.x
+
+    def exchange_kw(self) -> FloatArray:
+        return self._x()[self.exch_cols]
+
+    def reserve_kw(self) -> FloatArray:
+        res: FloatArray = self._x()[self.res_cols].reshape(self.n_dom, self.n_blk).sum(axis=0)
+        return res
+
+    def on(self) -> FloatArray:
+        return (self._x()[self.on_cols] > 0.5).astype(float)
+
+    def objective(self) -> float:
+        """The shard's own objective at its solution (no prices)."""
+        return float(self.cost @ self._x()) + self.b.constant
+
+    def cost_without_machine(self) -> float:
+        """The shard's objective at its solution, the machine's running and starts left out."""
+        x, c = self._x(), self.cost.copy()
+        c[self.on_cols] = 0.0
+        c[self.start_cols] = 0.0
+        return float(c @ x) + self.b.constant
+
+    def plan(self) -> Plan:
+        return self.b.extract(self._x())
+
+
+class _Bracket:
+    """Per-block price search: a step (doubling) until the imbalance changes sign, then
+    bisection between the last prices on either side; never below ``floor``."""
+
+    def __init__(self, n: int, step: float, floor: float) -> None:
+        self.floor = floor
+        self.lo = np.full(n, floor)
+        self.hi = np.full(n, np.inf)
+        self.step = np.full(n, step)
+
+    def update(self, price: FloatArray, excess: FloatArray, tol: FloatArray) -> FloatArray:
+        up = excess > tol
+        down = (excess < -tol) & (price > self.floor)
+        self.lo = np.where(up, price, self.lo)
+        self.hi = np.where(down, price, self.hi)
+        both = np.isfinite(self.lo) & np.isfinite(self.hi)
+        mid = 0.5 * (np.where(both, self.lo, 0.0) + np.where(both, self.hi, 0.0))
+        new = np.where(up, np.where(both, mid, price + self.step), price)
+        new = np.where(down, np.where(both, mid, price - self.step), new)
+        self.step = np.where((up | down) & ~both, 2.0 * self.step, self.step)
+        out: FloatArray = np.maximum(new, self.floor)
+        return out
+
+
+def _balanced_exchange(
+    hist_e: Sequence[FloatArray], hist_m: Sequence[FloatArray], tol: FloatArray
+) -> FloatArray:
+    """(S, K) exchanges with exports = imports in every block (module docstring, 3)."""
+    n_shards, n_blk = hist_e[0].shape
+    out = np.zeros((n_shards, n_blk))
+    m = np.array(hist_m)  # (R, K)
+    for k in range(n_blk):
+        pos = np.flatnonzero(m[:, k] > tol[k])
+        neg = np.flatnonzero(m[:, k] < -tol[k])
+        if pos.size and neg.size and np.abs(m[:, k]).min() > tol[k]:
+            a, b = int(pos[-1]), int(neg[-1])
+            theta = -m[b, k] / (m[a, k] - m[b, k])
+            e = theta * hist_e[a][:, k] + (1.0 - theta) * hist_e[b][:, k]
+        else:
+            e = hist_e[int(np.argmin(np.abs(m[:, k])))][:, k]
+        out[:, k] = _scale_to_balance(e)
+    return out
+
+
+def _scale_to_balance(e: FloatArray) -> FloatArray:
+    exports, imports = float(np.maximum(e, 0.0).sum()), float(np.maximum(-e, 0.0).sum())
+    if exports <= 0.0 or imports <= 0.0:
+        return np.zeros_like(e)
+    out: FloatArray
+    if exports > imports:
+        out = np.where(e > 0, e * (imports / exports), e)
+    else:
+        out = np.where(e < 0, e * (exports / imports), e)
+    return out
+
+
+def _excess_weights(
+    site: SiteParams, inputs: PlanInputs, shards: Sequence[tuple[int, int]]
+) -> FloatArray:
+    """Each shard's share of its peak forecast excess over primary in the blocks the reserve
+    may start in (by domain count when nothing is over); sums to 1."""
+    n_blk = inputs.demand_kw.shape[1]
+    blocks = n_blk if inputs.reserve_blocks is None else max(min(inputs.reserve_blocks, n_blk), 1)
+    over_kw = np.maximum(inputs.demand_kw[:, :blocks] - site.primary_kw[:, None], 0.0)
+    weight = np.array([float(over_kw[a:b].sum(axis=0).max()) for a, b in shards])
+    if weight.sum() <= 0.0:
+        weight = np.array([float(b - a) for a, b in shards])
+    out: FloatArray = weight / weight.sum()
+    return out
 
 
 def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
@@ -112,132 +400,46 @@ def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
     return out
 
 
-def reserve_budgets_kw(
-    site: SiteParams, inputs: PlanInputs, shards: Sequence[IntArray]
-) -> FloatArray:
-    """Each shard's share of the reserve capacity (kW), in proportion to its peak forecast
-    excess over primary in the blocks the reserve may start in; by domain count when no shard
-    is over. Sums to the capacity."""
-    n_blk = inputs.demand_kw.shape[1]
-    blocks = n_blk if inputs.reserve_blocks is None else max(min(inputs.reserve_blocks, n_blk), 1)
-    over_kw = np.maximum(inputs.demand_kw[:, :blocks] - site.primary_kw[:, None], 0.0)
-    weight = np.array([float(over_kw[idx].sum(axis=0).max()) for idx in shards])
-    if weight.sum() <= 0.0:
-        weight = np.array([float(idx.size) for idx in shards])
-    budgets: FloatArray = site.reserve.capacity_kw * weight / weight.sum()
-    return budgets
-
-
-def coordinate(
-    site: SiteParams, inputs: PlanInputs, shards: Sequence[IntArray], lead_blocks: int
-) -> tuple[Coordination, list[tuple[SiteParams, PlanInputs]]]:
-    """The coordination step: the transfers, then each shard's site (its domains, its reserve
-    budget, the shift limit the transfers leave) and inputs (demand net of the transfers)."""
-    export, imp = transfers_kw(site, inputs, lead_blocks, shards)
-    net = dataclasses.replace(
-        inputs,
-        demand_kw=inputs.demand_kw - export + imp,
-        noncritical_kw=inputs.noncritical_kw - export,
-    )
-    budgets = reserve_budgets_kw(site, net, shards)
-    used_kw = np.maximum(export, imp).max(axis=1, initial=0.0)
-    flex = dataclasses.replace(
-        site.flex, shift_max_kw=np.maximum(site.flex.shift_max_kw - used_kw, 0.0)
-    )
-    left = dataclasses.replace(site, flex=flex)
-    problems = []
-    for idx, budget in zip(shards, budgets, strict=True):
-        sub_site: SiteParams = cut_domains(left, idx, site.n_domains)
-        sub_site = dataclasses.replace(
-            sub_site, reserve=dataclasses.replace(site.reserve, capacity_kw=float(budget))
-        )
-        sub_inputs: PlanInputs = cut_domains(net, idx, site.n_domains)
-        problems.append((sub_site, sub_inputs))
-    dt_h = site.plan_period_s / 3600.0
-    cost = float(site.costs.get("shifted_energy_kwh", 0.0)) * dt_h * float(export.sum())
-    return Coordination(budgets, export, imp, cost), problems
-
-
-def shard_problems(
-    site: SiteParams, inputs: PlanInputs, shards: Sequence[IntArray], lead_blocks: int = 0
-) -> list[tuple[SiteParams, PlanInputs]]:
-    """Each shard's site and inputs as :func:`coordinate` makes them."""
-    return coordinate(site, inputs, shards, lead_blocks)[1]
-
-
-def merge_plans(
-    plans: Sequence[Plan],
-    shards: Sequence[IntArray],
-    n_domains: int,
-    coordination: Coordination | None = None,
-    lead_blocks: int = 0,
-) -> Plan:
-    """The shards' first-block actions in site order (plus the transfers at the lead block);
-    the cost is the sum of theirs plus the transfers'."""
-    order = np.concatenate(list(shards))
-
-    def cat(get: Callable[[Plan], Any], dtype: Any) -> Any:
-        out = np.zeros(n_domains, dtype=dtype)
-        out[order] = np.concatenate([np.asarray(get(p), dtype=dtype) for p in plans])
-        return out
-
-    shift_out, shift_in = cat(lambda p: p.shift_out_kw, float), cat(lambda p: p.shift_in_kw, float)
-    extra = 0.0
-    if coordination is not None:
-        k = min(lead_blocks, coordination.export_kw.shape[1] - 1)
-        shift_out = shift_out + coordination.export_kw[:, k]
-        shift_in = shift_in + coordination.import_kw[:, k]
-        extra = coordination.transfer_cost
-    return Plan(
-        soc_target=cat(lambda p: p.soc_target, float),
-        reserve_arm=cat(lambda p: p.reserve_arm, bool),
-        shift_out_kw=shift_out,
-        shift_in_kw=shift_in,
-        defer_kw=cat(lambda p: p.defer_kw, float),
-        repay_kw=cat(lambda p: p.repay_kw, float),
-        expected_cost=float(sum(p.expected_cost for p in plans)) + extra,
-        reserve_prewarm=cat(
-            lambda p: p.reserve_arm if p.reserve_prewarm is None else p.reserve_prewarm, bool
-        ),
+def _cut_inputs(inputs: PlanInputs, a: int, b: int) -> PlanInputs:
+    """The inputs of domains [a, b) (views, no copy)."""
+    return PlanInputs(
+        demand_kw=inputs.demand_kw[a:b],
+        noncritical_kw=inputs.noncritical_kw[a:b],
+        energy_kwh=inputs.energy_kwh[a:b],
+        debt_kwh=inputs.debt_kwh[a:b],
+        reserve_on=inputs.reserve_on[a:b],
+        reserve_min_on_left_s=inputs.reserve_min_on_left_s[a:b],
+        reserve_allowed=inputs.reserve_allowed[a:b],
+        fixed_shift_out_kw=inputs.fixed_shift_out_kw[a:b],
+        fixed_shift_in_kw=inputs.fixed_shift_in_kw[a:b],
+        reserve_blocks=inputs.reserve_blocks,
     )
 
 
 def solve_decomposed(
-    site: SiteParams,
-    inputs: PlanInputs,
-    lead_blocks: int,
-    shards: Sequence[IntArray] | None = None,
-    solve: Solver = solve_plan,
+    site: SiteParams, inputs: PlanInputs, lead_blocks: int, shard_size: int = 1, rounds: int = 4
 ) -> Plan | None:
-    """Plan shard by shard (one domain per shard unless ``shards`` is given) under reserve
-    budgets; None when any shard has no solution (the caller falls back, as for
-    :func:`~wattwheel.control.planner.solve_plan`)."""
-    shards = contiguous_shards(site.n_domains, 1) if shards is None else shards
-    coordination, problems = coordinate(site, inputs, shards, lead_blocks)
-    plans = []
-    for sub_site, sub_inputs in problems:
-        plan = solve(sub_site, sub_inputs, lead_blocks)
-        if plan is None:
-            return None
-        plans.append(plan)
-    return merge_plans(plans, shards, site.n_domains, coordination, lead_blocks)
+    """One call of :class:`DecomposedPlanner` (one domain per shard by default)."""
+    return DecomposedPlanner(site, shard_size, rounds).solve(inputs, lead_blocks)
 
 
-def cut_domains(value: Any, idx: IntArray, n_domains: int) -> Any:
+def cut_domains(value: Any, idx: IntArray | slice, n_domains: int) -> Any:
     """``value`` with every per-domain array (leading axis of length ``n_domains``) and the
     per-domain name tuples cut to ``idx``, through nested frozen dataclasses; the rest kept
     (the breaker curve is a tuple too, but not one per domain)."""
     if isinstance(value, np.ndarray):
         return value[idx].copy() if value.ndim >= 1 and value.shape[0] == n_domains else value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {}
-        for f in dataclasses.fields(value):
+    if is_dataclass(value) and not isinstance(value, type):
+        kw = {}
+        for f in fields(value):
             v = getattr(value, f.name)
             if f.name in _PER_DOMAIN_TUPLES:
-                fields[f.name] = tuple(v[int(i)] for i in idx)
+                kw[f.name] = (
+                    tuple(v[idx]) if isinstance(idx, slice) else tuple(v[int(i)] for i in idx)
+                )
             else:
-                fields[f.name] = cut_domains(v, idx, n_domains)
-        return dataclasses.replace(value, **fields)
+                kw[f.name] = cut_domains(v, idx, n_domains)
+        return replace(value, **kw)
     return value
 
 

@@ -52,6 +52,12 @@ class LinearProgram:
 
     def solve(self, time_limit_s: float = 5.0, mip_gap: float = 1e-7) -> FloatArray | None:
         """Minimise; returns the column values, or None when no solution was found."""
+        return run(self.highs(time_limit_s, mip_gap))
+
+    def highs(self, time_limit_s: float = 5.0, mip_gap: float = 1e-7) -> highspy.Highs:
+        """The model passed to a HiGHS instance, not yet run: a caller that solves it again
+        with other costs or bounds changes them there (``changeColsCost``, ...) and calls
+        :func:`run` again, without rebuilding the model."""
         lp = highspy.HighsLp()
         lp.num_col_ = len(self.lower)
         lp.num_row_ = len(self.row_lo)
@@ -75,9 +81,14 @@ class LinearProgram:
         h.setOptionValue("mip_rel_gap", mip_gap)
         h.setOptionValue("threads", 1)
         h.passModel(lp)
-        h.run()
-        status = h.getModelStatus()
-        ok = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit)
-        if status not in ok or h.getInfo().primal_solution_status != 2:
-            return None
-        return np.asarray(h.getSolution().col_value)
+        return h
+
+
+def run(h: highspy.Highs) -> FloatArray | None:
+    """Run ``h``; the column values, or None when no solution was found."""
+    h.run()
+    status = h.getModelStatus()
+    ok = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit)
+    if status not in ok or h.getInfo().primal_solution_status != 2:
+        return None
+    return np.asarray(h.getSolution().col_value)

@@ -102,11 +102,18 @@ class _Builder:
         lead_blocks: int,
         block_s: float | None = None,
         relaxed: bool = False,
+        exchange: bool = False,
     ) -> None:
         self.site, self.inp = site, inp
         self.n_dom, self.n_blk = inp.demand_kw.shape
         self.block_s = site.plan_period_s if block_s is None else block_s
         self.relaxed = relaxed
+        #: With ``exchange``, each block's shift balance (from the lead block on) is
+        #: ``Σ out − Σ in = exch_k`` instead of 0: the net power this group of domains sends
+        #: to domains outside it (:mod:`wattwheel.control.decomposed`), cost 0 here.
+        self.exchange = exchange
+        #: Row index of each block's shared-reserve capacity row (``Σ res ≤ capacity``).
+        self.reserve_rows: list[int] = []
         self.dt_h = self.block_s / S_PER_H
         self.lead = lead_blocks
         self.lp = LinearProgram()
@@ -173,6 +180,10 @@ class _Builder:
         self.over = lp.add_vars(D * K, 0.0, np.inf, over_cost)
         # Reserve power that does not arrive because the reserve is still starting.
         self.lost = lp.add_vars(D * K, 0.0, np.inf, 0.0)
+        if self.exchange:
+            reach = float(s.flex.shift_max_kw.sum())
+            movable = (np.arange(K) >= self.lead).astype(float)
+            self.exch = lp.add_vars(K, -reach * movable, reach * movable, 0.0)
         # Standby loss, priced as the plant meters it: block k loses (a·E_{k−1} + b)·Δ, so
         # a·Δ goes on the energy at the end of blocks 0..K−2 and the rest is a constant.
         a, b = self._loss_coefs()
@@ -252,13 +263,18 @@ class _Builder:
                 self.lp.cost[self.debt[d * K + K - 1]] += self._cost("deferred_energy_kwh")
         self._machine_rows(min_on_blocks)
         for k in range(K):
+            self.reserve_rows.append(len(lp.row_lo))
             lp.add_row(
                 [int(self.res[d * K + k]) for d in range(D)], [1.0] * D, hi=s.reserve.capacity_kw
             )
             if k >= self.lead:
                 cols = [int(self.out[d * K + k]) for d in range(D)]
                 cols += [int(self.inn[d * K + k]) for d in range(D)]
-                lp.add_row(cols, [1.0] * D + [-1.0] * D, lo=0.0, hi=0.0)
+                coefs = [1.0] * D + [-1.0] * D
+                if self.exchange:
+                    cols.append(int(self.exch[k]))
+                    coefs.append(-1.0)
+                lp.add_row(cols, coefs, lo=0.0, hi=0.0)
         self._reversal_rows()
         # Receiving shifted work needs headroom in the destination (its own balance row above).
 

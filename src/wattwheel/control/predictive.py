@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wattwheel.control.base import Decision, Observation, reserve_capacity_kw
+from wattwheel.control.decomposed import DecomposedPlanner
 from wattwheel.control.fast_loop import Targets, default_soc_target, safety_loop
 from wattwheel.control.planner import Plan, PlanInputs, soc_floor, solve_plan
 from wattwheel.domain.reserve import is_running
@@ -85,6 +86,13 @@ class PredictivePolicy:
         self.lead_blocks = int(
             math.ceil(float(site.flex.shift_lead_s.max(initial=0.0)) / site.plan_period_s - 1e-9)
         )
+        #: Sites with more domains than the site file's ``plan_decompose_above_domains`` are
+        #: planned shard by shard with price coordination; the others with one MILP.
+        self.decomposed: DecomposedPlanner | None = None
+        if site.n_domains > site.plan_decompose_above_domains:
+            self.decomposed = DecomposedPlanner(
+                site, site.plan_shard_domains, site.plan_price_rounds
+            )
 
     def initial_state(self, site: SiteParams) -> PredictiveState:
         return PredictiveState()
@@ -173,9 +181,19 @@ class PredictivePolicy:
             fixed_shift_out_kw=fixed_out,
             fixed_shift_in_kw=fixed_in,
         )
-        budget_kw = reserve_capacity_kw(site, obs)
-        if budget_kw < site.reserve.capacity_kw:
-            # A shard process plans with its budget of the shared reserve, not all of it.
+        return self.solve(inputs, reserve_capacity_kw(site, obs))
+
+    def solve(self, inputs: PlanInputs, reserve_kw: float | None = None) -> Plan | None:
+        """The plan for ``inputs``: decomposed on a site above the threshold, else the
+        site-wide MILP; with ``reserve_kw`` below the reserve's capacity (a shard process's
+        budget of the shared reserve), planned with that, not all of it."""
+        site = self.site
+        budget_kw = None
+        if reserve_kw is not None and reserve_kw < site.reserve.capacity_kw:
+            budget_kw = reserve_kw
+        if self.decomposed is not None and budget_kw is None:
+            return self.decomposed.solve(inputs, self.lead_blocks)
+        if budget_kw is not None:
             site = dataclasses.replace(
                 site, reserve=dataclasses.replace(site.reserve, capacity_kw=budget_kw)
             )

@@ -65,6 +65,18 @@ class SiteSection(_Strict):
         description="the most one rack can draw (kW, its feed's rating): live telemetry above "
         "it is rejected as implausible (DESIGN §8); none: only the per-server bound applies",
     )
+    plan_decompose_above_domains: int = Field(
+        24,
+        ge=1,
+        description="sites with more domains than this are planned shard by shard "
+        "(wattwheel.control.decomposed, price-coordinated), the others with one site-wide MILP",
+    )
+    plan_shard_domains: int = Field(
+        3, ge=1, description="domains per shard of the decomposed plan (contiguous)"
+    )
+    plan_price_rounds: int = Field(
+        4, ge=1, description="price rounds of the decomposed plan at most (plus one repair)"
+    )
     rack_binding: Literal["strict", "in-order"] = Field(
         "strict",
         description="'in-order': replayed on a trace without all the named racks, bind the "
@@ -409,6 +421,10 @@ class SiteParams:
     servers_per_rack: int
     rack_rating_kw: float | None = None
     measurement_latency_s: float = 1.0
+    #: More domains than this: the ``predictive`` policy plans shard by shard (decomposed).
+    plan_decompose_above_domains: int = 24
+    plan_shard_domains: int = 3
+    plan_price_rounds: int = 4
 
     @property
     def n_domains(self) -> int:
@@ -448,6 +464,9 @@ def resolve_site(config: SiteConfig, domain_demand_kw: Mapping[str, FloatArray])
         servers_per_rack=config.site.servers_per_rack,
         rack_rating_kw=config.site.rack_rating_kw,
         measurement_latency_s=config.site.measurement_latency_s,
+        plan_decompose_above_domains=config.site.plan_decompose_above_domains,
+        plan_shard_domains=config.site.plan_shard_domains,
+        plan_price_rounds=config.site.plan_price_rounds,
     )
 
 
