@@ -11,12 +11,16 @@ horizon (``--calls`` of them, evenly spread over the trace), on the *true* deman
 blocks as the forecast (a solver benchmark: what is timed and compared is the MILP, not a
 forecaster), flywheels at half charge, reserve off, no debt, no shift in flight.
 
-- decomposed (:mod:`wattwheel.control.decomposed`): shards of ``--shard-size`` contiguous
-  domains under reserve budgets. ``median_ms``/``p99_ms`` is the plan's wall time with one
-  process per shard (as ``serve --only-shard`` runs them): the coordination (budgets, cutting
-  the problems) plus the slowest shard's solve of that call. ``serial_*`` is every shard solved
-  one after another in one process; ``shard_solve_*`` the distribution of single shards'
-  solves (what one shard process waits for, besides the coordinator).
+- decomposed (:class:`wattwheel.control.decomposed.DecomposedPlanner`, built once per size:
+  the shards' parameters are cut once per site): shards of ``--shard-size`` contiguous domains,
+  at most ``--rounds`` price rounds and one repair solve. ``median_ms``/``p99_ms`` is the
+  plan's wall time with one process per shard (as ``serve --only-shard`` runs them): the
+  coordinator's own time (price updates, balancing, budgets, merge) plus, for every solve
+  round, the slowest shard's time in it (slicing its inputs and building its model in the
+  first round, updating its costs/bounds, solving, reading its solution). ``serial_*`` is every
+  shard solved one after another in one process (the call's whole wall time);
+  ``shard_solve_*`` the distribution of single shards' solve rounds (what one shard process
+  waits for, besides the coordinator).
 - monolithic (:func:`wattwheel.control.planner.solve_plan`, HiGHS 2 s limit) up to
   ``--monolithic-max`` domains; ``cost_gap_pct`` is (Σ decomposed − Σ monolithic) / Σ
   monolithic of the plans' objectives over the calls where both finished: the decomposed one

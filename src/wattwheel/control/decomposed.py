@@ -152,9 +152,13 @@ class DecomposedPlanner:
                 info.solve_s.append([timer() - t0])
             info.rounds = 1
             return plan, info
-        plan = self._coordinate(inputs, lead_blocks, info, timer)
+        models: list[_Shard] = []
+        plan = self._coordinate(inputs, lead_blocks, info, timer, models)
         if timer:
             info.coordination_s = timer() - t_start - sum(sum(r) for r in info.solve_s)
+        # Freeing the shards' models is theirs too (one process each), left out of the
+        # coordinator's time above.
+        models.clear()
         return plan, info
 
     def _coordinate(
@@ -163,11 +167,10 @@ class DecomposedPlanner:
         lead: int,
         info: CallInfo,
         timer: Callable[[], float] | None,
+        models: list[_Shard],
     ) -> Plan | None:
         n_blk = inputs.demand_kw.shape[1]
         cap_kw = float(self.site.reserve.capacity_kw)
-        subs = [_cut_inputs(inputs, a, b) for a, b in self.shards]
-        models: list[_Shard] = []
         lam = np.zeros(n_blk)
         lam[lead:] = self.lambda_step
         mu = np.zeros(n_blk)
@@ -179,10 +182,12 @@ class DecomposedPlanner:
         use = np.zeros((len(self.shards), n_blk))
         for r in range(self.rounds):
             times: list[float] = []
-            for i, (sub_site, sub_in) in enumerate(zip(self.sub_sites, subs, strict=True)):
+            for i, (a, b) in enumerate(self.shards):
                 t0 = timer() if timer else 0.0
                 if r == 0:
-                    models.append(_Shard(sub_site, sub_in, lead))
+                    # A shard's own work (its process's, one per shard): its inputs' slice
+                    # and its model.
+                    models.append(_Shard(self.sub_sites[i], _cut_inputs(inputs, a, b), lead))
                 models[i].price(lam, mu)
                 ok = models[i].solve()
                 if timer:
@@ -192,8 +197,8 @@ class DecomposedPlanner:
                     return None
             info.solve_s.append(times)
             info.rounds = r + 1
-            e = np.array([m.exchange_kw() for m in models])
-            use = np.array([m.reserve_kw() for m in models])
+            e = np.array([m.exchange_kw for m in models])
+            use = np.array([m.reserve_kw for m in models])
             m_k = e.sum(axis=0)
             tol = self.balance_tol * 0.5 * np.abs(e).sum(axis=0) + 1e-6
             over = use.sum(axis=0) - cap_kw
@@ -208,12 +213,12 @@ class DecomposedPlanner:
                 mu = mu_br.update(mu, over, np.full(n_blk, 1e-6))
         e_fix = _balanced_exchange(hist_e, hist_m, tol)
         budgets = self._budgets(inputs, use)
-        machine = np.max([m.on() for m in models], axis=0)
+        machine = np.max([m.on for m in models], axis=0)
         times = []
         for i, model in enumerate(models):
             t0 = timer() if timer else 0.0
             model.repair(e_fix[i], budgets[i], machine)
-            ok = model.solve()
+            ok = model.solve(final=True)
             if timer:
                 times.append(timer() - t0)
             if not ok:
@@ -221,8 +226,8 @@ class DecomposedPlanner:
                 return None
         info.solve_s.append(times)
         info.repaired = True
-        info.exchange_kw = np.array([m.exchange_kw() for m in models])
-        info.reserve_kw = np.array([m.reserve_kw() for m in models])
+        info.exchange_kw = np.array([m.exchange_kw for m in models])
+        info.reserve_kw = np.array([m.reserve_kw for m in models])
         return self._merge(models, inputs)
 
     def _budgets(self, inputs: PlanInputs, use: FloatArray) -> FloatArray:
@@ -236,8 +241,8 @@ class DecomposedPlanner:
         return out
 
     def _merge(self, models: Sequence[_Shard], inputs: PlanInputs) -> Plan:
-        plans = [m.plan() for m in models]
-        machine = np.max([m.on() for m in models], axis=0)
+        plans = [m.plan for m in models if m.plan is not None]
+        machine = np.max([m.on for m in models], axis=0)
         running = bool(inputs.reserve_on.any())
         prev = np.concatenate([[float(running)], machine[:-1]])
         starts = np.maximum(machine - prev, 0.0)
@@ -251,7 +256,7 @@ class DecomposedPlanner:
             shift_in_kw=cat([p.shift_in_kw for p in plans]),
             defer_kw=cat([p.defer_kw for p in plans]),
             repay_kw=cat([p.repay_kw for p in plans]),
-            expected_cost=float(sum(m.cost_without_machine() for m in models)) + machine_cost,
+            expected_cost=float(sum(m.cost_without_machine for m in models)) + machine_cost,
             reserve_prewarm=np.full(self.site.n_domains, bool(np.any(machine[:2] > 0.5))) & allowed,
         )
 
@@ -270,7 +275,11 @@ class _Shard:
         self.on_cols = np.asarray(b.on, dtype=np.int32)
         self.start_cols = np.asarray(b.start, dtype=np.int32)
         self.on_hi = np.asarray(b.lp.upper)[b.on]
-        self.x: FloatArray | None = None
+        self.exchange_kw: FloatArray = np.zeros(self.n_blk)
+        self.reserve_kw: FloatArray = np.zeros(self.n_blk)
+        self.on: FloatArray = np.zeros(self.n_blk)
+        self.cost_without_machine = 0.0
+        self.plan: Plan | None = None
 
     def price(self, lam: FloatArray, mu: FloatArray) -> None:
         h = self.h
@@ -290,38 +299,23 @@ class _Shard:
         h.changeColsCost(k, self.on_cols, share * self.cost[self.on_cols])
         h.changeColsCost(k, self.start_cols, share * self.cost[self.start_cols])
 
-    def solve(self) -> bool:
-        self.x = run(self.h)
-        return self.x is not None
-
-    def _x(self) -> FloatArray:
-        if self.x is None:
-            raise RuntimeError("shard not solved")
-        return self.x
-
-    def exchange_kw(self) -> FloatArray:
-        return self._x()[self.exch_cols]
-
-    def reserve_kw(self) -> FloatArray:
-        res: FloatArray = self._x()[self.res_cols].reshape(self.n_dom, self.n_blk).sum(axis=0)
-        return res
-
-    def on(self) -> FloatArray:
-        return (self._x()[self.on_cols] > 0.5).astype(float)
-
-    def objective(self) -> float:
-        """The shard's own objective at its solution (no prices)."""
-        return float(self.cost @ self._x()) + self.b.constant
-
-    def cost_without_machine(self) -> float:
-        """The shard's objective at its solution, the machine's running and starts left out."""
-        x, c = self._x(), self.cost.copy()
-        c[self.on_cols] = 0.0
-        c[self.start_cols] = 0.0
-        return float(c @ x) + self.b.constant
-
-    def plan(self) -> Plan:
-        return self.b.extract(self._x())
+    def solve(self, final: bool = False) -> bool:
+        """Solve; what the coordinator reads of the solution is taken here, as the shard's own
+        work (its exchange, reserve power and machine schedule; with ``final`` its plan and
+        its cost without the machine)."""
+        x = run(self.h)
+        if x is None:
+            return False
+        self.exchange_kw = x[self.exch_cols]
+        self.reserve_kw = x[self.res_cols].reshape(self.n_dom, self.n_blk).sum(axis=0)
+        self.on = (x[self.on_cols] > 0.5).astype(float)
+        if final:
+            c = self.cost.copy()
+            c[self.on_cols] = 0.0
+            c[self.start_cols] = 0.0
+            self.cost_without_machine = float(c @ x) + self.b.constant
+            self.plan = self.b.extract(x)
+        return True
 
 
 class _Bracket:
