@@ -64,7 +64,7 @@ def test_budgets_sum_to_the_reserve_capacity_in_every_block() -> None:
     inp = inputs([[160, 100, 90], [110, 120, 90], [90, 90, 180], [120, 90, 90]], reserve_blocks=2)
     planner = DecomposedPlanner(site, shard_size=1)
     use = np.array([[40.0, 0.0, 0.0], [30.0, 10.0, 0.0], [0.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
-    budgets = planner._budgets(inp, use)
+    budgets = planner._budgets(inp, use, 50.0)
     np.testing.assert_allclose(budgets.sum(axis=0), 50.0)
     # Block 0 asked for 70 of 50 kW: scaled down; block 1 asked 20: the 30 left go by excess.
     np.testing.assert_allclose(budgets[:, 0], [40 * 50 / 70, 30 * 50 / 70, 0, 0])
@@ -83,6 +83,11 @@ def test_every_domain_over_at_once_never_plans_more_reserve_than_it_has() -> Non
     assert mono is not None
     # The merged cost is the site-wide objective at a feasible point: never below the optimum.
     assert plan.expected_cost >= mono.expected_cost - 1e-6
+    # Planned with a budget of 20 kW of it (a shard process's), the shards keep within that.
+    small, info_small = planner.solve_with_info(inp, 1, reserve_kw=20.0)
+    assert small is not None and info_small.reserve_kw is not None
+    assert np.all(info_small.reserve_kw.sum(axis=0) <= 20.0 + 1e-6)
+    assert small.expected_cost >= plan.expected_cost - 1e-6
 
 
 def test_cross_shard_shifts_balance_and_cost_no_less_than_the_site_wide_optimum() -> None:

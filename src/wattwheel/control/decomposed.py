@@ -50,6 +50,10 @@ term is per domain. The decomposition here:
    own), so this cost is the site-wide objective at a feasible point: comparable with the
    monolithic plan's ``expected_cost`` term for term, never below the monolithic optimum.
 
+Given a smaller reserve capacity for the call (a shard process's budget of the shared
+reserve), ``C`` is that capacity for the coordinator (the over-ask it prices and the budgets
+that sum to it); the shards' models keep the site's capacity as their bound.
+
 With one shard there is no exchange and no round: the sub-problem is the site-wide problem and
 the plan is the monolithic one. Solves per shard and call: the price rounds plus the repair.
 A shard's solve depends only on its own size, so with one process per shard a plan's wall time
@@ -135,25 +139,36 @@ class DecomposedPlanner:
         reserve_ref = self.dt_h * float(site.costs.get("reserve_energy_kwh", 0.0))
         self.mu_step = max(reserve_ref, 0.01 * capped_ref, 1e-3)
 
-    def solve(self, inputs: PlanInputs, lead_blocks: int) -> Plan | None:
+    def solve(
+        self, inputs: PlanInputs, lead_blocks: int, reserve_kw: float | None = None
+    ) -> Plan | None:
         """The merged plan; None when a shard has no solution (the caller falls back, as for
-        :func:`~wattwheel.control.planner.solve_plan`)."""
-        return self.solve_with_info(inputs, lead_blocks)[0]
+        :func:`~wattwheel.control.planner.solve_plan`). ``reserve_kw``: the reserve capacity
+        to plan with instead of the site's (a shard process's budget of it)."""
+        return self.solve_with_info(inputs, lead_blocks, reserve_kw=reserve_kw)[0]
 
     def solve_with_info(
-        self, inputs: PlanInputs, lead_blocks: int, timer: Callable[[], float] | None = None
+        self,
+        inputs: PlanInputs,
+        lead_blocks: int,
+        timer: Callable[[], float] | None = None,
+        reserve_kw: float | None = None,
     ) -> tuple[Plan | None, CallInfo]:
         info = CallInfo()
         t_start = timer() if timer else 0.0
+        cap_kw = float(self.site.reserve.capacity_kw if reserve_kw is None else reserve_kw)
         if len(self.shards) == 1:
             t0 = timer() if timer else 0.0
-            plan = solve_plan(self.site, inputs, lead_blocks)
+            site = self.site
+            if reserve_kw is not None:
+                site = replace(site, reserve=replace(site.reserve, capacity_kw=cap_kw))
+            plan = solve_plan(site, inputs, lead_blocks)
             if timer:
                 info.solve_s.append([timer() - t0])
             info.rounds = 1
             return plan, info
         models: list[_Shard] = []
-        plan = self._coordinate(inputs, lead_blocks, info, timer, models)
+        plan = self._coordinate(inputs, lead_blocks, info, timer, models, cap_kw)
         if timer:
             info.coordination_s = timer() - t_start - sum(sum(r) for r in info.solve_s)
         # Freeing the shards' models is theirs too (one process each), left out of the
@@ -168,9 +183,9 @@ class DecomposedPlanner:
         info: CallInfo,
         timer: Callable[[], float] | None,
         models: list[_Shard],
+        cap_kw: float,
     ) -> Plan | None:
         n_blk = inputs.demand_kw.shape[1]
-        cap_kw = float(self.site.reserve.capacity_kw)
         lam = np.zeros(n_blk)
         lam[lead:] = self.lambda_step
         mu = np.zeros(n_blk)
@@ -212,7 +227,7 @@ class DecomposedPlanner:
                 lam = lam_br.update(lam, m_k, tol)
                 mu = mu_br.update(mu, over, np.full(n_blk, 1e-6))
         e_fix = _balanced_exchange(hist_e, hist_m, tol)
-        budgets = self._budgets(inputs, use)
+        budgets = self._budgets(inputs, use, cap_kw)
         machine = np.max([m.on for m in models], axis=0)
         times = []
         for i, model in enumerate(models):
@@ -230,9 +245,8 @@ class DecomposedPlanner:
         info.reserve_kw = np.array([m.reserve_kw for m in models])
         return self._merge(models, inputs)
 
-    def _budgets(self, inputs: PlanInputs, use: FloatArray) -> FloatArray:
-        """(S, K) reserve budgets summing to ``C`` in every block (module docstring, 3)."""
-        cap_kw = float(self.site.reserve.capacity_kw)
+    def _budgets(self, inputs: PlanInputs, use: FloatArray, cap_kw: float) -> FloatArray:
+        """(S, K) reserve budgets summing to ``cap_kw`` in every block (module docstring, 3)."""
         total = use.sum(axis=0)
         weight = _excess_weights(self.site, inputs, self.shards)
         scaled = use * _ratio(np.full_like(total, cap_kw), total)

@@ -191,8 +191,8 @@ class PredictivePolicy:
         budget_kw = None
         if reserve_kw is not None and reserve_kw < site.reserve.capacity_kw:
             budget_kw = reserve_kw
-        if self.decomposed is not None and budget_kw is None:
-            return self.decomposed.solve(inputs, self.lead_blocks)
+        if self.decomposed is not None:
+            return self.decomposed.solve(inputs, self.lead_blocks, budget_kw)
         if budget_kw is not None:
             site = dataclasses.replace(
                 site, reserve=dataclasses.replace(site.reserve, capacity_kw=budget_kw)
