@@ -15,9 +15,9 @@ shard's planner and fast loop may use. The rule (:func:`compute_budgets`):
    (``critical_over_kw``: what no cap may touch and only the reserve can carry), in
    proportion when they ask for more than there is;
 3. what is left, **in proportion to each shard's forecast excess**: the peak over the blocks
-   the reserve may start in of the shard's summed excess over primary (the weight of
-   :func:`wattwheel.control.decomposed.reserve_budgets_kw`), by static share when no shard
-   expects an excess.
+   the reserve may start in of the shard's summed excess over primary (the weight by which
+   :mod:`wattwheel.control.decomposed`'s repair shares out the capacity its shards left), by
+   static share when no shard expects an excess.
 
 The budgets always sum to ``C`` (to within rounding) and none is negative.
 
