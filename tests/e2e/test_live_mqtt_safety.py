@@ -15,11 +15,8 @@ broker publishing on the site's telemetry topic.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,12 +26,12 @@ from typing import Any
 import httpx
 import paho.mqtt.client as paho
 import pytest
+from live_procs import start, stop
 
 from services import Mosquitto, free_port
 
 pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.timeout(300)]
 
-WATTWHEEL = [sys.executable, "-c", "from wattwheel.cli import main; main()"]
 RACK, DOMAIN = "cella_pdu6", "pdu6"
 SPOOF_S = 20.0
 POISON = [
@@ -46,24 +43,11 @@ POISON = [
 
 
 def _start(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            WATTWHEEL + args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    return start(args, log, cwd, append=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    stop(proc, timeout_s=15)
 
 
 def _until(what: str, timeout_s: float, check: Callable[[], Any]) -> Any:

@@ -9,9 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live_procs import processes, start, start_emulate
 
 from services import Mosquitto, free_port
 
@@ -27,90 +25,27 @@ pytestmark = pytest.mark.service
 CHROMIUM = "/usr/bin/chromium"
 VIEWER = "e2e-viewer-token-0123"
 OPERATOR = "e2e-operator-token-0123"
-WATTWHEEL = [sys.executable, "-c", "from wattwheel.cli import main; main()"]
 MUST_SHOW_S = 60.0
-
-
-def _start(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            WATTWHEEL + args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture
 def live_system(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[str, Path, float]]:
     """(API base URL, device map, time serve was started) for a running emulate + serve."""
-    devices = tmp_path / "devices.json"
     tokens = tmp_path / "tokens"
     tokens.write_text(f"viewer:viewer:{VIEWER}\nop:operator:{OPERATOR}\n")
-    procs: list[subprocess.Popen[bytes]] = []
     logs = [tmp_path / "emulate.log", tmp_path / "serve.log"]
-    try:
-        procs.append(
-            _start(
-                [
-                    "emulate",
-                    "--speed",
-                    "60",
-                    "--devices",
-                    str(devices),
-                    "--mqtt-url",
-                    f"127.0.0.1:{mosquitto.port}",
-                ],
-                logs[0],
-                tmp_path,
-            )
+    with processes(logs) as procs:
+        emulate, devices = start_emulate(
+            tmp_path, ["--speed", "60", "--mqtt-url", f"127.0.0.1:{mosquitto.port}"], logs[0], 30
         )
-        deadline = time.monotonic() + 30
-        while not devices.exists():
-            assert procs[0].poll() is None, logs[0].read_text()[-3000:]
-            assert time.monotonic() < deadline, "emulate wrote no device map within 30 s"
-            time.sleep(0.2)
+        procs.append(emulate)
         port = free_port()
         started = time.monotonic()
-        procs.append(
-            _start(
-                [
-                    "serve",
-                    "--devices",
-                    str(devices),
-                    "--port",
-                    str(port),
-                    "--db",
-                    f"sqlite:///{tmp_path / 'live.db'}",
-                    "--token-file",
-                    str(tokens),
-                    "--plan-period",
-                    "10",
-                    "--history-step",
-                    "1",
-                ],
-                logs[1],
-                tmp_path,
-            )
-        )
+        serve = ["serve", "--devices", str(devices), "--port", str(port)]
+        serve += ["--db", f"sqlite:///{tmp_path / 'live.db'}", "--token-file", str(tokens)]
+        serve += ["--plan-period", "10", "--history-step", "1"]
+        procs.append(start(serve, logs[1], tmp_path))
         yield f"http://127.0.0.1:{port}", devices, started
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        for log in logs:  # shown by pytest when the test failed
-            if log.exists():
-                print(f"----- {log.name}\n{log.read_text()[-4000:]}")
 
 
 def _metric(text: str, name: str, labels: str = "") -> list[float]:

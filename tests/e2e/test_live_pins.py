@@ -7,10 +7,6 @@ BMCs taking the caps in time; the measured draw is printed, not asserted.)"""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from live_procs import processes, start, start_emulate
 
 from services import Mosquitto, free_port
 
@@ -25,85 +22,24 @@ pytestmark = pytest.mark.service
 
 VIEWER = "pins-viewer-token-0123"
 OPERATOR = "pins-operator-token-0123"
-WATTWHEEL = [sys.executable, "-c", "from wattwheel.cli import main; main()"]
 RACK = "cella_pdu7"
-
-
-def _start(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            WATTWHEEL + args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture
 def live(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[str]:
-    devices = tmp_path / "devices.json"
     (tmp_path / "tokens").write_text(f"v:viewer:{VIEWER}\no:operator:{OPERATOR}\n")
     logs = [tmp_path / "emulate.log", tmp_path / "serve.log"]
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        procs.append(
-            _start(
-                [
-                    "emulate",
-                    "--speed",
-                    "60",
-                    "--devices",
-                    str(devices),
-                    "--mqtt-url",
-                    f"127.0.0.1:{mosquitto.port}",
-                ],
-                logs[0],
-                tmp_path,
-            )
+    with processes(logs) as procs:
+        emulate, devices = start_emulate(
+            tmp_path, ["--speed", "60", "--mqtt-url", f"127.0.0.1:{mosquitto.port}"], logs[0]
         )
-        deadline = time.monotonic() + 60
-        while not devices.exists():
-            assert procs[0].poll() is None, logs[0].read_text()[-3000:]
-            assert time.monotonic() < deadline, "emulate wrote no device map within 60 s"
-            time.sleep(0.2)
+        procs.append(emulate)
         port = free_port()
-        procs.append(
-            _start(
-                [
-                    "serve",
-                    "--devices",
-                    str(devices),
-                    "--port",
-                    str(port),
-                    "--db",
-                    f"sqlite:///{tmp_path / 'live.db'}",
-                    "--token-file",
-                    str(tmp_path / "tokens"),
-                    "--policy",
-                    "reactive",
-                ],
-                logs[1],
-                tmp_path,
-            )
-        )
+        serve = ["serve", "--devices", str(devices), "--port", str(port)]
+        serve += ["--db", f"sqlite:///{tmp_path / 'live.db'}"]
+        serve += ["--token-file", str(tmp_path / "tokens"), "--policy", "reactive"]
+        procs.append(start(serve, logs[1], tmp_path))
         yield f"http://127.0.0.1:{port}"
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        for log in logs:
-            if log.exists():
-                print(f"----- {log.name}\n{log.read_text()[-4000:]}")
 
 
 def _get(url: str, path: str) -> Any:

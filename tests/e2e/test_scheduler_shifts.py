@@ -10,22 +10,18 @@ that added up, as before, drove a domain far past anything decided)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from live_procs import processes, start, start_emulate, wait_for_http
 
 from services import free_port
 
 pytestmark = pytest.mark.service
 
-WATTWHEEL = [sys.executable, "-c", "from wattwheel.cli import main; main()"]
 WATCH_S = 25.0
 TOL_KW = 0.05
 
@@ -72,41 +68,6 @@ def _trace(path: Path) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-def _start(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            WATTWHEEL + args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def _wait_for_api(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 90  # a busy 2-core box takes a while to import everything
-    with httpx.Client(timeout=2.0) as http:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "serve exited"
-            try:
-                if http.get(url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-    raise AssertionError("serve did not answer within 90 s")
-
-
 def _watch(status_url: str) -> list[dict[str, object]]:
     """Emulator status snapshots over ``WATCH_S`` seconds."""
     snaps: list[dict[str, object]] = []
@@ -121,33 +82,24 @@ def _watch(status_url: str) -> list[dict[str, object]]:
 def test_emulated_load_differs_from_the_trace_only_by_the_shifts_in_force(
     tmp_path: Path,
 ) -> None:
-    site, trace, devices = tmp_path / "site.toml", tmp_path / "trace.csv", tmp_path / "dev.json"
+    site, trace = tmp_path / "site.toml", tmp_path / "trace.csv"
     site.write_text(SITE)
     _trace(trace)
     common = ["--site", str(site), "--trace", str(trace)]
     logs = [tmp_path / "emulate.log", tmp_path / "serve.log"]
-    emu = ["emulate", *common, "--speed", "30", "--devices", str(devices), "--no-mqtt"]
-    procs = [_start(emu, logs[0], tmp_path)]
-    try:
-        deadline = time.monotonic() + 30
-        while not devices.exists():
-            assert procs[0].poll() is None, logs[0].read_text()[-3000:]
-            assert time.monotonic() < deadline, "emulate wrote no device map within 30 s"
-            time.sleep(0.2)
+    with processes(logs) as procs:
+        emulate, devices = start_emulate(
+            tmp_path, [*common, "--speed", "30", "--no-mqtt"], logs[0], 30
+        )
+        procs.append(emulate)
         port = free_port()
         serve = ["serve", *common, "--devices", str(devices), "--policy", "seed"]
         serve += ["--port", str(port), "--db", f"sqlite:///{tmp_path / 'live.db'}"]
         serve += ["--plan-period", "4", "--history-step", "1"]
-        procs.append(_start(serve, logs[1], tmp_path))
-        _wait_for_api(f"http://127.0.0.1:{port}/api/v1/status", procs[1])
+        procs.append(start(serve, logs[1], tmp_path))
+        wait_for_http(f"http://127.0.0.1:{port}/api/v1/status", procs[1])
         snaps = _watch(json.loads(devices.read_text())["site_status_url"])
         assert all(p.poll() is None for p in procs), "a process died"
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        for log in logs:
-            if log.exists():
-                print(f"----- {log.name}\n{log.read_text()[-4000:]}")
     shifted = 0
     for snap in snaps:
         doms = snap["domains"]
