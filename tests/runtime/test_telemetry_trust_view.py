@@ -32,7 +32,7 @@ primary_capacity_kw = 100
 NOW = 1_700_000_000.0
 
 
-def _view(rating_kw: float | None = 150.0) -> TelemetryView:
+def _view(rating_kw: float | None = 150.0, metered: tuple[str, ...] = ()) -> TelemetryView:
     site = resolve_site(parse_site(SITE), {"A": np.array([100.0])})
     inv = default_inventory(site, 100.0, 2_000.0)
     return TelemetryView(
@@ -40,6 +40,7 @@ def _view(rating_kw: float | None = 150.0) -> TelemetryView:
         np.array([0.7]),
         max_age_s=10.0,
         rack_rating_w=None if rating_kw is None else rating_kw * 1000.0,
+        metered_racks=metered,
     )
 
 
@@ -83,6 +84,36 @@ def test_mqtt_cannot_pose_as_the_meter() -> None:
     view.ingest([_meter(122_000.0)], NOW)
     view.ingest([_mqtt(61_000.0, NOW + 1, kind="pdu")], NOW + 1)  # claims to be the PDU
     assert view.demand(NOW + 1).demand_kw[0] == 122.0
+
+
+def test_mqtt_never_stands_in_for_a_metered_rack_whose_meter_went_stale() -> None:
+    # The process-level spoof test caught it on a loaded box: the SNMP meter stopped answering
+    # for > max_age and a plausible MQTT spoof at 1.3x the feed became the rack's demand.
+    view = _view()
+    view.ingest([_meter(90_000.0)], NOW)
+    assert view.demand(NOW).demand_kw[0] == 90.0  # a tick while the meter was fresh
+    later = NOW + 20.0  # the meter is now older than max_age (10 s)
+    view.ingest([_mqtt(140_000.0, later)], later)
+    seen = view.demand(later)
+    assert seen.demand_kw[0] == 90.0 and bool(seen.stale[0])  # last good value, stale
+    view.ingest([_mqtt(40_000.0, later + 1)], later + 1)  # nor can it lower it
+    assert view.demand(later + 1).demand_kw[0] == 90.0
+    bmc = [PowerSample("redfish", "a1", f"a1-s0{i}", later + 2, 60_000.0) for i in (1, 2)]
+    view.ingest([*bmc, _mqtt(140_000.0, later + 2)], later + 2)
+    seen = view.demand(later + 2)  # a polled source stands in: the BMC sum, not MQTT
+    assert seen.demand_kw[0] == 120.0 and not bool(seen.stale[0])
+
+
+def test_a_configured_meter_that_never_answered_is_not_replaced_by_mqtt() -> None:
+    # A loaded PDU agent that times out from the start: the rack is stale (held safe by the
+    # fast loop), not metered by whoever publishes on the broker.
+    view = _view(metered=("a1",))
+    view.ingest([_mqtt(140_000.0)], NOW)
+    seen = view.demand(NOW)
+    assert seen.demand_kw[0] == 0.0 and bool(seen.stale[0])
+    unmetered = _view()
+    unmetered.ingest([_mqtt(140_000.0)], NOW)
+    assert unmetered.demand(NOW).demand_kw[0] == 140.0  # an MQTT-only rack: MQTT is its meter
 
 
 def test_without_a_meter_mqtt_counts_but_never_lowers_the_bmc_sum() -> None:

@@ -902,6 +902,7 @@ async def _serve(
         poll_in_thread=True,
         # Sources polled every 5 s must still count as fresh between two polls.
         telemetry_max_age_s=max([5.0, *(2 * p for p in wiring.poll_period_s.values())]),
+        metered_racks=frozenset(wiring.metered_racks),
     )
     tokens = _tokens(token_file)
     if not tokens:

@@ -111,6 +111,8 @@ class Wiring:
     #: telemetry source -> polling period (s); per-server BMC polling is the expensive one.
     poll_period_s: dict[str, float] = field(default_factory=dict)
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    #: racks whose own meter (an SNMP PDU) is polled
+    metered_racks: set[str] = field(default_factory=set)
 
     async def close(self) -> None:
         for close in self.closers:
@@ -196,6 +198,7 @@ def build_wiring(
             control_target = replace(target, timeout_s=wt(target.timeout_s))
             controls[rack] = ApcPduClient(control_target, engine=control_engine)
             telemetry[f"snmp:{rack}"] = clients[rack]
+            wiring.metered_racks.add(rack)
             wiring.poll_period_s[f"snmp:{rack}"] = float(snmp.get("poll_s", 5.0))
         devices.outlets = SnmpOutlets(controls)
         wiring.background.append(

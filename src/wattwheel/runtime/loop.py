@@ -99,6 +99,8 @@ class RuntimeConfig:
             sources must then not be used by anything else on the main loop).
         plan_in_tick_s: how long a tick waits for the policy to plan on a fresh forecast before
             acting reactively for that period (the plan is adopted when it is ready).
+        metered_racks: racks whose own meter is polled (an SNMP PDU): MQTT never stands in for
+            it (:class:`~wattwheel.runtime.telemetry.TelemetryView`).
         rewrite_per_tick: after a promotion (:meth:`Runtime.forget_applied`), how many caps
             and outlets of unknown state are rewritten per tick (hundreds of writes at once
             would not fit in a tick's device timeout).
@@ -119,6 +121,7 @@ class RuntimeConfig:
     plan_in_tick_s: float = 0.05
     poll_in_thread: bool = False
     rewrite_per_tick: int = 32
+    metered_racks: frozenset[str] = frozenset()
 
 
 #: The fault book's name for the tick itself.
@@ -210,6 +213,7 @@ class Runtime:
             device_timeout_s=cfg.device_timeout_s,
             telemetry_max_age_s=cfg.telemetry_max_age_s,
             max_server_power_w=cfg.max_server_power_w,
+            metered_racks=cfg.metered_racks,
         )
         self.view: TelemetryView = self.reader.view
         self.plan_period_s = cfg.plan_period_s or site.plan_period_s

@@ -101,6 +101,7 @@ class Reader:
         device_timeout_s: float,
         telemetry_max_age_s: float,
         max_server_power_w: float,
+        metered_racks: frozenset[str] = frozenset(),
     ) -> None:
         self.site = site
         self.domain_ids = site.domain_names
@@ -122,6 +123,7 @@ class Reader:
             telemetry_max_age_s,
             max_server_power_w,
             rack_rating_w=None if site.rack_rating_kw is None else site.rack_rating_kw * 1000.0,
+            metered_racks=metered_racks,
         )
         #: Buffers of the sources polled in the background (the tick drains them).
         self.polled: dict[str, deque[PowerSample | SampleBlock]] = {}

@@ -10,6 +10,13 @@ against it, and a disagreement is flagged, never used. With no fresh meter the d
 highest of the complete fresh sources (a source reading low cannot hide load), else the last
 good value (the rack is then *stale*). A domain is stale when any of its racks is.
 
+MQTT stands in for the meter only on a rack that has no meter of its own (none configured,
+``metered_racks``, and none ever read: a rack metered over MQTT alone): on a metered rack, a
+stale or silent meter is replaced by the polled sources (servers, outlets) or by its last good
+value (the rack is then stale, and the fast loop holds its domain safe), never by MQTT.
+Otherwise an adversary who also slows the meter down (a loaded agent, a dropped poll) would set
+the rack's demand.
+
 Samples that arrived over MQTT (``source`` starting with ``mqtt``, set by the ingester, not
 by the payload) are kept apart whatever ``kind`` they claim: anyone who can publish on the
 broker can write them, so they never count as a rack's meter.
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -278,6 +285,8 @@ class TelemetryView:
         rack_rating_w: the most a rack can draw (W, from the site file); no reading of a rack
             or of anything in it may exceed it. None: only ``max_power_w`` bounds readings.
         rules: disagreement tolerance and allowed clock skew.
+        metered_racks: racks with a meter of their own that is polled (an SNMP PDU): MQTT
+            never stands in for their meter, even before it first answers.
     """
 
     def __init__(
@@ -288,6 +297,7 @@ class TelemetryView:
         max_power_w: float = 100_000.0,
         rack_rating_w: float | None = None,
         rules: TrustRules | None = None,
+        metered_racks: Collection[str] = (),
     ) -> None:
         self.inv = inventory
         self.rules = rules or TrustRules()
@@ -317,6 +327,8 @@ class TelemetryView:
         self.caps_hist_w = np.full((n, CAP_HISTORY), np.nan)
         self.caps_replaced_s = np.full((n, CAP_HISTORY), -math.inf)
         self.ever_read = np.zeros(r, dtype=bool)
+        #: racks with a meter of their own: configured as polled, or read at least once
+        self.meter_seen = np.isin(np.asarray(inventory.rack_ids), list(metered_racks))
         self._outlet_server = outlet_servers(inventory)
         self._memo: dict[tuple[str, str, str, str | None], Target] = {}
         self._block_memo: dict[
@@ -409,6 +421,7 @@ class TelemetryView:
                 self.guessed[idx[free]] = False
         if ok.any():
             self.ever_read |= np.isfinite(self.pdu_w) | np.isfinite(self.mqtt_rack_w)
+            self.meter_seen |= np.isfinite(self.pdu_w)
             for per_server in (self.server_w, self.outlet_w, self.mqtt_server_w):
                 self.ever_read[self.inv.server_rack[np.isfinite(per_server)]] = True
         return ok
@@ -528,10 +541,14 @@ class TelemetryView:
             {"bmc": np.where(srv_complete, bmc_read, np.nan), "outlets": out_sum, "mqtt": mqtt},
         )
         # The PDU meters the whole rack (plus what our caps hold back); with no fresh meter,
-        # the highest complete source (servers, outlets, MQTT) stands in for it.
+        # the highest complete source (servers, outlets; MQTT only where no meter was ever
+        # read) stands in for it.
+        mqtt_stand_in = np.where(self.meter_seen, np.nan, mqtt)
         rack_w = rack_demand_w(
             meter + held,
-            np.stack([np.where(srv_complete, srv_sum, np.nan), out_sum + held, mqtt + held]),
+            np.stack(
+                [np.where(srv_complete, srv_sum, np.nan), out_sum + held, mqtt_stand_in + held]
+            ),
         )
         fresh = np.isfinite(rack_w)
         rack_w = np.where(fresh, rack_w, self.last_good_rack_w)
