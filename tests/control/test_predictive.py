@@ -52,8 +52,9 @@ def test_oracle_precharges_before_the_spike(make_scenario: ScenarioFactory) -> N
     soc = res.series["soc"][:, 0]
     floor = float(soc_floor(sc.site)[0])
     # Quiet time: from its first plan on (step 2: the first plan period with a measurement
-    # behind it), the planner holds A's bank where it is, above its safety floor but well
-    # below full (lower standby loss), where reactive refills to full...
+    # behind it), the planner lets A's bank coast (no charge to make up its standby loss, a
+    # few Wh here), above its safety floor and well below full (lower standby loss), where
+    # reactive refills to full...
     assert soc[2] >= floor - 1e-9
     np.testing.assert_allclose(soc[2:12], soc[2], atol=0.01)
     assert soc[11] < 0.5

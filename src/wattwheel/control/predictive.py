@@ -29,11 +29,13 @@ from wattwheel.control.base import Decision, Observation, reserve_capacity_kw
 from wattwheel.control.decomposed import DecomposedPlanner
 from wattwheel.control.fast_loop import Targets, default_soc_target, safety_loop
 from wattwheel.control.planner import Plan, PlanInputs, soc_floor, solve_plan
+from wattwheel.domain import flywheel
 from wattwheel.domain.reserve import is_running
 from wattwheel.domain.site import SiteParams
 from wattwheel.forecast.base import Forecast
 
 FloatArray = NDArray[np.float64]
+S_PER_H = 3600.0
 #: The plan prices what it expects: every block's demand at the forecast median. Planning
 #: every block of every domain at a high quantile made every domain look over its feed at
 #: once, so the plan never moved work from a domain whose bank was empty to one whose bank
@@ -202,11 +204,13 @@ class PredictivePolicy:
     def _quiet(
         self, obs: Observation, demand_kw: FloatArray, fixed_out: FloatArray, fixed_in: FloatArray
     ) -> bool:
-        """Nothing to plan: every domain stays under primary over the whole horizon at the risk
-        quantile, no reserve is running, no debt, no shift in flight. The MILP's optimum is then
-        known in closed form: no reserve, no shift, and the flywheel held where it is (the
-        standby saved by discharging costs less than the conversion loss) but not below the
-        safety floor."""
+        """Nothing to plan: every domain stays under primary over the whole horizon at the
+        planned quantile, no reserve is running, no debt, no shift in flight. The MILP's optimum
+        is then known in closed form: no reserve, no shift, and the flywheel **coasting** - no
+        charge to make up its standby loss (a charge costs conversion loss and wear and buys
+        nothing the plan needs; discharging into the load instead costs more than the standby
+        it saves within the horizon) - down to the safety floor, where it is held. Where the
+        risk quantile comes near a feed, the reactive floor refills the bank (``_targets``)."""
         return bool(
             np.all(demand_kw < self.site.primary_kw[:, None])
             and not np.any(is_running(obs.reserve_mode))
@@ -218,7 +222,12 @@ class PredictivePolicy:
     def _hold_plan(self, obs: Observation) -> Plan:
         n = self.site.n_domains
         z = np.zeros(n)
-        target = np.maximum(obs.kes_soc, soc_floor(self.site))
+        # Coast: the SoC the bank reaches this period without a charge (its standby loss is
+        # not made up), never below the safety floor.
+        kes = self.site.kes
+        cap = np.where(kes.capacity_kwh > 0, kes.capacity_kwh, 1.0)
+        loss_kwh = flywheel.standby_loss_kw(kes, obs.kes_soc) * obs.dt_s / S_PER_H
+        target = np.maximum(obs.kes_soc - loss_kwh / cap, soc_floor(self.site))
         return Plan(target, np.zeros(n, dtype=bool), z, z.copy(), z.copy(), z.copy(), 0.0)
 
     def _fixed_shifts(
