@@ -20,12 +20,16 @@ serve's own (``/api/v1/loop/ticks``: the runtime's measurement of each tick).
 
 The load generator stands for the API's clients, which on a real site run on other hosts, not
 on the controller's: here it shares this machine, so by default it runs at ``--client-nice 19``
-and on the API process's CPUs (``--client-cpus api``; ``any``: not pinned). ``emulate`` (the
-plant's devices, elsewhere on a real site too) runs unpinned at niceness 0 unless
-``--emulate-nice`` says otherwise. All of this is printed with the figures.
+and on the API process's CPUs (``--client-cpus api``; ``any``: not pinned). ``emulate`` and
+``mosquitto`` stand for the plant's devices and broker, other hosts on a real site too: by
+default they run on the control process's CPUs, where no API work runs (``--plant-cpus
+control``; ``any``: not pinned). The tick waits for the emulated devices' answers (the reserve
+is read every tick, caps and setpoints are written), so where they run is part of what is
+measured; both choices are printed with the figures (``settings``).
 
 Usage: ``python benchmarks/bench_api_isolation.py [--phase-s 30] [--cycles 2] [--reads 200]
-[--bodies 5] [--api-cpus auto] [--api-nice 10] [--client-nice 19] [--client-cpus api]``.
+[--bodies 5] [--api-cpus auto] [--api-nice 10] [--client-nice 19] [--client-cpus api]
+[--plant-cpus control]``.
 Progress goes to stderr; the result is one JSON line on stdout: idle and hammered tick p50/p99,
 the ratio, requests answered, load average, the CPU time each process used per second of each
 kind of phase, and every process's niceness and CPUs as read back from ``/proc``.
@@ -52,6 +56,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from wattwheel.api.placement import allowed_cpus, split_cpus
+
 WATTWHEEL = [sys.executable, "-c", "from wattwheel.cli import main; main()"]
 VIEWER, OPERATOR = "bench-viewer-token-0123", "bench-operator-token-0123"
 READS = ("/status", "/domains", "/decisions?limit=100", "/racks", "/events?limit=100")
@@ -71,14 +77,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(args: list[str], log: Path, cwd: Path, nice: int = 0) -> subprocess.Popen[bytes]:
-    def lower() -> None:
-        if nice:
-            os.nice(nice)
+def _start(
+    args: list[str], log: Path, cwd: Path, cpus: frozenset[int] | None = None
+) -> subprocess.Popen[bytes]:
+    def place() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
 
     with log.open("wb") as out:
         return subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, preexec_fn=lower,
+            args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, preexec_fn=place,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
 
@@ -155,17 +163,22 @@ def placement(pid: int) -> dict[str, Any]:
 def start_system(work: Path, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """mosquitto + emulate + serve; the API URL once decisions flow, and the processes."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    # Where serve will put its control process (the same split as serve's --api-cpus).
+    split = split_cpus(args.api_cpus, allowed_cpus())
+    plant = None if split is None or args.plant_cpus == "any" else split[0]
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     mqtt = ["--no-mqtt"]
     if Path(mosquitto).exists():
         port = _free_port()
         (work / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-        procs["mosquitto"] = _start([mosquitto, "-c", str(work / "m.conf")], work / "mq.log", work)
+        procs["mosquitto"] = _start(
+            [mosquitto, "-c", str(work / "m.conf")], work / "mq.log", work, plant
+        )
         mqtt = ["--mqtt-url", f"127.0.0.1:{port}"]
     devices = work / "devices.json"
     procs["emulate"] = _start(
         [*WATTWHEEL, "emulate", "--speed", "10", "--devices", str(devices), *mqtt],
-        work / "emulate.log", work, args.emulate_nice,
+        work / "emulate.log", work, plant,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while not devices.exists():
@@ -401,7 +414,12 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             used = {name: cpu_s(pid) - before[name] for name, pid in pids.items()}
             queued = {name: waited_s(waited[name], waits(pid)) for name, pid in pids.items()}
             if gen is not None:
-                out, _ = gen.communicate(timeout=30)
+                # Read on through the same buffered pipe that gave "done" (communicate() reads
+                # the raw pipe and misses a last line already buffered with it).
+                assert gen.stdin is not None and gen.stdout is not None
+                gen.stdin.close()
+                out = gen.stdout.read()
+                gen.wait(30)
                 result = json.loads(out.strip().splitlines()[-1])
                 answered.update(result["answered"])
                 pids.pop("load generator")
@@ -424,6 +442,7 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             "api": placement(pids["api"]),
             "load generator": client,
             "emulate": placement(pids["emulate"]),
+            "mosquitto": placement(procs["mosquitto"].pid) if "mosquitto" in procs else None,
             "serve": {
                 "--api-nice": args.api_nice,
                 "--api-cpus": args.api_cpus,
@@ -487,7 +506,13 @@ def main() -> None:
         default="api",
         help="api: the load generator on the API process's CPUs (when pinned); any: unpinned",
     )
-    ap.add_argument("--emulate-nice", type=int, default=0, help="emulate's niceness")
+    ap.add_argument(
+        "--plant-cpus",
+        choices=("control", "any"),
+        default="control",
+        help="control: emulate and mosquitto (the devices and broker, other hosts on a real "
+        "site) on the control process's CPUs, off the API's; any: unpinned",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-api-") as work:
         result = run(Path(work), args)
