@@ -269,7 +269,13 @@ def test_two_processes_of_one_shard_elect_one_leader_and_fail_over(tmp_path: Pat
         while "s1" not in (_leading(urls[other]) or []):
             assert time.monotonic() < deadline, f"{other} did not take over s1"
             time.sleep(0.5)
-        assert "s0" in (_leading(urls["s0"]) or [])
+        # s0 leads its shard throughout, or again after a starved moment (a process starved
+        # past the lease margin demotes itself and re-leads; one whose flywheel writes kept
+        # failing on a loaded box resigns and campaigns again after 30 s: docs/redundancy.md).
+        deadline = time.monotonic() + 60.0
+        while "s0" not in (_leading(urls["s0"]) or []):
+            assert time.monotonic() < deadline, "s0 does not lead its shard"
+            time.sleep(0.5)
     finally:
         for proc in reversed(procs):
             _stop(proc)
