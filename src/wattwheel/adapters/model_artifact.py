@@ -44,7 +44,12 @@ from wattwheel.forecast.baselines import (
     SeasonalNaiveForecaster,
 )
 from wattwheel.forecast.conformal import ConformalForecaster
-from wattwheel.forecast.hybrid import DEFAULT_AR_ROWS, ARBlendForecaster
+from wattwheel.forecast.hybrid import (
+    DEFAULT_AR_ROWS,
+    DEFAULT_EXTRA_LAGS,
+    ARBlendForecaster,
+    OnlineBlendForecaster,
+)
 from wattwheel.forecast.lstm import LSTMForecaster
 
 FORMAT = "wattwheel-forecast-model"
@@ -321,19 +326,31 @@ def load_forecaster(model: str | Path | None = None, online: bool = True) -> For
     return ConformalForecaster(inner) if online else inner
 
 
-def with_ar_blend(model_dir: Path, model: Forecaster) -> Forecaster:
-    """``model`` combined with a local AR as the directory's ``metadata.json`` ``ar_blend``
-    says (per-horizon weights chosen on a validation split of its training data), else itself."""
+def with_ar_blend(model_dir: Path, model: Forecaster, online: bool = True) -> Forecaster:
+    """``model`` combined with local ARs as the directory's ``metadata.json`` ``ar_blend`` says,
+    else itself: an :class:`~wattwheel.forecast.hybrid.OnlineBlendForecaster` whose weights
+    start at the section's (chosen on a validation split of its training data) and learn from
+    the components' realised errors at each explicit ``update``; ``online=False`` (or
+    ``"online": false`` in the section): the fixed weights only
+    (:class:`~wattwheel.forecast.hybrid.ARBlendForecaster`)."""
     blend = read_metadata(Path(model_dir)).get("ar_blend")
     if not isinstance(blend, dict):
         return model
+    online = online and bool(blend.get("online", True))
     try:
-        return ARBlendForecaster(
+        horizons_s = [float(h) for h in blend["horizons_s"]]
+        inner_weight = [float(w) for w in blend["inner_weight"]]
+        ar_rows = int(blend.get("ar_rows", DEFAULT_AR_ROWS))
+        ar_lags = int(blend.get("ar_lags", 24))
+        if not online:
+            return ARBlendForecaster(model, horizons_s, inner_weight, ar_rows, ar_lags)
+        return OnlineBlendForecaster(
             model,
-            horizons_s=[float(h) for h in blend["horizons_s"]],
-            inner_weight=[float(w) for w in blend["inner_weight"]],
-            ar_rows=int(blend.get("ar_rows", DEFAULT_AR_ROWS)),
-            ar_lags=int(blend.get("ar_lags", 24)),
+            horizons_s,
+            inner_weight,
+            ar_rows,
+            ar_lags,
+            extra_lags=[int(x) for x in blend.get("extra_lags", DEFAULT_EXTRA_LAGS)],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelArtifactError(Path(model_dir), f"bad ar_blend section: {exc}") from None

@@ -95,6 +95,38 @@ def rolling_origin(
     )
 
 
+def learn_on_past(
+    forecaster: Forecaster,
+    history: History,
+    horizons_s: Sequence[float],
+    end: int,
+    stride: int = 1,
+) -> int:
+    """Update an :class:`OnlineCalibrated` forecaster at every ``stride``-th row up to ``end``
+    (inclusive) with the rows up to each, as it would have been in operation over that past
+    (e.g. the online AR blend's weights over a backtest's fit part). Returns the updates made
+    (0 for a forecaster that does not learn online)."""
+    if not isinstance(forecaster, OnlineCalibrated):
+        return 0
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    done = 0
+    for o in range(end % stride, end + 1, stride):
+        if o < 1:
+            continue
+        forecaster.update(
+            History(
+                history.timestamps_s[: o + 1],
+                history.series_ids,
+                history.values[: o + 1],
+                {k: v[: o + 1] for k, v in history.exog.items()},
+            ),
+            horizons_s,
+        )
+        done += 1
+    return done
+
+
 def naive_scale(values: FloatArray) -> float:
     """In-sample MAE of the one-step naive forecast (the MASE denominator)."""
     diffs = np.abs(np.diff(values, axis=0))

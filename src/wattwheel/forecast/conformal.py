@@ -56,12 +56,22 @@ class OnlineCalibrated(Protocol):
         ...
 
 
+@runtime_checkable
+class PredictsAndUpdates(Protocol):
+    """A forecaster that forecasts and updates on the same history in one call."""
+
+    def predict_and_update(self, history: History, horizons_s: Sequence[float]) -> Forecast:
+        """``predict`` then ``update`` on ``history``, with the same results as the two calls."""
+        ...
+
+
 def predict_and_learn(
     forecaster: Forecaster, history: History, horizons_s: Sequence[float]
 ) -> Forecast:
     """A controller's forecast for ``history``, then its calibration's update from it (for an
-    :class:`OnlineCalibrated` forecaster; explicit, from measured data only)."""
-    if isinstance(forecaster, ConformalForecaster):
+    :class:`OnlineCalibrated` forecaster; explicit, from measured data only). A forecaster with
+    its own ``predict_and_update`` (one inner forecast for both) is asked for that."""
+    if isinstance(forecaster, PredictsAndUpdates):
         return forecaster.predict_and_update(history, horizons_s)
     fc = forecaster.predict(history, horizons_s)
     if isinstance(forecaster, OnlineCalibrated):
@@ -122,7 +132,7 @@ class ConformalForecaster:
     def predict_and_update(self, history: History, horizons_s: Sequence[float]) -> Forecast:
         """``predict`` then ``update`` on the same history, the inner forecast computed once
         (both need it from the same origin): the same result as the two calls in that order."""
-        raw = self.inner.predict(history, horizons_s)
+        raw = predict_and_learn(self.inner, history, horizons_s)
         fc = self._calibrated(raw, history, horizons_s)
         self._update(history, horizons_s, raw)
         return fc
@@ -154,9 +164,18 @@ class ConformalForecaster:
         """Score pending forecasts against ``history``, then forecast from its last row.
 
         Call it once per planning period with the history up to now; calling it again with the
-        same last row only scores (no second forecast from the same origin).
+        same last row only scores (no second forecast from the same origin). An inner forecaster
+        that learns online (:class:`OnlineCalibrated`, e.g. the online AR blend) is updated
+        too, after the inner forecast this pool scores later was made.
         """
-        self._update(history, horizons_s, None)
+        raw = None
+        if isinstance(self.inner, OnlineCalibrated):
+            latest = self._pending[-1].issued_at_s if self._pending else -math.inf
+            if history.end_s > latest:
+                raw = predict_and_learn(self.inner, history, horizons_s)
+            else:
+                self.inner.update(history, horizons_s)
+        self._update(history, horizons_s, raw)
 
     def _update(self, history: History, horizons_s: Sequence[float], raw: Forecast | None) -> None:
         self._check_step(history.step_s)
