@@ -18,6 +18,7 @@ A rack's budget is the sum of its servers' caps.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -97,16 +98,27 @@ def allocate(servers: Servers, budget_w: float) -> Allocation:
     for members in _classes(servers):
         room -= _water_fill(cap, servers.max_cap_w, members, room)
     unmet = np.maximum(servers.demand_w - cap, 0.0)
-    racks: dict[str, float] = {}
-    for rack, c in zip(servers.rack_ids, cap, strict=True):
-        racks[rack] = racks.get(rack, 0.0) + float(c)
+    names, rack_of = _rack_codes(servers.rack_ids)
+    budgets = np.bincount(rack_of, weights=cap, minlength=len(names))
     return Allocation(
         cap_w=cap,
-        rack_budget_w=racks,
+        rack_budget_w=dict(zip(names, budgets.tolist(), strict=True)),
         unmet_demand_w=unmet,
         unmet_critical_w=float(unmet[servers.critical].sum()),
         over_budget_w=over_budget,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _rack_codes(rack_ids: tuple[str, ...]) -> tuple[tuple[str, ...], IntArray]:
+    """The racks in order of first appearance, and each server's position among them (a
+    domain's servers come as the same tuple every tick: worked out once)."""
+    index: dict[str, int] = {}
+    codes = np.fromiter(
+        (index.setdefault(r, len(index)) for r in rack_ids), np.int64, len(rack_ids)
+    )
+    codes.setflags(write=False)
+    return tuple(index), codes
 
 
 def _classes(servers: Servers) -> list[IntArray]:
@@ -137,15 +149,15 @@ def _fill_level(need: FloatArray, room_w: float) -> float:
     """The increment L with sum(min(need, L)) = room_w (room_w < sum(need))."""
     ordered = np.sort(need)
     n = ordered.size
-    used = 0.0
-    for i, value in enumerate(ordered):
-        # Servers i..n-1 all still rise together up to ``value``.
-        step = (value - (ordered[i - 1] if i else 0.0)) * (n - i)
-        if used + step >= room_w:
-            base = ordered[i - 1] if i else 0.0
-            return float(base + (room_w - used) / (n - i))
-        used += step
-    return float(ordered[-1]) if n else 0.0
+    if n == 0:
+        return 0.0
+    # Used when every server rises to ordered[i]: the ones below it in full, the rest to it.
+    used_at = np.cumsum(ordered) + ordered * np.arange(n - 1, -1, -1)
+    i = int(np.searchsorted(used_at, room_w, side="left"))
+    if i >= n:
+        return float(ordered[-1])
+    base, used = (float(ordered[i - 1]), float(used_at[i - 1])) if i else (0.0, 0.0)
+    return base + (room_w - used) / (n - i)
 
 
 def _check_servers(s: Servers) -> None:

@@ -116,12 +116,13 @@ def cap_changes(
     """The writes needed to go from ``applied_w`` to ``wanted_w`` (NaN = uncapped; None lifts)."""
     was_free, now_free = np.isnan(applied_w), np.isnan(wanted_w)
     span = inv.max_cap_w - inv.min_cap_w
-    moved = np.abs(np.nan_to_num(applied_w) - np.nan_to_num(wanted_w)) > CAP_DEADBAND * span
-    changed = (was_free != now_free) | (~now_free & moved)
-    return {
-        inv.servers[i].server_id: None if now_free[i] else float(wanted_w[i])
-        for i in np.flatnonzero(changed)
-    }
+    # NaN on either side compares False: a cap set or lifted is the first term's.
+    with np.errstate(invalid="ignore"):
+        moved = np.abs(applied_w - wanted_w) > CAP_DEADBAND * span
+    changed = np.flatnonzero((was_free != now_free) | moved)
+    caps: NDArray[np.object_] = wanted_w[changed].astype(object)
+    caps[now_free[changed]] = None  # None lifts the cap
+    return dict(zip(map(inv.server_ids.__getitem__, changed.tolist()), caps.tolist(), strict=True))
 
 
 def outlets_to_shed(

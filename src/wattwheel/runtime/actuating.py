@@ -163,7 +163,14 @@ class FencedWriter:
     ) -> dict[str, bool]:
         """Write the caps of the servers whose domain this instance leads now; the others
         are reported as not written."""
-        mine = {sid: w for sid, w in changes.items() if self.may_command(domain_of[sid])}
+        # One fencing check for the whole batch (nothing runs between it and the write).
+        domains = set(map(domain_of.__getitem__, changes))
+        mine_domains = {d for d in domains if self.may_command(d)}
+        mine = (
+            changes
+            if mine_domains == domains
+            else {sid: w for sid, w in changes.items() if domain_of[sid] in mine_domains}
+        )
         no_writes: dict[str, bool] = {}
         written = (
             await guarded(
@@ -177,8 +184,17 @@ class FencedWriter:
             if mine
             else {}
         )
-        for dom in {domain_of[sid] for sid in mine}:
-            self.report(dom, any(written.get(sid) for sid in mine if domain_of[sid] == dom))
+        if mine and len(written) == len(mine) and all(written.values()):
+            went_through = dict.fromkeys(mine_domains, True)  # the usual case, in one pass
+        else:
+            went_through = dict.fromkeys(set(map(domain_of.__getitem__, mine)), False)
+            for sid, ok in written.items():
+                if ok and sid in mine:
+                    went_through[domain_of[sid]] = True
+        for dom, ok in went_through.items():
+            self.report(dom, ok)
+        if mine is changes and written.keys() == changes.keys():
+            return {sid: bool(ok) for sid, ok in written.items()}
         return {sid: bool(written.get(sid)) for sid in changes}
 
     async def outlets(
@@ -489,7 +505,7 @@ class Actuator:
         unknown = np.flatnonzero(self.unknown_caps & allowed[self.inv.server_domain])
         for i in unknown[: self.rewrite_per_tick]:
             cap = wanted[i]
-            changes[self.inv.servers[i].server_id] = None if np.isnan(cap) else float(cap)
+            changes[self.inv.server_ids[i]] = None if np.isnan(cap) else float(cap)
         self.wanted_caps, self.cap_demand_w = wanted, demand_w
         self.rack_budgets_w = plan.rack_budget_w
         return changes
@@ -500,11 +516,13 @@ class Actuator:
         """Caps the BMCs took are in force; a refused or failed write is retried next tick
         (and a cap nobody could write holds nothing back)."""
         applied = self.applied_caps.copy()
-        for sid in changes:
-            if written.get(sid):
-                i = self.inv.server_index[sid]
-                applied[i] = self.wanted_caps[i]
-                self.unknown_caps[i] = False
+        index = self.inv.server_index
+        if len(written) == len(changes) and all(written.values()):
+            took = np.fromiter(map(index.__getitem__, changes), np.int64, len(changes))
+        else:
+            took = np.fromiter((index[sid] for sid in changes if written.get(sid)), np.int64)
+        applied[took] = self.wanted_caps[took]
+        self.unknown_caps[took] = False
         self.applied_caps = applied
         self.view.set_caps(applied, now_s)
         # A server capped before it was ever read uncapped: remember the demand its cap was

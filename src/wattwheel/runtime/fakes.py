@@ -65,11 +65,9 @@ class FakeCapActuator:
         self.writes += len(caps_w)
         if self.dead:
             return dict.fromkeys(caps_w, False)
-        for sid, cap in caps_w.items():
-            if cap is None:
-                self.caps_w.pop(sid, None)
-            else:
-                self.caps_w[sid] = cap
+        self.caps_w.update(caps_w)  # type: ignore[arg-type]  # the lifts are popped next
+        for sid in [sid for sid, cap in caps_w.items() if cap is None]:
+            del self.caps_w[sid]
         return dict.fromkeys(caps_w, True)
 
 

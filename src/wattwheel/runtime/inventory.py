@@ -59,7 +59,9 @@ class Inventory:
         self.rack_domain: IntArray = np.array(
             [d for d, racks in enumerate(domain_racks) for _ in racks], dtype=np.int64
         )
-        self.server_index = {s.server_id: i for i, s in enumerate(self.servers)}
+        #: every server's id, in inventory order
+        self.server_ids: tuple[str, ...] = tuple(s.server_id for s in self.servers)
+        self.server_index = {s: i for i, s in enumerate(self.server_ids)}
         if len(self.server_index) != len(self.servers):
             raise ConfigError("inventory.servers", None, "server ids are not unique")
         unknown = [s.server_id for s in self.servers if s.rack_id not in self.rack_index]

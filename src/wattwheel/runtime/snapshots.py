@@ -19,9 +19,27 @@ FloatArray = NDArray[np.float64]
 def forecast_bands(
     forecast: Forecast | None, domain_ids: tuple[str, ...]
 ) -> dict[str, tuple[ForecastBand, ...]]:
-    """Per domain, the 5 / 50 / 95 % band at each horizon (kW)."""
+    """Per domain, the 5 / 50 / 95 % band at each horizon (kW). The same forecast is
+    published every tick until the next one: its bands are worked out once."""
     if forecast is None:
         return {}
+    key = (id(forecast), domain_ids)
+    cached = _BANDS.get(key)
+    if cached is not None and cached[0] is forecast:
+        return cached[1]
+    bands = _forecast_bands(forecast, domain_ids)
+    _BANDS.clear()  # one forecast at a time is published
+    _BANDS[key] = (forecast, bands)
+    return bands
+
+
+#: the bands of the forecast published last (kept with it: an id alone may be reused)
+_BANDS: dict[tuple[int, tuple[str, ...]], tuple[Forecast, dict[str, tuple[ForecastBand, ...]]]] = {}
+
+
+def _forecast_bands(
+    forecast: Forecast, domain_ids: tuple[str, ...]
+) -> dict[str, tuple[ForecastBand, ...]]:
     lo, mid, hi = (forecast.quantile(q) / 1000.0 for q in (0.05, 0.5, 0.95))
     index = {s: i for i, s in enumerate(forecast.series_ids)}
     out: dict[str, tuple[ForecastBand, ...]] = {}
@@ -67,17 +85,15 @@ def domain_snapshots(
 def rack_snapshots(
     inv: Inventory, rack_power_w: FloatArray, rack_budget_w: Mapping[str, float], now_s: float
 ) -> list[RackSnapshot]:
+    domain_of = [inv.domain_ids[d] for d in inv.rack_domain.tolist()]
+    power_kw = (rack_power_w / 1000.0).tolist()
     return [
         RackSnapshot(
             rack_id=r,
-            domain_id=_domain_of(inv, i),
-            power_kw=float(rack_power_w[i]) / 1000.0,
+            domain_id=dom,
+            power_kw=kw,
             cap_kw=(rack_budget_w[r] / 1000.0) if r in rack_budget_w else None,
             timestamp_s=now_s,
         )
-        for i, r in enumerate(inv.rack_ids)
+        for r, dom, kw in zip(inv.rack_ids, domain_of, power_kw, strict=True)
     ]
-
-
-def _domain_of(inv: Inventory, rack_index: int) -> str:
-    return inv.domain_ids[int(inv.rack_domain[rack_index])]

@@ -273,6 +273,32 @@ class PlausibleSamples:
         return new
 
 
+def _zero_nan(x: FloatArray) -> FloatArray:
+    """``x`` with NaN as 0 (the tables hold finite readings or NaN: what ``np.nan_to_num``
+    does for them, in two passes instead of seven)."""
+    out: FloatArray = np.where(np.isnan(x), 0.0, x)
+    return out
+
+
+class _RackSums:
+    """Per rack, over its servers: the sums of their demand estimates (``est_w``), of what
+    the current caps hold back (``held_w``), of their readings (``read_w``), of the critical
+    servers' estimates (``critical_w``), of their outlet and MQTT readings, and the oldest
+    reading of each per-server table (-inf: a server never read; a rack's table is complete
+    and fresh when its oldest reading is)."""
+
+    def __init__(self, n_racks: int) -> None:
+        self.est_w = np.zeros(n_racks)
+        self.held_w = np.zeros(n_racks)
+        self.read_w = np.zeros(n_racks)
+        self.critical_w = np.zeros(n_racks)
+        self.server_oldest_s = np.full(n_racks, -math.inf)
+        self.outlet_w = np.zeros(n_racks)
+        self.outlet_oldest_s = np.full(n_racks, -math.inf)
+        self.mqtt_w = np.zeros(n_racks)
+        self.mqtt_oldest_s = np.full(n_racks, -math.inf)
+
+
 class TelemetryView:
     """The latest readings by rack/server, and what each tick needs from them.
 
@@ -320,20 +346,42 @@ class TelemetryView:
         self.mqtt_server_w = np.full(n, np.nan)
         self.mqtt_server_t = np.full(n, -math.inf)
         self.last_good_rack_w = np.zeros(r)
+        #: the tables each target code updates: (values, times)
+        self._tables: dict[int, tuple[FloatArray, FloatArray]] = {
+            _SERVER: (self.server_w, self.server_t),
+            _OUTLET: (self.outlet_w, self.outlet_t),
+            _PDU: (self.pdu_w, self.pdu_t),
+            _MQTT_RACK: (self.mqtt_rack_w, self.mqtt_rack_t),
+            _MQTT_SERVER: (self.mqtt_server_w, self.mqtt_server_t),
+        }
         self.caps_w = np.full(n, np.nan)
         self.caps_prev_w = np.full(n, np.nan)
         self.caps_changed_s = np.full(n, -math.inf)
         #: earlier caps, newest first (NaN: uncapped), and when each was replaced (-inf: none)
         self.caps_hist_w = np.full((n, CAP_HISTORY), np.nan)
         self.caps_replaced_s = np.full((n, CAP_HISTORY), -math.inf)
+        #: per server, the latest of its ``caps_replaced_s`` (never lower: a bound to skip by)
+        self._cap_replaced_latest_s = np.full(n, -math.inf)
         self.ever_read = np.zeros(r, dtype=bool)
         #: racks with a meter of their own: configured as polled, or read at least once
         self.meter_seen = np.isin(np.asarray(inventory.rack_ids), list(metered_racks))
+        #: the servers of each rack, contiguous: rack k's are ``_by_rack[_rack_start[k]:...]``
+        self._by_rack = np.argsort(inventory.server_rack, kind="stable")
+        self._rack_n = np.asarray(inventory.servers_per_rack, dtype=np.int64)
+        self._rack_start = np.concatenate(([0], np.cumsum(self._rack_n)[:-1])).astype(np.int64)
+        self._has_servers = self._rack_n > 0
+        # Per rack, sums and oldest times of its servers' rows (see _aggregate): kept up to date
+        # for the racks whose server rows changed since the last tick (``_dirty``), not
+        # recomputed over every server each tick.
+        self._agg = _RackSums(r)
+        self._dirty = np.zeros(r, dtype=bool)
+        #: per rack, when a cap of one of its servers last changed (for the meter's view of it)
+        self._rack_cap_changed_s = np.full(r, -math.inf)
         self._outlet_server = outlet_servers(inventory)
         self._memo: dict[tuple[str, str, str, str | None], Target] = {}
         self._block_memo: dict[
             tuple[str, str, tuple[str, ...], tuple[str | None, ...] | None],
-            tuple[NDArray[np.int64], NDArray[np.int64], FloatArray],
+            tuple[NDArray[np.int64], NDArray[np.int64], FloatArray, tuple[int, ...]],
         ] = {}
         self.rejected: dict[str, int] = {}
         self._logged_codes: set[str] = set()
@@ -357,7 +405,8 @@ class TelemetryView:
         table, index, limit = self._targets(samples)
         power = np.fromiter((s.power_w for s in samples), float, n)
         ts = np.fromiter((s.timestamp_s for s in samples), float, n)
-        return self._ingest_rows(table, index, limit, power, ts, now_s, samples.__getitem__)
+        codes = tuple(int(c) for c in np.unique(table))
+        return self._ingest_rows(table, index, limit, power, ts, now_s, samples.__getitem__, codes)
 
     def ingest_block(self, block: SampleBlock, now_s: float) -> BoolArray:
         """:meth:`ingest` for a :class:`SampleBlock`: its rows are resolved to the view's
@@ -369,17 +418,19 @@ class TelemetryView:
         if targets is None:
             if len(self._block_memo) >= BLOCK_MEMO_MAX:
                 self._block_memo.clear()
-            targets = self._block_memo[key] = sample_targets(
+            table, index, limit = sample_targets(
                 self.inv,
                 self._outlet_server,
                 block.samples(),
                 self.max_power_w,
                 self.rack_rating_w,
             )
-        table, index, limit = targets
+            codes = tuple(int(c) for c in np.unique(table))
+            targets = self._block_memo[key] = (table, index, limit, codes)
+        table, index, limit, codes = targets
         power = np.asarray(block.power_w, dtype=float)
         ts = np.asarray(block.timestamp_s, dtype=float)
-        return self._ingest_rows(table, index, limit, power, ts, now_s, block.sample)
+        return self._ingest_rows(table, index, limit, power, ts, now_s, block.sample, codes)
 
     def _ingest_rows(
         self,
@@ -390,40 +441,46 @@ class TelemetryView:
         ts: FloatArray,
         now_s: float,
         sample_at: Callable[[int], PowerSample],
+        codes: tuple[int, ...],
     ) -> BoolArray:
+        """Take the good rows into the tables (``codes``: the tables ``table`` names)."""
         ok = (
             plausible(power, ts, limit, now_s, self.rules)
             & (now_s - ts <= self.max_age_s)
             & (table >= 0)
         )
-        for k in np.flatnonzero(~ok):
-            self._explain(sample_at(int(k)), now_s, float(limit[k]), int(table[k]))
+        all_ok = bool(ok.all())
+        if not all_ok:
+            for k in np.flatnonzero(~ok):
+                self._explain(sample_at(int(k)), now_s, float(limit[k]), int(table[k]))
         # A reading dated (within the allowed skew) in the future counts as taken now: it must
         # not stay "fresh" longer, nor shadow the next true reading.
         ts = np.minimum(ts, now_s)
         order = np.argsort(ts, kind="stable")  # newest last: it wins the assignment below
-        for code, values, times in (
-            (_SERVER, self.server_w, self.server_t),
-            (_OUTLET, self.outlet_w, self.outlet_t),
-            (_PDU, self.pdu_w, self.pdu_t),
-            (_MQTT_RACK, self.mqtt_rack_w, self.mqtt_rack_t),
-            (_MQTT_SERVER, self.mqtt_server_w, self.mqtt_server_t),
-        ):
-            pick = order[ok[order] & (table[order] == code)]
+        good = order if all_ok else order[ok[order]]
+        server_rack = self.inv.server_rack
+        for code in codes:
+            if code < 0:
+                continue
+            values, times = self._tables[code]
+            pick = good if len(codes) == 1 else good[table[good] == code]
             pick = pick[ts[pick] >= times[index[pick]]]
             if pick.size == 0:
                 continue
             idx = index[pick]
             values[idx], times[idx] = power[pick], ts[pick]
+            if code in (_PDU, _MQTT_RACK):
+                self.ever_read[idx] = True  # only plausible (finite) readings get here
+                if code == _PDU:
+                    self.meter_seen[idx] = True
+                continue
+            racks = server_rack[idx]
+            self.ever_read[racks] = True
+            self._dirty[racks] = True
             if code == _SERVER:
                 free = ~self._held(idx, ts[pick], power[pick])
                 self.uncapped_w[idx[free]] = power[pick][free]
                 self.guessed[idx[free]] = False
-        if ok.any():
-            self.ever_read |= np.isfinite(self.pdu_w) | np.isfinite(self.mqtt_rack_w)
-            self.meter_seen |= np.isfinite(self.pdu_w)
-            for per_server in (self.server_w, self.outlet_w, self.mqtt_server_w):
-                self.ever_read[self.inv.server_rack[np.isfinite(per_server)]] = True
         return ok
 
     def _targets(
@@ -459,9 +516,11 @@ class TelemetryView:
 
     def assume_uncapped(self, capped: BoolArray, demand_w: FloatArray) -> None:
         """For capped servers whose uncapped demand was never read, take ``demand_w``."""
-        unknown = capped & np.isnan(self.uncapped_w)
-        self.uncapped_w[unknown] = demand_w[unknown]
-        self.guessed |= unknown
+        unknown = np.flatnonzero(capped & np.isnan(self.uncapped_w))
+        if unknown.size:
+            self.uncapped_w[unknown] = demand_w[unknown]
+            self.guessed[unknown] = True
+            self._dirty[self.inv.server_rack[unknown]] = True
 
     def demand_guessed(self) -> BoolArray:
         """Per server: is its demand estimate a guess, never read below a cap?"""
@@ -472,15 +531,21 @@ class TelemetryView:
         """Caps applied per server from ``now_s`` (NaN: uncapped), for the demand-behind-the-
         cap estimates; earlier caps are remembered for readings taken around a change."""
         same = (caps_w == self.caps_w) | (np.isnan(caps_w) & np.isnan(self.caps_w))
-        changed = ~same
-        self.caps_prev_w = np.where(changed, self.caps_w, self.caps_prev_w)
-        self.caps_changed_s = np.where(changed, now_s, self.caps_changed_s)
-        rows = np.flatnonzero(changed)
+        rows = np.flatnonzero(~same)
+        if rows.size == 0:
+            return
+        self.caps_prev_w[rows] = self.caps_w[rows]
+        self.caps_changed_s[rows] = now_s
         self.caps_hist_w[rows, 1:] = self.caps_hist_w[rows, :-1]
         self.caps_replaced_s[rows, 1:] = self.caps_replaced_s[rows, :-1]
         self.caps_hist_w[rows, 0] = self.caps_w[rows]
         self.caps_replaced_s[rows, 0] = now_s
-        self.caps_w = caps_w.copy()
+        latest = self._cap_replaced_latest_s
+        latest[rows] = np.maximum(latest[rows], now_s)
+        self.caps_w[rows] = caps_w[rows]
+        racks = self.inv.server_rack[rows]
+        self._dirty[racks] = True
+        self._rack_cap_changed_s[racks] = np.maximum(self._rack_cap_changed_s[racks], now_s)
 
     def _held(self, idx: NDArray[np.int64], ts: FloatArray, power: FloatArray) -> BoolArray:
         """Per server reading: was it held by a cap? A reading shows demand only if no cap that
@@ -488,7 +553,14 @@ class TelemetryView:
         less than ``max_age_s`` before (changes in quick succession may reach a BMC late). A
         reading well above an earlier cap shows that this cap was not the one in force, and
         one well above the current cap while an earlier one may hold, that the current one
-        has not reached the BMC yet."""
+        has not reached the BMC yet. Only servers with a cap now or lately are looked at."""
+        out = np.zeros(idx.size, dtype=bool)
+        current = self.caps_w[idx]
+        maybe = np.isfinite(current) | (ts - self._cap_replaced_latest_s[idx] < self.max_age_s)
+        k = np.flatnonzero(maybe)
+        if k.size == 0:
+            return out
+        idx, ts, power, current = idx[k], ts[k], power[k], current[k]
         recent = ts[:, None] - self.caps_replaced_s[idx] < self.max_age_s
         earlier = self.caps_hist_w[idx]
         held_earlier = (
@@ -497,10 +569,9 @@ class TelemetryView:
             & (power[:, None] >= AT_CAP_FRACTION * earlier)
             & (power[:, None] <= ABOVE_CAP_FRACTION * earlier)
         ).any(axis=1)
-        current = self.caps_w[idx]
         not_yet = recent.any(axis=1) & (power > ABOVE_CAP_FRACTION * current)
         held_current = np.isfinite(current) & (power >= AT_CAP_FRACTION * current) & ~not_yet
-        out: BoolArray = held_current | held_earlier
+        out[k] = held_current | held_earlier
         return out
 
     def _caps_at(self, t_s: FloatArray) -> FloatArray:
@@ -508,37 +579,90 @@ class TelemetryView:
         return np.where(self.caps_changed_s <= t_s, self.caps_w, self.caps_prev_w)
 
     # ---- per tick ----
+    def _servers_of(
+        self, racks: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """The servers of ``racks`` (each with at least one server), rack after rack: their
+        indices, where each rack's run starts (for ``reduceat``) and each rack's count."""
+        n = self._rack_n[racks]
+        runs = np.cumsum(n) - n
+        pos = np.arange(int(n.sum())) + np.repeat(self._rack_start[racks] - runs, n)
+        return self._by_rack[pos], runs, n
+
+    def _server_est(self, idx: NDArray[np.int64]) -> FloatArray:
+        """Per server: its demand estimate (the reading, or above it what a cap holds back)."""
+        free, read = self.uncapped_w[idx], self.server_w[idx]
+        est: FloatArray = np.where(np.isnan(free), read, np.fmax(free, read))
+        return est
+
+    def _aggregate(self) -> None:
+        """Bring the per-rack sums up to date for the racks whose server rows changed since
+        the last call (readings, caps, demand estimates): the work follows what changed."""
+        racks = np.flatnonzero(self._dirty & self._has_servers)
+        self._dirty[:] = False
+        if racks.size == 0:
+            return
+        idx, runs, _ = self._servers_of(racks)
+        est = self._server_est(idx)
+        known = _zero_nan(est)
+        agg = self._agg
+
+        def total(x: FloatArray) -> FloatArray:
+            out: FloatArray = np.add.reduceat(x, runs)
+            return out
+
+        def oldest(values_w: FloatArray, times_s: FloatArray) -> FloatArray:
+            t = np.where(np.isfinite(values_w[idx]), times_s[idx], -math.inf)
+            out: FloatArray = np.minimum.reduceat(t, runs)
+            return out
+
+        agg.est_w[racks] = total(known)
+        agg.held_w[racks] = total(_zero_nan(np.maximum(est - self.caps_w[idx], 0.0)))
+        agg.read_w[racks] = total(_zero_nan(self.server_w[idx]))
+        agg.critical_w[racks] = total(known * self.inv.critical[idx])
+        agg.server_oldest_s[racks] = oldest(self.server_w, self.server_t)
+        agg.outlet_w[racks] = total(_zero_nan(self.outlet_w[idx]))
+        agg.outlet_oldest_s[racks] = oldest(self.outlet_w, self.outlet_t)
+        agg.mqtt_w[racks] = total(_zero_nan(self.mqtt_server_w[idx]))
+        agg.mqtt_oldest_s[racks] = oldest(self.mqtt_server_w, self.mqtt_server_t)
+
+    def _held_at_meters(self) -> FloatArray:
+        """Per rack, what our caps hold back from its meter's reading: each server's demand
+        above the cap that was in force when that meter read (the PDU may read before a new
+        cap binds). Only racks with a cap changed after their meter's reading need their
+        servers' rows; the others hold back what the current caps do."""
+        held = self._agg.held_w.copy()
+        racks = np.flatnonzero(self._rack_cap_changed_s > self.pdu_t)
+        if racks.size:
+            idx, runs, n = self._servers_of(racks)
+            cap = np.where(
+                self.caps_changed_s[idx] <= np.repeat(self.pdu_t[racks], n),
+                self.caps_w[idx],
+                self.caps_prev_w[idx],
+            )
+            over = _zero_nan(np.maximum(self._server_est(idx) - cap, 0.0))
+            held[racks] = np.add.reduceat(over, runs)
+        return held
+
     def demand(self, now_s: float) -> DemandView:
         inv = self.inv
-        r = inv.n_racks
+        self._aggregate()
+        agg, has = self._agg, self._has_servers
         cutoff = now_s - self.max_age_s
-        srv_fresh = self.server_t >= cutoff
-        n_fresh = np.bincount(inv.server_rack, weights=srv_fresh.astype(float), minlength=r)
-        srv_complete = (n_fresh == inv.servers_per_rack) & (inv.servers_per_rack > 0)
-        server_est = np.where(
-            np.isnan(self.uncapped_w), self.server_w, np.fmax(self.uncapped_w, self.server_w)
-        )
-        srv_sum = np.bincount(inv.server_rack, weights=np.nan_to_num(server_est), minlength=r)
+        srv_complete = (agg.server_oldest_s >= cutoff) & has
+        srv_sum = agg.est_w
         pdu_fresh = (self.pdu_t >= cutoff) & np.isfinite(self.pdu_w)
-        # What our caps hold back from a rack meter's reading: each server's demand above the
-        # cap that was in force when that meter read (the PDU may read before a new cap binds).
-        cap_at_meter = self._caps_at(self.pdu_t[inv.server_rack])
-        held = np.bincount(
-            inv.server_rack,
-            weights=np.nan_to_num(np.maximum(server_est - cap_at_meter, 0.0)),
-            minlength=r,
-        )
-        out_sum = self._complete_sum(self.outlet_w, self.outlet_t, cutoff)
+        held = self._held_at_meters()
+        out_sum = np.where((agg.outlet_oldest_s >= cutoff) & has, agg.outlet_w, np.nan)
         meter = np.where(pdu_fresh, self.pdu_w, np.nan)
         mqtt = np.where(
             (self.mqtt_rack_t >= cutoff) & np.isfinite(self.mqtt_rack_w),
             self.mqtt_rack_w,
-            self._complete_sum(self.mqtt_server_w, self.mqtt_server_t, cutoff),
+            np.where((agg.mqtt_oldest_s >= cutoff) & has, agg.mqtt_w, np.nan),
         )
-        bmc_read = np.bincount(inv.server_rack, weights=np.nan_to_num(self.server_w), minlength=r)
         self._cross_check(
             meter,
-            {"bmc": np.where(srv_complete, bmc_read, np.nan), "outlets": out_sum, "mqtt": mqtt},
+            {"bmc": np.where(srv_complete, agg.read_w, np.nan), "outlets": out_sum, "mqtt": mqtt},
         )
         # The PDU meters the whole rack (plus what our caps hold back); with no fresh meter,
         # the highest complete source (servers, outlets; MQTT only where no meter was ever
@@ -553,11 +677,8 @@ class TelemetryView:
         fresh = np.isfinite(rack_w)
         rack_w = np.where(fresh, rack_w, self.last_good_rack_w)
         self.last_good_rack_w = rack_w.copy()
-        crit_srv = np.bincount(
-            inv.server_rack, weights=np.nan_to_num(server_est) * inv.critical, minlength=r
-        )
         frac = self.critical_fraction[inv.rack_domain]
-        rack_crit = np.where(srv_complete, crit_srv, rack_w * frac)
+        rack_crit = np.where(srv_complete, agg.critical_w, rack_w * frac)
         d = inv.n_domains
         demand_kw = np.bincount(inv.rack_domain, weights=rack_w, minlength=d) / 1000.0
         critical_kw = np.bincount(inv.rack_domain, weights=rack_crit, minlength=d) / 1000.0
@@ -566,17 +687,6 @@ class TelemetryView:
         return DemandView(
             demand_kw, np.minimum(critical_kw, demand_kw), stale, rack_w, fresh, unread == 0
         )
-
-    def _complete_sum(
-        self, values_w: FloatArray, times_s: FloatArray, cutoff_s: float
-    ) -> FloatArray:
-        """Per rack, the sum of a per-server table where every server is fresh, else NaN."""
-        inv, r = self.inv, self.inv.n_racks
-        fresh = (times_s >= cutoff_s) & np.isfinite(values_w)
-        n_fresh = np.bincount(inv.server_rack, weights=fresh.astype(float), minlength=r)
-        complete = (n_fresh == inv.servers_per_rack) & (inv.servers_per_rack > 0)
-        total = np.bincount(inv.server_rack, weights=np.nan_to_num(values_w), minlength=r)
-        return np.where(complete, total, np.nan)
 
     def _cross_check(self, meter_w: FloatArray, others_w: dict[str, FloatArray]) -> None:
         """Count the racks where a source disagrees with the meter. A source's episode of
@@ -628,11 +738,11 @@ class TelemetryView:
         if unknown.any():
             r = self.inv.n_racks
             known_w = np.bincount(
-                self.inv.server_rack, weights=np.nan_to_num(est) * ~unknown, minlength=r
+                self.inv.server_rack, weights=_zero_nan(est) * ~unknown, minlength=r
             )
             n_unknown = np.bincount(
                 self.inv.server_rack, weights=unknown.astype(float), minlength=r
             )
             share = np.maximum(self.last_good_rack_w - known_w, 0.0) / np.maximum(n_unknown, 1)
-            est = np.where(unknown, np.fmax(np.nan_to_num(est), share[self.inv.server_rack]), est)
-        return np.nan_to_num(est)
+            est = np.where(unknown, np.fmax(_zero_nan(est), share[self.inv.server_rack]), est)
+        return _zero_nan(est)
