@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -178,6 +178,9 @@ class MqttTelemetry:
     #: True when the ingester's sink already stored these samples durably (the loop must not
     #: store them again; see :class:`~wattwheel.runtime.reading.StoresOwnSamples`)
     stores_samples: bool = False
+    #: called once new samples are in the buffer (the runtime's poller reads them at once;
+    #: see :class:`~wattwheel.runtime.reading.SignalsArrival`)
+    on_arrival: Callable[[], None] | None = None
 
     def take_rejections(self) -> list[MessageRejection]:
         taken = [] if self.quarantine is None else self.quarantine.take_new()
@@ -192,6 +195,9 @@ class MqttTelemetry:
             for _ in range(min(overflow, len(self._buffer))):
                 self._buffer.popleft()
         self._buffer.extend(samples)
+        hook = self.on_arrival
+        if samples and hook is not None:
+            hook()
 
     async def read(self) -> list[PowerSample]:
         # popleft is atomic: the ingester (main loop) may append while a poller thread drains.

@@ -807,7 +807,7 @@ async def _serve(
     from wattwheel.runtime.clock import SystemClock
     from wattwheel.runtime.inventory import default_inventory
     from wattwheel.runtime.loop import Runtime, RuntimeConfig
-    from wattwheel.runtime.shards import split_shards
+    from wattwheel.runtime.shards import shard_phase_s, split_shards
     from wattwheel.runtime.state import Overrides
     from wattwheel.runtime.state_mirror import MirroredLiveState, StateMirror
     from wattwheel.runtime.workers import LoopThread
@@ -832,6 +832,13 @@ async def _serve(
         specs = tuple(split_shards(site.domain_names, election.n_shards))
     shard_of = shard_map(site.domain_names, specs)
     static_kw = static_shares(site, shard_of)  # of the whole site, before it is cut
+    # A shard process ticks at its own point of the period: the site's shard processes do not
+    # all wake at once (a few cores serve them all).
+    phase_s = (
+        None
+        if election.only_shard is None
+        else shard_phase_s(election.only_shard, control_period, list(shard_of.values()))
+    )
     if election.only_shard is not None:
         site, inventory, shard_of = _one_shard(site, inventory, shard_of, election.only_shard)
     policy = make_policy(policy_name, site)
@@ -900,6 +907,10 @@ async def _serve(
         history_step_s=step,
         poll_period_s=wiring.poll_period_s,
         poll_in_thread=True,
+        phase_s=phase_s,
+        # Telemetry that lands between ticks is acted on at once (bounded: at most one tick
+        # more per period), not up to a period later.
+        wake_on_telemetry=True,
         # Sources polled every 5 s must still count as fresh between two polls.
         telemetry_max_age_s=max([5.0, *(2 * p for p in wiring.poll_period_s.values())]),
         metered_racks=frozenset(wiring.metered_racks),

@@ -24,9 +24,11 @@ that tick by the reactive policy; a store that fails is counted and retried by i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -50,7 +52,7 @@ from wattwheel.runtime.ports import (
     SchedulerPort,
     ServerCapActuator,
 )
-from wattwheel.runtime.reading import Observed, Reader, Reading
+from wattwheel.runtime.reading import Observed, Reader, Reading, SignalsArrival
 from wattwheel.runtime.recording import Recorder
 from wattwheel.runtime.state import LiveState, Mode, Overrides
 from wattwheel.runtime.supervise import Supervisor
@@ -104,6 +106,17 @@ class RuntimeConfig:
         rewrite_per_tick: after a promotion (:meth:`Runtime.forget_applied`), how many caps
             and outlets of unknown state are rewritten per tick (hundreds of writes at once
             would not fit in a tick's device timeout).
+        phase_s: where in the control period this instance ticks, on the wall clock (ticks at
+            times ``phase_s`` modulo the period; the pollers start there too). Shard processes
+            of one site take different phases (:func:`~wattwheel.runtime.shards.shard_phase_s`)
+            so that they do not all wake at once on a few cores. None: tick from start-up.
+        wake_on_telemetry: telemetry that lands between ticks (a poller read something, a
+            pushing source delivered) wakes the tick early, bounded: at most one tick more per
+            period (no two ticks start less than a period apart with another between them),
+            never sooner than ``wake_min_interval_s`` after the last one; with nothing
+            arriving the loop still ticks every period. After an early tick the period counts
+            from it.
+        wake_min_interval_s: see ``wake_on_telemetry``.
     """
 
     control_period_s: float = 1.0
@@ -122,6 +135,9 @@ class RuntimeConfig:
     poll_in_thread: bool = False
     rewrite_per_tick: int = 32
     metered_racks: frozenset[str] = frozenset()
+    phase_s: float | None = None
+    wake_on_telemetry: bool = False
+    wake_min_interval_s: float = 0.2
 
 
 #: The fault book's name for the tick itself.
@@ -262,6 +278,12 @@ class Runtime:
         self._mode: Mode = "normal"
         self._ticks = 0
         self._tick_now = asyncio.Event()
+        #: telemetry landed since the last tick started (see ``RuntimeConfig.wake_on_telemetry``)
+        self._arrived = asyncio.Event()
+        #: the runtime's event loop while it runs (arrivals are handed to it from any thread)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: ticks woken early by telemetry, and arrivals that found the bound spent
+        self.early_ticks = 0
         #: Recent tick durations (s), for benchmarks and diagnostics.
         self.latencies_s: deque[float] = deque(maxlen=100_000)
         self.started_s = clock.now_s()
@@ -341,6 +363,22 @@ class Runtime:
         """Run the next tick now instead of at the end of the period (a promotion: command at
         once). Call it on the runtime's event loop."""
         self._tick_now.set()
+
+    def telemetry_arrived(self) -> None:
+        """New telemetry is waiting for the tick: with ``wake_on_telemetry`` the loop ticks
+        early, within its bounds (see :class:`RuntimeConfig`). Safe from any thread."""
+        loop = self._loop
+        if loop is None or not self.cfg.wake_on_telemetry:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._arrived.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to wake
+                loop.call_soon_threadsafe(self._arrived.set)
 
     # ------------------------------------------------------------------ one tick
     async def tick(self) -> TickReport:
@@ -458,6 +496,8 @@ class Runtime:
             f"{len(self.domain_ids)} domains, {self.inv.n_racks} racks",
         )
         sup = self.supervisor
+        self._loop = asyncio.get_running_loop()
+        self.reader.on_arrival = self.telemetry_arrived if self.cfg.wake_on_telemetry else None
         helpers = [sup.spawn("planner", self._plan_loop), sup.spawn("flusher", self._flush_loop)]
         periods = {
             n: self.cfg.poll_period_s.get(n, self.cfg.control_period_s)
@@ -472,8 +512,11 @@ class Runtime:
             # Spread sources that share a period over it: 30 PDUs read at the same instant
             # would hold the event loop (and the ticks) for a burst.
             same = [n for n in periods if periods[n] == periods[name]]
-            offset = periods[name] * same.index(name) / len(same)
+            offset = self._until_phase_s() + periods[name] * same.index(name) / len(same)
             poll = functools.partial(self.reader.poll, name, source, periods[name], offset)
+            if self.cfg.wake_on_telemetry and isinstance(source, SignalsArrival):
+                # A source that is pushed to (MQTT) wakes its poller as soon as it has data.
+                source.on_arrival = self.reader.waker(name)
             supervised = sup.supervise(f"poller:{name}", poll)
             if thread is not None:
                 thread.submit(supervised)
@@ -493,15 +536,34 @@ class Runtime:
             if thread is not None:
                 await asyncio.to_thread(thread.stop)
             self.reader.polling.clear()
+            self.reader.on_arrival = None
+            for source in self.devices.telemetry.values():
+                if isinstance(source, SignalsArrival):
+                    source.on_arrival = None
             self.reader.fly_workers.clear()
             self.actuator.fly_workers.clear()
             await self.flush()
 
+    def _until_phase_s(self) -> float:
+        """Seconds from now to this instance's next phase instant (0 without a phase)."""
+        phase = self.cfg.phase_s
+        if phase is None:
+            return 0.0
+        return (phase - self.clock.now_s()) % self.cfg.control_period_s
+
     async def _fast_loop(self, ticks: int | None) -> None:
         period = self.cfg.control_period_s
-        next_at = self.clock.monotonic_s()
+        next_at = self.clock.monotonic_s() + self._until_phase_s()
+        #: when the last two ticks started (the early-wake bound looks at both)
+        starts: deque[float] = deque([-math.inf, -math.inf], maxlen=2)
         n = 0
+        if next_at > self.clock.monotonic_s():
+            await self._wait_for_tick(next_at, starts)
+            self._tick_now.clear()
+            next_at = min(next_at, self.clock.monotonic_s())
         while ticks is None or n < ticks:
+            starts.append(self.clock.monotonic_s())
+            self._arrived.clear()  # this tick takes what arrived so far
             try:
                 await self.tick()
             except Exception as exc:  # the fallback raised too: log, count, keep ticking
@@ -511,24 +573,53 @@ class Runtime:
             if task is not None and task.cancelling():  # a wait_for inside swallowed it (3.11)
                 raise asyncio.CancelledError
             n += 1
+            if ticks is not None and n >= ticks:
+                break
             next_at += period
-            delay = next_at - self.clock.monotonic_s()
-            if delay < -period:  # overran by more than a period: skip, do not burst
-                next_at = self.clock.monotonic_s()
-            if not self._tick_now.is_set():
-                await self._sleep_or_tick_now(delay)
-            if self._tick_now.is_set():  # woken early: this tick starts a new period
+            if next_at - self.clock.monotonic_s() < -period:  # overran a period: skip, no burst
+                next_at = self.clock.monotonic_s() + self._until_phase_s()
+            await self._wait_for_tick(next_at, starts)
+            if self._tick_now.is_set() or self.clock.monotonic_s() < next_at - 1e-9:
+                # Woken early (a promotion, or telemetry): this tick starts a new period.
                 self._tick_now.clear()
                 next_at = self.clock.monotonic_s()
 
-    async def _sleep_or_tick_now(self, delay_s: float) -> None:
+    async def _wait_for_tick(self, next_at: float, starts: deque[float]) -> None:
+        """Until the next tick: the end of the period, :meth:`tick_now`, or telemetry that
+        arrived, once the early-wake bound allows it (see ``RuntimeConfig.wake_on_telemetry``)."""
+        cfg = self.cfg
+        while not self._tick_now.is_set():
+            now = self.clock.monotonic_s()
+            if now >= next_at - 1e-9:
+                return
+            if not cfg.wake_on_telemetry:
+                await self._sleep_or(next_at - now, self._tick_now)
+                continue
+            if self._arrived.is_set():
+                # At most one tick more per period, and never sooner than the minimum interval.
+                allowed = max(
+                    starts[-1] + cfg.wake_min_interval_s, starts[0] + cfg.control_period_s
+                )
+                if allowed >= next_at:  # the periodic tick comes first and takes it
+                    await self._sleep_or(next_at - now, self._tick_now)
+                    continue
+                if now >= allowed - 1e-9:
+                    self.early_ticks += 1
+                    return
+                await self._sleep_or(allowed - now, self._tick_now)
+                continue
+            await self._sleep_or(next_at - now, self._tick_now, self._arrived)
+
+    async def _sleep_or(self, delay_s: float, *events: asyncio.Event) -> None:
+        """Sleep ``delay_s`` on the clock, or until one of ``events`` is set."""
         sleep = asyncio.ensure_future(self.clock.sleep(delay_s))
-        woken = asyncio.ensure_future(self._tick_now.wait())
+        woken = [asyncio.ensure_future(e.wait()) for e in events]
         try:
-            await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sleep, *woken}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleep.cancel()
-            woken.cancel()
+            for w in woken:
+                w.cancel()
 
     async def _plan_loop(self) -> None:
         while True:

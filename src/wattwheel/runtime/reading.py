@@ -11,6 +11,7 @@ reserve's state, the ledger's shifts and debt, and the operator's pins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -47,6 +48,15 @@ class StoresOwnSamples(Protocol):
     stores_samples: bool
 
 
+@runtime_checkable
+class SignalsArrival(Protocol):
+    """A telemetry source that is pushed to (MQTT): it calls ``on_arrival`` (when set, from
+    any thread) once it holds new samples, so that its poller reads them at once instead of
+    at its next period."""
+
+    on_arrival: Callable[[], None] | None
+
+
 def _stores_own(source: object) -> bool:
     return isinstance(source, StoresOwnSamples) and bool(source.stores_samples)
 
@@ -77,6 +87,19 @@ class Observed:
     valid_samples: list[PowerSample]
     #: the rows of the blocks the view believed (to store), as blocks
     valid_blocks: list[SampleBlock] = field(default_factory=list)
+
+
+async def _sleep_or(clock: Clock, delay_s: float, event: asyncio.Event) -> None:
+    """Sleep ``delay_s`` on ``clock``, or until ``event`` is set."""
+    if event.is_set():
+        return
+    sleep = asyncio.ensure_future(clock.sleep(delay_s))
+    woken = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleep.cancel()
+        woken.cancel()
 
 
 class Reader:
@@ -131,6 +154,10 @@ class Reader:
         self.polling: set[str] = set()
         #: Flywheels read (and commanded) by their own worker.
         self.fly_workers: dict[str, FlywheelWorker] = {}
+        #: called (from the poller's thread) when a poller put new readings in its buffer
+        self.on_arrival: Callable[[], None] | None = None
+        #: per polled source, what wakes its poller early (see :meth:`waker`)
+        self._wake_poll: dict[str, Callable[[], None]] = {}
         self.kes_soc = site.kes_initial_soc.astype(float).copy()
         self.started_s = clock.now_s()
         self._rejections_seen: set[tuple[str, str]] = set()
@@ -228,21 +255,48 @@ class Reader:
         thread."""
         return self.polled.setdefault(name, deque(maxlen=POLL_BUFFER))
 
+    def waker(self, name: str) -> Callable[[], None]:
+        """What makes source ``name``'s poller read now (safe from any thread; nothing while
+        it is not polling)."""
+
+        def wake() -> None:
+            hook = self._wake_poll.get(name)
+            if hook is not None:
+                hook()
+
+        return wake
+
     async def poll(
         self, name: str, source: TelemetrySource, period_s: float, offset_s: float = 0.0
     ) -> None:
-        """Read one telemetry source on its own schedule (a slow one never holds a tick)."""
+        """Read one telemetry source on its own schedule (a slow one never holds a tick); a
+        source that signals arrivals (:meth:`waker`) is read as soon as it has something."""
         buffer = self.buffer_for(name)
         empty: list[PowerSample] = []
         timeout = max(self.device_timeout_s, period_s)
-        await self.clock.sleep(offset_s)
-        while True:
-            started = self.clock.monotonic_s()
-            batch = await guarded(
-                self.faults, "device", f"telemetry:{name}", source.read, timeout, empty
-            )
-            buffer.extend(batch)  # bounded: nobody draining keeps the newest readings only
-            await self.clock.sleep(period_s - (self.clock.monotonic_s() - started))
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the poller's loop closed
+                loop.call_soon_threadsafe(woken.set)
+
+        self._wake_poll[name] = wake
+        try:
+            await self.clock.sleep(offset_s)
+            while True:
+                started = self.clock.monotonic_s()
+                woken.clear()
+                batch = await guarded(
+                    self.faults, "device", f"telemetry:{name}", source.read, timeout, empty
+                )
+                buffer.extend(batch)  # bounded: nobody draining keeps the newest readings only
+                if batch and self.on_arrival is not None:
+                    self.on_arrival()
+                await _sleep_or(self.clock, period_s - (self.clock.monotonic_s() - started), woken)
+        finally:
+            if self._wake_poll.get(name) is wake:
+                del self._wake_poll[name]
 
     # ------------------------------------------------------------------ observation
     def observe(self, now_s: float, reading: Reading) -> Observed:

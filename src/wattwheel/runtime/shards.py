@@ -12,6 +12,7 @@ the coordinator role (see ``docs/redundancy.md`` and the README "Scale").
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,3 +71,14 @@ def shard_inventory(inventory: Inventory, site: SiteParams) -> Inventory:
     racks = {r for rs in site.domain_racks for r in rs}
     servers = [s for s in inventory.servers if s.rack_id in racks]
     return Inventory(servers, site.domain_names, site.domain_racks)
+
+
+def shard_phase_s(name: str, period_s: float, shard_names: Sequence[str] = ()) -> float:
+    """Where in the control period shard ``name``'s process ticks (``RuntimeConfig.phase_s``),
+    so that the processes of one site do not all wake at once. With the site's shard names
+    the shards are spread evenly over the period (sorted names: every process works out the
+    same spread); a shard not among them gets a point set by a hash of its name."""
+    names = sorted(set(shard_names))
+    if name in names:
+        return period_s * names.index(name) / len(names)
+    return period_s * (zlib.crc32(name.encode()) / 2**32)
