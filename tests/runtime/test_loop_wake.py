@@ -139,9 +139,11 @@ async def test_samples_pushed_to_a_source_are_acted_on_at_once() -> None:
         mqtt,
     )
 
+    pushed: list[asyncio.Future[None]] = []
+
     def push() -> None:
         sample = PowerSample("mqtt:a1", "a1", None, clock.now_s(), 50_000.0, "rack")
-        asyncio.ensure_future(mqtt.sink([sample]))
+        pushed.append(asyncio.ensure_future(mqtt.sink([sample])))
 
     starts = await _run(rt, clock, 2.1, {0.6: push})
     assert starts == [(0.0, 0), (0.6, 1), (1.6, 0)]
