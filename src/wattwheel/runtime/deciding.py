@@ -5,7 +5,8 @@ worker thread) and the next tick carries the fresh forecast to the policy. A tic
 one runs the policy (and its planner) in a worker thread; if that takes longer than
 ``plan_in_tick_s`` the tick acts on the reactive loop and a later tick adopts the plan. A
 policy that raises is replaced for that tick by the reactive policy; no fresh forecast for two
-plan periods is the ``reactive-fallback`` mode.
+plan periods is the ``reactive-fallback`` mode. The worker threads run below the fast loop's OS
+priority (:func:`.workers.planning_executor`): a solve never holds a core a tick waits for.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from wattwheel.runtime.clock import Clock
 from wattwheel.runtime.faults import FaultBook, guarded
 from wattwheel.runtime.history import DemandHistory
 from wattwheel.runtime.state import Mode, Overrides
+from wattwheel.runtime.workers import planning_executor
 
 
 class Decider:
@@ -62,6 +64,8 @@ class Decider:
         self.latest_forecast: Forecast | None = None
         self.forecast_at_s = -math.inf
         self.planning: asyncio.Future[tuple[Decision, Any]] | None = None
+        #: the forecaster and the planner run here, below the fast loop's priority
+        self.executor = planning_executor()
         self.started_s = clock.now_s()
 
     # ------------------------------------------------------------------ mode
@@ -86,8 +90,11 @@ class Decider:
             self._adopt_plan(self.planning)
         if forecast is None:
             return self._policy_decision(obs, None)
+        loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(
-            asyncio.to_thread(self.policy.decide, obs, self.policy_state, forecast)
+            loop.run_in_executor(
+                self.executor, self.policy.decide, obs, self.policy_state, forecast
+            )
         )
         await asyncio.wait({task}, timeout=self.plan_in_tick_s)
         if not task.done():
@@ -136,7 +143,7 @@ class Decider:
             self.faults,
             "forecast",
             forecaster.name,
-            lambda: asyncio.to_thread(forecast_and_learn),
+            lambda: asyncio.get_running_loop().run_in_executor(self.executor, forecast_and_learn),
             self.forecast_timeout_s,
             None,
         )

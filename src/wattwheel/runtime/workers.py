@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import functools
 import math
+import os
 import threading
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -207,3 +208,26 @@ class LoopThread:
             with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout_s)
+
+
+#: How much lower than the fast loop the planning threads run (Linux nice steps).
+PLANNING_NICE = 10
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's scheduling priority (Linux: niceness is per thread); a
+    platform or sandbox that does not allow it leaves the thread as it is."""
+    with contextlib.suppress(AttributeError, OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+
+
+def planning_executor(
+    name: str = "wattwheel-plan", workers: int = 2, nice: int = PLANNING_NICE
+) -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for forecasting and planning, ``nice`` steps below the loop's: a MILP solving
+    (it releases the interpreter lock) competes for a core with the fast loop of its own and
+    of the other shard processes, and the OS then runs the ticks first."""
+    return concurrent.futures.ThreadPoolExecutor(
+        workers, thread_name_prefix=name, initializer=_lower_priority, initargs=(nice,)
+    )
