@@ -13,7 +13,13 @@ import pytest
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.domain.telemetry_trust import rack_demand_w
 from wattwheel.runtime.inventory import Inventory, ServerInfo
-from wattwheel.runtime.telemetry import SampleBlock, TelemetryView
+from wattwheel.runtime.telemetry import (
+    SampleBlock,
+    TelemetryView,
+    block_targets,
+    outlet_servers,
+    sample_targets,
+)
 
 NOW = 1_700_000_000.0
 DOMAINS = ("A", "B")
@@ -177,3 +183,28 @@ def test_a_quiet_tick_aggregates_nothing_again() -> None:
     later = view.demand(NOW + 6.0)
     assert not later.rack_fresh[inv.rack_index["a1"]]  # aged out: the last good value holds
     assert later.rack_power_w[inv.rack_index["a1"]] == pytest.approx(500.0 * len(a1))
+
+
+@pytest.mark.parametrize("rating_w", [None, 3_000.0])
+def test_a_block_resolves_to_the_rows_its_samples_do(rating_w: float | None) -> None:
+    """Every kind, over MQTT or not, known and unknown racks, servers and outlets."""
+    inv = _inventory()
+    outlets = outlet_servers(inv)
+    rng = np.random.default_rng(3)
+    view = TelemetryView(inv, np.array([0.7, 0.6]))
+    samples = _readings(view, rng, NOW)
+    samples += [
+        PowerSample("snmp", "nowhere", None, NOW, 1.0, "pdu"),
+        PowerSample("redfish", "a1", "ghost", NOW, 1.0, "server"),
+        PowerSample("snmp", "a1", "outlet-99", NOW, 1.0, "outlet"),
+        PowerSample("mqtt:x", "a1", "outlet-1", NOW, 1.0, "outlet"),
+        PowerSample("mqtt:x", "b1", None, NOW, 1.0, "pdu"),
+        PowerSample("odd", "a1", None, NOW, 1.0, "weird"),
+    ]
+    for block in _blocks(samples):
+        got = block_targets(inv, outlets, block, 5_000.0, rating_w)
+        want = sample_targets(inv, outlets, block.samples(), 5_000.0, rating_w)
+        known = want[0] >= 0
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1][known], want[1][known])
+        np.testing.assert_array_equal(got[2], want[2])

@@ -110,8 +110,9 @@ class RuntimeConfig:
             times ``phase_s`` modulo the period; the pollers start there too). Shard processes
             of one site take different phases (:func:`~wattwheel.runtime.shards.shard_phase_s`)
             so that they do not all wake at once on a few cores. None: tick from start-up.
-        wake_on_telemetry: telemetry that lands between ticks (a poller read something, a
-            pushing source delivered) wakes the tick early, bounded: at most one tick more per
+        wake_on_telemetry: telemetry pushed to the runtime between ticks (a source that
+            signals arrivals, e.g. MQTT, or :meth:`Runtime.telemetry_arrived`) wakes the tick
+            early, bounded: at most one tick more per
             period (no two ticks start less than a period apart with another between them),
             never sooner than ``wake_min_interval_s`` after the last one; with nothing
             arriving the loop still ticks every period. After an early tick the period counts
@@ -513,9 +514,11 @@ class Runtime:
             # would hold the event loop (and the ticks) for a burst.
             same = [n for n in periods if periods[n] == periods[name]]
             offset = self._until_phase_s() + periods[name] * same.index(name) / len(same)
-            poll = functools.partial(self.reader.poll, name, source, periods[name], offset)
-            if self.cfg.wake_on_telemetry and isinstance(source, SignalsArrival):
-                # A source that is pushed to (MQTT) wakes its poller as soon as it has data.
+            pushed = self.cfg.wake_on_telemetry and isinstance(source, SignalsArrival)
+            poll = functools.partial(self.reader.poll, name, source, periods[name], offset, pushed)
+            if pushed and isinstance(source, SignalsArrival):
+                # A source that is pushed to (MQTT) wakes its poller as soon as it has data,
+                # and what the poller takes wakes the tick.
                 source.on_arrival = self.reader.waker(name)
             supervised = sup.supervise(f"poller:{name}", poll)
             if thread is not None:

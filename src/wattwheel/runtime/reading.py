@@ -267,10 +267,18 @@ class Reader:
         return wake
 
     async def poll(
-        self, name: str, source: TelemetrySource, period_s: float, offset_s: float = 0.0
+        self,
+        name: str,
+        source: TelemetrySource,
+        period_s: float,
+        offset_s: float = 0.0,
+        signal: bool = False,
     ) -> None:
         """Read one telemetry source on its own schedule (a slow one never holds a tick); a
-        source that signals arrivals (:meth:`waker`) is read as soon as it has something."""
+        source that signals arrivals (:meth:`waker`) is read as soon as it has something, and
+        with ``signal`` what it read is announced (``on_arrival``: the tick may come early).
+        Polled devices are not announced: their readings come on the process's own schedule,
+        at its phase, and waking the tick for each would double the ticks and their writes."""
         buffer = self.buffer_for(name)
         empty: list[PowerSample] = []
         timeout = max(self.device_timeout_s, period_s)
@@ -291,7 +299,7 @@ class Reader:
                     self.faults, "device", f"telemetry:{name}", source.read, timeout, empty
                 )
                 buffer.extend(batch)  # bounded: nobody draining keeps the newest readings only
-                if batch and self.on_arrival is not None:
+                if signal and batch and self.on_arrival is not None:
                     self.on_arrival()
                 await _sleep_or(self.clock, period_s - (self.clock.monotonic_s() - started), woken)
         finally:

@@ -205,6 +205,50 @@ def sample_targets(
     return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2].copy()
 
 
+def block_targets(
+    inv: Inventory,
+    outlet_server: dict[str, int],
+    block: SampleBlock,
+    max_power_w: float,
+    rack_rating_w: float | None,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]:
+    """:func:`sample_targets` for a :class:`SampleBlock`, one dictionary lookup per row and
+    no object per reading (a block of 8,000 BMC readings in well under a millisecond)."""
+    n = len(block)
+    rating = math.inf if rack_rating_w is None else rack_rating_w
+    over_mqtt = block.source.startswith("mqtt")
+    table = np.full(n, -1, dtype=np.int64)
+    row = np.zeros(n, dtype=np.int64)
+    limit = np.full(n, min(max_power_w, rating))
+    servers = block.server_ids if block.server_ids is not None else (None,) * n
+    if block.kind == "server":
+        found = np.fromiter((inv.server_index.get(sid or "", -1) for sid in servers), np.int64, n)
+        code = _MQTT_SERVER if over_mqtt else _SERVER
+    elif block.kind == "outlet" and not over_mqtt:
+        # SNMP outlets arrive as "outlet-<n>"; the inventory names them "<rack>/<n>".
+        found = np.fromiter(
+            (
+                outlet_server.get(f"{rack}/{(sid or '').removeprefix('outlet-')}", -1)
+                for rack, sid in zip(block.rack_ids, servers, strict=True)
+            ),
+            np.int64,
+            n,
+        )
+        code = _OUTLET
+    elif block.kind in ("pdu", "rack"):
+        found = np.fromiter((inv.rack_index.get(r, -1) for r in block.rack_ids), np.int64, n)
+        known = found >= 0
+        behind = np.maximum(inv.servers_per_rack[found[known]], 1)
+        limit[known] = np.minimum(max_power_w * behind, rating)
+        code = _MQTT_RACK if over_mqtt else _PDU
+    else:
+        return table, row, limit
+    known = found >= 0
+    table[known] = code
+    row[known] = found[known]
+    return table, row, limit
+
+
 class PlausibleSamples:
     """A telemetry sink that passes on only the samples the telemetry view could believe (a
     known rack/server, finite, not negative, at most the rack's rating, not beyond the allowed
@@ -418,12 +462,8 @@ class TelemetryView:
         if targets is None:
             if len(self._block_memo) >= BLOCK_MEMO_MAX:
                 self._block_memo.clear()
-            table, index, limit = sample_targets(
-                self.inv,
-                self._outlet_server,
-                block.samples(),
-                self.max_power_w,
-                self.rack_rating_w,
+            table, index, limit = block_targets(
+                self.inv, self._outlet_server, block, self.max_power_w, self.rack_rating_w
             )
             codes = tuple(int(c) for c in np.unique(table))
             targets = self._block_memo[key] = (table, index, limit, codes)
