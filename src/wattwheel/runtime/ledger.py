@@ -8,6 +8,7 @@ the same the simulator's plant and the emulator use, keyed by wall-clock time.""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,9 @@ from wattwheel.domain.reserve import RESERVE_ON, ReserveMachine
 from wattwheel.domain.shifts import ShiftBook, ShiftOrder, pair_levels
 from wattwheel.domain.site import SiteParams
 from wattwheel.runtime.ports import ReserveStatus
+
+#: Reserve commands a modelled reserve remembers (for tests and inspection).
+COMMANDS_KEPT = 1024
 
 FloatArray = NDArray[np.float64]
 
@@ -95,7 +99,8 @@ class ModelledReserve:
             site.n_domains, res.capacity_kw, res.start_delay_s, res.min_on_s, res.warm_start_delay_s
         )
         self.now_s = 0.0
-        self.commands: list[tuple[str, bool, float]] = []
+        #: the latest commands (domain, on, kW), oldest first; bounded: serve runs for months
+        self.commands: deque[tuple[str, bool, float]] = deque(maxlen=COMMANDS_KEPT)
 
     def advance(self, now_s: float) -> None:
         self.now_s = now_s
