@@ -118,6 +118,34 @@ def test_cross_shard_shifts_balance_and_cost_no_less_than_the_site_wide_optimum(
     assert plan.expected_cost < sum(p.expected_cost for p in alone if p is not None)
 
 
+def test_the_repair_keeps_the_cheapest_candidate_schedule() -> None:
+    site = site_of("ABCDEF")
+    inp = inputs(
+        [
+            [130.0, 135.0, 125.0, 120.0],
+            [125.0, 130.0, 120.0, 115.0],
+            [120.0, 125.0, 130.0, 110.0],
+            [80.0, 70.0, 85.0, 90.0],
+            [95.0, 90.0, 95.0, 92.0],
+            [70.0, 75.0, 80.0, 80.0],
+        ]
+    )
+    mono = solve_plan(site, inp, 1)
+    assert mono is not None
+    costs = []
+    for n in (1, 2, 3):
+        planner = DecomposedPlanner(site, shard_size=2, rounds=3, candidates=n)
+        plan, info = planner.solve_with_info(inp, 1)
+        assert plan is not None and info.exchange_kw is not None
+        np.testing.assert_allclose(info.exchange_kw.sum(axis=0), 0.0, atol=1e-6)
+        # One repair round per candidate after the price rounds.
+        assert len(info.solve_s) == info.rounds + (n if info.rounds > 1 else 1)
+        assert plan.expected_cost >= mono.expected_cost - 1e-6
+        costs.append(plan.expected_cost)
+    # Each candidate set holds the one before: the kept plan never costs more.
+    assert costs[1] <= costs[0] + 1e-9 and costs[2] <= costs[1] + 1e-9
+
+
 def plans_equal(a: Plan, b: Plan) -> None:
     assert a.expected_cost == pytest.approx(b.expected_cost, rel=1e-9, abs=1e-9)
     for name in ("soc_target", "shift_out_kw", "shift_in_kw", "defer_kw", "repay_kw"):

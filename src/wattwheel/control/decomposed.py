@@ -22,23 +22,29 @@ term is per domain. The decomposition here:
    instance. The first round prices exports at the larger of the cost of shifting a kW for a
    block and 1 % of capping it (``λ_k``), and the reserve at 0. Between rounds the coordinator
    updates each block's price on its own, by bracketing: a block with more exports than imports
-   (beyond ``balance_tol`` of the traded power) raises ``λ_k`` - by a step that doubles until
+   (beyond ``balance_tol`` of the traded power) raises ``λ_k`` - by a step that grows by
+   ``price_growth`` (default 4) each round until
    the sign of the imbalance flips, then by bisection between the last prices on either side
    (more imports lower it the same way); the same for ``μ_k`` on the reserve asked for beyond
    ``C`` (and lowered toward 0 while capacity is left over). The rounds stop early when every
    block is within the tolerance and no block asks for more than ``C``.
-3. **Repair (one more solve per shard).** The exchanges are made to balance exactly, per
-   block: the convex combination of the shards' exchanges in the latest round with surplus
-   exports and the latest with surplus imports that balances (each shard's exchange then lies
-   between two it could do), or, if all rounds had the same sign, the round closest to
-   balance; then whichever side is larger is scaled down to the other, so exports = imports.
+3. **Repair (one more solve per shard and candidate).** Candidate exchange schedules, each
+   balancing exactly (exports = imports in every block): (a) per block, the convex combination
+   of the shards' exchanges in the latest round with surplus exports and the latest with
+   surplus imports that balances (each shard's exchange then lies between two it could do),
+   or, if all rounds had the same sign, the round closest to balance; with more than one
+   round and ``candidates`` >= 2 also (b) the rounds' average of each shard's exchange (the
+   ergodic primal average of the price search) and, with ``candidates`` >= 3, (c) the last
+   round's exchanges. In each, whichever side of a block is larger is scaled down to the
+   other, so exports = imports.
    The reserve is split into per-shard, per-block budgets that sum to ``C``: the last round's
    use, scaled down to ``C`` where it asked for more, plus what is left in proportion to each
    shard's peak forecast excess in the blocks the reserve may start in. The machine's schedule
    is the union of the shards' last-round schedules: in the repair a shard may run the machine
    only where that schedule does, at a thousandth of its running and start costs (the machine
-   is paid once, by the merge). Each shard solves again with its exchange fixed and its
-   reserve row bounded by its budget (bounds changed in the same HiGHS instance).
+   is paid once, by the merge). For each candidate, each shard solves again with its exchange
+   fixed and its reserve row bounded by its budget (bounds changed in the same HiGHS
+   instance); the candidate whose merged cost (4) is lowest is kept (the first on a tie).
 4. **Merge.** The first-block actions are concatenated in site order; the reserve is armed
    (pre-warmed) for every allowed domain where the merged machine schedule runs in block 0
    (blocks 0-1), as the site-wide plan arms it. The expected cost is the sum of the shards'
@@ -55,11 +61,11 @@ reserve), ``C`` is that capacity for the coordinator (the over-ask it prices and
 that sum to it); the shards' models keep the site's capacity as their bound.
 
 With one shard there is no exchange and no round: the sub-problem is the site-wide problem and
-the plan is the monolithic one. Solves per shard and call: the price rounds plus the repair.
-A shard's solve depends only on its own size, so with one process per shard a plan's wall time
-is the rounds' slowest shards plus the coordinator's O(domains) array work; solved one after
-another in one process it grows linearly with the shards. No I/O; no clock (a caller that times
-the rounds passes a ``timer``).
+the plan is the monolithic one. Solves per shard and call: the price rounds plus one repair per
+candidate. A shard's solve depends only on its own size, so with one process per shard a plan's
+wall time is the rounds' slowest shards plus the coordinator's O(domains) array work; solved one
+after another in one process it grows linearly with the shards. No I/O; no clock (a caller that
+times the rounds passes a ``timer``).
 """
 
 from __future__ import annotations
@@ -118,12 +124,16 @@ class DecomposedPlanner:
         shard_size: int = 3,
         rounds: int = 4,
         balance_tol: float = 0.02,
+        price_growth: float = 4.0,
+        candidates: int = 1,
     ) -> None:
         if rounds < 1:
             raise ValueError(f"need rounds >= 1, got {rounds}")
         self.site = site
         self.rounds = rounds
         self.balance_tol = balance_tol
+        self.price_growth = price_growth
+        self.candidates = candidates
         self.shards = contiguous_shards(site.n_domains, shard_size)
         # Cut once per site: the shards' parameters (each with the whole reserve capacity).
         self.sub_sites: list[SiteParams] = [
@@ -189,8 +199,8 @@ class DecomposedPlanner:
         lam = np.zeros(n_blk)
         lam[lead:] = self.lambda_step
         mu = np.zeros(n_blk)
-        lam_br = _Bracket(n_blk, self.lambda_step, floor=-np.inf)
-        mu_br = _Bracket(n_blk, self.mu_step, floor=0.0)
+        lam_br = _Bracket(n_blk, self.lambda_step, floor=-np.inf, growth=self.price_growth)
+        mu_br = _Bracket(n_blk, self.mu_step, floor=0.0, growth=self.price_growth)
         hist_e: list[FloatArray] = []
         hist_m: list[FloatArray] = []
         tol = np.zeros(n_blk)
@@ -226,20 +236,35 @@ class DecomposedPlanner:
             if r + 1 < self.rounds:
                 lam = lam_br.update(lam, m_k, tol)
                 mu = mu_br.update(mu, over, np.full(n_blk, 1e-6))
-        e_fix = _balanced_exchange(hist_e, hist_m, tol)
+        cands = [_balanced_exchange(hist_e, hist_m, tol)]
+        if self.candidates >= 2 and len(hist_e) > 1:
+            avg = np.mean(hist_e, axis=0)
+            cands.append(np.column_stack([_scale_to_balance(c) for c in avg.T]))
+        if self.candidates >= 3 and len(hist_e) > 1:
+            cands.append(np.column_stack([_scale_to_balance(c) for c in hist_e[-1].T]))
         budgets = self._budgets(inputs, use, cap_kw)
         machine = np.max([m.on for m in models], axis=0)
-        times = []
-        for i, model in enumerate(models):
-            t0 = timer() if timer else 0.0
-            model.repair(e_fix[i], budgets[i], machine)
-            ok = model.solve(final=True)
-            if timer:
-                times.append(timer() - t0)
-            if not ok:
-                info.solve_s.append(times)
-                return None
-        info.solve_s.append(times)
+        best: list[_Result] | None = None
+        best_cost = np.inf
+        for e_fix in cands:
+            times = []
+            for i, model in enumerate(models):
+                t0 = timer() if timer else 0.0
+                model.repair(e_fix[i], budgets[i], machine)
+                ok = model.solve(final=True)
+                if timer:
+                    times.append(timer() - t0)
+                if not ok:
+                    info.solve_s.append(times)
+                    return None
+            info.solve_s.append(times)
+            got = [m.result() for m in models]
+            cost = self._merged_cost(got, inputs)
+            if cost < best_cost:
+                best, best_cost = got, cost
+        assert best is not None
+        for model, res in zip(models, best, strict=True):
+            model.restore(res)
         info.repaired = True
         info.exchange_kw = np.array([m.exchange_kw for m in models])
         info.reserve_kw = np.array([m.reserve_kw for m in models])
@@ -254,13 +279,22 @@ class DecomposedPlanner:
         out: FloatArray = np.where(total > cap_kw, scaled, topped)
         return out
 
+    def _machine_cost(self, machine: FloatArray, inputs: PlanInputs) -> float:
+        """The machine's running and start costs, once, for the schedule ``machine``."""
+        prev = np.concatenate([[float(bool(inputs.reserve_on.any()))], machine[:-1]])
+        starts = np.maximum(machine - prev, 0.0)
+        return self.on_cost * float(machine.sum()) + self.start_cost * float(starts.sum())
+
+    def _merged_cost(self, results: Sequence[_Result], inputs: PlanInputs) -> float:
+        machine = np.max([r.on for r in results], axis=0)
+        return float(sum(r.cost_without_machine for r in results)) + self._machine_cost(
+            machine, inputs
+        )
+
     def _merge(self, models: Sequence[_Shard], inputs: PlanInputs) -> Plan:
         plans = [m.plan for m in models if m.plan is not None]
         machine = np.max([m.on for m in models], axis=0)
-        running = bool(inputs.reserve_on.any())
-        prev = np.concatenate([[float(running)], machine[:-1]])
-        starts = np.maximum(machine - prev, 0.0)
-        machine_cost = self.on_cost * float(machine.sum()) + self.start_cost * float(starts.sum())
+        machine_cost = self._machine_cost(machine, inputs)
         allowed = inputs.reserve_allowed
         cat = np.concatenate
         return Plan(
@@ -273,6 +307,17 @@ class DecomposedPlanner:
             expected_cost=float(sum(m.cost_without_machine for m in models)) + machine_cost,
             reserve_prewarm=np.full(self.site.n_domains, bool(np.any(machine[:2] > 0.5))) & allowed,
         )
+
+
+@dataclass
+class _Result:
+    """What the coordinator keeps of one shard's repair solve."""
+
+    exchange_kw: FloatArray
+    reserve_kw: FloatArray
+    on: FloatArray
+    cost_without_machine: float
+    plan: Plan | None
 
 
 class _Shard:
@@ -313,6 +358,15 @@ class _Shard:
         h.changeColsCost(k, self.on_cols, share * self.cost[self.on_cols])
         h.changeColsCost(k, self.start_cols, share * self.cost[self.start_cols])
 
+    def result(self) -> _Result:
+        return _Result(
+            self.exchange_kw, self.reserve_kw, self.on, self.cost_without_machine, self.plan
+        )
+
+    def restore(self, res: _Result) -> None:
+        self.exchange_kw, self.reserve_kw, self.on = res.exchange_kw, res.reserve_kw, res.on
+        self.cost_without_machine, self.plan = res.cost_without_machine, res.plan
+
     def solve(self, final: bool = False) -> bool:
         """Solve; what the coordinator reads of the solution is taken here, as the shard's own
         work (its exchange, reserve power and machine schedule; with ``final`` its plan and
@@ -336,8 +390,9 @@ class _Bracket:
     """Per-block price search: a step (doubling) until the imbalance changes sign, then
     bisection between the last prices on either side; never below ``floor``."""
 
-    def __init__(self, n: int, step: float, floor: float) -> None:
+    def __init__(self, n: int, step: float, floor: float, growth: float = 2.0) -> None:
         self.floor = floor
+        self.growth = growth
         self.lo = np.full(n, floor)
         self.hi = np.full(n, np.inf)
         self.step = np.full(n, step)
@@ -351,7 +406,7 @@ class _Bracket:
         mid = 0.5 * (np.where(both, self.lo, 0.0) + np.where(both, self.hi, 0.0))
         new = np.where(up, np.where(both, mid, price + self.step), price)
         new = np.where(down, np.where(both, mid, price - self.step), new)
-        self.step = np.where((up | down) & ~both, 2.0 * self.step, self.step)
+        self.step = np.where((up | down) & ~both, self.growth * self.step, self.step)
         out: FloatArray = np.maximum(new, self.floor)
         return out
 
