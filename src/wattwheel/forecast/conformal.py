@@ -40,6 +40,7 @@ from wattwheel.forecast.calibration import (
     horizon_steps,
     series_scale,
 )
+from wattwheel.forecast.pending import score_arrived
 
 #: Residuals a horizon needs before its offsets are used (below it: the inner quantiles).
 MIN_RESIDUALS = 30
@@ -238,24 +239,11 @@ class ConformalForecaster:
         cal = self.calibrator
         if cal is None:
             return
-        end, step_s = history.end_s, history.step_s
-        kept: list[_Pending] = []
-        for p in self._pending:
-            if p.series_ids != history.series_ids:
-                continue  # the series changed: an old forecast cannot be scored
-            for h, step in enumerate(p.steps):
-                if h in p.done:
-                    continue
-                back = round((end - (p.issued_at_s + step * step_s)) / step_s)
-                if back < 0:
-                    continue
-                p.done.add(h)
-                if back < history.values.shape[0]:
-                    actual = history.values[-1 - back]
-                    cal.add(step, (actual[:, None] - p.values[:, h, :]) / p.scale[:, None])
-            if len(p.done) < len(p.steps):
-                kept.append(p)
-        self._pending = kept
+
+        def score(p: _Pending, h: int, step: int, actual: FloatArray) -> None:
+            cal.add(step, (actual[:, None] - p.values[:, h, :]) / p.scale[:, None])
+
+        self._pending = score_arrived(self._pending, history, score)
 
     def _check_step(self, step_s: float) -> None:
         if self._step_s is not None and not math.isclose(step_s, self._step_s, rel_tol=1e-6):

@@ -31,6 +31,7 @@ import numpy as np
 from wattwheel.forecast.base import FloatArray, Forecast, Forecaster, History
 from wattwheel.forecast.baselines import ARForecaster
 from wattwheel.forecast.calibration import horizon_steps
+from wattwheel.forecast.pending import score_arrived
 
 #: Rows of the past the local AR is fitted on, by default.
 DEFAULT_AR_ROWS = 2016
@@ -322,23 +323,10 @@ class OnlineBlendForecaster(ARBlendForecaster):
         self._pending = self._pending[-MAX_PENDING:]
 
     def _score(self, history: History) -> None:
-        end, step_s = history.end_s, history.step_s
-        kept: list[_Pending] = []
-        for p in self._pending:
-            if p.series_ids != history.series_ids:
-                continue  # the series changed: an old forecast cannot be scored
-            for h, step in enumerate(p.steps):
-                if h in p.done:
-                    continue
-                back = round((end - (p.issued_at_s + step * step_s)) / step_s)
-                if back < 0:
-                    continue
-                p.done.add(h)
-                if back < history.values.shape[0]:
-                    self._learn(step, p.diffs[:, h, :], history.values[-1 - back] - p.base[:, h])
-            if len(p.done) < len(p.steps):
-                kept.append(p)
-        self._pending = kept
+        def score(p: _Pending, h: int, step: int, actual: FloatArray) -> None:
+            self._learn(step, p.diffs[:, h, :], actual - p.base[:, h])
+
+        self._pending = score_arrived(self._pending, history, score)
 
     def _learn(self, step: int, diffs: FloatArray, errors: FloatArray) -> None:
         ok = np.isfinite(errors) & np.all(np.isfinite(diffs), axis=1)
