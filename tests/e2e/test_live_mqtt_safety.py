@@ -238,7 +238,7 @@ def test_a_half_draw_spoof_does_not_hide_an_overloaded_feed(
     overloaded_site: Live, adversary: paho.Client
 ) -> None:
     live = overloaded_site
-    over, lowered, charged = 0, 0, 0
+    over, lowered, charged, held = 0, 0, 0, 0
     end = time.monotonic() + SPOOF_S
     while time.monotonic() < end:
         real = live.site()[DOMAIN]
@@ -246,11 +246,19 @@ def test_a_half_draw_spoof_does_not_hide_an_overloaded_feed(
         snap = live.domain(DOMAIN)
         assert snap is not None
         over += real["load_kw"] > real["primary_kw"]
-        lowered += snap["demand_kw"] < 0.9 * real["load_kw"]
+        # A measured view never follows the spoof down. When the emulated meter misses its
+        # timeout (a loaded machine) the rack is stale and holds its last meter reading, which
+        # may lag the replay but must still be nowhere near the spoofed half.
+        floor = 0.7 if snap["stale"] else 0.9
+        lowered += snap["demand_kw"] < floor * real["load_kw"]
+        held += bool(snap["stale"])
         charged += snap["demand_kw"] > snap["primary_kw"] and snap["kes_kw"] < 0
         time.sleep(0.2)
     assert over > 10, "the replay did not overload pdu6 during the spoof: the test proves nothing"
     assert lowered == 0 and charged == 0
     events = live.events("telemetry.trust")
     assert any("mqtt disagrees with the meter" in e["message"] for e in events), events
-    print(f"\nhalf-draw spoof: {over} overloaded checks, 0 lowered views, 0 charging decisions")
+    print(
+        f"\nhalf-draw spoof: {over} overloaded checks ({held} while the meter was stale), "
+        "0 lowered views, 0 charging decisions"
+    )

@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -79,9 +80,17 @@ def test_emulate_and_serve_show_live_decisions_metrics_and_dashboard(
         newest = max(float(str(d["timestamp_s"])) for d in decisions)
         assert abs(newest - time.time()) < 10, "decisions are not live"
 
-        domains = http.get(f"{url}/api/v1/domains", headers=auth).json()["domains"]
+        # Until every rack has been read once (a slow SNMP or Redfish first answer on a busy
+        # machine) a domain is stale and the loop holds it safe; within the 60 s it is measured.
+        domains: list[dict[str, Any]] = []
+        while time.monotonic() - started < MUST_SHOW_S:
+            domains = http.get(f"{url}/api/v1/domains", headers=auth).json()["domains"]
+            if domains and not any(d["stale"] for d in domains):
+                break
+            time.sleep(0.5)
+        assert domains and not any(d["stale"] for d in domains), f"still unmeasured: {domains}"
         # The emulated PDUs draw ~700 kW each; the feeds are the p97 of the trace.
-        assert all(500 < d["demand_kw"] < 1000 and d["primary_kw"] > 500 for d in domains)
+        assert all(500 < d["demand_kw"] < 1000 and d["primary_kw"] > 500 for d in domains), domains
         assert all(0.0 <= d["kes_soc"] <= 1.0 for d in domains)
 
         metrics = http.get(f"{url}/metrics", headers=auth).text
