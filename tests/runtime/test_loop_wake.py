@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sites import one_domain_site
 from wattwheel.adapters.ports import MqttTelemetry
 from wattwheel.control.registry import make_policy
-from wattwheel.domain.site import parse_site, resolve_site
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.runtime.clock import FakeClock
 from wattwheel.runtime.inventory import default_inventory
@@ -20,27 +20,12 @@ from wattwheel.runtime.loop import Devices, Runtime, RuntimeConfig, TickReport
 from wattwheel.runtime.shards import shard_phase_s, split_shards
 from wattwheel.runtime.state import LiveState
 
-SITE = """
-[site]
-name = "wake"
-servers_per_rack = 2
-[reserve]
-capacity_kw = 50
-[domain_defaults.kes]
-modules = 1
-module_power_kw = 20
-module_energy_kwh = 1
-[[domains]]
-name = "A"
-racks = ["a1"]
-primary_capacity_kw = 100
-"""
 START = 1_700_000_000.0  # a whole second: phases are read off the wall clock
 STEP = 0.05
 
 
 def _runtime(config: RuntimeConfig, mqtt: MqttTelemetry | None = None) -> tuple[Runtime, FakeClock]:
-    site = resolve_site(parse_site(SITE), {"A": np.array([100.0])})
+    site = one_domain_site("wake", servers_per_rack=2)
     clock = FakeClock(START)
     telemetry = {"mqtt": mqtt} if mqtt is not None else {}
     rt = Runtime(

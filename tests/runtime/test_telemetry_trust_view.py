@@ -8,32 +8,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from wattwheel.domain.site import parse_site, resolve_site
+from sites import one_domain_site
 from wattwheel.domain.telemetry import PowerSample
 from wattwheel.runtime.inventory import default_inventory
 from wattwheel.runtime.telemetry import QUIET_CHECKS, PlausibleSamples, TelemetryView
 
-SITE = """
-[site]
-name = "trust"
-servers_per_rack = 2
-rack_rating_kw = 150
-[reserve]
-capacity_kw = 50
-[domain_defaults.kes]
-modules = 1
-module_power_kw = 20
-module_energy_kwh = 1
-[[domains]]
-name = "A"
-racks = ["a1"]
-primary_capacity_kw = 100
-"""
 NOW = 1_700_000_000.0
 
 
 def _view(rating_kw: float | None = 150.0, metered: tuple[str, ...] = ()) -> TelemetryView:
-    site = resolve_site(parse_site(SITE), {"A": np.array([100.0])})
+    site = one_domain_site("trust", servers_per_rack=2, rack_rating_kw=150)
     inv = default_inventory(site, 100.0, 2_000.0)
     return TelemetryView(
         inv,
@@ -53,7 +37,7 @@ def _mqtt(power_w: float, t: float = NOW, kind: str = "rack") -> PowerSample:
 
 
 def test_site_file_carries_the_rack_rating() -> None:
-    site = resolve_site(parse_site(SITE), {"A": np.array([100.0])})
+    site = one_domain_site("trust", servers_per_rack=2, rack_rating_kw=150)
     assert site.rack_rating_kw == 150.0
 
 
@@ -149,7 +133,7 @@ def test_rejections_are_noticed_once_per_kind() -> None:
 
 
 async def test_the_gate_in_front_of_a_store_passes_only_believable_samples() -> None:
-    site = resolve_site(parse_site(SITE), {"A": np.array([100.0])})
+    site = one_domain_site("trust", servers_per_rack=2, rack_rating_kw=150)
     inv = default_inventory(site, 100.0, 2_000.0)
     stored: list[PowerSample] = []
 
