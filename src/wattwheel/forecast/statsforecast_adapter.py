@@ -28,7 +28,7 @@ from wattwheel.forecast.fill import tail_filled
 class LocalModel(Protocol):
     """The part of a statsforecast model the adapter uses."""
 
-    def forecast(self, y: FloatArray, h: int, level: list[int]) -> dict[str, Any]: ...
+    def forecast(self, y: FloatArray, h: int, *, level: list[int]) -> dict[str, Any]: ...
 
 
 def statsforecast_available() -> bool:
