@@ -14,12 +14,21 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraint
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-install: $(BIN)/python
+# The editable install is done once per venv (source changes need no reinstall) and again when
+# pyproject.toml or constraints.txt change: a second `make demo` goes straight to the demo
+# (pip's dependency check and editable build took 10-50 s here with nothing to do).
+INSTALLED := $(VENV)/.installed
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e .
+	touch $@
 
 install-dev: $(BIN)/python
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[live,dev,capacity,train]'
+	touch $(INSTALLED)
 
 system-deps:
 	bash scripts/system-deps.sh

@@ -167,3 +167,49 @@ def test_seasonal_naive_unfitted_predict_leaves_it_unfitted() -> None:
     f = SeasonalNaiveForecaster(season_s=3000.0)
     f.predict(_history(np.arange(100.0)), [300])
     assert f._season_steps == 0
+
+
+def _ar_data(rows: int, series: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.zeros((rows, series))
+    for t in range(2, rows):
+        x[t] = 0.7 * x[t - 1] - 0.2 * x[t - 2] + rng.normal(size=series)
+    return 1000.0 + 50.0 * np.arange(1, series + 1) + 20.0 * x
+
+
+def test_ar_nested_solve_matches_the_per_step_normal_equations() -> None:
+    """The lagged-product sums give the same coefficients and forecasts as a Gram matrix per
+    step, for direct steps that are not contiguous and several series of different levels."""
+    hist = _history(_ar_data(800, 3, seed=3))
+    horizons = [300.0, 900.0, 3000.0]  # steps 1, 3, 10
+    nested = ARForecaster(lags=6, horizons_s=horizons)
+    per_step = ARForecaster(lags=6, horizons_s=horizons, solve="per_step")
+    nested.fit_point(hist)
+    per_step.fit_point(hist)
+    assert sorted(nested.coefs) == [1, 3, 10]
+    for step, coef in per_step.coefs.items():
+        np.testing.assert_allclose(nested.coefs[step], coef, rtol=1e-7, atol=1e-9)
+    asked = [300.0, 600.0, 900.0, 3000.0]  # 600 s iterates the one-step model
+    np.testing.assert_allclose(
+        nested.point_forecast(hist, asked), per_step.point_forecast(hist, asked), rtol=1e-10
+    )
+
+
+def test_ar_nested_solve_falls_back_where_the_samples_are_not_nested() -> None:
+    """A missing target, or a ``max_rows`` cut, takes the per-step path: the same numbers."""
+    values = _ar_data(600, 2, seed=4)
+    values[300, 1] = np.nan
+    for hist, max_rows in ((_history(values), 200_000), (_history(_ar_data(600, 2, 5)), 500)):
+        nested = ARForecaster(lags=4, horizons_s=[300.0, 900.0], max_rows=max_rows)
+        per_step = ARForecaster(
+            lags=4, horizons_s=[300.0, 900.0], max_rows=max_rows, solve="per_step"
+        )
+        nested.fit_point(hist)
+        per_step.fit_point(hist)
+        for step, coef in per_step.coefs.items():
+            np.testing.assert_array_equal(nested.coefs[step], coef)
+
+
+def test_ar_unknown_solve_is_rejected() -> None:
+    with pytest.raises(ValueError, match="solve"):
+        ARForecaster(solve="qr")

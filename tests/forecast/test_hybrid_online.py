@@ -11,6 +11,7 @@ import pytest
 from wattwheel.adapters.model_artifact import load_forecaster, shipped_model_dir
 from wattwheel.forecast.backtest import learn_on_past
 from wattwheel.forecast.base import FloatArray, Forecast, History
+from wattwheel.forecast.calibration import horizon_steps
 from wattwheel.forecast.conformal import ConformalForecaster, predict_and_learn
 from wattwheel.forecast.hybrid import ARBlendForecaster, OnlineBlendForecaster
 
@@ -130,3 +131,18 @@ def test_shipped_models_are_served_with_the_online_blend() -> None:
     assert isinstance(served, ConformalForecaster)
     assert isinstance(served.inner, OnlineBlendForecaster)
     assert served.inner.extra_lags == (6,)
+
+
+def test_learned_weights_batched_equal_each_horizon_solved_alone() -> None:
+    """``learned_weights`` solves every horizon's system in one batch: the same weights as
+    ``_weights`` one horizon at a time, for learned horizons and an unlearned one."""
+    blend = OnlineBlendForecaster(Flat(), HORIZONS_S, [0.6, 0.6, 0.6], ar_rows=800)
+    hist = _ar_series()
+    for o in range(900, 1500, 3):
+        blend.update(_past(hist, o), HORIZONS_S)
+    asked = (*HORIZONS_S, 7200.0)  # 24 steps: never scored
+    steps = horizon_steps(asked, hist.step_s)
+    assert blend.samples(steps[0]) > 0 and blend.samples(steps[-1]) == 0
+    prior = blend.weights_at(asked)
+    alone = np.stack([blend._weights(s, float(p)) for s, p in zip(steps, prior, strict=True)])
+    np.testing.assert_array_equal(blend.learned_weights(asked, hist.step_s), alone)

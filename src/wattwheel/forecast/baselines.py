@@ -44,6 +44,9 @@ IntArray = NDArray[np.int64]
 
 DEFAULT_HORIZONS_S: tuple[float, ...] = tuple(60.0 * m for m in DEFAULT_HORIZONS_MIN)
 
+#: How :class:`ARForecaster` forms its normal equations (see its docstring).
+AR_SOLVES: tuple[str, ...] = ("nested", "per_step")
+
 
 class CalibratedPointForecaster:
     """Shared machinery: horizons to steps, residual calibration, explicit update, pure predict.
@@ -89,6 +92,11 @@ class CalibratedPointForecaster:
     def _points(self, filled: FloatArray, origins: IntArray, step: int) -> FloatArray:
         """(N, S) point forecasts ``step`` rows after each origin row of ``filled``."""
         raise NotImplementedError
+
+    def _points_at(self, filled: FloatArray, origin: int, steps: Sequence[int]) -> FloatArray:
+        """(S, H) point forecasts ``steps`` rows after the row ``origin`` of ``filled``."""
+        at = np.array([origin], dtype=np.int64)
+        return np.stack([self._points(filled, at, s)[0] for s in steps], axis=1)
 
     # --- protocol ---------------------------------------------------------------------------
     def fit(self, history: History) -> None:
@@ -141,8 +149,7 @@ class CalibratedPointForecaster:
         self._check_step(history.step_s)
         offsets = self._offsets(history, steps)
         raw, filled = self._tail(history, max(self.context_rows(), SCALE_ROWS))
-        origin = np.array([filled.shape[0] - 1], dtype=np.int64)
-        point = np.stack([self._points(filled, origin, s)[0] for s in steps], axis=1)
+        point = self._points_at(filled, filled.shape[0] - 1, steps)
         scale = series_scale(raw)
         q_points = np.repeat(point[:, :, None], len(self.quantiles), axis=2)
         values = apply_offsets(q_points, scale, offsets)
@@ -170,8 +177,7 @@ class CalibratedPointForecaster:
         steps = horizon_steps(horizons_s, history.step_s)
         self._check_step(history.step_s)
         _, filled = self._tail(history, max(self.context_rows(), SCALE_ROWS))
-        origin = np.array([filled.shape[0] - 1], dtype=np.int64)
-        return np.stack([self._points(filled, origin, s)[0] for s in steps], axis=1)
+        return self._points_at(filled, filled.shape[0] - 1, steps)
 
     # --- internals --------------------------------------------------------------------------
     def _offsets(self, history: History, steps: Sequence[int]) -> FloatArray:
@@ -295,23 +301,42 @@ class ARForecaster(CalibratedPointForecaster):
     One direct least-squares model per horizon in ``horizons_s`` (fitted at ``fit``); other
     horizons iterate the one-step model. Pooled across series, so it fits a global model.
 
+    The direct models' samples are nested: the model ``s`` steps ahead uses every origin with a
+    target ``s`` rows later, so a longer step's origins are a prefix of a shorter one's. With
+    ``solve="nested"`` (default) a fit forms every step's normal equations from one pass over
+    the rows (window sums of lagged products ``z[t] z[t - k]``, read off cumulative sums) and
+    solves them in one batch: O(rows x (lags + steps)) instead of a Gram matrix of
+    O(rows x lags^2) per step. ``solve="per_step"`` builds each step's design matrix and Gram
+    matrix (the same equations summed in another order: the coefficients agree to rounding);
+    it is also what a fit with missing targets or with more origins than ``max_rows`` allows
+    uses, where the samples are not nested.
+
     Args:
         lags: number of lags p.
         max_rows: at most this many training rows (the most recent) go into the fit.
         ridge: a tiny ridge term for numerical stability.
+        solve: ``"nested"`` or ``"per_step"`` (see above).
     """
 
     name = "ar"
 
     def __init__(
-        self, lags: int = 24, max_rows: int = 200_000, ridge: float = 1e-6, **kwargs: Any
+        self,
+        lags: int = 24,
+        max_rows: int = 200_000,
+        ridge: float = 1e-6,
+        solve: str = "nested",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if lags < 1:
             raise ValueError(f"AR needs at least one lag, got {lags}")
+        if solve not in AR_SOLVES:
+            raise ValueError(f"solve must be one of {', '.join(AR_SOLVES)}, got {solve!r}")
         self.lags = lags
         self.max_rows = max_rows
         self.ridge = ridge
+        self.solve = solve
         self.coefs: dict[int, FloatArray] = {}
 
     @property
@@ -329,12 +354,63 @@ class ARForecaster(CalibratedPointForecaster):
             raise ValueError("ARForecaster.fit needs the history step")
         z = filled / series_scale(raw, rows=raw.shape[0])
         steps = sorted({1, *horizon_steps(self.horizons_s, self._step_s)})
+        n_rows, keep = z.shape[0], max(1, self.max_rows // z.shape[1])
+        if self.solve == "nested" and self._nested(raw, steps, keep):
+            self.coefs = self._solve_nested(z, steps)
+            return
         # One design matrix over every origin some step uses; each step solves on its slice
         # (the same rows as a design of its own, built once instead of once per step).
-        n_rows, keep = z.shape[0], max(1, self.max_rows // z.shape[1])
         first = max(self.lags - 1, n_rows - steps[-1] - keep)
         x_all = _design(z, np.arange(first, max(n_rows - 1, first), dtype=np.int64), self.lags)
         self.coefs = {s: self._solve(z, raw, s, x_all, first) for s in steps}
+
+    def _nested(self, raw: FloatArray, steps: Sequence[int], keep: int) -> bool:
+        """Whether every step's origins are a prefix of the one-step model's: all of them kept
+        (no ``max_rows`` cut), every target finite, and enough of them for the longest step."""
+        origins = raw.shape[0] - self.lags  # the one-step model's
+        if origins > keep or origins + 1 - max(steps) < self.lags + 1:
+            return False
+        return bool(np.isfinite(raw[self.lags :]).all())
+
+    def _solve_nested(self, z: FloatArray, steps: Sequence[int]) -> dict[int, FloatArray]:
+        """Every step's coefficients from sums of lagged products (see the class docstring).
+
+        The model ``s`` steps ahead uses the origins ``o = p - 1 .. T - 1 - s`` (p lags, T
+        rows). Its normal equations, pooled over the series, are window sums of
+        ``z[t] z[t - k]`` (lag ``k`` < p + the longest step) and of ``z[t]``: entry
+        (i, j) of the lags' Gram matrix is the sum of ``z[t] z[t - |i - j|]`` over
+        ``t = o - min(i, j)``; the right-hand side's entry i the sum of ``z[t] z[t - s - i]``
+        over ``t = o + s``. One cumulative sum per lag gives every window of every step."""
+        p, n_rows = self.lags, z.shape[0]
+        width = p + max(steps)  # lags 0 .. width - 1
+        padded = np.concatenate([np.zeros((width - 1, z.shape[1])), z])
+        back = np.lib.stride_tricks.sliding_window_view(padded, width, axis=0)[:, :, ::-1]
+        # prod[t, k] = sum over series of z[t] z[t - k] (0 before the first row): (T, width)
+        prod = np.einsum("ts,tsk->tk", z, back)
+        cum = np.concatenate([np.zeros((1, width)), np.cumsum(prod, axis=0)])
+        level = np.concatenate([[0.0], np.cumsum(z.sum(axis=1))])  # sums of z[t] over series
+        n_series = float(z.shape[1])
+        first = p - 1
+        i, j = np.indices((p, p))
+        lag, near = np.abs(i - j), np.minimum(i, j)
+        lags = np.arange(p)
+        ordered = np.asarray(steps, dtype=np.int64)
+        last = n_rows - 1 - ordered  # each step's last origin, (J,)
+        gram = np.empty((len(steps), p + 1, p + 1))
+        gram[:, 0, 0] = n_series * (last - first + 1)
+        ends = last[:, None] - lags[None, :] + 1  # (J, p)
+        gram[:, 0, 1:] = level[ends] - level[first - lags][None, :]
+        gram[:, 1:, 0] = gram[:, 0, 1:]
+        gram[:, 1:, 1:] = (
+            cum[last[:, None, None] - near[None] + 1, lag[None]] - cum[first - near, lag][None]
+        )
+        gram += self.ridge * np.eye(p + 1)[None]
+        cross = np.empty((len(steps), p + 1))
+        cross[:, 0] = level[n_rows] - level[first + ordered]
+        shifted = ordered[:, None] + lags[None, :]  # (J, p)
+        cross[:, 1:] = cum[n_rows, shifted] - cum[first + ordered[:, None], shifted]
+        coefs = np.linalg.solve(gram, cross[:, :, None])[:, :, 0]
+        return {int(s): np.asarray(coefs[k], dtype=np.float64) for k, s in enumerate(ordered)}
 
     def _solve(
         self, z: FloatArray, raw: FloatArray, step: int, x_all: FloatArray, first: int
@@ -366,6 +442,26 @@ class ARForecaster(CalibratedPointForecaster):
         if coef is not None:
             return np.asarray(_design(z, origins, self.lags) @ coef * scale, dtype=np.float64)
         return self._iterate(z, origins, step) * scale
+
+    def _points_at(self, filled: FloatArray, origin: int, steps: Sequence[int]) -> FloatArray:
+        direct = [s for s in steps if s in self.coefs]
+        if self.solve != "nested" or len(direct) < 2:
+            return super()._points_at(filled, origin, steps)
+        # One design row and one product for every direct step (``_points`` step by step
+        # computes the same numbers); other steps iterate the one-step model as there.
+        scale = series_scale(filled)
+        z = filled / scale
+        at = np.array([origin], dtype=np.int64)
+        row = _design(z, at, self.lags)[0]  # (S, 1 + lags)
+        direct_points = row @ np.stack([self.coefs[s] for s in direct], axis=1) * scale[:, None]
+        column = {s: j for j, s in enumerate(direct)}
+        return np.stack(
+            [
+                direct_points[:, column[s]] if s in column else self._iterate(z, at, s)[0] * scale
+                for s in steps
+            ],
+            axis=1,
+        )
 
     def _iterate(self, z: FloatArray, origins: IntArray, step: int) -> FloatArray:
         """Recursive multi-step forecast with the one-step model."""

@@ -50,6 +50,9 @@ class ARBlendForecaster:
             other horizons interpolate linearly (clamped at the ends).
         ar_rows: rows of the past the AR is fitted on (the most recent).
         ar_lags: lags of the AR.
+        ar_solve: how the local ARs form their normal equations
+            (:class:`~wattwheel.forecast.baselines.ARForecaster` ``solve``; the same
+            coefficients to rounding, ``"per_step"`` is the slower way kept for comparison).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class ARBlendForecaster:
         inner_weight: Sequence[float],
         ar_rows: int = DEFAULT_AR_ROWS,
         ar_lags: int = 24,
+        ar_solve: str = "nested",
     ) -> None:
         if len(horizons_s) != len(inner_weight) or not horizons_s:
             raise ValueError("one weight per horizon is needed")
@@ -71,6 +75,7 @@ class ARBlendForecaster:
         self.inner_weight = tuple(float(inner_weight[i]) for i in order)
         self.ar_rows = ar_rows
         self.ar_lags = ar_lags
+        self.ar_solve = ar_solve
 
     def fit(self, history: History) -> None:
         self.inner.fit(history)
@@ -116,7 +121,12 @@ class ARBlendForecaster:
         if rows < 4 * self.ar_lags + max(steps) + 1:
             return None
         tail = history.tail(rows)
-        ar = ARForecaster(lags=self.ar_lags, max_rows=AR_MAX_SAMPLES, horizons_s=tuple(horizons_s))
+        ar = ARForecaster(
+            lags=self.ar_lags,
+            max_rows=AR_MAX_SAMPLES,
+            horizons_s=tuple(horizons_s),
+            solve=self.ar_solve,
+        )
         try:
             ar.fit_point(tail)
             return ar.point_forecast(tail, horizons_s)
@@ -174,8 +184,9 @@ class OnlineBlendForecaster(ARBlendForecaster):
         extra_lags: Sequence[int] = DEFAULT_EXTRA_LAGS,
         prior_samples: float = DEFAULT_PRIOR_SAMPLES,
         forget: float = DEFAULT_FORGET,
+        ar_solve: str = "nested",
     ) -> None:
-        super().__init__(inner, horizons_s, inner_weight, ar_rows, ar_lags)
+        super().__init__(inner, horizons_s, inner_weight, ar_rows, ar_lags, ar_solve)
         if prior_samples <= 0:
             raise ValueError(f"prior_samples must be positive, got {prior_samples}")
         if not 0.0 < forget <= 1.0:
@@ -225,7 +236,27 @@ class OnlineBlendForecaster(ARBlendForecaster):
         """(H, 1 + K) weights now: ``inner``'s, then each extra AR's (the base AR has the rest)."""
         steps = horizon_steps(horizons_s, step_s)
         prior = self.weights_at(horizons_s)
-        return np.stack([self._weights(s, float(p)) for s, p in zip(steps, prior, strict=True)])
+        out = np.zeros((len(steps), self._k))
+        out[:, 0] = prior
+        learned = [h for h, s in enumerate(steps) if self._count.get(s, 0.0) > 0.0]
+        if not learned:
+            return out
+        # Every learned horizon's small system in one batched solve (the same LAPACK solve per
+        # system as one call each); a singular one sends them all through ``_weights``.
+        grams = np.stack([self._gram[steps[h]] for h in learned])
+        rhs = np.stack([self._cross[steps[h]] for h in learned])
+        counts = np.array([self._count[steps[h]] for h in learned])
+        mean_diag = np.maximum(np.trace(grams, axis1=1, axis2=2) / (self._k * counts), 1e-12)
+        ridge = self.prior_samples * mean_diag
+        try:
+            w = np.linalg.solve(
+                grams + ridge[:, None, None] * np.eye(self._k)[None],
+                (rhs + ridge[:, None] * out[learned])[:, :, None],
+            )[:, :, 0]
+        except np.linalg.LinAlgError:
+            return np.stack([self._weights(s, float(p)) for s, p in zip(steps, prior, strict=True)])
+        out[learned] = np.clip(w, 0.0, 1.0)
+        return out
 
     def samples(self, step: int) -> float:
         """Scored samples (discounted) behind the weights of a horizon step."""
@@ -283,7 +314,12 @@ class OnlineBlendForecaster(ARBlendForecaster):
         if rows < 4 * lags + max(steps) + 1:
             return None
         tail = history.tail(rows)
-        ar = ARForecaster(lags=lags, max_rows=AR_MAX_SAMPLES, horizons_s=tuple(horizons_s))
+        ar = ARForecaster(
+            lags=lags,
+            max_rows=AR_MAX_SAMPLES,
+            horizons_s=tuple(horizons_s),
+            solve=self.ar_solve,
+        )
         try:
             ar.fit_point(tail)
             return ar.point_forecast(tail, horizons_s)

@@ -201,6 +201,17 @@ def default_workers(runs: int) -> int:
     return max(1, min(cpus, runs))
 
 
+def _expected_length(name: str, spec: ForecasterSpec | None) -> int:
+    """Sort key, the longest expected run first: the planning controllers (predictive on a
+    trained model, whose forecaster costs most, then predictive on a baseline forecaster and
+    the oracle), then ``seed``, then the rest (the fast loop alone, the offline optimum's one
+    LP)."""
+    base = name.split("+")[0]
+    if base == "predictive":
+        return 0 if spec is not None and spec is not BASELINE and spec is not AR else 1
+    return {"oracle": 2, "seed": 3}.get(base, 4)
+
+
 def run_bench(
     scenario: Scenario,
     policies: Sequence[str] = ALL_POLICIES,
@@ -252,9 +263,11 @@ def run_bench(
     callbacks = {name: progress(name, steps) if progress else None for name, _, _ in plan}
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            # The longest runs first (a free worker takes the next run submitted): the pool
+            # then ends with the short ones spread over the workers, not with one long run.
             futures = {
                 name: pool.submit(_run_planned, scenario, name, spec, None, recipe)
-                for name, spec, _ in plan
+                for name, spec, _ in sorted(plan, key=lambda p: _expected_length(p[0], p[1]))
             }
             for name, future in futures.items():
                 results[name] = future.result()
