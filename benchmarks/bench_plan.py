@@ -13,7 +13,8 @@ forecaster), flywheels at half charge, reserve off, no debt, no shift in flight.
 
 - decomposed (:class:`wattwheel.control.decomposed.DecomposedPlanner`, built once per size:
   the shards' parameters are cut once per site): shards of ``--shard-size`` contiguous domains,
-  at most ``--rounds`` price rounds and one repair solve. ``median_ms``/``p99_ms`` is the
+  one LP per shard for its export values (the first price), at most ``--rounds`` price rounds
+  and two repair solves (two candidate exchange schedules). ``median_ms``/``p99_ms`` is the
   plan's wall time with one process per shard (as ``serve --only-shard`` runs them): the
   coordinator's own time (price updates, balancing, budgets, merge) plus, for every solve
   round, the slowest shard's time in it (slicing its inputs and building its model in the
@@ -206,7 +207,9 @@ def main() -> None:
     ap.add_argument("--domains", default="3,48,480", help="comma-separated site sizes")
     ap.add_argument("--calls", type=int, default=8, help="plan calls per size")
     ap.add_argument("--shard-size", type=int, default=3, help="domains per shard")
-    ap.add_argument("--rounds", type=int, default=4, help="price rounds at most (+1 repair)")
+    ap.add_argument(
+        "--rounds", type=int, default=4, help="price rounds at most (+ the value LP and 2 repairs)"
+    )
     ap.add_argument(
         "--balance-tol",
         type=float,

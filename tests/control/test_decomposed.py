@@ -12,6 +12,8 @@ import pytest
 
 from wattwheel.control.decomposed import (
     DecomposedPlanner,
+    _Shard,
+    _weighted_median,
     contiguous_shards,
     solve_decomposed,
 )
@@ -138,12 +140,55 @@ def test_the_repair_keeps_the_cheapest_candidate_schedule() -> None:
         plan, info = planner.solve_with_info(inp, 1)
         assert plan is not None and info.exchange_kw is not None
         np.testing.assert_allclose(info.exchange_kw.sum(axis=0), 0.0, atol=1e-6)
-        # One repair round per candidate after the price rounds.
-        assert len(info.solve_s) == info.rounds + (n if info.rounds > 1 else 1)
+        # The value LP, the price rounds, then one repair round per candidate.
+        assert len(info.solve_s) == 1 + info.rounds + (n if info.rounds > 1 else 1)
         assert plan.expected_cost >= mono.expected_cost - 1e-6
         costs.append(plan.expected_cost)
     # Each candidate set holds the one before: the kept plan never costs more.
     assert costs[1] <= costs[0] + 1e-9 and costs[2] <= costs[1] + 1e-9
+
+
+def test_weighted_median_is_where_the_weights_below_reach_half() -> None:
+    values = np.array([[0.3, 0.0], [0.1, 0.2], [0.2, 0.1]])
+    # Block 0 sorted 0.1 (w 1), 0.2 (w 1), 0.3 (w 2): half of 4 is reached at 0.2. Block 1
+    # sorted 0.0 (w 2), 0.1, 0.2: at 0.0 already.
+    np.testing.assert_allclose(_weighted_median(values, np.array([2.0, 1.0, 1.0])), [0.2, 0.0])
+
+
+def test_a_shards_export_value_is_what_a_kw_sent_away_saves_it() -> None:
+    # Two shards of two domains, no reserve. {A, B}: both 20 kW over primary in blocks 1-3,
+    # more than their flywheels cover (nothing to shift to inside the shard), so a kW sent
+    # away in those blocks saves it capping about as much; {C, D}: far below primary with full
+    # flywheels, a kW sent away saves it nothing.
+    site = site_of("ABCD")
+    inp = dataclasses.replace(
+        inputs([[90.0, 120.0, 120.0, 120.0]] * 2 + [[60.0] * 4] * 2),
+        energy_kwh=site.kes.capacity_kwh.copy(),
+        reserve_allowed=np.zeros(4, dtype=bool),
+    )
+    planner = DecomposedPlanner(site, shard_size=2)
+    cap_kw_block = site.costs["capped_energy_kwh"] * site.plan_period_s / 3600.0
+    over = _Shard(planner.sub_sites[0], _cut(inp, 0, 2), 1).export_values()
+    under = _Shard(planner.sub_sites[1], _cut(inp, 2, 4), 1).export_values()
+    assert over is not None and under is not None
+    assert np.all(over[1:] > 0.5 * cap_kw_block) and np.all(over[1:] <= cap_kw_block + 1e-9)
+    np.testing.assert_allclose(under[1:], 0.0, atol=1e-9)
+    # The price search starts between them and the over shard sends work to the other.
+    plan, info = planner.solve_with_info(inp, 1)
+    mono = solve_plan(site, inp, 1)
+    assert plan is not None and mono is not None and info.exchange_kw is not None
+    assert info.exchange_kw[0, 1:].min() > 1.0
+    assert plan.expected_cost <= 1.02 * mono.expected_cost
+
+
+def _cut(inp: PlanInputs, a: int, b: int) -> PlanInputs:
+    return PlanInputs(
+        **{
+            f.name: (v[a:b] if isinstance(v, np.ndarray) else v)
+            for f in dataclasses.fields(inp)
+            for v in [getattr(inp, f.name)]
+        }
+    )
 
 
 def plans_equal(a: Plan, b: Plan) -> None:

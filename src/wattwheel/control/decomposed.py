@@ -15,12 +15,23 @@ term is per domain. The decomposition here:
    domains with the whole reserve capacity ``C``, plus one *exchange* column per block from
    the lead block on: its shift balance is ``Σ out − Σ in = e_k`` (net power sent to other
    shards) instead of 0. Shifts among a shard's own domains stay its MILP's decision.
-2. **Price rounds** (at most ``rounds``). Each round every shard solves its MILP with a price
+2. **Each shard's own value of a transfer (one LP per shard).** Before the price rounds each
+   shard solves its model as an LP (the machine's on/off relaxed) with its exchange fixed at
+   0: minus the dual of each block's exchange column is what exporting one more kW in that
+   block is worth to the shard (positive: it would cap, discharge or run the reserve without
+   it; near 0: it has headroom to spare). That is the shard's side of the site-wide MILP's
+   shift-balance dual, and the site's price lies between the shards' values: above the
+   largest, every shard would rather import; below the smallest, export.
+3. **Price rounds** (at most ``rounds``). Each round every shard solves its MILP with a price
    ``λ_k`` per kW-block on its net export (``+λ_k·e_k``: exporters pay it, importers earn it)
    and ``μ_k ≥ 0`` added to its reserve power's cost. Each shard's model is built once per call
-   and passed to HiGHS once; later rounds only change those columns' costs in the same HiGHS
-   instance. The first round prices exports at the larger of the cost of shifting a kW for a
-   block and 1 % of capping it (``λ_k``), and the reserve at 0. Between rounds the coordinator
+   and passed to HiGHS once; the value LP and later rounds only change costs, bounds and the
+   machine's integrality in the same HiGHS instance. The first round prices each block's
+   exports at the median of the shards' values (2) weighted by each shard's shift reach (the
+   price at which the shards that would export could send as much as those that would import
+   could take, were each to trade its whole reach), and the reserve at 0; without the values
+   (``first_price_from_values=False``, or an LP without a solution) at the larger of the cost
+   of shifting a kW for a block and 1 % of capping it. Between rounds the coordinator
    updates each block's price on its own, by bracketing: a block with more exports than imports
    (beyond ``balance_tol`` of the traded power) raises ``λ_k`` - by a step that grows by
    ``price_growth`` (default 4) each round until
@@ -28,13 +39,15 @@ term is per domain. The decomposition here:
    (more imports lower it the same way); the same for ``μ_k`` on the reserve asked for beyond
    ``C`` (and lowered toward 0 while capacity is left over). The rounds stop early when every
    block is within the tolerance and no block asks for more than ``C``.
-3. **Repair (one more solve per shard and candidate).** Candidate exchange schedules, each
+4. **Repair (one more solve per shard and candidate).** Candidate exchange schedules, each
    balancing exactly (exports = imports in every block): (a) per block, the convex combination
    of the shards' exchanges in the latest round with surplus exports and the latest with
    surplus imports that balances (each shard's exchange then lies between two it could do),
    or, if all rounds had the same sign, the round closest to balance; with more than one
-   round and ``candidates`` >= 2 also (b) the rounds' average of each shard's exchange (the
-   ergodic primal average of the price search) and, with ``candidates`` >= 3, (c) the last
+   round and ``candidates`` >= 2 (the default) also (b) the rounds' average of each shard's
+   exchange (the ergodic primal average of the price search; it keeps the trades of blocks
+   where the last rounds, priced just above the many shards' zero values, traded nothing at
+   all) and, with ``candidates`` >= 3, (c) the last
    round's exchanges. In each, whichever side of a block is larger is scaled down to the
    other, so exports = imports.
    The reserve is split into per-shard, per-block budgets that sum to ``C``: the last round's
@@ -44,8 +57,8 @@ term is per domain. The decomposition here:
    only where that schedule does, at a thousandth of its running and start costs (the machine
    is paid once, by the merge). For each candidate, each shard solves again with its exchange
    fixed and its reserve row bounded by its budget (bounds changed in the same HiGHS
-   instance); the candidate whose merged cost (4) is lowest is kept (the first on a tie).
-4. **Merge.** The first-block actions are concatenated in site order; the reserve is armed
+   instance); the candidate whose merged cost (5) is lowest is kept (the first on a tie).
+5. **Merge.** The first-block actions are concatenated in site order; the reserve is armed
    (pre-warmed) for every allowed domain where the merged machine schedule runs in block 0
    (blocks 0-1), as the site-wide plan arms it. The expected cost is the sum of the shards'
    objectives without the machine's running and start terms, plus those terms once for the
@@ -61,10 +74,11 @@ reserve), ``C`` is that capacity for the coordinator (the over-ask it prices and
 that sum to it); the shards' models keep the site's capacity as their bound.
 
 With one shard there is no exchange and no round: the sub-problem is the site-wide problem and
-the plan is the monolithic one. Solves per shard and call: the price rounds plus one repair per
-candidate. A shard's solve depends only on its own size, so with one process per shard a plan's
-wall time is the rounds' slowest shards plus the coordinator's O(domains) array work; solved one
-after another in one process it grows linearly with the shards. No I/O; no clock (a caller that
+the plan is the monolithic one. Solves per shard and call: the value LP, the price rounds and
+one repair per candidate (7 by default). A shard's solve depends only on its own size, so with
+one process per shard a plan's wall time is the rounds' slowest shards plus the coordinator's
+O(domains) array work; solved one after another in one process it grows linearly with the
+shards. No I/O; no clock (a caller that
 times the rounds passes a ``timer``).
 """
 
@@ -74,6 +88,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
+import highspy
 import numpy as np
 from numpy.typing import NDArray
 
@@ -89,6 +104,8 @@ TIME_LIMIT_S = 2.0
 #: machine another shard runs without paying for it again, and still turns off what it does
 #: not use (the merge pays the machine once).
 REPAIR_MACHINE_COST_SHARE = 1e-3
+_CONTINUOUS = highspy.HighsVarType.kContinuous
+_INTEGER = highspy.HighsVarType.kInteger
 
 
 def contiguous_shards(n_domains: int, shard_size: int) -> list[tuple[int, int]]:
@@ -125,7 +142,8 @@ class DecomposedPlanner:
         rounds: int = 4,
         balance_tol: float = 0.02,
         price_growth: float = 4.0,
-        candidates: int = 1,
+        candidates: int = 2,
+        first_price_from_values: bool = True,
     ) -> None:
         if rounds < 1:
             raise ValueError(f"need rounds >= 1, got {rounds}")
@@ -134,11 +152,14 @@ class DecomposedPlanner:
         self.balance_tol = balance_tol
         self.price_growth = price_growth
         self.candidates = candidates
+        self.first_price_from_values = first_price_from_values
         self.shards = contiguous_shards(site.n_domains, shard_size)
         # Cut once per site: the shards' parameters (each with the whole reserve capacity).
         self.sub_sites: list[SiteParams] = [
             cut_domains(site, slice(a, b), site.n_domains) for a, b in self.shards
         ]
+        #: Each shard's shift reach (kW): the most it can send or take in a block.
+        self.reach_kw = np.array([float(s.flex.shift_max_kw.sum()) for s in self.sub_sites])
         self.dt_h = site.plan_period_s / S_PER_H
         self.on_cost = self.dt_h * S_PER_H * float(site.costs.get("reserve_seconds", 0.0))
         self.start_cost = float(site.costs.get("reserve_activations", 0.0))
@@ -201,6 +222,10 @@ class DecomposedPlanner:
         mu = np.zeros(n_blk)
         lam_br = _Bracket(n_blk, self.lambda_step, floor=-np.inf, growth=self.price_growth)
         mu_br = _Bracket(n_blk, self.mu_step, floor=0.0, growth=self.price_growth)
+        if self.first_price_from_values:
+            values = self._export_values(inputs, lead, info, timer, models)
+            if values is not None:
+                lam[lead:] = _weighted_median(values, self.reach_kw)[lead:]
         hist_e: list[FloatArray] = []
         hist_m: list[FloatArray] = []
         tol = np.zeros(n_blk)
@@ -209,7 +234,7 @@ class DecomposedPlanner:
             times: list[float] = []
             for i, (a, b) in enumerate(self.shards):
                 t0 = timer() if timer else 0.0
-                if r == 0:
+                if i >= len(models):
                     # A shard's own work (its process's, one per shard): its inputs' slice
                     # and its model.
                     models.append(_Shard(self.sub_sites[i], _cut_inputs(inputs, a, b), lead))
@@ -270,8 +295,33 @@ class DecomposedPlanner:
         info.reserve_kw = np.array([m.reserve_kw for m in models])
         return self._merge(models, inputs)
 
+    def _export_values(
+        self,
+        inputs: PlanInputs,
+        lead: int,
+        info: CallInfo,
+        timer: Callable[[], float] | None,
+        models: list[_Shard],
+    ) -> FloatArray | None:
+        """(S, K) each shard's marginal value of exporting a kW in each block with nothing
+        exchanged (:meth:`_Shard.export_values`), one LP solve per shard, its model built here
+        (module docstring, 2); None if a shard's LP has no solution."""
+        times: list[float] = []
+        values = []
+        for i, (a, b) in enumerate(self.shards):
+            t0 = timer() if timer else 0.0
+            models.append(_Shard(self.sub_sites[i], _cut_inputs(inputs, a, b), lead))
+            v = models[i].export_values()
+            if timer:
+                times.append(timer() - t0)
+            if v is None:
+                break
+            values.append(v)
+        info.solve_s.append(times)
+        return np.array(values) if len(values) == len(self.shards) else None
+
     def _budgets(self, inputs: PlanInputs, use: FloatArray, cap_kw: float) -> FloatArray:
-        """(S, K) reserve budgets summing to ``cap_kw`` in every block (module docstring, 3)."""
+        """(S, K) reserve budgets summing to ``cap_kw`` in every block (module docstring, 4)."""
         total = use.sum(axis=0)
         weight = _excess_weights(self.site, inputs, self.shards)
         scaled = use * _ratio(np.full_like(total, cap_kw), total)
@@ -334,11 +384,30 @@ class _Shard:
         self.on_cols = np.asarray(b.on, dtype=np.int32)
         self.start_cols = np.asarray(b.start, dtype=np.int32)
         self.on_hi = np.asarray(b.lp.upper)[b.on]
+        self.exch_lo = np.asarray(b.lp.lower)[b.exch]
+        self.exch_hi = np.asarray(b.lp.upper)[b.exch]
         self.exchange_kw: FloatArray = np.zeros(self.n_blk)
         self.reserve_kw: FloatArray = np.zeros(self.n_blk)
         self.on: FloatArray = np.zeros(self.n_blk)
         self.cost_without_machine = 0.0
         self.plan: Plan | None = None
+
+    def export_values(self) -> FloatArray | None:
+        """Each block's marginal value of exporting a kW (cost per kW-block) with nothing
+        exchanged: minus the dual of the exchange column fixed at 0, in the LP with the machine's
+        on/off relaxed; None if that LP has no solution. The model is left as it was."""
+        h, k = self.h, self.n_blk
+        zero = np.zeros(k)
+        h.changeColsBounds(k, self.exch_cols, zero, zero)
+        h.changeColsIntegrality(k, self.on_cols, np.full(k, _CONTINUOUS))
+        h.run()
+        ok = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+        out: FloatArray | None = None
+        if ok and h.getInfo().dual_solution_status == 2:
+            out = -np.asarray(h.getSolution().col_dual)[self.exch_cols]
+        h.changeColsIntegrality(k, self.on_cols, np.full(k, _INTEGER))
+        h.changeColsBounds(k, self.exch_cols, self.exch_lo, self.exch_hi)
+        return out
 
     def price(self, lam: FloatArray, mu: FloatArray) -> None:
         h = self.h
@@ -414,7 +483,7 @@ class _Bracket:
 def _balanced_exchange(
     hist_e: Sequence[FloatArray], hist_m: Sequence[FloatArray], tol: FloatArray
 ) -> FloatArray:
-    """(S, K) exchanges with exports = imports in every block (module docstring, 3)."""
+    """(S, K) exchanges with exports = imports in every block (module docstring, 4)."""
     n_shards, n_blk = hist_e[0].shape
     out = np.zeros((n_shards, n_blk))
     m = np.array(hist_m)  # (R, K)
@@ -507,3 +576,15 @@ def cut_domains(value: Any, idx: IntArray | slice, n_domains: int) -> Any:
 
 
 _PER_DOMAIN_TUPLES = frozenset({"domain_names", "domain_racks"})
+
+
+def _weighted_median(values: FloatArray, weights: FloatArray) -> FloatArray:
+    """Per block (column of ``values``, (S, K)), the lower weighted median of the shards'
+    values, each weighted by ``weights`` (S,): the price at which the weight of the shards
+    valuing an export above it first reaches that of the shards valuing it below."""
+    order = np.argsort(values, axis=0, kind="stable")
+    v = np.take_along_axis(values, order, axis=0)
+    cum = np.cumsum(weights[order], axis=0)
+    idx = np.argmax(cum >= 0.5 * cum[-1], axis=0)
+    out: FloatArray = v[idx, np.arange(values.shape[1])]
+    return out

@@ -12,6 +12,16 @@ FloatArray = NDArray[np.float64]
 INF = highspy.kHighsInf
 
 
+class QuietHighs(highspy.Highs):
+    """A HiGHS instance that never logs. HiGHS writes its banner on stdout at the first call
+    made with ``output_flag`` on, and highspy's constructor makes one (``enableCallbacks``)
+    before a caller could turn it off: here it is turned off first."""
+
+    def enableCallbacks(self) -> None:
+        self.setOptionValue("output_flag", False)
+        super().enableCallbacks()  # type: ignore[no-untyped-call]
+
+
 @dataclass
 class LinearProgram:
     """Columns are added in blocks (returning index arrays); rows as (cols, coefs, lo, hi)."""
@@ -75,8 +85,7 @@ class LinearProgram:
                 highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                 for i in self.integer
             ]
-        h = highspy.Highs()  # type: ignore[no-untyped-call]
-        h.setOptionValue("output_flag", False)
+        h = QuietHighs()  # type: ignore[no-untyped-call]
         h.setOptionValue("time_limit", time_limit_s)
         h.setOptionValue("mip_rel_gap", mip_gap)
         h.setOptionValue("threads", 1)
