@@ -8,6 +8,7 @@ import pytest
 from wattwheel.forecast.base import Forecaster, History
 from wattwheel.forecast.baselines import (
     ARForecaster,
+    LagSums,
     PersistenceForecaster,
     SeasonalNaiveForecaster,
 )
@@ -213,3 +214,31 @@ def test_ar_nested_solve_falls_back_where_the_samples_are_not_nested() -> None:
 def test_ar_unknown_solve_is_rejected() -> None:
     with pytest.raises(ValueError, match="solve"):
         ARForecaster(solve="qr")
+
+
+def test_ar_fits_of_two_orders_share_lagged_sums_on_the_same_rows() -> None:
+    """An AR(6) fitted after an AR(10) on the same rows takes the AR(10)'s lagged sums: the
+    same coefficients as on its own; on other rows the sums are not taken."""
+    hist = _history(_ar_data(700, 3, seed=6))
+    other = _history(_ar_data(700, 3, seed=7))
+    horizons = [300.0, 600.0, 900.0]
+    sums = LagSums()
+    ARForecaster(lags=10, horizons_s=horizons).fit_point(hist, sums)
+    assert sums.cum is not None and sums.cum.shape == (701, 13)
+    shared, alone = (
+        ARForecaster(lags=6, horizons_s=horizons),
+        ARForecaster(lags=6, horizons_s=horizons),
+    )
+    shared.fit_point(hist, sums)
+    alone.fit_point(hist)
+    for step, coef in alone.coefs.items():
+        np.testing.assert_allclose(shared.coefs[step], coef, rtol=1e-12, atol=1e-12)
+    on_other, other_alone = (
+        ARForecaster(lags=6, horizons_s=horizons),
+        ARForecaster(lags=6, horizons_s=horizons),
+    )
+    on_other.fit_point(other, sums)
+    other_alone.fit_point(other)
+    for step, coef in other_alone.coefs.items():
+        np.testing.assert_allclose(on_other.coefs[step], coef, rtol=1e-12, atol=1e-12)
+    assert sums.cum.shape == (701, 9)  # recomputed on the other rows, as wide as AR(6) needs

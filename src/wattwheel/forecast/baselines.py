@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -338,6 +339,7 @@ class ARForecaster(CalibratedPointForecaster):
         self.ridge = ridge
         self.solve = solve
         self.coefs: dict[int, FloatArray] = {}
+        self._sums: LagSums | None = None  # only during ``fit_point(history, sums)``
 
     @property
     def coef_(self) -> FloatArray:
@@ -348,6 +350,15 @@ class ARForecaster(CalibratedPointForecaster):
 
     def context_rows(self) -> int:
         return self.lags
+
+    def fit_point(self, history: History, sums: LagSums | None = None) -> None:
+        """Fit the point model only; ``sums``: lagged-product sums to take from (and leave for)
+        other fits on the same rows, e.g. ARs of other orders on the same history."""
+        self._sums = sums
+        try:
+            super().fit_point(history)
+        finally:
+            self._sums = None
 
     def _fit_point(self, filled: FloatArray, raw: FloatArray) -> None:
         if self._step_s is None:
@@ -382,13 +393,7 @@ class ARForecaster(CalibratedPointForecaster):
         ``t = o - min(i, j)``; the right-hand side's entry i the sum of ``z[t] z[t - s - i]``
         over ``t = o + s``. One cumulative sum per lag gives every window of every step."""
         p, n_rows = self.lags, z.shape[0]
-        width = p + max(steps)  # lags 0 .. width - 1
-        padded = np.concatenate([np.zeros((width - 1, z.shape[1])), z])
-        back = np.lib.stride_tricks.sliding_window_view(padded, width, axis=0)[:, :, ::-1]
-        # prod[t, k] = sum over series of z[t] z[t - k] (0 before the first row): (T, width)
-        prod = np.einsum("ts,tsk->tk", z, back)
-        cum = np.concatenate([np.zeros((1, width)), np.cumsum(prod, axis=0)])
-        level = np.concatenate([[0.0], np.cumsum(z.sum(axis=1))])  # sums of z[t] over series
+        cum, level = self._lag_sums(z, p + max(steps))
         n_series = float(z.shape[1])
         first = p - 1
         i, j = np.indices((p, p))
@@ -411,6 +416,25 @@ class ARForecaster(CalibratedPointForecaster):
         cross[:, 1:] = cum[n_rows, shifted] - cum[first + ordered[:, None], shifted]
         coefs = np.linalg.solve(gram, cross[:, :, None])[:, :, 0]
         return {int(s): np.asarray(coefs[k], dtype=np.float64) for k, s in enumerate(ordered)}
+
+    def _lag_sums(self, z: FloatArray, width: int) -> tuple[FloatArray, FloatArray]:
+        """Those of ``self._sums`` if they were taken on the same ``z`` and are wide enough,
+        else computed (and left there)."""
+        sums = self._sums
+        if (
+            sums is not None
+            and sums.z is not None
+            and sums.cum is not None
+            and sums.level is not None
+            and sums.cum.shape[1] >= width
+            and sums.z.shape == z.shape
+            and np.array_equal(sums.z, z)
+        ):
+            return sums.cum, sums.level
+        cum, level = lag_sums(z, width)
+        if sums is not None:
+            sums.z, sums.cum, sums.level = z, cum, level
+        return cum, level
 
     def _solve(
         self, z: FloatArray, raw: FloatArray, step: int, x_all: FloatArray, first: int
@@ -474,6 +498,30 @@ class ARForecaster(CalibratedPointForecaster):
             nxt = one[0] + window @ one[1:]
             window = np.concatenate([nxt[:, :, None], window[:, :, :-1]], axis=2)
         return np.asarray(nxt, dtype=np.float64)
+
+
+@dataclass
+class LagSums:
+    """Cumulative sums of one history's normalised lagged products (:func:`lag_sums`), kept
+    for the next :meth:`ARForecaster.fit_point` on the same rows: AR fits of several orders on
+    one history (the online blend's AR(24) and AR(6)) compute them once. Filled by the first
+    fit that needs them; a fit on other rows, or needing more lags, computes its own."""
+
+    z: FloatArray | None = None
+    cum: FloatArray | None = None
+    level: FloatArray | None = None
+
+
+def lag_sums(z: FloatArray, width: int) -> tuple[FloatArray, FloatArray]:
+    """For a (T, S) array: ``cum[t, k]``, the sum over rows ``u < t`` and series of
+    ``z[u] z[u - k]`` (0 where ``u < k``), for lags ``k < width``, shape (T + 1, width); and
+    ``level[t]``, the sum over rows ``u < t`` and series of ``z[u]``, shape (T + 1,)."""
+    padded = np.concatenate([np.zeros((width - 1, z.shape[1])), z])
+    back = np.lib.stride_tricks.sliding_window_view(padded, width, axis=0)[:, :, ::-1]
+    prod = np.matmul(z[:, None, :], back)[:, 0, :]  # (T, width): sum over series
+    cum = np.concatenate([np.zeros((1, width)), np.cumsum(prod, axis=0)])
+    level = np.concatenate([[0.0], np.cumsum(z.sum(axis=1))])
+    return cum, level
 
 
 def _design(z: FloatArray, origins: IntArray, lags: int) -> FloatArray:

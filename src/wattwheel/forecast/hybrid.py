@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wattwheel.forecast.base import FloatArray, Forecast, Forecaster, History
-from wattwheel.forecast.baselines import ARForecaster
+from wattwheel.forecast.baselines import ARForecaster, LagSums
 from wattwheel.forecast.calibration import horizon_steps
 from wattwheel.forecast.pending import score_arrived
 
@@ -114,21 +114,30 @@ class ARBlendForecaster:
             point=point,
         )
 
-    def local_ar_point(self, history: History, horizons_s: Sequence[float]) -> FloatArray | None:
-        """(S, H) points of an AR fitted on the recent past; None if the past is too short."""
+    def local_ar_point(
+        self, history: History, horizons_s: Sequence[float], sums: LagSums | None = None
+    ) -> FloatArray | None:
+        """(S, H) points of an AR fitted on the recent past; None if the past is too short.
+        ``sums``: shared with the other local ARs fitted on the same rows."""
+        return self._local_point(history, horizons_s, self.ar_lags, sums)
+
+    def _local_point(
+        self,
+        history: History,
+        horizons_s: Sequence[float],
+        lags: int,
+        sums: LagSums | None = None,
+    ) -> FloatArray | None:
         steps = horizon_steps(horizons_s, history.step_s)
         rows = min(history.values.shape[0], self.ar_rows)
-        if rows < 4 * self.ar_lags + max(steps) + 1:
+        if rows < 4 * lags + max(steps) + 1:
             return None
         tail = history.tail(rows)
         ar = ARForecaster(
-            lags=self.ar_lags,
-            max_rows=AR_MAX_SAMPLES,
-            horizons_s=tuple(horizons_s),
-            solve=self.ar_solve,
+            lags=lags, max_rows=AR_MAX_SAMPLES, horizons_s=tuple(horizons_s), solve=self.ar_solve
         )
         try:
-            ar.fit_point(tail)
+            ar.fit_point(tail, sums)
             return ar.point_forecast(tail, horizons_s)
         except (ValueError, np.linalg.LinAlgError):
             return None
@@ -285,10 +294,11 @@ class OnlineBlendForecaster(ARBlendForecaster):
         future_exog: Mapping[str, FloatArray] | None,
     ) -> tuple[Forecast, tuple[FloatArray, FloatArray] | None]:
         fc = self.inner.predict(history, horizons_s, future_exog)
-        base = self.local_ar_point(history, horizons_s)
+        sums = LagSums()  # the local ARs are fitted on the same rows: lagged sums once
+        base = self.local_ar_point(history, horizons_s, sums)
         if base is None:
             return fc, None
-        extras = [self._local_point(history, horizons_s, lags) for lags in self.extra_lags]
+        extras = [self._local_point(history, horizons_s, lags, sums) for lags in self.extra_lags]
         comps = [fc.point, *(base if e is None else e for e in extras)]
         diffs = np.stack([c - base for c in comps], axis=2)  # (S, H, K)
         diffs = np.where(np.isfinite(diffs), diffs, 0.0)
@@ -305,26 +315,6 @@ class OnlineBlendForecaster(ARBlendForecaster):
             point=point,
         )
         return out, (base, diffs)
-
-    def _local_point(
-        self, history: History, horizons_s: Sequence[float], lags: int
-    ) -> FloatArray | None:
-        steps = horizon_steps(horizons_s, history.step_s)
-        rows = min(history.values.shape[0], self.ar_rows)
-        if rows < 4 * lags + max(steps) + 1:
-            return None
-        tail = history.tail(rows)
-        ar = ARForecaster(
-            lags=lags,
-            max_rows=AR_MAX_SAMPLES,
-            horizons_s=tuple(horizons_s),
-            solve=self.ar_solve,
-        )
-        try:
-            ar.fit_point(tail)
-            return ar.point_forecast(tail, horizons_s)
-        except (ValueError, np.linalg.LinAlgError):
-            return None
 
     def _update(
         self,
