@@ -9,7 +9,13 @@ import pytest
 
 from wattwheel.domain.trace import Trace
 from wattwheel.forecast.baselines import PersistenceForecaster
-from wattwheel.sim.bench import BASELINE, ForecasterSpec, bench_payload, run_bench
+from wattwheel.sim.bench import (
+    BASELINE,
+    ForecasterSpec,
+    _expected_length,
+    bench_payload,
+    run_bench,
+)
 from wattwheel.sim.scenario import Scenario, build_scenario, bundled_site, load_scenario
 
 POLICIES = ["none", "reactive", "seed", "predictive", "oracle"]
@@ -65,3 +71,28 @@ def test_bench_json_has_per_step_time_per_policy_and_the_workers() -> None:
     assert payload["settings"]["bench_wall_seconds"] > 0.0
     # More workers than runs: one per run.
     assert run_bench(sc, ["none"], workers=4).workers == 1
+
+
+def test_parallel_bench_submits_the_longest_runs_first() -> None:
+    """The demo's runs in submission order: the trained-model predictive run first, the fast
+    loop alone and the offline optimum last (a stable sort: ties keep the plan's order)."""
+    trained = ForecasterSpec("lstm", PersistenceForecaster)
+    plan = [
+        ("none", None),
+        ("reactive", None),
+        ("seed", trained),
+        ("predictive", trained),
+        ("predictive+persistence", BASELINE),
+        ("oracle", None),
+        ("optimum", None),
+    ]
+    order = [name for name, spec in sorted(plan, key=lambda p: _expected_length(*p))]
+    assert order == [
+        "predictive",
+        "oracle",
+        "seed",
+        "predictive+persistence",
+        "none",
+        "reactive",
+        "optimum",
+    ]

@@ -202,14 +202,18 @@ def default_workers(runs: int) -> int:
 
 
 def _expected_length(name: str, spec: ForecasterSpec | None) -> int:
-    """Sort key, the longest expected run first: the planning controllers (predictive on a
-    trained model, whose forecaster costs most, then predictive on a baseline forecaster and
-    the oracle), then ``seed``, then the rest (the fast loop alone, the offline optimum's one
-    LP)."""
+    """Sort key, the longest expected run first (per-step times of the default demo on this
+    2-core machine, README "Simulation throughput"): predictive on a trained model (its
+    forecaster costs most), the oracle (twice the planning solves), ``seed`` on a trained model,
+    predictive on a baseline forecaster, then the rest (the fast loop alone, the offline
+    optimum's one LP)."""
     base = name.split("+")[0]
+    trained = spec is not None and spec is not BASELINE and spec is not AR
     if base == "predictive":
-        return 0 if spec is not None and spec is not BASELINE and spec is not AR else 1
-    return {"oracle": 2, "seed": 3}.get(base, 4)
+        return 0 if trained else 3
+    if base == "seed":
+        return 2 if trained else 3
+    return 1 if base == "oracle" else 4
 
 
 def run_bench(
