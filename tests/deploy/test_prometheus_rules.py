@@ -273,10 +273,17 @@ def test_a_real_prometheus_evaluates_the_rules_on_a_real_serve(
 
     rules = _wait("every rule evaluated", 30, rules_evaluated)
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
-    states = _alert_states(prom)
     healthy = ("WattwheelLoopStalled", "WattwheelControllerDown", "WattwheelLeaderLost")
-    for name in (*healthy, "WattwheelStoreBuffering", "WattwheelStoreSpillGrowing"):
-        assert name not in states, states
+    quiet = (*healthy, "WattwheelStoreBuffering", "WattwheelStoreSpillGrowing")
+
+    def all_quiet() -> dict[str, str] | None:
+        states = _alert_states(prom)
+        return states if not any(name in states for name in quiet) else None
+
+    # A rule evaluated in serve's first seconds (scrapes from before its first tick count as
+    # "no tick in a minute") can leave an alert pending; on a healthy serve every one of
+    # these clears at the next evaluations and none may stay.
+    _wait("no alert on a healthy serve", 20, lambda: all_quiet() is not None)
     # The database goes away: writes spill, the "store buffering" alert goes active.
     pg.stop()
     _wait("store unhealthy", 30, lambda: _query(prom, "wattwheel_store_healthy == 0"))

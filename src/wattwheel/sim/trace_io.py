@@ -23,6 +23,7 @@ rack rather than a row silently dropped, sorted or interpolated.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -188,9 +189,8 @@ def _parse_timestamps(src: _Source, column: pd.Series, rack_ids: np.ndarray) -> 
     if pd.api.types.is_datetime64_any_dtype(column):  # Parquet timestamp columns
         return _datetimes_to_epoch_s(src, pd.to_datetime(column, utc=True), column, rack_ids)
     text = column.astype(str).str.strip()
-    numeric = pd.to_numeric(text, errors="coerce")
-    if numeric.notna().iloc[0]:  # the first row decides: epoch seconds, else ISO 8601
-        values = numeric.to_numpy(dtype=np.float64)
+    values = _floats(text)
+    if not np.isnan(values[0]):  # the first row decides: epoch seconds, else ISO 8601
         bad = ~np.isfinite(values)
         if bad.any():
             i = int(np.argmax(bad))
@@ -202,6 +202,23 @@ def _parse_timestamps(src: _Source, column: pd.Series, rack_ids: np.ndarray) -> 
         return values
     parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     return _datetimes_to_epoch_s(src, parsed, text, rack_ids)
+
+
+def _floats(text: pd.Series) -> FloatArray:
+    """Decimal text as float64, correctly rounded (a written trace reads back bit for bit);
+    NaN where a cell is not a number. ``pd.to_numeric``'s fast parser can be one ulp off."""
+    cells = text.to_numpy(dtype=str)
+    try:
+        return cells.astype(np.float64)
+    except ValueError:  # some cell is not a number: find them one by one
+        return np.array([_float_or_nan(c) for c in cells], dtype=np.float64)
+
+
+def _float_or_nan(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        return math.nan
 
 
 def _datetimes_to_epoch_s(
@@ -227,7 +244,7 @@ def _parse_numeric(src: _Source, column: pd.Series, name: str, rack_ids: np.ndar
         text = column.astype(str)
     else:
         text = column.astype(str).str.strip()
-        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+        values = _floats(text)
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.argmax(bad))
