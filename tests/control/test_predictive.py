@@ -365,18 +365,59 @@ def test_an_excess_only_the_upper_quantile_sees_keeps_energy_in_the_bank(
     make_site: SiteFactory, make_obs: ObsFactory
 ) -> None:
     # The median says A stays at 90 kW (no excess); its upper quantile says 110 kW (10 kW over
-    # its 100 kW feed; the 0.9 risk quantile 108 kW). The plan is priced on the median, but
-    # where the risk quantile sees an excess the bank is kept as full as reactive keeps it.
-    # B's upper quantile stays far below its feed: its bank is not recharged.
+    # its 100 kW feed; the 0.9 risk quantile 107.8 kW). The plan is priced on the median, but
+    # the reactive floor refills A's bank for what the risk quantile shows: the safety floor
+    # plus the energy of that excess in every block in sight, the feed leaving A no headroom
+    # to refill it later. B's upper quantile stays far below its feed: its bank coasts.
     site = make_site()
     policy = PredictivePolicy(site)
     obs = make_obs(site, (90.0, 50.0), soc=(0.5, 0.5))
     fc = banded_forecast((90.0, 50.0), (110.0, 60.0), policy.horizons_s)
     dec, state = policy.decide(obs, policy.initial_state(site), fc)
     assert state.plan is not None
-    assert dec.soc_target[0] == pytest.approx(1.0)
+    risk_kw = 90.0 + (0.9 - 0.5) / (0.95 - 0.5) * 20.0
+    block_h = site.plan_period_s / 3600.0
+    excess_kwh = (risk_kw - 100.0) * block_h * len(policy.horizons_s)
+    need = float(soc_floor(site)[0]) + excess_kwh / 0.95 / float(site.kes.capacity_kwh[0])
+    assert 0.5 < need < 1.0
+    assert dec.soc_target[0] == pytest.approx(need)
     assert dec.kes_kw[0] < 0.0  # A recharges toward it
     assert dec.soc_target[1] <= 0.5 + 1e-9  # B is not recharged: nothing in sight
+
+
+def forecast_by_block(
+    mid_kw: list[float], hi_kw: list[float], horizons_s: tuple[float, ...]
+) -> Forecast:
+    """A's median and upper quantile per block (B flat at 50 kW, far below its feed)."""
+    mid = np.array([mid_kw, [50.0] * len(horizons_s)]) * 1000.0
+    hi = np.array([hi_kw, [50.0] * len(horizons_s)]) * 1000.0
+    values = np.stack([mid, mid, hi], axis=2)
+    return Forecast(0.0, ("A", "B"), horizons_s, (0.05, 0.5, 0.95), values, mid)
+
+
+@pytest.mark.parametrize("headroom_kw", [40.0, 0.5])
+def test_the_floor_looks_as_far_ahead_as_refilling_takes_at_the_forecast_headroom(
+    make_site: SiteFactory, make_obs: ObsFactory, headroom_kw: float
+) -> None:
+    # The risk quantile shows A 12.8 kW over its feed in the last block (6 minutes ahead) and
+    # nothing before. A's bank at SoC 0.45 lacks about 0.22 kWh of what that excess needs on
+    # top of the safety floor (SoC 0.56). With 40 kW of headroom in the block before it, the
+    # bank refills that in one block at its 10 kW limit (0.31 kWh net): it may still coast
+    # now. With 0.5 kW of headroom it cannot be refilled later, so it is refilled now.
+    site = make_site()
+    policy = PredictivePolicy(site)
+    assert len(policy.horizons_s) == 3
+    before = 100.0 - headroom_kw
+    fc = forecast_by_block([95.0, before, 95.0], [95.0, before, 115.0], policy.horizons_s)
+    obs = make_obs(site, (95.0, 50.0), soc=(0.45, 0.45))
+    dec, state = policy.decide(obs, policy.initial_state(site), fc)
+    assert state.plan is not None
+    if headroom_kw > 10.0:
+        assert dec.soc_target[0] < 0.45  # coasting: the standby loss comes off the rotor
+        assert dec.kes_kw[0] >= 0.0
+    else:
+        assert dec.soc_target[0] == pytest.approx(0.5575, abs=1e-3)
+        assert dec.kes_kw[0] < 0.0
 
 
 def test_a_measured_excess_is_shifted_even_when_the_forecast_misses_it(

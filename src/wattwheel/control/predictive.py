@@ -6,9 +6,11 @@ How the forecast's quantiles are used (issue 9 item 8):
 * the plan prices the **median** (``PLAN_QUANTILE``): shifts, deferrals and the bank's energy
   are chosen for the demand it expects, which lets it move work from a domain whose bank is
   running out to one whose bank can still cover it;
-* a **reactive floor** on the bank: where the site's ``risk_quantile`` exceeds a feed within
-  the guard's sight (as long as refilling the bank at rated power takes), the SoC target is
-  what reactive keeps (full); the plan runs a bank down only where no excess is in sight;
+* a **reactive floor** on the bank: where the site's ``risk_quantile`` exceeds a feed so soon
+  that the headroom it leaves before could no longer refill the bank (its sight is the refill
+  time at the forecast's headroom, not at rated power), the bank is refilled now to the
+  safety floor plus the energy of the excesses in sight (at most full); elsewhere the plan
+  runs it down (coasting, ``_hold_plan``);
 * a domain **measured** over its feed in the last period is planned as staying there at
   least, so work is moved on a measured excess even where the forecast does not show it.
 
@@ -55,9 +57,9 @@ class PredictiveState:
     #: Demand the fast loop measured in the previous period (kW, (D,)): the newest
     #: measurement a plan made now may use (the current period's is not known to it).
     last_measured_kw: FloatArray | None = None
-    #: Per domain, whether the newest forecast's risk quantile exceeds the feed within the
-    #: guard's sight (then the bank is kept as full as reactive keeps it).
-    near_excess: NDArray[np.bool_] | None = None
+    #: Per domain, the SoC the reactive floor holds the bank at from the newest forecast
+    #: (0 where the risk quantile shows no excess the bank could not be refilled for later).
+    floor_soc: FloatArray | None = None
 
 
 class PredictivePolicy:
@@ -75,16 +77,6 @@ class PredictivePolicy:
         #: Blocks within the forecast horizon: planned at the risk quantile, reserve allowed.
         self.risk_blocks = max(int(round(site.horizon_s / site.plan_period_s)), 1)
         self.horizons_s = tuple(float(k * site.plan_period_s) for k in range(1, blocks + 1))
-        # The guard looks as far ahead as refilling the bank at rated power takes (about the
-        # time it covers its rated power): an excess seen later leaves time to recharge.
-        minutes = np.where(
-            site.kes.rated_power_kw > 0,
-            site.kes.capacity_kwh / np.maximum(site.kes.rated_power_kw, 1e-9) * 3600.0,
-            0.0,
-        )
-        self.guard_blocks = max(
-            int(math.ceil(float(minutes.max(initial=0.0)) / site.plan_period_s - 1e-9)), 1
-        )
         self.lead_blocks = int(
             math.ceil(float(site.flex.shift_lead_s.max(initial=0.0)) / site.plan_period_s - 1e-9)
         )
@@ -113,7 +105,7 @@ class PredictivePolicy:
             state.plan is not None and obs.now_s - state.plan_time_s < 2 * self.forecast_period_s
         )
         targets = (
-            self._targets(state.plan, state.near_excess)
+            self._targets(state.plan, state.floor_soc)
             if fresh and state.plan
             else Targets.reactive(self.site.n_domains, default_soc_target(self.site))
         )
@@ -122,13 +114,13 @@ class PredictivePolicy:
         state.last_measured_kw = np.asarray(obs.demand_kw, dtype=np.float64).copy()
         return decision, state
 
-    def _targets(self, plan: Plan, near: NDArray[np.bool_] | None) -> Targets:
+    def _targets(self, plan: Plan, floor_soc: FloatArray | None) -> Targets:
         soc_target = plan.soc_target
-        if near is not None:
-            # The reactive floor: where an excess is possible (the risk quantile exceeds the
-            # feed within the guard's sight) the bank is kept as full as reactive keeps it;
-            # the plan may run it down only where none is in sight.
-            soc_target = np.where(near, default_soc_target(self.site), soc_target)
+        if floor_soc is not None:
+            # The reactive floor: where the risk quantile shows an excess the bank could not
+            # be refilled for later, it is refilled now (``_refill_due``); elsewhere the plan
+            # may run it down.
+            soc_target = np.maximum(soc_target, floor_soc)
         if self.site.max_grid_ramp_kw_per_s is not None:
             # Under a ramp limit the bank's SoC serves the swing buffer, not the plan.
             soc_target = np.full(self.site.n_domains, default_soc_target(self.site))
@@ -161,8 +153,8 @@ class PredictivePolicy:
             over = (last > site.primary_kw)[:, None]
             demand = np.where(over, np.maximum(demand, last[:, None]), demand)
             risky = np.where(over, np.maximum(risky, last[:, None]), risky)
-        sight = min(self.guard_blocks, risky.shape[1])
-        state.near_excess = np.any(risky[:, :sight] > site.primary_kw[:, None], axis=1)
+        due, need_soc = self._refill_due(obs, risky)
+        state.floor_soc = np.where(due, need_soc, 0.0)
         noncrit = demand * site.flex.noncritical_fraction[:, None]
         fixed_out, fixed_in = self._fixed_shifts(obs, state)
         if self._quiet(obs, demand, fixed_out, fixed_in):
@@ -229,6 +221,43 @@ class PredictivePolicy:
         loss_kwh = flywheel.standby_loss_kw(kes, obs.kes_soc) * obs.dt_s / S_PER_H
         target = np.maximum(obs.kes_soc - loss_kwh / cap, soc_floor(self.site))
         return Plan(target, np.zeros(n, dtype=bool), z, z.copy(), z.copy(), z.copy(), 0.0)
+
+    def _refill_due(
+        self, obs: Observation, risky_kw: FloatArray
+    ) -> tuple[NDArray[np.bool_], FloatArray]:
+        """The reactive floor, per domain: whether the bank must be refilled from this period
+        on for an excess the risk quantile shows (``risky_kw``, (D, K)), and the SoC it needs.
+
+        That SoC is the safety floor (for what no forecast shows) plus the energy of every
+        excess the risk quantile shows in the plan's sight, at most full. Coasting one more
+        period is fine only if the headroom the risk quantile leaves in the later blocks before
+        the first such excess can still put back what the bank lacks by then: the bank refills
+        at its power limit or at that headroom, whichever is less, losing its standby
+        meanwhile. So the guard looks as far ahead as refilling takes at the forecast's
+        headroom: next to an excess, where the feed leaves a few kW, far longer than at rated
+        power (a guard that looked only as far as refilling at rated power takes met excesses
+        with a bank it could no longer refill in time)."""
+        site, kes = self.site, self.site.kes
+        dt_h = site.plan_period_s / S_PER_H
+        primary = site.primary_kw[:, None]
+        over = risky_kw > primary
+        cap = np.where(kes.capacity_kwh > 0, kes.capacity_kwh, 1.0)
+        excess_kwh = np.sum(np.maximum(risky_kw - primary, 0.0), axis=1) * dt_h
+        need_kwh = soc_floor(site) * kes.capacity_kwh + excess_kwh / kes.discharge_efficiency
+        need_soc = np.minimum(need_kwh / cap, default_soc_target(site))
+        charge_kw = np.minimum(
+            np.maximum(primary - risky_kw, 0.0), flywheel.power_limit_kw(kes, obs.kes_soc)[:, None]
+        )
+        standby_kw = flywheel.standby_loss_kw(kes, need_soc)[:, None]
+        stored_kwh = np.maximum(charge_kw * kes.charge_efficiency[:, None] - standby_kw, 0.0) * dt_h
+        stored_kwh[:, 0] = 0.0  # this period coasts: that is the choice being weighed
+        # What the blocks after this one and before block k can still put back.
+        later_kwh = np.cumsum(stored_kwh, axis=1) - stored_kwh
+        coast_kwh = flywheel.standby_loss_kw(kes, obs.kes_soc) * dt_h
+        lack_kwh = np.maximum(need_soc - obs.kes_soc, 0.0) * kes.capacity_kwh + coast_kwh
+        late = over & (later_kwh < lack_kwh[:, None] - 1e-9)
+        due: NDArray[np.bool_] = np.any(late, axis=1) & (need_soc > obs.kes_soc - 1e-9)
+        return due, need_soc
 
     def _fixed_shifts(
         self, obs: Observation, state: PredictiveState
