@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import typer
 
+from sites import site_toml
 from wattwheel.cli.live_cmds import _election_options, _one_shard
 from wattwheel.cli.live_wiring import build_leadership, build_wiring, shard_map
 from wattwheel.domain.errors import ConfigError
@@ -19,29 +20,7 @@ from wattwheel.runtime.leader import COORDINATOR
 from wattwheel.runtime.shards import split_shards
 from wattwheel.sim.scenario import build_scenario
 
-SITE = """
-[site]
-name = "w"
-servers_per_rack = 2
-[reserve]
-capacity_kw = 50
-[domain_defaults.kes]
-modules = 1
-module_power_kw = 20
-module_energy_kwh = 1
-[[domains]]
-name = "A"
-racks = ["a1", "a2"]
-primary_capacity_kw = 100
-[[domains]]
-name = "B"
-racks = ["b1"]
-primary_capacity_kw = 100
-[[domains]]
-name = "C"
-racks = ["c1"]
-primary_capacity_kw = 100
-"""
+SITE = site_toml("w", {"A": ["a1", "a2"], "B": ["b1"], "C": ["c1"]}, servers_per_rack=2)
 
 
 def _site():  # type: ignore[no-untyped-def]

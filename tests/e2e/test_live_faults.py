@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from services import Mosquitto
+from sites import site_toml
 from wattwheel.adapters.mqtt.client import Backoff, BrokerAddress, MqttIngester
 from wattwheel.adapters.mqtt.codec import telemetry_filter
 from wattwheel.adapters.ports import MqttTelemetry
@@ -23,25 +24,7 @@ from wattwheel.runtime.loop import Devices, Runtime, RuntimeConfig
 
 pytestmark = pytest.mark.service
 
-SITE = """
-[site]
-name = "faults"
-servers_per_rack = 2
-[reserve]
-capacity_kw = 50
-[domain_defaults.kes]
-modules = 1
-module_power_kw = 20
-module_energy_kwh = 1
-[[domains]]
-name = "A"
-racks = ["a1"]
-primary_capacity_kw = 100
-[[domains]]
-name = "B"
-racks = ["b1"]
-primary_capacity_kw = 100
-"""
+SITE = site_toml("faults", {"A": ["a1"], "B": ["b1"]}, servers_per_rack=2)
 
 
 async def _until(predicate: object, timeout_s: float, what: str) -> None:
@@ -54,7 +37,10 @@ async def _until(predicate: object, timeout_s: float, what: str) -> None:
 async def test_broker_restart_keeps_the_loop_ticking_and_telemetry_resumes(
     mosquitto: Mosquitto,
 ) -> None:
-    site = resolve_site(parse_site(SITE), {"A": np.array([100.0]), "B": np.array([100.0])})
+    site = resolve_site(
+        parse_site(SITE),
+        {"A": np.array([100.0]), "B": np.array([100.0])},
+    )
     broker = BrokerAddress("127.0.0.1", mosquitto.port, keepalive_s=2)
     fast = Backoff(0.1, 0.5)
     power = StaticRackPower({"a1": 120_000.0, "b1": 60_000.0})

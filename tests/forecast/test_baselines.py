@@ -225,20 +225,10 @@ def test_ar_fits_of_two_orders_share_lagged_sums_on_the_same_rows() -> None:
     sums = LagSums()
     ARForecaster(lags=10, horizons_s=horizons).fit_point(hist, sums)
     assert sums.cum is not None and sums.cum.shape == (701, 13)
-    shared, alone = (
-        ARForecaster(lags=6, horizons_s=horizons),
-        ARForecaster(lags=6, horizons_s=horizons),
-    )
-    shared.fit_point(hist, sums)
-    alone.fit_point(hist)
-    for step, coef in alone.coefs.items():
-        np.testing.assert_allclose(shared.coefs[step], coef, rtol=1e-12, atol=1e-12)
-    on_other, other_alone = (
-        ARForecaster(lags=6, horizons_s=horizons),
-        ARForecaster(lags=6, horizons_s=horizons),
-    )
-    on_other.fit_point(other, sums)
-    other_alone.fit_point(other)
-    for step, coef in other_alone.coefs.items():
-        np.testing.assert_allclose(on_other.coefs[step], coef, rtol=1e-12, atol=1e-12)
+    for rows in (hist, other):  # the AR(10)'s rows, then other rows (recomputed)
+        shared, alone = (ARForecaster(lags=6, horizons_s=horizons) for _ in range(2))
+        shared.fit_point(rows, sums)
+        alone.fit_point(rows)
+        for step, coef in alone.coefs.items():
+            np.testing.assert_allclose(shared.coefs[step], coef, rtol=1e-12, atol=1e-12)
     assert sums.cum.shape == (701, 9)  # recomputed on the other rows, as wide as AR(6) needs
